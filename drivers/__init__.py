@@ -1,0 +1,1 @@
+"""Instrument drivers and the bench emulator (installed as ``hil.drivers``)."""

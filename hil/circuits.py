@@ -1,0 +1,105 @@
+"""Circuit generators and the shipped circuits.
+
+Generators return validated :class:`hil.circuit.Circuit` objects, seeded and
+reproducible; ``circuit.save(path)`` writes them as TOML. Initial conductances
+are log-uniform in the middle of [g_min, g_max] (siemens).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hil.circuit import Circuit, load_circuit, make_circuit
+from hil.data import folder
+
+G_MIN, G_MAX = 1e-5, 1e-2  # 100 ohm .. 100 kohm, the range of common programmable resistors
+
+
+def _initial_g(rng, m, g_min, g_max):
+    lo, hi = np.log(g_min), np.log(g_max)
+    mid, half = (lo + hi) / 2, (hi - lo) / 4
+    return np.exp(rng.uniform(mid - half, mid + half, m))
+
+
+def random_network(n_nodes: int, degree: float = 3.0, seed: int = 0, n_inputs: int = 2, n_outputs: int = 2,
+                   g_min: float = G_MIN, g_max: float = G_MAX) -> Circuit:
+    """A connected random disordered network: a random spanning tree plus random edges.
+
+    ``n_nodes`` nodes with mean degree ``degree`` (so about n_nodes * degree / 2
+    edges); node n0 is ground, the next ``n_inputs`` nodes are inputs, the last
+    ``n_outputs`` nodes are outputs.
+    """
+    if n_nodes < 2 + n_inputs + n_outputs - 1 or n_outputs < 1:
+        raise ValueError(f"random_network: {n_nodes} nodes cannot hold ground, {n_inputs} inputs and {n_outputs} outputs")
+    rng = np.random.default_rng(seed)
+    m_target = max(n_nodes - 1, int(round(n_nodes * degree / 2)))
+    m_target = min(m_target, n_nodes * (n_nodes - 1) // 2)
+    order = rng.permutation(n_nodes)
+    pairs = set()
+    for i in range(1, n_nodes):
+        j = order[rng.integers(0, i)]
+        pairs.add(tuple(sorted((int(order[i]), int(j)))))
+    while len(pairs) < m_target:
+        a, b = rng.choice(n_nodes, 2, replace=False)
+        pairs.add(tuple(sorted((int(a), int(b)))))
+    pairs = sorted(pairs)
+    g = _initial_g(rng, len(pairs), g_min, g_max)
+    names = [f"n{i}" for i in range(n_nodes)]
+    edges = [(f"R{k + 1}", names[a], names[b], g[k]) for k, (a, b) in enumerate(pairs)]
+    return make_circuit(f"random{n_nodes}_d{degree:g}_s{seed}", edges, "n0", names[1:1 + n_inputs],
+                        names[n_nodes - n_outputs:], g_min, g_max,
+                        source=f"random_network({n_nodes}, {degree}, seed={seed})")
+
+
+def lattice(rows: int, cols: int, seed: int = 0, n_inputs: int = 2, n_outputs: int = 2,
+            g_min: float = G_MIN, g_max: float = G_MAX) -> Circuit:
+    """A rows x cols square lattice: ground at the top-left corner, inputs spread
+    down the left column, outputs spread down the right column. 2 rows cols - rows - cols edges."""
+    if rows < 2 or cols < 2 or rows < n_inputs + 1 or rows < n_outputs:
+        raise ValueError(f"lattice: {rows}x{cols} is too small for {n_inputs} inputs and {n_outputs} outputs")
+    rng = np.random.default_rng(seed)
+    nm = lambda r, c: f"n{r}_{c}"
+    pairs = [(nm(r, c), nm(r, c + 1)) for r in range(rows) for c in range(cols - 1)]
+    pairs += [(nm(r, c), nm(r + 1, c)) for r in range(rows - 1) for c in range(cols)]
+    g = _initial_g(rng, len(pairs), g_min, g_max)
+    edges = [(f"R{k + 1}", a, b, g[k]) for k, (a, b) in enumerate(pairs)]
+    in_rows = np.linspace(1, rows - 1, n_inputs).round().astype(int)
+    out_rows = np.linspace(0, rows - 1, n_outputs).round().astype(int)
+    return make_circuit(f"lattice{rows}x{cols}_s{seed}", edges, nm(0, 0), [nm(r, 0) for r in in_rows],
+                        [nm(r, cols - 1) for r in out_rows], g_min, g_max,
+                        source=f"lattice({rows}, {cols}, seed={seed})")
+
+
+def crossbar(layers=(2, 4, 2), seed: int = 0, g_min: float = G_MIN, g_max: float = G_MAX) -> Circuit:
+    """A layered crossbar: every node of a layer joined to every node of the next,
+    and every non-input node joined to ground (its column's load conductance).
+    Layer 0 are the inputs, the last layer the outputs."""
+    layers = tuple(int(x) for x in layers)
+    if len(layers) < 2 or min(layers) < 1:
+        raise ValueError(f"crossbar: layers {layers} need at least an input and an output layer")
+    rng = np.random.default_rng(seed)
+    names = [[("in" if k == 0 else "out" if k == len(layers) - 1 else f"h{k}_") + f"{i}" for i in range(n)]
+             for k, n in enumerate(layers)]
+    pairs = [(a, b) for k in range(len(layers) - 1) for a in names[k] for b in names[k + 1]]
+    pairs += [(a, "gnd") for k in range(1, len(layers)) for a in names[k]]
+    g = _initial_g(rng, len(pairs), g_min, g_max)
+    edges = [(f"G{k + 1}", a, b, g[k]) for k, (a, b) in enumerate(pairs)]
+    return make_circuit("crossbar" + "x".join(map(str, layers)) + f"_s{seed}", edges, "gnd", names[0], names[-1],
+                        g_min, g_max, source=f"crossbar({layers}, seed={seed})")
+
+
+def shipped() -> dict:
+    """Shipped circuit files: name -> path."""
+    return {p.stem: p for p in sorted(folder("circuits").glob("*.toml"))}
+
+
+def shipped_path(name: str) -> Path | None:
+    """The shipped circuit called ``name`` (with or without .toml), or None."""
+    return shipped().get(Path(name).stem if name.endswith(".toml") else name)
+
+
+def load(name: str) -> Circuit:
+    """Load a shipped circuit by name, or any circuit file by path."""
+    return load_circuit(name)

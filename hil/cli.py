@@ -1,0 +1,242 @@
+"""The ``hil`` command.
+
+Units everywhere: conductances and EP's nudge beta in siemens (S), CL's and
+AL's nudge eta dimensionless, voltages in volts, losses in V^2 (mean over the
+examples of 1/2 ||V_O - y||^2), learning rates in S^2/V^2.
+
+With ``--json`` a command prints one JSON object as the last line of standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+UNITS = ("units: conductances and EP's --nudge (beta) in siemens; CL's and AL's --nudge (eta) "
+         "dimensionless; voltages in V; loss = mean over examples of 1/2 ||V_O - y||^2 in V^2; "
+         "--lr in S^2/V^2.")
+
+NUDGE_HELP = ("nudge size: beta in siemens for ep, ep-sym, ep-holo, ep-open; eta (dimensionless) for cl, al. "
+              "Default: beta = 0.05 / kappa_max, 5%% of the convergence radius 1/kappa_max (kappa_max: the "
+              "largest eigenvalue of the output Green's matrix K, ohms); eta = 0.05.")
+LR_HELP = ("learning rate alpha in S^2/V^2 (update: g <- g - alpha * ghat). Default: 1 / lambda_max of the "
+           "Gauss-Newton curvature mean_i J_i^T J_i of the loss at the initial conductances (with K^-1 "
+           "weighting for cl): the largest stable step, whatever the circuit's conductance scale.")
+
+
+def _add_task(p, required=True):
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--data", metavar="CSV", help="CSV task: header names the input and output nodes, one example a row (V)")
+    g.add_argument("--teacher", metavar="SEED", type=int,
+                   help="teacher task: random teacher conductances (log-uniform in [g_min, g_max]) on the same topology")
+    p.add_argument("--examples", type=int, default=16, help="teacher task: training examples (default 16; test split: a quarter more)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="CSV task: held-out fraction (default 0.2)")
+
+
+def _add_rule(p):
+    p.add_argument("--rule", default="ep-sym", help="gd, ep, ep-sym, ep-holo, ep-open, cl, al (default ep-sym); "
+                                                     "ep-holo:N sets the points")
+    p.add_argument("--nudge", type=float, default=None, help=NUDGE_HELP)
+    p.add_argument("--points", type=int, default=None, help="ep-holo: number of points N on the circle (default 4)")
+
+
+def _task(args, circuit):
+    from hil.tasks import load_csv_task, teacher_task
+    if getattr(args, "data", None):
+        return load_csv_task(circuit, args.data, args.test_fraction, seed=getattr(args, "seed", 0) or 0)
+    if getattr(args, "teacher", None) is not None:
+        return teacher_task(circuit, args.teacher, args.examples)
+    return None
+
+
+def _emit(args, obj, text=None):
+    if text:
+        print(text)
+    if args.json:
+        print(json.dumps(obj, default=lambda x: x.tolist() if isinstance(x, np.ndarray) else float(x)))
+
+
+def cmd_train(args):
+    from hil.circuit import load_circuit
+    from hil.train import TrainConfig, resume_run, start_run
+
+    if args.resume:
+        res = resume_run(args.resume, steps=args.steps, progress=None if not args.json else False)
+    else:
+        if not args.circuit or not args.out:
+            raise SystemExit("hil train: CIRCUIT, a task (--data or --teacher) and --out are needed (or --resume DIR)")
+        circuit = load_circuit(args.circuit)
+        task = _task(args, circuit)
+        if task is None:
+            raise SystemExit("hil train: give a task: --data CSV or --teacher SEED")
+        cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
+                          steps=args.steps or 1000, batch=args.batch, seed=args.seed,
+                          checkpoint_every=args.checkpoint_every, backend=args.backend)
+        res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False)
+    text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
+            f"run in {res['run_dir']} (loss.png, log.csv)")
+    _emit(args, res, text)
+
+
+def cmd_grad(args):
+    from hil.circuit import load_circuit
+    from hil.exact import gradient
+    from hil.rules import make_rule
+    from hil.train import open_substrate
+
+    circuit = load_circuit(args.circuit)
+    task = _task(args, circuit)
+    X, Y = task.X_train, task.Y_train
+    with open_substrate(circuit, args.backend) as sub:
+        kappa = float(np.linalg.eigvalsh(sub.output_green()).max())
+        rule = make_rule(args.rule, args.nudge, args.points).configure(kappa)
+        est = rule.estimate(sub.measure(X, Y, rule.states()))
+    exact = gradient(circuit, X, Y)
+    cos = float(est @ exact / (np.linalg.norm(est) * np.linalg.norm(exact)))
+    rel = float(np.linalg.norm(est - exact) / np.linalg.norm(exact))
+    obj = {"edges": list(circuit.edge_names), "exact": exact.tolist(), "estimate": est.tolist(),
+           "cosine": cos, "rel_error": rel, "rule": rule.describe(), "nudge": rule.nudge}
+    lines = [f"{rule.describe()} on {circuit.name}: cosine {cos:.6f}, relative error {rel:.3e}",
+             f"{'edge':>8} {'exact dC/dg (V^2/S)':>22} {'estimate':>14}"]
+    lines += [f"{n:>8} {e:22.6g} {s:14.6g}" for n, e, s in zip(circuit.edge_names, exact, est)]
+    _emit(args, obj, "\n".join(lines))
+
+
+def cmd_info(args):
+    from hil.circuit import load_circuit
+    from hil.exact import coercivity, jacobian, output_green, residual_basis
+
+    c = load_circuit(args.circuit)
+    K = output_green(c)
+    ev = np.linalg.eigvalsh(K)
+    obj = {"name": c.name, "source": c.source, "nodes": list(c.nodes), "edges": list(c.edge_names),
+           "n_nodes": c.n, "n_edges": c.m, "ground": c.nodes[c.ground], "inputs": c.input_names,
+           "outputs": c.output_names, "g_min": c.g_min, "g_max": c.g_max,
+           "K_eigenvalues": ev.tolist(), "kappa_max": float(ev.max()), "nudge_radius": float(1 / ev.max())}
+    lines = [f"{c.name} ({c.source}): {c.n} nodes, {c.m} edges; ground {obj['ground']}; "
+             f"inputs {', '.join(c.input_names) or '-'}; outputs {', '.join(c.output_names)}",
+             f"conductance bounds [{c.g_min:g}, {c.g_max:g}] S",
+             f"eigenvalues of K (ohms): {', '.join(f'{x:.4g}' for x in ev)}",
+             f"EP nudge radius 1/kappa_max = {1 / ev.max():.4g} S"]
+    task = _task(args, c)
+    if task is not None:
+        X = task.X_train
+        J = jacobian(c, X)
+        cc = coercivity(c, X)
+        raw = coercivity(c, X, restrict=False)
+        rank = int(np.linalg.matrix_rank(J))
+        constraints = residual_basis(c, X).shape[1]
+        obj.update(coercivity=cc, coercivity_raw=raw, rank=rank, constraints=constraints,
+                   rows=int(J.shape[0]))
+        lines.append(f"task {task.description}: rank J = {rank} of {constraints} independent output constraints "
+                     f"(|O| x rank X; {J.shape[0]} rows)")
+        lines.append(f"coercivity c = lambda_min(J J^T on the residual space)/N = {cc:.4g} V^2/S^2 "
+                     f"({'coercive' if cc > 0 and rank == constraints else 'NOT coercive'}); "
+                     f"spec's raw lambda_min(J J^T)/N = {raw:.3g}")
+    _emit(args, obj, "\n".join(lines))
+
+
+def cmd_circuits(args):
+    from hil.circuit import load_circuit
+    from hil.circuits import shipped
+
+    rows = []
+    for name, path in shipped().items():
+        c = load_circuit(path)
+        rows.append({"name": name, "path": str(path), "nodes": c.n, "edges": c.m,
+                     "inputs": c.input_names, "outputs": c.output_names})
+    text = "\n".join(f"{r['name']:<12} {r['nodes']:>4} nodes {r['edges']:>4} edges  "
+                     f"inputs {','.join(r['inputs'])}  outputs {','.join(r['outputs'])}  {r['path']}" for r in rows)
+    _emit(args, {"circuits": rows}, text)
+
+
+def cmd_generate(args):
+    from hil import circuits as gen
+
+    if args.kind == "random":
+        c = gen.random_network(args.nodes, args.degree, args.seed, args.inputs, args.outputs)
+    elif args.kind == "lattice":
+        c = gen.lattice(args.rows, args.cols, args.seed, args.inputs, args.outputs)
+    else:
+        c = gen.crossbar(tuple(int(x) for x in args.layers.split(",")), args.seed)
+    c.save(args.o)
+    _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m}, f"wrote {args.o}: {c.n} nodes, {c.m} edges")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hil", description="Physical learning in electrical circuits. " + UNITS)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_):
+        sp = sub.add_parser(name, help=help_, description=help_ + " " + UNITS)
+        sp.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+        sp.set_defaults(func=func)
+        return sp
+
+    t = add("train", cmd_train, "Train a circuit on a task; records a run directory.")
+    t.add_argument("circuit", nargs="?", help="circuit file (TOML) or shipped circuit name")
+    _add_task(t, required=False)
+    _add_rule(t)
+    t.add_argument("--lr", type=float, default=None, help=LR_HELP)
+    t.add_argument("--steps", type=int, default=None, help="training steps (default 1000; with --resume: the new total)")
+    t.add_argument("--batch", type=int, default=None, help="examples per step (default: the whole training set)")
+    t.add_argument("--seed", type=int, default=0, help="seed for batch sampling and the CSV split")
+    t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/20)")
+    t.add_argument("--backend", default="ideal", help="substrate: ideal (default)")
+    t.add_argument("--out", help="run directory to create")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+
+    g = add("grad", cmd_grad, "A rule's gradient estimate at the file's conductances beside the exact gradient.")
+    g.add_argument("circuit")
+    _add_task(g)
+    _add_rule(g)
+    g.add_argument("--backend", default="ideal")
+
+    i = add("info", cmd_info, "Nodes, edges, eigenvalues of K, the nudge radius, and the coercivity for a task.")
+    i.add_argument("circuit")
+    _add_task(i, required=False)
+
+    add("circuits", cmd_circuits, "List the shipped circuits.")
+
+    ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar) as TOML.")
+    ge.add_argument("kind", choices=["random", "lattice", "crossbar"])
+    ge.add_argument("-o", required=True, metavar="FILE")
+    ge.add_argument("--nodes", type=int, default=16)
+    ge.add_argument("--degree", type=float, default=3.0)
+    ge.add_argument("--rows", type=int, default=8)
+    ge.add_argument("--cols", type=int, default=8)
+    ge.add_argument("--layers", default="2,4,2")
+    ge.add_argument("--inputs", type=int, default=2)
+    ge.add_argument("--outputs", type=int, default=2)
+    ge.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv=None) -> int:
+    from hil.circuit import CircuitError
+    from hil.runs import RunError
+    from hil.substrate import SubstrateError
+    from hil.tasks import TaskError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CircuitError, TaskError, RunError, SubstrateError, ValueError) as exc:
+        print(f"hil {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into head and closed
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"\nhil {args.command}: interrupted; the last checkpoint was written"
+              + (f" (resume: hil train --resume {args.out or args.resume})" if args.command == "train" else ""),
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

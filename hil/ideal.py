@@ -1,0 +1,134 @@
+"""The ideal substrate: exact linear resistor circuits solved with numpy/scipy.
+
+One factorization of L_FF per conductance vector serves every example and
+every state of a step. With Z = L_FF^-1 P^T (|F| x |O|) and K = P Z, every
+experiment of :mod:`hil.substrate` is the base solution plus Z c for a small
+output current c (|O| per example):
+
+- injected current I:            c = I
+- load beta to a source at y:    (I + beta K) V_O = V_O^0 + beta K y,  c = beta (y - V_O)
+- outputs clamped at t:          c = K^-1 (t - V_O^0)
+
+where V^0 is the solution with the outputs open (sources on: the free state;
+sources off: zero). So a step costs one factorization, |O| + 1 batched
+triangular solves, and |O| x |O| algebra per experiment. Dense Cholesky for
+small circuits, sparse LU (SuperLU) beyond ``dense_limit`` free nodes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse.linalg as spla
+
+from hil.circuit import Circuit, CircuitError
+from hil.exact import laplacian, source_values
+from hil.substrate import Substrate, SubstrateError
+
+
+class _Factorization:
+    """L_FF factorized once for a conductance vector, with Z = L_FF^-1 P^T and K = P Z."""
+
+    def __init__(self, c: Circuit, g: np.ndarray, dense_limit: int):
+        L = laplacian(c, g)
+        F = c.free
+        LFF = L[F][:, F]
+        self.LFS = L[F][:, c.sources].toarray() if len(F) <= dense_limit else L[F][:, c.sources].tocsr()
+        self.dense = len(F) <= dense_limit
+        try:
+            if self.dense:
+                self._cho = sla.cho_factor(LFF.toarray(), lower=True, check_finite=False)
+            else:
+                self._lu = spla.splu(LFF.tocsc(), permc_spec="MMD_AT_PLUS_A")
+        except (np.linalg.LinAlgError, RuntimeError) as exc:
+            raise SubstrateError(f"circuit '{c.name}': L_FF is singular ({exc}); "
+                                 "a node may have no path to a source") from None
+        Pt = np.zeros((len(F), len(c.outputs)))
+        Pt[c.out_in_free, np.arange(len(c.outputs))] = 1.0
+        self.Z = self.solve(Pt)
+        self.K = self.Z[c.out_in_free]
+        self.K_cho = sla.cho_factor(self.K, lower=True, check_finite=False)
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        """L_FF^-1 rhs for rhs (|F|, k), real or complex."""
+        if np.iscomplexobj(rhs):
+            return self.solve(rhs.real) + 1j * self.solve(rhs.imag)
+        if self.dense:
+            return sla.cho_solve(self._cho, rhs, check_finite=False)
+        return self._lu.solve(np.ascontiguousarray(rhs))
+
+
+class IdealSubstrate(Substrate):
+    """Exact linear circuit; conductances are the parameters (siemens)."""
+
+    supports_complex = True
+
+    def __init__(self, circuit: Circuit, g=None, dense_limit: int = 1500):
+        self.circuit = circuit
+        self.dense_limit = dense_limit
+        self._fact = None
+        self.solves = 0  # factorizations performed, for diagnostics
+        self.write(circuit.g if g is None else g)
+
+    def write(self, g) -> np.ndarray:
+        g = np.asarray(g, dtype=float)
+        c = self.circuit
+        if g.shape != (c.m,):
+            raise SubstrateError(f"expected {c.m} conductances for circuit '{c.name}', got shape {g.shape}")
+        bad = np.flatnonzero(~np.isfinite(g) | (g <= 0))
+        if bad.size:
+            e = bad[0]
+            raise CircuitError(f"{c.source}: edge '{c.edge_names[e]}': conductance {g[e]!r} "
+                               "is not a positive finite number")
+        self._g = g.copy()
+        self._fact = None
+        return self._g.copy()
+
+    def read(self) -> np.ndarray:
+        return self._g.copy()
+
+    def factorization(self) -> _Factorization:
+        """The factorization for the conductances now written (computed once per write)."""
+        if self._fact is None:
+            self._fact = _Factorization(self.circuit, self._g, self.dense_limit)
+            self.solves += 1
+        return self._fact
+
+    def output_green(self) -> np.ndarray:
+        """K = P L_FF^-1 P^T at the written conductances (ohms)."""
+        return self.factorization().K.copy()
+
+    def run(self, inputs, experiments) -> list:
+        c = self.circuit
+        f = self.factorization()
+        X = np.atleast_2d(np.asarray(inputs, float))
+        s = source_values(c, X)
+        oif = c.out_in_free
+        V0 = None
+        if any(e.sources_on for e in experiments):
+            V0 = f.solve(-np.asarray(f.LFS @ s.T)).T  # (batch, |F|)
+        results = []
+        for e in experiments:
+            base = V0 if e.sources_on else np.zeros((len(X), len(c.free)))
+            VO0 = base[:, oif]
+            vals = np.asarray(e.values)
+            if e.mode == "current":
+                cur = vals
+            elif e.mode == "load":
+                beta = e.beta
+                A = np.eye(len(f.K)) + beta * f.K
+                VO = np.linalg.solve(A, VO0.T + beta * (f.K @ vals.T)).T
+                cur = beta * (vals - VO)
+            elif e.mode == "clamp":
+                cur = sla.cho_solve(f.K_cho, (vals - VO0).T, check_finite=False).T
+            else:
+                raise SubstrateError(f"unknown experiment mode {e.mode!r}")
+            VF = base + cur @ f.Z.T
+            V = np.zeros((len(X), c.n), dtype=VF.dtype)
+            if e.sources_on:
+                V[:, c.sources] = s
+            V[:, c.free] = VF
+            if e.mode == "clamp":  # exact: the clamped outputs are the source values
+                V[:, list(c.outputs)] = vals
+            results.append(V)
+        return results

@@ -1,0 +1,239 @@
+"""The substrate interface and the measurement types.
+
+A substrate is anything that holds a circuit's trainable parameters and can
+run *experiments* on it and report node voltages: the ideal model
+(:mod:`hil.ideal`), ngspice, a bench. Learning rules never see a substrate:
+they ask for *states* (:class:`Free`, :class:`Nudge`, :class:`Clamp`, ...) and
+read the :class:`Measurements` that come back.
+
+An :class:`Experiment` is one physical configuration of the outputs, as a bench
+would set it up:
+
+- sources on (inputs at s, ground at 0 V) or all sources at 0 V (adjoint);
+- each output either open with an injected current (A; 0 A = free),
+  loaded by a conductance beta (S) to a source at a target voltage (closed-loop
+  nudge), or clamped by a voltage source (V).
+
+:meth:`Substrate.measure` turns the requested states into experiments in
+rounds (a nudge or clamp depends on the measured free state; AL's clamp on the
+measured adjoint state) and hands each round to :meth:`Substrate.run` at once,
+so each substrate solves a round its fastest way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from hil.circuit import Circuit
+
+# -- states a rule may request ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Free:
+    """The free state: inputs applied, outputs open."""
+
+    key = "free"
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """EP's nudged state at beta (siemens).
+
+    closed loop (default): each output gets a conductance beta to a source at its
+    target y, i.e. (L V)_F = beta P^T (y - V_O). beta may be complex (a complex
+    admittance; ideal and AC-capable substrates only).
+    open loop: the fixed current beta (y - V_O^free) (amperes) is injected into each output.
+    """
+
+    beta: complex
+    open_loop: bool = False
+
+    @property
+    def key(self):
+        return ("nudge-open" if self.open_loop else "nudge", complex(self.beta))
+
+
+@dataclass(frozen=True)
+class Clamp:
+    """CL's clamped state: outputs held at V_O + eta (y - V_O); eta dimensionless."""
+
+    eta: float
+
+    @property
+    def key(self):
+        return ("clamp", float(self.eta))
+
+
+@dataclass(frozen=True)
+class Adjoint:
+    """The adjoint state lambda: every source at 0 V, current r = V_O - y injected into the outputs."""
+
+    key = "adjoint"
+
+
+@dataclass(frozen=True)
+class AdjointClamp:
+    """AL's clamped state: outputs held at V_O - (eta / kappa) K r.
+
+    K r is read from the adjoint experiment (ohm-volts); kappa (ohms, the scale
+    of K, normally kappa_max) makes eta dimensionless: K / kappa_max has its
+    eigenvalues in (0, 1], so eta = 1 is a full-size clamp as in CL. Exactly,
+    V^C = V - (eta / kappa) lambda.
+    """
+
+    eta: float
+    kappa: float
+
+    @property
+    def key(self):
+        return ("adjoint-clamp", float(self.eta), float(self.kappa))
+
+
+# -- experiments a substrate runs ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One configuration of sources and outputs for a whole batch.
+
+    sources_on : inputs at their values (True) or every source at 0 V (False).
+    mode : 'current' | 'load' | 'clamp'.
+    values : (batch, |O|): injected current (A), load target (V) or clamp voltage (V).
+    beta : the load conductance (S), for mode 'load' only; may be complex.
+    """
+
+    sources_on: bool
+    mode: str
+    values: np.ndarray
+    beta: complex = 0.0
+
+    @staticmethod
+    def free(batch, n_out, sources_on=True):
+        return Experiment(sources_on, "current", np.zeros((batch, n_out)))
+
+
+@dataclass
+class Measurements:
+    """Node voltages of every requested state for one batch.
+
+    voltages : dict state.key -> (batch, n) array, volts (complex for a complex nudge).
+    inputs, targets : the batch, (batch, |inputs|) and (batch, |O|) volts.
+    """
+
+    circuit: Circuit
+    inputs: np.ndarray
+    targets: np.ndarray
+    voltages: dict
+
+    def __getitem__(self, state) -> np.ndarray:
+        return self.voltages[state.key]
+
+    @property
+    def residual(self) -> np.ndarray:
+        """r = V_O - y in the free state, (batch, |O|) volts."""
+        return self.voltages["free"][:, list(self.circuit.outputs)] - self.targets
+
+    def loss(self) -> float:
+        """C = mean over the batch of 1/2 ||r||^2 (V^2)."""
+        r = self.residual
+        return float(0.5 * np.mean(np.sum(r * r, axis=1)))
+
+
+class SubstrateError(RuntimeError):
+    """A substrate could not run an experiment (unsupported, failed, out of limits)."""
+
+
+class Substrate(ABC):
+    """The interface every substrate implements.
+
+    Subclasses implement :meth:`write`, :meth:`read` and :meth:`run`; the
+    protocol that turns states into experiments is shared here.
+    """
+
+    circuit: Circuit
+    supports_complex = False
+
+    @abstractmethod
+    def write(self, g) -> np.ndarray:
+        """Set the trainable conductances to ``g`` (siemens, shape (m,)); returns what was realised."""
+
+    @abstractmethod
+    def read(self) -> np.ndarray:
+        """The conductances now on the substrate (siemens, shape (m,))."""
+
+    @abstractmethod
+    def run(self, inputs: np.ndarray, experiments: list) -> list:
+        """Run each experiment on the batch ``inputs`` (batch, |inputs|) volts.
+
+        Returns one (batch, n) array of node voltages per experiment.
+        """
+
+    def close(self) -> None:
+        """Release whatever the substrate holds (a simulator, instruments)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- the shared measurement protocol ----------------------------------------
+    def output_green(self) -> np.ndarray:
+        """K (|O| x |O|, ohms), measured: sources at 0 V, 1 A into each output in turn.
+
+        Substrates that know K exactly override this; a bench would scale the
+        test current down, as the circuit is linear.
+        """
+        n_out = len(self.circuit.outputs)
+        X = np.zeros((n_out, len(self.circuit.inputs)))
+        V = self.run(X, [Experiment(False, "current", np.eye(n_out))])[0]
+        K = V[:, list(self.circuit.outputs)].T
+        return 0.5 * (K + K.T)
+
+    def measure(self, inputs, targets, states) -> Measurements:
+        """Measure every state in ``states`` on one batch; see the module docstring."""
+        c = self.circuit
+        X = np.atleast_2d(np.asarray(inputs, float))
+        Y = np.atleast_2d(np.asarray(targets, float))
+        if X.shape[1] != len(c.inputs) or Y.shape[1] != len(c.outputs) or len(X) != len(Y):
+            raise SubstrateError(f"batch shapes {X.shape} inputs, {Y.shape} targets do not fit circuit "
+                                 f"'{c.name}' ({len(c.inputs)} inputs, {len(c.outputs)} outputs)")
+        batch, n_out = Y.shape
+        out = list(c.outputs)
+        states = list(dict.fromkeys(states))  # unique, in order
+        for s in states:
+            if isinstance(s, Nudge) and complex(s.beta).imag != 0 and not self.supports_complex:
+                raise SubstrateError(f"{type(self).__name__} cannot realise a complex nudge (beta = {s.beta}); "
+                                     "use the ideal substrate or an AC-capable one")
+
+        V = {"free": self.run(X, [Experiment.free(batch, n_out)])[0]}
+        VO = V["free"][:, out]
+        r = VO - Y
+
+        # round 2: everything that depends on the free state only
+        round2 = []
+        for s in states:
+            if isinstance(s, Nudge):
+                if s.open_loop:
+                    round2.append((s.key, Experiment(True, "current", s.beta * (Y - VO))))
+                else:
+                    round2.append((s.key, Experiment(True, "load", Y, beta=s.beta)))
+            elif isinstance(s, Clamp):
+                round2.append((s.key, Experiment(True, "clamp", VO + s.eta * (Y - VO))))
+        if any(isinstance(s, (Adjoint, AdjointClamp)) for s in states):
+            round2.append((Adjoint.key, Experiment(False, "current", r)))
+        if round2:
+            for (key, _), v in zip(round2, self.run(X, [e for _, e in round2])):
+                V[key] = v
+
+        # round 3: AL clamps need the measured adjoint outputs K r
+        round3 = [(s.key, Experiment(True, "clamp", VO - (s.eta / s.kappa) * V[Adjoint.key][:, out]))
+                  for s in states if isinstance(s, AdjointClamp)]
+        if round3:
+            for (key, _), v in zip(round3, self.run(X, [e for _, e in round3])):
+                V[key] = v
+        return Measurements(c, X, Y, V)

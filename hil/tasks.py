@@ -1,0 +1,134 @@
+"""Tasks: examples of input voltages and target output voltages, with a held-out split.
+
+A task holds ``X_train`` (N, |inputs|), ``Y_train`` (N, |O|) and the test split,
+all in volts, columns in the circuit's input and output order.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hil.circuit import Circuit
+
+
+class TaskError(ValueError):
+    """A task that does not fit its circuit; the message names file, line and column."""
+
+
+@dataclass
+class Task:
+    X_train: np.ndarray
+    Y_train: np.ndarray
+    X_test: np.ndarray
+    Y_test: np.ndarray
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.X_train)
+
+    def to_dict(self) -> dict:
+        return {"description": self.description, "meta": self.meta,
+                "X_train": self.X_train.tolist(), "Y_train": self.Y_train.tolist(),
+                "X_test": self.X_test.tolist(), "Y_test": self.Y_test.tolist()}
+
+    @staticmethod
+    def from_dict(d: dict) -> "Task":
+        arr = lambda k: np.array(d[k], dtype=float)
+        return Task(arr("X_train"), arr("Y_train"), arr("X_test"), arr("Y_test"),
+                    d.get("description", ""), d.get("meta", {}))
+
+
+def _split(X, Y, test_fraction, seed):
+    n = len(X)
+    n_test = int(round(n * test_fraction)) if n >= 5 else 0
+    perm = np.random.default_rng(seed).permutation(n)
+    te, tr = perm[:n_test], perm[n_test:]
+    return X[tr], Y[tr], X[te], Y[te]
+
+
+def load_csv_task(circuit: Circuit, path, test_fraction: float = 0.2, seed: int = 0) -> Task:
+    """Read a CSV task: a header naming every input node and every output node, one example per row (volts).
+
+    Rows are split at random (seeded) into train and test (``test_fraction``;
+    no test split below 5 rows).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TaskError(f"{path}: no such task file")
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows = [(i + 1, r) for i, r in enumerate(rows) if r and any(x.strip() for x in r) and not r[0].startswith("#")]
+    if not rows:
+        raise TaskError(f"{path}: empty task file (expected a header naming input and output nodes)")
+    hline, header = rows[0]
+    header = [h.strip() for h in header]
+    ins, outs = circuit.input_names, circuit.output_names
+    for col, h in enumerate(header):
+        if h not in ins and h not in outs:
+            role = "a node that is neither an input nor an output" if h in circuit.nodes else "an unknown node"
+            raise TaskError(f"{path}:{hline}: column {col + 1} '{h}' is {role} of circuit '{circuit.name}' "
+                            f"(inputs: {', '.join(ins)}; outputs: {', '.join(outs)})")
+        if header.count(h) > 1:
+            raise TaskError(f"{path}:{hline}: column '{h}' appears twice")
+    for nm in ins + outs:
+        if nm not in header:
+            raise TaskError(f"{path}:{hline}: no column for {'input' if nm in ins else 'output'} node '{nm}'")
+    data = []
+    for line, r in rows[1:]:
+        if len(r) != len(header):
+            raise TaskError(f"{path}:{line}: {len(r)} values, the header has {len(header)}")
+        vals = []
+        for col, x in enumerate(r):
+            try:
+                v = float(x)
+            except ValueError:
+                raise TaskError(f"{path}:{line}: column {col + 1} '{header[col]}': {x.strip()!r} is not a number (volts)") from None
+            if not math.isfinite(v):
+                raise TaskError(f"{path}:{line}: column {col + 1} '{header[col]}': {v} is not finite")
+            vals.append(v)
+        data.append(vals)
+    if not data:
+        raise TaskError(f"{path}: no examples after the header")
+    D = np.array(data)
+    X = D[:, [header.index(n) for n in ins]].reshape(len(D), len(ins))
+    Y = D[:, [header.index(n) for n in outs]]
+    return Task(*_split(X, Y, test_fraction, seed), description=f"csv:{path}", meta={"csv": str(path)})
+
+
+def teacher_task(circuit: Circuit, seed: int, examples: int = 16, test_examples: int | None = None) -> Task:
+    """A teacher task on the circuit's own topology: zero loss is reachable.
+
+    Teacher conductances are log-uniform in [g_min, g_max] (seeded by ``seed``);
+    ``examples`` training and ``test_examples`` (default examples // 4, at least 1)
+    test inputs are uniform in [-1, 1] V; targets are the teacher's free-state outputs.
+    """
+    from hil.exact import free_state
+
+    if examples < 1:
+        raise TaskError(f"teacher task: examples must be at least 1, got {examples}")
+    n_test = max(1, examples // 4) if test_examples is None else test_examples
+    rng = np.random.default_rng(seed)
+    g_teacher = np.exp(rng.uniform(np.log(circuit.g_min), np.log(circuit.g_max), circuit.m))
+    X = rng.uniform(-1.0, 1.0, (examples + n_test, len(circuit.inputs)))
+    Y = free_state(circuit, X, g_teacher)[:, list(circuit.outputs)]
+    return Task(X[:examples], Y[:examples], X[examples:], Y[examples:],
+                description=f"teacher seed={seed} examples={examples}",
+                meta={"teacher_seed": seed, "g_teacher": g_teacher.tolist()})
+
+
+def write_csv_task(circuit: Circuit, X, Y, path) -> Path:
+    """Write examples as a CSV task file (header: input names then output names)."""
+    path = Path(path)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(circuit.input_names + circuit.output_names)
+        for x, y in zip(np.atleast_2d(X), np.atleast_2d(Y)):
+            w.writerow([repr(float(v)) for v in list(x) + list(y)])
+    return path
