@@ -153,7 +153,7 @@ class Circuit:
         bad = np.flatnonzero(~np.isfinite(g) | (g <= 0))
         if bad.size:
             e = bad[0]
-            raise CircuitError(f"{self.source}: edge '{self.edge_names[e]}': conductance {g[e]!r} is not a positive finite number")
+            raise CircuitError(f"{self.source}: edge '{self.edge_names[e]}': conductance {float(g[e])!r} is not a positive finite number")
         return Circuit(self.name, self.nodes, self.edge_names, self.a, self.b, g.copy(), self.ground,
                        self.inputs, self.outputs, self.g_min, self.g_max, self.source)
 
@@ -222,9 +222,16 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
     """Validate a parsed circuit definition (the TOML schema as a dict) into a Circuit."""
     edge_lines = _edge_lines(text)
 
+    lines = text.splitlines()
+
     def at(key=None, edge=None):
         if edge is not None and edge < len(edge_lines):
-            return f"{source}:{edge_lines[edge]}"
+            start = edge_lines[edge]
+            stop = edge_lines[edge + 1] if edge + 1 < len(edge_lines) else len(lines) + 1
+            for ln in range(start, stop - 1):  # the key's own line inside this [[edge]] table
+                if key is not None and re.match(rf"^\s*{re.escape(key)}\s*=", lines[ln]):
+                    return f"{source}:{ln + 1}"
+            return f"{source}:{start}"
         if key is not None and text:
             return f"{source}:{_key_line(text, key)}"
         return source
@@ -275,21 +282,21 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             if k not in ("name", "a", "b", "g"):
                 raise CircuitError(f"{where}: edge #{e + 1}: unknown key '{k}' (expected name, a, b, g)")
         nm = edge.get("name", f"E{e + 1}")
-        check_name(nm, where, "edge")
+        check_name(nm, at("name", e), "edge")
         if nm.lower() in seen:
-            raise CircuitError(f"{where}: duplicate edge name '{nm}' (first at {seen[nm.lower()]})")
+            raise CircuitError(f"{at('name', e)}: duplicate edge name '{nm}' (first at {seen[nm.lower()]})")
         seen[nm.lower()] = where
         for k in ("a", "b", "g"):
             if k not in edge:
                 raise CircuitError(f"{where}: edge '{nm}': missing '{k}'")
         if edge["a"] == edge["b"]:
             raise CircuitError(f"{where}: edge '{nm}' is a self-loop on node '{edge['a']}'")
-        ia, ib = add_node(edge["a"], where), add_node(edge["b"], where)
+        ia, ib = add_node(edge["a"], at("a", e)), add_node(edge["b"], at("b", e))
         gv = edge["g"]
         if isinstance(gv, bool) or not isinstance(gv, (int, float)) or not math.isfinite(gv) or gv <= 0:
-            raise CircuitError(f"{where}: edge '{nm}': conductance {gv!r} is not a positive finite number (siemens)")
+            raise CircuitError(f"{at('g', e)}: edge '{nm}': conductance {gv!r} is not a positive finite number (siemens)")
         if not g_min <= gv <= g_max:
-            raise CircuitError(f"{where}: edge '{nm}': conductance {gv!r} S is outside [g_min, g_max] = [{g_min}, {g_max}]")
+            raise CircuitError(f"{at('g', e)}: edge '{nm}': conductance {gv!r} S is outside [g_min, g_max] = [{g_min}, {g_max}]")
         names.append(nm); a.append(ia); b.append(ib); g.append(float(gv))
 
     def lookup(nm, key):

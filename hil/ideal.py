@@ -19,27 +19,61 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
+import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from hil.circuit import Circuit, CircuitError
-from hil.exact import laplacian, source_values
+from hil.exact import source_values
 from hil.substrate import Substrate, SubstrateError
+
+
+class _Stamps:
+    """Where each edge's four Laplacian stamps (+g at aa, bb; -g at ab, ba) land in L_FF and L_FS.
+
+    Computed once per circuit, so a step assembles the blocks from g without
+    generic sparse-matrix algebra.
+    """
+
+    def __init__(self, c: Circuit):
+        pos = -np.ones(c.n, dtype=int)
+        pos[c.free] = np.arange(len(c.free))
+        spos = -np.ones(c.n, dtype=int)
+        spos[c.sources] = np.arange(len(c.sources))
+        rows = np.concatenate([c.a, c.b, c.a, c.b])
+        cols = np.concatenate([c.a, c.b, c.b, c.a])
+        self.sign = np.concatenate([np.ones(2 * c.m), -np.ones(2 * c.m)])
+        self.edge = np.tile(np.arange(c.m), 4)
+        ff = (pos[rows] >= 0) & (pos[cols] >= 0)
+        fs = (pos[rows] >= 0) & (spos[cols] >= 0)
+        self.ff, self.fs = ff, fs
+        self.ff_r, self.ff_c = pos[rows[ff]], pos[cols[ff]]
+        self.fs_r, self.fs_c = pos[rows[fs]], spos[cols[fs]]
+        self.nf, self.ns = len(c.free), len(c.sources)
+
+    def blocks(self, g: np.ndarray, dense: bool):
+        """(L_FF, L_FS): dense arrays, or a CSC and a CSR matrix."""
+        w = self.sign * g[self.edge]
+        if dense:
+            LFF = np.bincount(self.ff_r * self.nf + self.ff_c, w[self.ff], self.nf * self.nf).reshape(self.nf, self.nf)
+            LFS = np.bincount(self.fs_r * self.ns + self.fs_c, w[self.fs], self.nf * self.ns).reshape(self.nf, self.ns)
+            return LFF, LFS
+        LFF = sp.csc_matrix((w[self.ff], (self.ff_r, self.ff_c)), shape=(self.nf, self.nf))
+        LFS = sp.csr_matrix((w[self.fs], (self.fs_r, self.fs_c)), shape=(self.nf, self.ns))
+        return LFF, LFS
 
 
 class _Factorization:
     """L_FF factorized once for a conductance vector, with Z = L_FF^-1 P^T and K = P Z."""
 
-    def __init__(self, c: Circuit, g: np.ndarray, dense_limit: int):
-        L = laplacian(c, g)
+    def __init__(self, c: Circuit, g: np.ndarray, stamps: _Stamps, dense_limit: int):
         F = c.free
-        LFF = L[F][:, F]
-        self.LFS = L[F][:, c.sources].toarray() if len(F) <= dense_limit else L[F][:, c.sources].tocsr()
         self.dense = len(F) <= dense_limit
+        LFF, self.LFS = stamps.blocks(g, self.dense)
         try:
             if self.dense:
-                self._cho = sla.cho_factor(LFF.toarray(), lower=True, check_finite=False)
+                self._cho = sla.cho_factor(LFF, lower=True, check_finite=False)
             else:
-                self._lu = spla.splu(LFF.tocsc(), permc_spec="MMD_AT_PLUS_A")
+                self._lu = spla.splu(LFF, permc_spec="MMD_AT_PLUS_A")
         except (np.linalg.LinAlgError, RuntimeError) as exc:
             raise SubstrateError(f"circuit '{c.name}': L_FF is singular ({exc}); "
                                  "a node may have no path to a source") from None
@@ -67,6 +101,7 @@ class IdealSubstrate(Substrate):
         self.circuit = circuit
         self.dense_limit = dense_limit
         self._fact = None
+        self._stamps = _Stamps(circuit)
         self.solves = 0  # factorizations performed, for diagnostics
         self.write(circuit.g if g is None else g)
 
@@ -78,7 +113,7 @@ class IdealSubstrate(Substrate):
         bad = np.flatnonzero(~np.isfinite(g) | (g <= 0))
         if bad.size:
             e = bad[0]
-            raise CircuitError(f"{c.source}: edge '{c.edge_names[e]}': conductance {g[e]!r} "
+            raise CircuitError(f"{c.source}: edge '{c.edge_names[e]}': conductance {float(g[e])!r} "
                                "is not a positive finite number")
         self._g = g.copy()
         self._fact = None
@@ -90,7 +125,7 @@ class IdealSubstrate(Substrate):
     def factorization(self) -> _Factorization:
         """The factorization for the conductances now written (computed once per write)."""
         if self._fact is None:
-            self._fact = _Factorization(self.circuit, self._g, self.dense_limit)
+            self._fact = _Factorization(self.circuit, self._g, self._stamps, self.dense_limit)
             self.solves += 1
         return self._fact
 
@@ -106,7 +141,7 @@ class IdealSubstrate(Substrate):
         oif = c.out_in_free
         V0 = None
         if any(e.sources_on for e in experiments):
-            V0 = f.solve(-np.asarray(f.LFS @ s.T)).T  # (batch, |F|)
+            V0 = f.solve(-(f.LFS @ s.T)).T  # (batch, |F|)
         results = []
         for e in experiments:
             base = V0 if e.sources_on else np.zeros((len(X), len(c.free)))

@@ -113,15 +113,17 @@ class Trainer:
             pending.append(dict(step=0, train_loss=tr, test_loss=te, grad_norm=float("nan"), seconds=0.0))
             self.run.save_checkpoint(0, g, rng.bit_generator.state)
         step = start_step
+        rng_before = rng.bit_generator.state
         try:
             with Progress(cfg.steps - start_step, f"train {cfg.rule}", enabled=progress) as bar:
                 while step < cfg.steps:
+                    rng_before = rng.bit_generator.state  # an unfinished step is redone from here
                     idx = np.arange(n) if batch == n else rng.choice(n, batch, replace=False)
                     meas = self.sub.measure(t.X_train[idx], t.Y_train[idx], self.rule.states())
                     ghat = self.rule.estimate(meas)
-                    g = np.clip(g - cfg.lr * ghat, lo, hi)
-                    g = self.sub.write(g)
+                    g = self.sub.write(np.clip(g - cfg.lr * ghat, lo, hi))
                     step += 1
+                    rng_before = rng.bit_generator.state
                     tr, te = self.losses()
                     pending.append(dict(step=step, train_loss=tr, test_loss=te,
                                         grad_norm=float(np.linalg.norm(ghat)), seconds=time.perf_counter() - t0))
@@ -131,10 +133,11 @@ class Trainer:
                         self.run.save_checkpoint(step, g, rng.bit_generator.state)
                     bar.update(step - start_step, loss=tr)
         except BaseException:
-            # keep every step that completed: log and checkpoint agree on `step`
+            # keep every step that completed: log and checkpoint agree on `step`, and the
+            # random state is the one the unfinished step started from
             if pending:
                 self.run.append_log(pending)
-            self.run.save_checkpoint(step, g, rng.bit_generator.state)
+            self.run.save_checkpoint(step, g, rng_before)
             raise
         log = self.run.read_log()
         plot_losses(self.run)

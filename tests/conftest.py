@@ -1,0 +1,19 @@
+import numpy as np
+import pytest
+
+from hil.circuits import random_network
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(params=[101, 202])
+def net(request):
+    """A fresh random circuit (10 nodes, 15+ edges, 2 inputs, 2 outputs) and a random batch."""
+    c = random_network(10, 3.2, seed=request.param)
+    r = np.random.default_rng(request.param)
+    X = r.uniform(-1, 1, (5, 2))
+    Y = r.uniform(-0.5, 0.5, (5, 2))
+    return c, X, Y

@@ -1,0 +1,69 @@
+"""The `hil` command as a user runs it: the installed entry point, in a subprocess."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HIL = [shutil.which("hil")] if shutil.which("hil") else [sys.executable, "-m", "hil.cli"]
+
+
+def hil(*args, ok=True):
+    p = subprocess.run(HIL + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+    if ok:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def last_json(p):
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_train_json_and_resume(tmp_path):
+    out = tmp_path / "run"
+    r = last_json(hil("train", "net16", "--teacher", 1, "--rule", "ep-sym", "--steps", 200, "--out", out, "--json"))
+    assert r["steps"] == 200 and r["final_loss"] < r["initial_loss"] and r["run_dir"] == str(out)
+    r2 = last_json(hil("train", "--resume", out, "--steps", 300, "--json"))
+    assert r2["steps"] == 300 and r2["final_loss"] <= r["final_loss"]
+
+
+def test_grad_json_reports_estimate_against_exact():
+    r = last_json(hil("grad", "bridge", "--teacher", 2, "--rule", "ep-open", "--json"))
+    assert r["edges"] == ["R1", "R2", "R3", "R4", "R5"]
+    assert r["rel_error"] < 1e-10 and abs(r["cosine"] - 1) < 1e-12
+    r1 = last_json(hil("grad", "bridge", "--teacher", 2, "--rule", "ep", "--json"))
+    assert 1e-4 < r1["rel_error"] < 0.2  # one-sided EP at the default nudge: biased, not wrong
+    np.testing.assert_allclose(r1["exact"], r["exact"])
+
+
+def test_info_reports_green_matrix_and_coercivity():
+    r = last_json(hil("info", "net16", "--teacher", 1, "--json"))
+    assert r["n_edges"] == 16 and len(r["K_eigenvalues"]) == 2
+    assert abs(r["nudge_radius"] - 1 / r["kappa_max"]) < 1e-15
+    assert r["rank"] == r["constraints"] == 4 and r["coercivity"] > 0
+
+
+def test_circuits_lists_shipped():
+    names = {c["name"] for c in last_json(hil("circuits", "--json"))["circuits"]}
+    assert {"divider", "bridge", "net16"} <= names
+
+
+def test_generate_then_train(tmp_path):
+    f = tmp_path / "lat.toml"
+    hil("generate", "lattice", "--rows", 4, "--cols", 5, "-o", f)
+    r = last_json(hil("train", f, "--teacher", 0, "--rule", "al", "--steps", 50, "--out", tmp_path / "r", "--json"))
+    assert r["final_loss"] < r["initial_loss"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "nosuch.toml", "--teacher", "1", "--out", "x"], "nosuch.toml: no such circuit file"),
+    (["grad", "net16", "--teacher", "1", "--rule", "sgd"], "unknown rule 'sgd'"),
+    (["train", "--resume", "/nonexistent/run"], "no checkpoint.json"),
+    (["grad", "net16", "--data", "/nonexistent.csv"], "/nonexistent.csv: no such task file"),
+])
+def test_errors_exit_2_with_a_message(args, message):
+    p = hil(*args, ok=False)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr

@@ -1,0 +1,102 @@
+"""Training: loss reduction on a teacher task, exact resume, interruption, run contents."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hil.circuits import random_network
+from hil.ideal import IdealSubstrate
+from hil.runs import Run, RunError
+from hil.tasks import teacher_task
+from hil.train import TrainConfig, resume_run, start_run
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    c = random_network(20, 4.0, seed=5)
+    return c, teacher_task(c, seed=1, examples=16)
+
+
+@pytest.mark.parametrize("rule", ["gd", "ep-sym", "al", "cl"])
+def test_rule_drives_teacher_loss_down_six_orders(tmp_path, teacher, rule):
+    c, task = teacher
+    res = start_run(c, task, TrainConfig(rule=rule, steps=3000), tmp_path / rule, progress=False)
+    assert res["final_loss"] < 1e-6 * res["initial_loss"], res
+    log = Run(tmp_path / rule).read_log()
+    assert len(log["step"]) == 3001 and log["step"][-1] == 3000
+    assert log["test_loss"][-1] < 1e-5 * log["test_loss"][0]  # the teacher generalises
+
+
+def test_run_directory_contents(tmp_path, teacher):
+    c, task = teacher
+    start_run(c, task, TrainConfig(rule="ep", steps=40, checkpoint_every=10), tmp_path / "r", progress=False)
+    run = Run(tmp_path / "r")
+    for f in ("config.json", "circuit.toml", "task.json", "log.csv", "checkpoint.json", "loss.png", "result.json"):
+        assert (run.path / f).exists(), f
+    assert sorted(p.name for p in (run.path / "checkpoints").iterdir()) == [f"step_{k:06d}.npz" for k in (0, 10, 20, 30, 40)]
+    cfg = run.config
+    assert cfg["lr"] > 0 and cfg["nudge"] > 0 and cfg["kappa_max"] > 0  # defaults resolved and recorded
+    ck = run.load_checkpoint()
+    assert ck["step"] == 40 and np.all((ck["g"] >= c.g_min) & (ck["g"] <= c.g_max))
+    assert (run.path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(RunError, match="already holds a run"):
+        start_run(c, task, TrainConfig(steps=5), tmp_path / "r", progress=False)
+
+
+@pytest.mark.parametrize("rule", ["al", "ep-holo"])
+def test_resume_continues_exactly(tmp_path, teacher, rule):
+    """A run stopped at its checkpoint and resumed equals the run that never stopped."""
+    c, task = teacher
+    cfg = dict(rule=rule, steps=60, batch=5, seed=3, checkpoint_every=10)
+    start_run(c, task, TrainConfig(**cfg), tmp_path / "whole", progress=False)
+    start_run(c, task, TrainConfig(**{**cfg, "steps": 30}), tmp_path / "part", progress=False)
+    resume_run(tmp_path / "part", steps=60, progress=False)
+    a, b = Run(tmp_path / "whole"), Run(tmp_path / "part")
+    np.testing.assert_array_equal(a.load_checkpoint()["g"], b.load_checkpoint()["g"])
+    np.testing.assert_array_equal(a.read_log()["train_loss"], b.read_log()["train_loss"])
+
+
+class Interrupting(IdealSubstrate):
+    """Raises KeyboardInterrupt at the n-th write, as a user's Ctrl-C would."""
+
+    def __init__(self, circuit, after):
+        """``after``: how many update writes succeed before the interrupt."""
+        self.after = after + 1  # the constructor's own write does not count
+        super().__init__(circuit)
+
+    def write(self, g):
+        self.after -= 1
+        if self.after < 0:
+            raise KeyboardInterrupt
+        return super().write(g)
+
+
+def test_interrupted_run_loses_nothing_and_resumes_exactly(tmp_path, teacher):
+    c, task = teacher
+    cfg = dict(rule="cl", steps=50, batch=4, seed=9, checkpoint_every=20)
+    start_run(c, task, TrainConfig(**cfg), tmp_path / "whole", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        # the 27th update write is refused: steps 1..26 completed, step 27 did not
+        start_run(c, task, TrainConfig(**cfg), tmp_path / "cut", progress=False,
+                  substrate=Interrupting(c, after=26))
+    cut = Run(tmp_path / "cut")
+    assert cut.load_checkpoint()["step"] == 26  # every completed step was kept
+    assert cut.read_log()["step"][-1] == 26
+    resume_run(tmp_path / "cut", progress=False)
+    whole = Run(tmp_path / "whole")
+    np.testing.assert_array_equal(whole.load_checkpoint()["g"], cut.load_checkpoint()["g"])
+    np.testing.assert_array_equal(whole.read_log()["train_loss"], cut.read_log()["train_loss"])
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(RunError, match="no checkpoint.json"):
+        resume_run(tmp_path, progress=False)
+
+
+def test_updates_stay_within_bounds(tmp_path, teacher):
+    c, task = teacher
+    start_run(c, task, TrainConfig(rule="gd", steps=20, lr=1.0), tmp_path / "big", progress=False)
+    g = Run(tmp_path / "big").load_checkpoint()["g"]
+    assert np.all((g >= c.g_min) & (g <= c.g_max))
+    assert np.any(g == c.g_min) or np.any(g == c.g_max)  # the huge step really was clipped
