@@ -43,6 +43,12 @@ def _add_rule(p):
     p.add_argument("--points", type=int, default=None, help="ep-holo: number of points N on the circle (default 4)")
 
 
+def _add_backend(p):
+    p.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"],
+                   help="substrate: ideal (exact linear model, default) or ngspice (libngspice through PySpice)")
+    p.add_argument("--device", default="resistor", help="ngspice: the programmable-resistor device (resistor)")
+
+
 def _task(args, circuit):
     from hil.tasks import load_csv_task, teacher_task
     if getattr(args, "data", None):
@@ -74,31 +80,40 @@ def cmd_train(args):
             raise SystemExit("hil train: give a task: --data CSV or --teacher SEED")
         cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
                           steps=args.steps or 1000, batch=args.batch, seed=args.seed,
-                          checkpoint_every=args.checkpoint_every, backend=args.backend)
+                          checkpoint_every=args.checkpoint_every, backend=args.backend,
+                          backend_options=_backend_options(args))
         res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
             f"run in {res['run_dir']} (loss.png, log.csv)")
     _emit(args, res, text)
 
 
+def _backend_options(args) -> dict:
+    if args.backend == "ngspice":
+        return {"device": args.device}
+    return {}
+
+
 def cmd_grad(args):
     from hil.circuit import load_circuit
-    from hil.exact import gradient
+    from hil.gradients import reference_gradient
     from hil.rules import make_rule
     from hil.train import open_substrate
 
     circuit = load_circuit(args.circuit)
     task = _task(args, circuit)
     X, Y = task.X_train, task.Y_train
-    with open_substrate(circuit, args.backend) as sub:
+    with open_substrate(circuit, args.backend, **_backend_options(args)) as sub:
         kappa = float(np.linalg.eigvalsh(sub.output_green()).max())
         rule = make_rule(args.rule, args.nudge, args.points).configure(kappa)
         est = rule.estimate(sub.measure(X, Y, rule.states()))
-    exact = gradient(circuit, X, Y)
+        exact = reference_gradient(sub, X, Y)
     cos = float(est @ exact / (np.linalg.norm(est) * np.linalg.norm(exact)))
     rel = float(np.linalg.norm(est - exact) / np.linalg.norm(exact))
     obj = {"edges": list(circuit.edge_names), "exact": exact.tolist(), "estimate": est.tolist(),
-           "cosine": cos, "rel_error": rel, "rule": rule.describe(), "nudge": rule.nudge}
+           "cosine": cos, "rel_error": rel, "rule": rule.describe(), "nudge": rule.nudge,
+           "backend": args.backend,
+           "reference": "adjoint formula" if args.backend == "ideal" else "central differences through the simulator"}
     lines = [f"{rule.describe()} on {circuit.name}: cosine {cos:.6f}, relative error {rel:.3e}",
              f"{'edge':>8} {'exact dC/dg (V^2/S)':>22} {'estimate':>14}"]
     lines += [f"{n:>8} {e:22.6g} {s:14.6g}" for n, e, s in zip(circuit.edge_names, exact, est)]
@@ -137,6 +152,21 @@ def cmd_info(args):
                      f"({'coercive' if cc > 0 and rank == constraints else 'NOT coercive'}); "
                      f"spec's raw lambda_min(J J^T)/N = {raw:.3g}")
     _emit(args, obj, "\n".join(lines))
+
+
+def cmd_netlist(args):
+    from hil.circuit import load_circuit
+    from hil.spice.netlist import standalone_deck
+
+    c = load_circuit(args.circuit)
+    if args.device != "resistor":
+        raise ValueError(f"device {args.device!r} is not available yet (known: resistor)")
+    inputs = [float(x) for x in args.inputs.split(",")] if args.inputs else [1.0] * len(c.inputs)
+    if len(inputs) != len(c.inputs):
+        raise ValueError(f"--inputs: {len(inputs)} values for the {len(c.inputs)} inputs of {c.name}")
+    from pathlib import Path
+    Path(args.o).write_text(standalone_deck(c, c.g, inputs))
+    _emit(args, {"path": args.o}, f"wrote {args.o}: run it with `ngspice -b {args.o}`")
 
 
 def cmd_circuits(args):
@@ -185,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, default=None, help="examples per step (default: the whole training set)")
     t.add_argument("--seed", type=int, default=0, help="seed for batch sampling and the CSV split")
     t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/20)")
-    t.add_argument("--backend", default="ideal", help="substrate: ideal (default)")
+    _add_backend(t)
     t.add_argument("--out", help="run directory to create")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
 
@@ -193,13 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("circuit")
     _add_task(g)
     _add_rule(g)
-    g.add_argument("--backend", default="ideal")
+    _add_backend(g)
 
     i = add("info", cmd_info, "Nodes, edges, eigenvalues of K, the nudge radius, and the coercivity for a task.")
     i.add_argument("circuit")
     _add_task(i, required=False)
 
     add("circuits", cmd_circuits, "List the shipped circuits.")
+
+    n = add("netlist", cmd_netlist, "Write a standalone SPICE deck: `ngspice -b FILE` prints the free-state node voltages.")
+    n.add_argument("circuit")
+    n.add_argument("--device", default="resistor", help="programmable-resistor device (resistor)")
+    n.add_argument("--inputs", help="input voltages, comma-separated (default 1 V each)")
+    n.add_argument("-o", required=True, metavar="FILE.cir")
 
     ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar) as TOML.")
     ge.add_argument("kind", choices=["random", "lattice", "crossbar"])

@@ -74,7 +74,10 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
     if backend == "ideal":
         from hil.ideal import IdealSubstrate
         return IdealSubstrate(circuit, **options)
-    raise ValueError(f"unknown backend '{backend}' (known: ideal)")
+    if backend == "ngspice":
+        from hil.spice.substrate import NgSpiceSubstrate
+        return NgSpiceSubstrate(circuit, **options)
+    raise ValueError(f"unknown backend '{backend}' (known: ideal, ngspice)")
 
 
 class Trainer:

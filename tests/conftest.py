@@ -17,3 +17,25 @@ def net(request):
     X = r.uniform(-1, 1, (5, 2))
     Y = r.uniform(-0.5, 0.5, (5, 2))
     return c, X, Y
+
+
+def _ngspice_problem():
+    try:
+        from hil.spice.session import session
+        session()
+        return None
+    except Exception as exc:  # reported below
+        return str(exc)
+
+
+@pytest.fixture(scope="session")
+def ngspice():
+    """The ngspice session. In CI a missing libngspice fails the test; elsewhere it skips, saying why."""
+    import os
+    problem = _ngspice_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"ngspice is required in CI: {problem}")
+        pytest.skip(f"ngspice unavailable here: {problem}")
+    from hil.spice.session import session
+    return session()

@@ -1,0 +1,1 @@
+"""ngspice: the session (libngspice through PySpice), netlist building, the substrate."""

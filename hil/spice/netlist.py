@@ -1,0 +1,80 @@
+"""SPICE decks for a circuit, built as PySpice objects, never concatenated from user text.
+
+Every name that reaches a deck is a validated identifier (:data:`hil.circuit.NAME_RE`)
+behind a fixed prefix: node ``out`` is ``nd_out``; edge ``R1`` is the resistor
+``Re_R1``. The ground node is SPICE's ``0``. Values are written with Python's
+shortest round-trip repr, so a deck carries full double precision.
+
+Two variants realise the experiments of :mod:`hil.substrate` as elements, as a
+bench would:
+
+- ``open``: each output has a current source ``Iinj_<o>`` (0 -> o, amperes) and a
+  load resistor ``Rld_<o>`` (1e30 ohm = off; 1/beta for a closed-loop nudge,
+  negative for beta < 0) to a source ``Vld_<o>`` at the target;
+- ``clamp``: each output is held by a voltage source ``Vcl_<o>``.
+
+Each input is a voltage source ``Vin_<i>``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hil.circuit import NAME_RE, Circuit
+
+R_OFF = 1e30  # an open load: 1e-30 S vanishes beside any edge conductance in double precision
+
+
+def node_name(c: Circuit, i: int) -> str:
+    """The SPICE name of node i: '0' for ground, 'nd_<name>' otherwise (lower case, as ngspice reports it)."""
+    if i == c.ground:
+        return "0"
+    name = c.nodes[i]
+    if not NAME_RE.match(name):  # circuits are validated on load; this guards hand-made ones
+        raise ValueError(f"node name {name!r} is not a plain identifier")
+    return f"nd_{name}".lower()
+
+
+def element(kind: str, prefix: str, name: str) -> str:
+    """ngspice's (lower-case) name of an element built as ``kind`` + ``prefix_name``."""
+    if not NAME_RE.match(name):
+        raise ValueError(f"element name {name!r} is not a plain identifier")
+    return f"{kind}{prefix}_{name}".lower()
+
+
+def build(c: Circuit, g, variant: str, title: str, inputs=None):
+    """A PySpice ``Circuit`` of ``c`` with conductances ``g`` (S), variant 'open' or 'clamp'.
+
+    ``inputs`` (V), if given, are the input sources' values; otherwise 0 V.
+    """
+    from PySpice.Spice.Netlist import Circuit as SpiceCircuit
+
+    if variant not in ("open", "clamp"):
+        raise ValueError(f"unknown deck variant {variant!r}")
+    if not NAME_RE.match(title):
+        raise ValueError(f"deck title {title!r} is not a plain identifier")
+    sc = SpiceCircuit(title)
+    nn = lambda i: sc.gnd if i == c.ground else node_name(c, i)
+    for e in range(c.m):
+        sc.R(f"e_{c.edge_names[e]}", nn(c.a[e]), nn(c.b[e]), repr(float(1.0 / g[e])))
+    values = np.zeros(len(c.inputs)) if inputs is None else np.asarray(inputs, float).reshape(len(c.inputs))
+    for i, v in zip(c.inputs, values):
+        sc.V(f"in_{c.nodes[i]}", nn(i), sc.gnd, repr(float(v)))
+    for o in c.outputs:
+        name = c.nodes[o]
+        if variant == "open":
+            sc.I(f"inj_{name}", sc.gnd, nn(o), "0")
+            sc.R(f"ld_{name}", nn(o), f"nl_{name}".lower(), repr(R_OFF))
+            sc.V(f"ld_{name}", f"nl_{name}".lower(), sc.gnd, "0")
+        else:
+            sc.V(f"cl_{name}", nn(o), sc.gnd, "0")
+    return sc
+
+
+def standalone_deck(c: Circuit, g, inputs) -> str:
+    """A deck that ``ngspice -b`` runs on its own: the free state at ``inputs`` (V), printing every node voltage."""
+    sc = build(c, g, "open", "hil_deck", inputs=inputs)
+    nodes = [node_name(c, i) for i in range(c.n) if i != c.ground]
+    body = str(sc).split("\n", 1)[1]  # PySpice's .title line replaced by a comment naming the circuit
+    return (f"* hil: free state of circuit {c.name!r}; edges are resistors of 1/g ohms\n" + body
+            + ".control\nop\nprint " + " ".join(f"v({n})" for n in nodes) + "\n.endc\n.end\n")

@@ -1,0 +1,173 @@
+"""The process's one ngspice: libngspice in shared mode through PySpice.
+
+libngspice is process-global and not reentrant, so one :class:`Session` per
+process (:func:`session`) serves every ngspice substrate; parallel simulation
+means separate processes. The session
+
+- finds the library (Debian ships only ``libngspice.so.0`` without the -dev
+  package; PySpice 1.5 opens ``libngspice.so``);
+- classifies ngspice's stderr itself: PySpice 1.5 counts every line that does not
+  start with ``Warning:`` as an error, so gmin/source-stepping notes would abort a
+  transistor run. Notes and warnings are kept in :attr:`Session.messages` and
+  counted in :attr:`Session.counts`; nothing is printed;
+- keeps track of the decks it has loaded (ngspice numbers them newest-first)
+  so that ``setcirc`` switches to the right one;
+- reads node voltages at full double precision from the current plot and
+  destroys plots after reading, so memory stays flat over long runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes.util
+import logging
+import os
+import re
+
+import numpy as np
+
+from hil.substrate import SubstrateError
+
+INSTALL_HINT = ("install it with `apt-get install ngspice libngspice0` (Debian/Ubuntu; add libngspice0-dev, "
+                "or set NGSPICE_LIBRARY_PATH=libngspice.so.0)")
+
+#: stderr lines that are progress of ngspice's own convergence aids, not failures
+_INFO = re.compile(r"^(Note:|Trying |Supplies reduced|gmin step|Gmin step|source step|Source step|"
+                   r"Warning:|Using SPARSE|doAnalyses: TRAN|\s*$)", re.IGNORECASE)
+_STEPPING = re.compile(r"(gmin|source) step", re.IGNORECASE)
+
+
+class NgSpiceError(SubstrateError):
+    """ngspice failed: the message names the analysis and the circuit and keeps ngspice's own words."""
+
+
+_session = None
+
+
+def session() -> "Session":
+    """The process's ngspice session, started on first use."""
+    global _session
+    if _session is None:
+        _session = Session()
+    return _session
+
+
+class Session:
+    def __init__(self):
+        self.messages = collections.deque(maxlen=2000)
+        self.counts = collections.Counter()
+        if "NGSPICE_LIBRARY_PATH" not in os.environ:
+            found = ctypes.util.find_library("ngspice")
+            if found is None:
+                raise SubstrateError(f"libngspice was not found: {INSTALL_HINT}")
+            os.environ["NGSPICE_LIBRARY_PATH"] = found
+        logging.getLogger("PySpice").setLevel(logging.CRITICAL)  # its version notice is harmless
+        try:
+            from PySpice.Spice.NgSpice.Shared import NgSpiceShared
+        except ImportError as exc:  # pragma: no cover - a dependency of hil
+            raise SubstrateError(f"PySpice is not installed ({exc}); `pip install PySpice`") from None
+
+        outer = self
+
+        class _Shared(NgSpiceShared):
+            @staticmethod
+            def _send_char(message_c, ngspice_id, user_data):
+                from PySpice.Spice.NgSpice.Shared import ffi, ffi_string_utf8
+                me = ffi.from_handle(user_data)
+                prefix, _, content = ffi_string_utf8(message_c).partition(" ")
+                if prefix == "stderr":
+                    me._stderr.append(content)
+                    outer._note(content)
+                else:
+                    me._stdout.append(content)
+                    if content.lower().startswith("error"):
+                        me._error_in_stdout = True
+                        outer._note(content, error=True)
+                return 0
+
+        try:
+            self.ng = _Shared.new_instance()
+        except OSError as exc:
+            raise SubstrateError(f"libngspice could not be loaded ({exc}): {INSTALL_HINT}") from None
+        if self.ng.spinit_not_found:
+            self.messages.append(("warning", "spinit not found: install the Debian package `ngspice`"))
+        self._lib = self.ng._ngspice_shared
+        self.decks = []  # titles of loaded decks, newest first (ngspice's numbering)
+        self.current = None
+
+    def _note(self, line: str, error: bool = False) -> None:
+        line = line.rstrip()
+        if not line:
+            return
+        if error or not _INFO.match(line):
+            self.ng._error_in_stderr = True
+            self.counts["error"] += 1
+            self.messages.append(("error", line))
+        else:
+            self.counts["stepping" if _STEPPING.search(line) else "info"] += 1
+            self.messages.append(("info", line))
+
+    def take_messages(self) -> list:
+        """Every ngspice message since the last call, as (level, line); for the run log."""
+        out = list(self.messages)
+        self.messages.clear()
+        return out
+
+    # -- commands ---------------------------------------------------------------
+    def command(self, cmd: str, what: str = "") -> None:
+        """Run one ngspice command; NgSpiceError with ngspice's own words when it fails."""
+        ng = self.ng
+        ng.clear_output()
+        self._lib.ngSpice_Command(cmd.encode("ascii"))
+        if ng._error_in_stderr or ng._error_in_stdout:
+            said = " | ".join(ln for lvl, ln in list(self.messages)[-6:] if lvl == "error") or ng.stderr or ng.stdout
+            raise NgSpiceError(f"ngspice {what or cmd!r} failed{' on circuit ' + self.current if self.current else ''}: "
+                               f"{said.strip()}")
+
+    def load(self, title: str, deck: str) -> None:
+        """Load a deck (its first line must be ``* title``); it becomes the current circuit."""
+        from PySpice.Spice.NgSpice.Shared import NgSpiceCircuitError
+        try:
+            self.ng.load_circuit(deck)
+        except NgSpiceCircuitError:
+            raise NgSpiceError(f"ngspice rejected the deck of circuit {title}: {self.ng.stdout.strip()[-500:]}") from None
+        self.decks.insert(0, title)
+        self.current = title
+
+    def use(self, title: str) -> None:
+        """Make the deck ``title`` the current circuit."""
+        if self.current != title:
+            self.command(f"setcirc {self.decks.index(title) + 1}")
+            self.current = title
+
+    def remove(self, title: str) -> None:
+        """Unload the deck ``title``."""
+        if title in self.decks:
+            self.use(title)
+            self.command("remcirc")
+            self.decks.remove(title)
+            self.current = self.decks[0] if self.decks else None
+            if self.current is not None:  # ngspice makes some circuit current; say which
+                self._lib.ngSpice_Command(f"setcirc {1}".encode("ascii"))
+
+    def op(self, circuit: str) -> None:
+        """A DC operating point on the current circuit."""
+        self.command("op", what=f"op (DC operating point) of {circuit}")
+
+    def vector(self, name: str) -> np.ndarray:
+        """The vector ``name`` of the current plot, float64 or complex128 (a copy)."""
+        from PySpice.Spice.NgSpice.Shared import FFI, ffi
+        info = self._lib.ngGet_Vec_Info(name.encode("ascii"))
+        if info == FFI.NULL:
+            raise NgSpiceError(f"ngspice has no vector {name!r} in the current plot")
+        n = info.v_length
+        if info.v_compdata == FFI.NULL:
+            return np.frombuffer(ffi.buffer(info.v_realdata, n * 8), dtype=np.float64).copy()
+        return np.frombuffer(ffi.buffer(info.v_compdata, n * 16), dtype=np.complex128).copy()
+
+    def destroy_plots(self) -> None:
+        """Free every plot: ngspice keeps one per analysis otherwise."""
+        self._lib.ngSpice_Command(b"destroy all")
+
+    def plot_count(self) -> int:
+        return len(self.ng.plot_names)
