@@ -134,11 +134,28 @@ class Session:
         self.decks.insert(0, title)
         self.current = title
 
+    def loaded(self) -> list:
+        """Titles of every circuit ngspice holds, in its own numbering (index 0 is number 1).
+
+        Asked of ngspice itself: other code in the process (PySpice's own
+        simulator, say) may load circuits too and shift the numbers.
+        """
+        self.ng.clear_output()
+        self._lib.ngSpice_Command(b"setcirc")
+        titles = []
+        for line in self.ng._stdout:
+            parts = line.rstrip().split("\t")
+            if len(parts) >= 2 and parts[-2].strip().isdigit():
+                titles.append(parts[-1].strip())
+        return titles
+
     def use(self, title: str) -> None:
-        """Make the deck ``title`` the current circuit."""
-        if self.current != title:
-            self.command(f"setcirc {self.decks.index(title) + 1}")
-            self.current = title
+        """Make the deck ``title`` the current circuit (asked afresh: see :meth:`loaded`)."""
+        titles = self.loaded()
+        if title not in titles:
+            raise NgSpiceError(f"circuit {title} is not loaded in ngspice (loaded: {', '.join(titles) or 'none'})")
+        self.command(f"setcirc {titles.index(title) + 1}")
+        self.current = title
 
     def remove(self, title: str) -> None:
         """Unload the deck ``title``."""
@@ -146,9 +163,7 @@ class Session:
             self.use(title)
             self.command("remcirc")
             self.decks.remove(title)
-            self.current = self.decks[0] if self.decks else None
-            if self.current is not None:  # ngspice makes some circuit current; say which
-                self._lib.ngSpice_Command(f"setcirc {1}".encode("ascii"))
+            self.current = None
 
     def op(self, circuit: str) -> None:
         """A DC operating point on the current circuit."""
@@ -164,6 +179,21 @@ class Session:
         if info.v_compdata == FFI.NULL:
             return np.frombuffer(ffi.buffer(info.v_realdata, n * 8), dtype=np.float64).copy()
         return np.frombuffer(ffi.buffer(info.v_compdata, n * 16), dtype=np.complex128).copy()
+
+    def scalars(self, names_ascii: list) -> list:
+        """The first value of each vector of the current plot; names pre-encoded as ASCII bytes.
+
+        The fast path for operating points (one value a node): no array copies.
+        """
+        from PySpice.Spice.NgSpice.Shared import FFI
+        get = self._lib.ngGet_Vec_Info
+        out = []
+        for nb in names_ascii:
+            info = get(nb)
+            if info == FFI.NULL or info.v_realdata == FFI.NULL:
+                raise NgSpiceError(f"ngspice has no real vector {nb.decode()!r} in the current plot")
+            out.append(info.v_realdata[0])
+        return out
 
     def destroy_plots(self) -> None:
         """Free every plot: ngspice keeps one per analysis otherwise."""

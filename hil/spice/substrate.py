@@ -47,7 +47,8 @@ class NgSpiceSubstrate(Substrate):
         self._rld = [netlist.element("r", "ld", c.nodes[o]) for o in c.outputs]
         self._vld = [netlist.element("v", "ld", c.nodes[o]) for o in c.outputs]
         self._vcl = [netlist.element("v", "cl", c.nodes[o]) for o in c.outputs]
-        self._read = [(i, netlist.node_name(c, i)) for i in range(c.n) if i != c.ground]
+        self._read_idx = np.array([i for i in range(c.n) if i != c.ground])
+        self._read_names = [netlist.node_name(c, i).encode("ascii") for i in self._read_idx]
         self.solves = 0
         self._closed = False
 
@@ -115,8 +116,7 @@ class NgSpiceSubstrate(Substrate):
                     else:
                         raise SubstrateError(f"unknown experiment mode {e.mode!r}")
                 self.s.op(f"circuit '{c.name}' ({title})")
-                for j, name in self._read:
-                    V[i, j] = self.s.vector(name)[0]
+                V[i, self._read_idx] = self.s.scalars(self._read_names)
                 self.s.destroy_plots()
                 self.solves += 1
             out.append(V)
