@@ -46,7 +46,10 @@ def _add_rule(p):
 def _add_backend(p):
     p.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"],
                    help="substrate: ideal (exact linear model, default) or ngspice (libngspice through PySpice)")
-    p.add_argument("--device", default="resistor", help="ngspice: the programmable-resistor device (resistor)")
+    p.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"],
+                   help="ngspice: the programmable resistor on each edge: resistor (ideal), digipot (N taps, "
+                        "netlists/digipot.toml), mosfet (NMOS in triode, gate voltage trained; netlists/nmos_level1.lib)")
+    p.add_argument("--nonideal", metavar="FILE", help="ngspice: non-idealities (TOML; see netlists/nonideal-example.toml)")
 
 
 def _task(args, circuit):
@@ -90,7 +93,13 @@ def cmd_train(args):
 
 def _backend_options(args) -> dict:
     if args.backend == "ngspice":
-        return {"device": args.device}
+        opts = {"device": args.device}
+        if args.nonideal:
+            from pathlib import Path
+            opts["nonideal"] = str(Path(args.nonideal).resolve())
+        return opts
+    if args.device != "resistor" or args.nonideal:
+        raise ValueError("--device and --nonideal need --backend ngspice")
     return {}
 
 
@@ -107,13 +116,14 @@ def cmd_grad(args):
         kappa = float(np.linalg.eigvalsh(sub.output_green()).max())
         rule = make_rule(args.rule, args.nudge, args.points).configure(kappa)
         est = rule.estimate(sub.measure(X, Y, rule.states()))
-        exact = reference_gradient(sub, X, Y)
+        exact = reference_gradient(sub, X, Y, args.reference)
     cos = float(est @ exact / (np.linalg.norm(est) * np.linalg.norm(exact)))
     rel = float(np.linalg.norm(est - exact) / np.linalg.norm(exact))
     obj = {"edges": list(circuit.edge_names), "exact": exact.tolist(), "estimate": est.tolist(),
            "cosine": cos, "rel_error": rel, "rule": rule.describe(), "nudge": rule.nudge,
            "backend": args.backend,
-           "reference": "adjoint formula" if args.backend == "ideal" else "central differences through the simulator"}
+           "reference": {"auto": "adjoint formula" if args.backend == "ideal" else "ngspice sens analysis",
+                         "sens": "ngspice sens analysis", "fd": "central differences through the substrate"}[args.reference]}
     lines = [f"{rule.describe()} on {circuit.name}: cosine {cos:.6f}, relative error {rel:.3e}",
              f"{'edge':>8} {'exact dC/dg (V^2/S)':>22} {'estimate':>14}"]
     lines += [f"{n:>8} {e:22.6g} {s:14.6g}" for n, e, s in zip(circuit.edge_names, exact, est)]
@@ -158,14 +168,16 @@ def cmd_netlist(args):
     from hil.circuit import load_circuit
     from hil.spice.netlist import standalone_deck
 
+    from hil.spice.devices import make_device
+    from hil.spice.nonideal import NonIdeal, load_nonideal
+
     c = load_circuit(args.circuit)
-    if args.device != "resistor":
-        raise ValueError(f"device {args.device!r} is not available yet (known: resistor)")
     inputs = [float(x) for x in args.inputs.split(",")] if args.inputs else [1.0] * len(c.inputs)
     if len(inputs) != len(c.inputs):
         raise ValueError(f"--inputs: {len(inputs)} values for the {len(c.inputs)} inputs of {c.name}")
+    device = make_device(args.device, c, load_nonideal(args.nonideal) if args.nonideal else NonIdeal())
     from pathlib import Path
-    Path(args.o).write_text(standalone_deck(c, c.g, inputs))
+    Path(args.o).write_text(standalone_deck(c, device.param_from_g(c.g), inputs, device))
     _emit(args, {"path": args.o}, f"wrote {args.o}: run it with `ngspice -b {args.o}`")
 
 
@@ -224,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task(g)
     _add_rule(g)
     _add_backend(g)
+    g.add_argument("--reference", default="auto", choices=["auto", "sens", "fd"],
+                   help="the circuit's own gradient: auto (adjoint formula on ideal, ngspice sens otherwise), "
+                        "sens, or fd (central differences through the substrate)")
 
     i = add("info", cmd_info, "Nodes, edges, eigenvalues of K, the nudge radius, and the coercivity for a task.")
     i.add_argument("circuit")
@@ -233,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = add("netlist", cmd_netlist, "Write a standalone SPICE deck: `ngspice -b FILE` prints the free-state node voltages.")
     n.add_argument("circuit")
-    n.add_argument("--device", default="resistor", help="programmable-resistor device (resistor)")
+    n.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
+    n.add_argument("--nonideal", metavar="FILE", help="non-idealities (TOML): tolerance, wire and source resistance")
     n.add_argument("--inputs", help="input voltages, comma-separated (default 1 V each)")
     n.add_argument("-o", required=True, metavar="FILE.cir")
 
@@ -254,13 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from hil.circuit import CircuitError
     from hil.runs import RunError
+    from hil.spice.nonideal import NonIdealError
     from hil.substrate import SubstrateError
     from hil.tasks import TaskError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CircuitError, TaskError, RunError, SubstrateError, ValueError) as exc:
+    except (CircuitError, TaskError, RunError, SubstrateError, NonIdealError, ValueError) as exc:
         print(f"hil {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head and closed

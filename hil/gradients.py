@@ -34,10 +34,24 @@ def finite_difference_gradient(sub: Substrate, X, Y, rel_step: float = 1e-4) -> 
     return grad
 
 
-def reference_gradient(sub: Substrate, X, Y) -> np.ndarray:
-    """The substrate's own dC/dg at its current conductances (V^2/S)."""
+def reference_gradient(sub: Substrate, X, Y, method: str = "auto") -> np.ndarray:
+    """The substrate's own dC/dg at its current conductances (V^2/S).
+
+    method: 'auto' (the adjoint formula on the ideal substrate, the simulator's own
+    ``sens`` analysis where the substrate has one, else finite differences),
+    'sens' or 'fd'. Measurement noise is switched off where the substrate can.
+    A quantized device (digipot) has no finite differences: use sens.
+    """
+    import contextlib
+
     from hil.ideal import IdealSubstrate
-    if isinstance(sub, IdealSubstrate):
+    if isinstance(sub, IdealSubstrate) and method in ("auto", "exact"):
         from hil.exact import gradient
         return gradient(sub.circuit, X, Y, sub.read())
-    return finite_difference_gradient(sub, X, Y)
+    quiet = sub.noiseless() if hasattr(sub, "noiseless") else contextlib.nullcontext()
+    with quiet:
+        if method in ("auto", "sens") and hasattr(sub, "sens_gradient"):
+            return sub.sens_gradient(X, Y)
+        if method == "sens":
+            raise ValueError(f"{type(sub).__name__} has no sensitivity analysis; use --reference fd")
+        return finite_difference_gradient(sub, X, Y)

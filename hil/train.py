@@ -85,6 +85,7 @@ class Trainer:
 
     def __init__(self, run: Run, circuit: Circuit, task: Task, config: TrainConfig, substrate: Substrate):
         self.run, self.circuit, self.task, self.cfg, self.sub = run, circuit, task, config, substrate
+        self.message_counts = {}
         self.rule = make_rule(config.rule, config.nudge, config.points)
         if config.kappa_max is None:
             config.kappa_max = float(np.linalg.eigvalsh(substrate.output_green()).max())
@@ -100,6 +101,17 @@ class Trainer:
         train = self.sub.measure(t.X_train, t.Y_train, [Free()]).loss()
         test = self.sub.measure(t.X_test, t.Y_test, [Free()]).loss() if len(t.X_test) else float("nan")
         return train, test
+
+    def _diagnostics(self, step: int) -> None:
+        """The substrate's own messages (ngspice notes, stepping) into substrate.log, counted."""
+        if not hasattr(self.sub, "diagnostics"):
+            return
+        msgs = self.sub.diagnostics()
+        if msgs:
+            with open(self.run.path / "substrate.log", "a") as fh:
+                for level, line in msgs:
+                    fh.write(f"step {step}\t{level}\t{line}\n")
+                    self.message_counts[level] = self.message_counts.get(level, 0) + 1
 
     def train(self, start_step: int = 0, rng=None, progress: bool | None = None) -> dict:
         cfg, t, c = self.cfg, self.task, self.circuit
@@ -131,6 +143,7 @@ class Trainer:
                     pending.append(dict(step=step, train_loss=tr, test_loss=te,
                                         grad_norm=float(np.linalg.norm(ghat)), seconds=time.perf_counter() - t0))
                     if step % every == 0 or step == cfg.steps:
+                        self._diagnostics(step)
                         self.run.append_log(pending)
                         pending = []
                         self.run.save_checkpoint(step, g, rng.bit_generator.state)
@@ -146,6 +159,8 @@ class Trainer:
         plot_losses(self.run)
         result = {"initial_loss": float(log["train_loss"][0]), "final_loss": float(log["train_loss"][-1]),
                   "steps": int(step), "run_dir": str(self.run.path)}
+        if self.message_counts:
+            result["substrate_messages"] = self.message_counts
         from hil.runs import write_json
         write_json(self.run.path / "result.json", result)
         return result

@@ -22,6 +22,7 @@ import numpy as np
 
 from hil.circuit import NAME_RE, Circuit
 
+OPTIONS = ".options reltol=1e-9 abstol=1e-16 vntol=1e-13"
 R_OFF = 1e30  # an open load: 1e-30 S vanishes beside any edge conductance in double precision
 
 
@@ -42,24 +43,48 @@ def element(kind: str, prefix: str, name: str) -> str:
     return f"{kind}{prefix}_{name}".lower()
 
 
-def build(c: Circuit, g, variant: str, title: str, inputs=None):
-    """A PySpice ``Circuit`` of ``c`` with conductances ``g`` (S), variant 'open' or 'clamp'.
+def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None):
+    """A PySpice ``Circuit`` of ``c``, variant 'open' or 'clamp'.
 
+    ``device`` (:mod:`hil.spice.devices`; default: ideal resistors) places each
+    edge's elements at parameters ``params``; its non-idealities add a series
+    wire resistance per edge and an output resistance per input source.
     ``inputs`` (V), if given, are the input sources' values; otherwise 0 V.
     """
     from PySpice.Spice.Netlist import Circuit as SpiceCircuit
 
+    if device is None:
+        from hil.spice.devices import Resistor
+        from hil.spice.nonideal import NonIdeal
+        device = Resistor(c, NonIdeal())
     if variant not in ("open", "clamp"):
         raise ValueError(f"unknown deck variant {variant!r}")
     if not NAME_RE.match(title):
         raise ValueError(f"deck title {title!r} is not a plain identifier")
+    ni = device.nonideal
     sc = SpiceCircuit(title)
+    # ngspice's default reltol (1e-3) leaves a nonlinear operating point too loose for
+    # gradients: with these, sens and central differences agree to ~1e-8
+    sc.raw_spice += OPTIONS + "\n"
     nn = lambda i: sc.gnd if i == c.ground else node_name(c, i)
+    device.preamble(sc)
     for e in range(c.m):
-        sc.R(f"e_{c.edge_names[e]}", nn(c.a[e]), nn(c.b[e]), repr(float(1.0 / g[e])))
+        name = c.edge_names[e]
+        if not NAME_RE.match(name):
+            raise ValueError(f"edge name {name!r} is not a plain identifier")
+        na = nn(c.a[e])
+        if ni.wire_resistance:
+            sc.R(f"w_{name}", na, f"hw_{name}".lower(), repr(ni.wire_resistance))
+            na = f"hw_{name}".lower()
+        device.add_edge(sc, e, na, nn(c.b[e]), float(params[e]))
     values = np.zeros(len(c.inputs)) if inputs is None else np.asarray(inputs, float).reshape(len(c.inputs))
     for i, v in zip(c.inputs, values):
-        sc.V(f"in_{c.nodes[i]}", nn(i), sc.gnd, repr(float(v)))
+        name = c.nodes[i]
+        if ni.source_resistance:
+            sc.V(f"in_{name}", f"hs_{name}".lower(), sc.gnd, repr(float(v)))
+            sc.R(f"s_{name}", f"hs_{name}".lower(), nn(i), repr(ni.source_resistance))
+        else:
+            sc.V(f"in_{name}", nn(i), sc.gnd, repr(float(v)))
     for o in c.outputs:
         name = c.nodes[o]
         if variant == "open":
@@ -71,9 +96,9 @@ def build(c: Circuit, g, variant: str, title: str, inputs=None):
     return sc
 
 
-def standalone_deck(c: Circuit, g, inputs) -> str:
+def standalone_deck(c: Circuit, params, inputs, device=None) -> str:
     """A deck that ``ngspice -b`` runs on its own: the free state at ``inputs`` (V), printing every node voltage."""
-    sc = build(c, g, "open", "hil_deck", inputs=inputs)
+    sc = build(c, params, "open", "hil_deck", device=device, inputs=inputs)
     nodes = [node_name(c, i) for i in range(c.n) if i != c.ground]
     body = str(sc).split("\n", 1)[1]  # PySpice's .title line replaced by a comment naming the circuit
     return (f"* hil: free state of circuit {c.name!r}; edges are resistors of 1/g ohms\n" + body

@@ -33,7 +33,7 @@ INSTALL_HINT = ("install it with `apt-get install ngspice libngspice0` (Debian/U
 
 #: stderr lines that are progress of ngspice's own convergence aids, not failures
 _INFO = re.compile(r"^(Note:|Trying |Supplies reduced|gmin step|Gmin step|source step|Source step|"
-                   r"Warning:|Using SPARSE|doAnalyses: TRAN|\s*$)", re.IGNORECASE)
+                   r"Warning:|Using SPARSE|doAnalyses: TRAN|GET ERROR: \S+ -> mparam|\s*$)", re.IGNORECASE)
 _STEPPING = re.compile(r"(gmin|source) step", re.IGNORECASE)
 
 
@@ -127,10 +127,15 @@ class Session:
     def load(self, title: str, deck: str) -> None:
         """Load a deck (its first line must be ``* title``); it becomes the current circuit."""
         from PySpice.Spice.NgSpice.Shared import NgSpiceCircuitError
+        before = self.counts["error"]
         try:
             self.ng.load_circuit(deck)
+            failed = self.counts["error"] > before or title not in self.loaded()
         except NgSpiceCircuitError:
-            raise NgSpiceError(f"ngspice rejected the deck of circuit {title}: {self.ng.stdout.strip()[-500:]}") from None
+            failed = True
+        if failed:
+            said = " | ".join(ln for lvl, ln in list(self.messages)[-8:] if lvl == "error")
+            raise NgSpiceError(f"ngspice rejected the deck of circuit {title}: {said or self.ng.stdout.strip()[-500:]}")
         self.decks.insert(0, title)
         self.current = title
 

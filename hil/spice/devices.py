@@ -1,0 +1,257 @@
+"""Programmable-resistor devices: what sits on each edge of the simulated circuit.
+
+A learning rule updates conductances g (siemens). A device maps the conductance
+it is asked for onto what the hardware holds (its *parameter*), and reports the
+conductance it believes it realised, so the training loop stays the same:
+
+==========  ==========  =====================================================
+device      parameter   map
+==========  ==========  =====================================================
+resistor    g, S        identity (an ideal resistor of 1/g ohms)
+digipot     tap code    nearest of N + 1 taps, R = R_W + code R_AB / N
+mosfet      V_gate, V   NMOS channel in triode; g(V_gate) calibrated by an
+                        ngspice DC sweep at small V_ds and cached
+==========  ==========  =====================================================
+
+Each device adds its elements to a PySpice circuit (:meth:`Device.add_edge`) and
+says which ``alter`` realises a new parameter (:meth:`Device.alters`). The hidden
+truth of non-ideal parts (tolerance, threshold mismatch) lives here too: the
+believed map uses the nominal part, the simulated element the actual one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hil.circuit import Circuit
+from hil.data import folder
+from hil.spice.nonideal import NonIdeal
+from hil.substrate import SubstrateError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib
+
+
+class DeviceRangeError(SubstrateError):
+    """A parameter outside what the device can hold (a gate voltage past its limits, a tap out of range)."""
+
+
+class Device:
+    name = "device"
+    unit = ""
+
+    def __init__(self, circuit: Circuit, nonideal: NonIdeal):
+        self.circuit, self.nonideal = circuit, nonideal
+        self.truth = nonideal.draws(circuit.m)
+
+    # the believed map between conductance and parameter -----------------------
+    def param_from_g(self, g: np.ndarray) -> np.ndarray:
+        """The parameter that realises conductance g (S) as closely as the device can."""
+        raise NotImplementedError
+
+    def g_from_param(self, p: np.ndarray) -> np.ndarray:
+        """The conductance (S) the device nominally has at parameter p."""
+        raise NotImplementedError
+
+    def check(self, p: np.ndarray) -> None:
+        """DeviceRangeError naming the edge when a parameter is outside the device's range."""
+        lo, hi = self.param_range
+        bad = np.flatnonzero(~np.isfinite(p) | (p < lo) | (p > hi))
+        if bad.size:
+            e = bad[0]
+            raise DeviceRangeError(f"edge '{self.circuit.edge_names[e]}': {self.name} parameter {float(p[e])!r} {self.unit} "
+                                   f"is outside the device's range [{lo}, {hi}] {self.unit}")
+
+    param_range = (0.0, np.inf)
+
+    # the simulated element ------------------------------------------------------
+    def preamble(self, sc) -> None:
+        """Elements and models the whole circuit needs once."""
+
+    def add_edge(self, sc, e: int, na, nb, p: float) -> None:
+        raise NotImplementedError
+
+    def alters(self, e: int, p: float) -> list:
+        """[(element, parameter, value)] that set edge e to parameter p."""
+        raise NotImplementedError
+
+    def sens_vector(self, e: int) -> str:
+        """ngspice's sensitivity vector for edge e's parameter element."""
+        raise NotImplementedError
+
+    def dparam_dg(self, p: np.ndarray) -> np.ndarray:
+        """d(element value in sens)/d(nominal g), per edge, for the chain rule."""
+        raise NotImplementedError
+
+
+class Resistor(Device):
+    """An ideal resistor: the parameter is the conductance itself."""
+
+    name, unit = "resistor", "S"
+    param_range = (1e-12, 1e6)
+
+    def param_from_g(self, g):
+        return np.asarray(g, float).copy()
+
+    def g_from_param(self, p):
+        return np.asarray(p, float).copy()
+
+    def _r(self, e, p):
+        return float(1.0 / (p * self.truth["scale"][e]))
+
+    def add_edge(self, sc, e, na, nb, p):
+        sc.R(f"e_{self.circuit.edge_names[e]}", na, nb, repr(self._r(e, p)))
+
+    def alters(self, e, p):
+        return [(f"re_{self.circuit.edge_names[e]}".lower(), "", self._r(e, p))]
+
+    def sens_vector(self, e):
+        return f"re_{self.circuit.edge_names[e]}".lower()
+
+    def dparam_dg(self, p):
+        return -1.0 / (p * p * self.truth["scale"])  # dR_true/dg
+
+
+class Digipot(Resistor):
+    """An N-tap digital potentiometer (wiper and one terminal): R = R_W + code R_AB / N."""
+
+    name, unit = "digipot", "tap"
+
+    def __init__(self, circuit, nonideal, spec_path: Path | None = None):
+        super().__init__(circuit, nonideal)
+        spec = tomllib.loads((spec_path or folder("netlists") / "digipot.toml").read_text())
+        self.taps, self.r_ab, self.r_w = int(spec["taps"]), float(spec["r_ab"]), float(spec["r_wiper"])
+        self.param_range = (0, self.taps)
+
+    def g_from_param(self, p):
+        return 1.0 / (self.r_w + np.asarray(p, float) * self.r_ab / self.taps)
+
+    def param_from_g(self, g):
+        """The tap whose nominal conductance is nearest g."""
+        x = (1.0 / np.asarray(g, float) - self.r_w) * self.taps / self.r_ab
+        lo = np.clip(np.floor(x), 0, self.taps)
+        hi = np.clip(lo + 1, 0, self.taps)
+        pick_hi = np.abs(self.g_from_param(hi) - g) < np.abs(self.g_from_param(lo) - g)
+        return np.where(pick_hi, hi, lo)
+
+    def _r(self, e, p):
+        return float(self.r_w + p * self.r_ab * self.truth["scale"][e] / self.taps)
+
+    def check(self, p):
+        super().check(p)
+        frac = np.flatnonzero(np.asarray(p) != np.round(p))
+        if frac.size:
+            e = frac[0]
+            raise DeviceRangeError(f"edge '{self.circuit.edge_names[e]}': tap {float(p[e])!r} is not a whole tap")
+
+    def dparam_dg(self, p):
+        # the code taken as continuous: R_true = R_W + code R_AB scale / N, g = 1 / (R_W + code R_AB / N)
+        g = self.g_from_param(p)
+        return -self.truth["scale"] / (g * g)
+
+
+class Mosfet(Device):
+    """An NMOS channel (drain a, source b, bulk at V_BULK) whose gate voltage is held by a source."""
+
+    name, unit = "mosfet", "V"
+    W, L = 6e-6, 1e-6            # W/L = 6: KP W/L (V_g - VTO) spans 1e-5 .. 1.1e-2 S over 0 .. 10 V
+    V_BULK = -3.0                # below every node voltage: the body diodes stay off
+    VDS_CAL = 1e-3               # calibration drain-source voltage, V
+    param_range = (0.0, 10.0)
+
+    def __init__(self, circuit, nonideal):
+        super().__init__(circuit, nonideal)
+        self.model_card = _model_line(folder("netlists") / "nmos_level1.lib")
+        self.vg, self.g = calibrate_mosfet(self.model_card, self.W, self.L, self.VDS_CAL, self.param_range[1], self.V_BULK)
+        on = self.g > 0
+        self._vg_on, self._g_on = self.vg[on], self.g[on]  # strictly increasing above threshold
+
+    def g_from_param(self, p):
+        return np.interp(np.asarray(p, float), self.vg, self.g)
+
+    def param_from_g(self, g):
+        return np.interp(np.asarray(g, float), self._g_on, self._vg_on)
+
+    def preamble(self, sc):
+        sc.raw_spice += self.model_card + "\n"
+        sc.V("bulk", "hb_bulk", sc.gnd, repr(self.V_BULK))
+
+    def _gate(self, e, p):
+        return float(p - self.truth["dvth"][e])  # a threshold offset is a gate offset (level 1, gamma = 0)
+
+    def add_edge(self, sc, e, na, nb, p):
+        name = self.circuit.edge_names[e]
+        sc.M(f"e_{name}", na, f"hg_{name}".lower(), nb, "hb_bulk", model="hil_nmos",
+             w=repr(float(self.W * self.truth["scale"][e])), l=repr(float(self.L)))
+        sc.V(f"ge_{name}", f"hg_{name}".lower(), sc.gnd, repr(self._gate(e, p)))
+
+    def alters(self, e, p):
+        return [(f"vge_{self.circuit.edge_names[e]}".lower(), "dc", self._gate(e, p))]
+
+    def sens_vector(self, e):
+        return f"vge_{self.circuit.edge_names[e]}".lower()
+
+    def dparam_dg(self, p):
+        """dV_gate/dg of the calibration segment that holds p (the same segment param_from_g interpolates on)."""
+        k = np.clip(np.searchsorted(self._vg_on, np.asarray(p, float)) - 1, 0, len(self._vg_on) - 2)
+        return (self._vg_on[k + 1] - self._vg_on[k]) / (self._g_on[k + 1] - self._g_on[k])
+
+
+def _model_line(path: Path) -> str:
+    lines = [ln for ln in path.read_text().splitlines() if ln.lower().startswith(".model")]
+    if len(lines) != 1:
+        raise SubstrateError(f"{path}: expected exactly one .model line")
+    return lines[0]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("HIL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "hil")
+    p = Path(base)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def calibrate_mosfet(model_card: str, w: float, l: float, vds: float, vg_max: float, v_bulk: float,
+                     step: float = 0.002) -> tuple:
+    """(V_gate grid, g) with g = I_d / V_ds of one channel at small V_ds, by an ngspice DC sweep; cached.
+
+    The cache file is keyed by everything that determines the curve.
+    """
+    key = hashlib.sha256(repr((model_card, w, l, vds, vg_max, v_bulk, step)).encode()).hexdigest()[:16]
+    path = cache_dir() / f"mosfet-{key}.npz"
+    if path.exists():
+        d = np.load(path)
+        return d["vg"], d["g"]
+    from hil.spice.session import session
+    s = session()
+    title = f"hilcal{key[:8]}"
+    deck = (f".title {title}\n{model_card}\nVd d 0 dc {vds!r}\nM1 d g 0 hb hil_nmos w={w!r} l={l!r}\n"
+            f"Vg g 0 dc 0\nVb hb 0 dc {v_bulk!r}\n.end\n")
+    s.load(title, deck)
+    try:
+        s.command(f"dc vg 0 {vg_max!r} {step!r}", what=f"dc sweep calibrating the mosfet device ({title})")
+        vg = s.vector("v-sweep")
+        g = -s.vector("vd#branch") / vds
+    finally:
+        s.destroy_plots()
+        s.remove(title)
+    g = np.maximum(g, 0.0)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, vg=vg, g=g)
+    os.replace(tmp, path)
+    return vg, g
+
+
+DEVICES = {"resistor": Resistor, "digipot": Digipot, "mosfet": Mosfet}
+
+
+def make_device(name: str, circuit: Circuit, nonideal: NonIdeal) -> Device:
+    if name not in DEVICES:
+        raise SubstrateError(f"unknown device '{name}' (known: {', '.join(DEVICES)})")
+    return DEVICES[name](circuit, nonideal)
