@@ -94,6 +94,7 @@ class Session:
         self._lib = self.ng._ngspice_shared
         self.decks = []  # titles of loaded decks, newest first (ngspice's numbering)
         self.current = None
+        self._since_free = 0
 
     def _note(self, line: str, error: bool = False) -> None:
         line = line.rstrip()
@@ -114,11 +115,23 @@ class Session:
         return out
 
     # -- commands ---------------------------------------------------------------
+    FREE_EVERY = 1000
+
+    def _send(self, cmd: bytes) -> None:
+        # ngspice keeps every command in its history (about 1 KB a solve, measured);
+        # a NULL command frees that history, as PySpice's exec_command does periodically
+        self._since_free += 1
+        if self._since_free >= self.FREE_EVERY:
+            from PySpice.Spice.NgSpice.Shared import FFI
+            self._lib.ngSpice_Command(FFI.NULL)
+            self._since_free = 0
+        self._lib.ngSpice_Command(cmd)
+
     def command(self, cmd: str, what: str = "") -> None:
         """Run one ngspice command; NgSpiceError with ngspice's own words when it fails."""
         ng = self.ng
         ng.clear_output()
-        self._lib.ngSpice_Command(cmd.encode("ascii"))
+        self._send(cmd.encode("ascii"))
         if ng._error_in_stderr or ng._error_in_stdout:
             said = " | ".join(ln for lvl, ln in list(self.messages)[-6:] if lvl == "error") or ng.stderr or ng.stdout
             raise NgSpiceError(f"ngspice {what or cmd!r} failed{' on circuit ' + self.current if self.current else ''}: "
@@ -146,7 +159,7 @@ class Session:
         simulator, say) may load circuits too and shift the numbers.
         """
         self.ng.clear_output()
-        self._lib.ngSpice_Command(b"setcirc")
+        self._send(b"setcirc")
         titles = []
         for line in self.ng._stdout:
             parts = line.rstrip().split("\t")
@@ -202,7 +215,7 @@ class Session:
 
     def destroy_plots(self) -> None:
         """Free every plot: ngspice keeps one per analysis otherwise."""
-        self._lib.ngSpice_Command(b"destroy all")
+        self._send(b"destroy all")
 
     def plot_count(self) -> int:
         return len(self.ng.plot_names)

@@ -1,0 +1,147 @@
+"""Nudge-size bias of every estimator, on any substrate (spec sections 3 to 5 and 9).
+
+For each rule and each nudge on a log grid: the estimate ghat against the
+reference gradient (exact on the ideal substrate, the circuit's own on ngspice):
+relative error ||ghat - g*|| / ||g*|| and cosine. The order p of the nudge
+dependence is fitted on log ||ghat(nu_k) - ghat(nu_{k+1})|| against log nu_k
+(successive differences: this needs no knowledge of the rule's limit, so it
+holds for CL, whose limit is grad L_K, not grad C), over the points below the
+convergence radius and above rounding.
+
+With voltmeter noise sigma (V rms on every reading), R repeats give the squared
+bias ||E ghat - g*||^2 and the variance E ||ghat - E ghat||^2, both relative to
+||g*||^2; the nudge minimising their sum is the one a bench user wants.
+
+Nudges: one grid in siemens (EP's beta); CL and AL use eta = beta kappa_max, the
+same displacement of the outputs (AL's clamped state equals the open-loop nudged
+state at beta = eta / kappa_max).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hil.gradients import reference_gradient
+from hil.rules import make_rule
+from hil.substrate import Substrate
+
+
+class NoisyReadings(Substrate):
+    """A substrate whose voltmeter adds Gaussian noise of ``sigma`` volts rms to every reading."""
+
+    def __init__(self, inner: Substrate, sigma: float, seed: int = 0):
+        self.inner, self.sigma, self.circuit = inner, float(sigma), inner.circuit
+        self.supports_complex = inner.supports_complex
+        self.rng = np.random.default_rng(seed)
+
+    def write(self, g):
+        return self.inner.write(g)
+
+    def read(self):
+        return self.inner.read()
+
+    def output_green(self):
+        return self.inner.output_green()
+
+    def run(self, inputs, experiments):
+        out = self.inner.run(inputs, experiments)
+        return [V + self.sigma * self.rng.standard_normal(V.shape) * (1 if not np.iscomplexobj(V) else 1)
+                for V in out]
+
+
+def rule_nudge(name: str, beta: float, kappa: float) -> float:
+    """The nudge for ``name`` at grid value beta (S): beta itself for EP rules, eta = beta kappa for CL/AL."""
+    return beta * kappa if name.split(":")[0] in ("cl", "al") else beta
+
+
+def fit_order(nudges, estimates, ref_norm, radius) -> float | None:
+    """The order p in ||ghat(nu_k) - ghat(nu_{k+1})|| ~ nu^p, fitted on the smallest nudges; None if flat."""
+    nudges = np.asarray(nudges)
+    d = np.array([np.linalg.norm(estimates[k] - estimates[k + 1]) for k in range(len(nudges) - 1)]) / ref_norm
+    x = nudges[:-1]
+    ok = (d > 1e-9) & (x < 0.5 * radius)
+    if ok.sum() < 2:
+        return None
+    x, d = np.log(x[ok]), np.log(d[ok])
+    half = max(2, (len(x) + 1) // 2)
+    return float(np.polyfit(x[:half], d[:half], 1)[0])
+
+
+def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int = 1, seed: int = 0,
+          progress=None) -> dict:
+    """Run the bias sweep; returns {'points': [...], 'rules': {name: {...}}, 'radius': S, 'kappa_max': ohm}."""
+    kappa = float(np.linalg.eigvalsh(sub.output_green()).max())
+    radius = 1.0 / kappa
+    ref = reference_gradient(sub, X, Y)
+    ref_norm = float(np.linalg.norm(ref))
+    meas_sub = NoisyReadings(sub, noise, seed) if noise > 0 else sub
+    reps = repeats if noise > 0 else 1
+    points, summary = [], {}
+    total, done = len(rules) * len(nudges), 0
+    for name in rules:
+        means = []
+        for beta in nudges:
+            nu = rule_nudge(name, beta, kappa)
+            rule = make_rule(name, nu).configure(kappa)
+            ests = np.array([rule.estimate(meas_sub.measure(X, Y, rule.states())) for _ in range(reps)])
+            mean = ests.mean(axis=0)
+            means.append(mean)
+            err = np.linalg.norm(ests - ref, axis=1) / ref_norm
+            cos = [float(e @ ref / (np.linalg.norm(e) * ref_norm)) for e in ests]
+            bias2 = float(np.sum((mean - ref) ** 2)) / ref_norm ** 2
+            var = float(np.mean(np.sum((ests - mean) ** 2, axis=1))) / ref_norm ** 2 if reps > 1 else 0.0
+            points.append({"rule": name, "beta": float(beta), "nudge": float(nu), "rel_error": float(np.median(err)),
+                           "cosine": float(np.median(cos)), "bias2": bias2, "variance": var, "mse": bias2 + var})
+            done += 1
+            if progress:
+                progress(done, total)
+        mine = [p for p in points if p["rule"] == name]
+        best = min(mine, key=lambda p: p["mse"])
+        summary[name] = {"slope": fit_order(nudges, means, ref_norm, radius) if noise == 0 else
+                         _noiseless_order(sub, X, Y, name, nudges, kappa, ref_norm, radius),
+                         "best_nudge": best["nudge"], "best_beta": best["beta"], "best_mse": best["mse"]}
+    return {"points": points, "rules": summary, "radius": radius, "kappa_max": kappa, "ref_norm": ref_norm}
+
+
+def _noiseless_order(sub, X, Y, name, nudges, kappa, ref_norm, radius):
+    means = []
+    for beta in nudges:
+        rule = make_rule(name, rule_nudge(name, beta, kappa)).configure(kappa)
+        means.append(rule.estimate(sub.measure(X, Y, rule.states())))
+    return fit_order(nudges, means, ref_norm, radius)
+
+
+def write_outputs(result: dict, out_dir, title: str = "") -> list:
+    """bias.csv (every point) and bias.png (error against nudge per rule, radius marked); returns the paths."""
+    import csv
+    from pathlib import Path
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["rule", "beta", "nudge", "rel_error", "cosine", "bias2", "variance", "mse"]
+    with open(out / "bias.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for p in result["points"]:
+            w.writerow({k: p[k] for k in fields})
+    fig, ax = plt.subplots(figsize=(6.6, 4.4))
+    for name in result["rules"]:
+        pts = [p for p in result["points"] if p["rule"] == name]
+        s = result["rules"][name]["slope"]
+        label = f"{name} (order {s:.2f})" if s is not None else f"{name} (flat)"
+        ax.loglog([p["beta"] for p in pts], [max(p["rel_error"], 1e-17) for p in pts], "o-", ms=3, label=label)
+    ax.axvline(result["radius"], color="k", ls="--", lw=1)
+    ax.text(result["radius"], ax.get_ylim()[0] * 10, " radius 1/kappa_max", rotation=90, va="bottom", fontsize=8)
+    ax.set_xlabel("nudge beta (S)   [CL, AL: eta = beta kappa_max]")
+    ax.set_ylabel("||ghat - dC/dg|| / ||dC/dg||")
+    ax.set_title(title or "estimator error against nudge size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "bias.png", dpi=110)
+    plt.close(fig)
+    return [out / "bias.csv", out / "bias.png"]

@@ -1,0 +1,95 @@
+"""Coercivity and convergence (spec section 6): will training converge exponentially, and how fast?
+
+J = dV_O/dg stacked over the examples (V/S). The constant that governs the loss
+is c = lambda_min(J J^T) on the subspace the residuals live in (for a linear
+circuit V_O = T x, so N examples give |O| rank(X) independent constraints; see
+:func:`hil.exact.residual_basis`), divided by N because the loss is a mean.
+Columns of edges pinned at a conductance bound are left out: clipping freezes them.
+
+Predicted loss factor per step: (1 - alpha c)^2 for gd, EP and AL (which
+descend C), (1 - alpha c_CL)^2 for CL with c_CL from J J^T K^-1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hil import exact
+from hil.circuit import Circuit
+
+
+def pinned(c: Circuit, g) -> np.ndarray:
+    """Edges at a conductance bound (bool, (m,)): clipping holds them there."""
+    g = np.asarray(g)
+    return (g <= c.g_min * (1 + 1e-12)) | (g >= c.g_max * (1 - 1e-12))
+
+
+def constant(c: Circuit, X, g=None, weight=None, active=None) -> float:
+    """c(g) (V^2/S^2): lambda_min of J J^T (times W blockwise) on the residual subspace, over N.
+
+    ``active`` (bool (m,)): the edges free to move (default: all).
+    """
+    X = np.atleast_2d(X)
+    J = exact.jacobian(c, X, g)
+    if active is not None:
+        J = J[:, active]
+    M = J @ J.T
+    if weight is not None:
+        M = M @ np.kron(np.eye(len(X)), weight)
+    Q = exact.residual_basis(c, X)
+    ev = np.linalg.eigvals(Q.T @ M @ Q).real
+    return float(ev.min()) / len(X) if ev.size else 0.0
+
+
+def dead_edges(c: Circuit, X, g=None, tol: float = 1e-9) -> list:
+    """Edges whose column of J vanishes, with why: ({'edge', 'reason'})."""
+    g = c.g if g is None else np.asarray(g)
+    J = exact.jacobian(c, X, g)
+    dV = c.drops(exact.free_state(c, X, g))
+    scale = np.abs(J).max() or 1.0
+    out = []
+    for e in range(c.m):
+        if np.abs(J[:, e]).max() <= tol * scale:
+            if np.abs(dV[:, e]).max() <= tol * max(np.abs(dV).max(), 1e-300):
+                why = "no current: the edge's two nodes sit at the same voltage in every example (a balanced bridge)"
+            else:
+                why = "no transfer to an output: changing this edge moves no output voltage"
+            out.append({"edge": c.edge_names[e], "reason": why})
+    return out
+
+
+def report(c: Circuit, X, g=None, lr: dict | None = None) -> dict:
+    """Everything `hil coercivity` prints: constant, rank, constraints, dead edges, predicted rates.
+
+    ``lr``: learning rate per rule family {'ep': alpha, 'cl': alpha} (S^2/V^2); default: each
+    rule's default learning rate (:func:`hil.train.default_lr`).
+    """
+    from hil.rules import make_rule
+    from hil.train import default_lr
+
+    g = c.g if g is None else np.asarray(g, float)
+    X = np.atleast_2d(X)
+    J = exact.jacobian(c, X, g)
+    Q = exact.residual_basis(c, X)
+    rank = int(np.linalg.matrix_rank(Q.T @ J)) if Q.size else 0
+    active = ~pinned(c, g)
+    K = exact.output_green(c, g)
+    c_ep = constant(c, X, g, active=active)
+    c_cl = constant(c, X, g, weight=np.linalg.inv(K), active=active)
+    lr = lr or {"ep": default_lr(c, g, X, make_rule("gd")), "cl": default_lr(c, g, X, make_rule("cl"))}
+    rate = {fam: 1 - (1 - lr[fam] * cc) ** 2 for fam, cc in (("ep", c_ep), ("cl", c_cl))}
+    return {"constant": c_ep, "constant_cl": c_cl, "rank": rank, "constraints": int(Q.shape[1]),
+            "rows": int(J.shape[0]), "coercive": bool(rank == Q.shape[1] and c_ep > 1e-12 * (np.abs(J).max() ** 2)),
+            "dead_edges": dead_edges(c, X, g), "pinned_edges": [c.edge_names[e] for e in np.flatnonzero(~active)],
+            "lr": lr, "rate": rate}
+
+
+def measured_rate(loss: np.ndarray, window: float = 0.25, floor: float = 1e-28) -> float:
+    """Loss decay rate per step, 1 - exp(slope of log loss), fitted over the last ``window`` of the run."""
+    loss = np.asarray(loss, float)
+    n = len(loss)
+    k = np.arange(int(n * (1 - window)), n)
+    k = k[np.isfinite(loss[k]) & (loss[k] > floor)]
+    if len(k) < 5:
+        return float("nan")
+    return float(1 - np.exp(np.polyfit(k, np.log(loss[k]), 1)[0]))
