@@ -181,6 +181,90 @@ def cmd_netlist(args):
     _emit(args, {"path": args.o}, f"wrote {args.o}: run it with `ngspice -b {args.o}`")
 
 
+def _nudge_grid(spec: str | None, kappa: float) -> np.ndarray:
+    if not spec:
+        return np.geomspace(1e-3 / kappa, 0.5 / kappa, 10)  # up to half the radius: at 1/kappa, ep-holo hits the pole
+    parts = spec.split(":")
+    try:
+        lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+        assert len(parts) == 3 and 0 < lo < hi and n >= 2
+    except (ValueError, IndexError, AssertionError):
+        raise ValueError(f"--nudges {spec!r}: expected LO:HI:COUNT with 0 < LO < HI (siemens) and COUNT >= 2") from None
+    return np.geomspace(lo, hi, n)
+
+
+def cmd_bias(args):
+    from hil.analysis.bias import sweep, write_outputs
+    from hil.circuit import load_circuit
+    from hil.progress import Progress
+    from hil.train import open_substrate
+
+    c = load_circuit(args.circuit)
+    task = _task(args, c)
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    for r in rules:
+        from hil.rules import make_rule
+        make_rule(r)  # a clear error before any work
+    if args.noise < 0:
+        raise ValueError(f"--noise {args.noise}: must be a voltage >= 0")
+    with open_substrate(c, args.backend, **_backend_options(args)) as sub:
+        kappa = float(np.linalg.eigvalsh(sub.output_green()).max())
+        grid = _nudge_grid(args.nudges, kappa)
+        with Progress(len(rules) * len(grid), "bias", enabled=None if not args.json else False) as bar:
+            res = sweep(sub, task.X_train, task.Y_train, rules, grid, noise=args.noise, repeats=args.repeats,
+                        seed=args.seed, progress=lambda d, t: bar.update(d))
+    paths = write_outputs(res, args.out, f"{c.name}: {args.backend}" + (f", noise {args.noise:g} V" if args.noise else ""))
+    lines = [f"{c.name} ({args.backend}): convergence radius 1/kappa_max = {res['radius']:.4g} S; "
+             f"reference |dC/dg| = {res['ref_norm']:.4g} V^2/S",
+             f"{'rule':<10} {'order':>7} {'best nudge':>12} {'rel. MSE':>10}"]
+    for name, r in res["rules"].items():
+        order = f"{r['slope']:.2f}" if r["slope"] is not None else "exact"
+        lines.append(f"{name:<10} {order:>7} {r['best_nudge']:12.4g} {r['best_mse']:10.3g}")
+    lines.append("wrote " + ", ".join(map(str, paths)))
+    _emit(args, {"rules": res["rules"], "radius": res["radius"], "kappa_max": res["kappa_max"],
+                 "out": str(args.out)}, "\n".join(lines))
+
+
+def cmd_coercivity(args):
+    from hil.analysis.coercivity import report
+    from hil.circuit import load_circuit
+
+    c = load_circuit(args.circuit)
+    task = _task(args, c)
+    r = report(c, task.X_train)
+    lines = [f"{c.name}, task {task.description}:",
+             f"  coercivity constant c = {r['constant']:.4g} V^2/S^2 ({'coercive' if r['coercive'] else 'NOT coercive'})",
+             f"  rank J = {r['rank']} of {r['constraints']} independent output constraints (|O| x rank X)"]
+    for d in r["dead_edges"]:
+        lines.append(f"  dead edge {d['edge']}: {d['reason']}")
+    if r["pinned_edges"]:
+        lines.append(f"  at a conductance bound (left out): {', '.join(r['pinned_edges'])}")
+    lines.append(f"  predicted loss decay per step at the default learning rate: gd/EP/AL {r['rate']['ep']:.4g}, "
+                 f"CL {r['rate']['cl']:.4g} (c_CL = {r['constant_cl']:.4g})")
+    _emit(args, r, "\n".join(lines))
+
+
+def cmd_sweep(args):
+    from hil.analysis.sweep import grid, run_sweep
+    from hil.circuit import load_circuit
+    from hil.progress import Progress
+
+    c = load_circuit(args.circuit)  # a clear error before any worker starts
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    nudges = [float(x) for x in args.nudges.split(",")] if args.nudges else None
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [0]
+    nonideals = [x or None for x in args.nonideal_files.split(",")] if args.nonideal_files else None
+    points = grid(rules, nudges, seeds, nonideals)
+    with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
+        rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
+                         args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch)
+    failed = [r for r in rows if r["status"] != "ok"]
+    lines = [f"{len(rows)} points, {len(failed)} failed; table: {args.out}/sweep.csv"]
+    lines += [f"  point {r['point']} ({r['rule']}, nudge {r['nudge']}, seed {r['seed']}): {r['error']}" for r in failed]
+    _emit(args, {"points": len(rows), "failed": len(failed), "table": f"{args.out}/sweep.csv", "rows": rows},
+          "\n".join(lines))
+
+
 def cmd_circuits(args):
     from hil.circuit import load_circuit
     from hil.circuits import shipped
@@ -245,6 +329,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task(i, required=False)
 
     add("circuits", cmd_circuits, "List the shipped circuits.")
+
+    b = add("bias", cmd_bias, "Each estimator's error against the reference gradient over a log grid of nudges.")
+    b.add_argument("circuit")
+    _add_task(b)
+    _add_backend(b)
+    b.add_argument("--rules", default="ep,ep-sym,ep-holo:4,ep-open,cl,al", help="comma-separated rules")
+    b.add_argument("--nudges", metavar="LO:HI:COUNT", help="log grid of beta in siemens (CL, AL: eta = beta kappa_max); "
+                                                            "default 1e-3/kappa_max : 0.5/kappa_max : 10")
+    b.add_argument("--noise", type=float, default=0.0, help="voltmeter noise, volts rms on every reading")
+    b.add_argument("--repeats", type=int, default=20, help="repeats per point with --noise (default 20)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", required=True, help="directory for bias.csv and bias.png")
+
+    sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core.")
+    sw.add_argument("circuit")
+    sw.add_argument("--teacher", type=int, default=1, help="teacher task seed (default 1)")
+    sw.add_argument("--examples", type=int, default=16)
+    sw.add_argument("--rules", default="ep-sym,cl,al")
+    sw.add_argument("--nudges", help="comma-separated nudges (default: each rule's default)")
+    sw.add_argument("--seeds", default="0", help="comma-separated seeds of batch sampling")
+    sw.add_argument("--nonideal-files", help="comma-separated non-ideality files (ngspice)")
+    sw.add_argument("--steps", type=int, default=200)
+    sw.add_argument("--batch", type=int, default=None, help="examples per step (default: all; seeds matter below that)")
+    sw.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    sw.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
+    sw.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
+    sw.add_argument("--out", required=True)
+
+    co = add("coercivity", cmd_coercivity, "Coercivity constant, rank of J, dead edges, predicted decay rates.")
+    co.add_argument("circuit")
+    _add_task(co)
 
     n = add("netlist", cmd_netlist, "Write a standalone SPICE deck: `ngspice -b FILE` prints the free-state node voltages.")
     n.add_argument("circuit")

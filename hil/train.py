@@ -102,6 +102,29 @@ class Trainer:
         test = self.sub.measure(t.X_test, t.Y_test, [Free()]).loss() if len(t.X_test) else float("nan")
         return train, test
 
+    def _rates(self, loss, g) -> dict:
+        """Measured loss decay rate per step (last quarter of the run) beside the coercivity prediction at g."""
+        from hil.analysis.coercivity import constant, measured_rate, pinned
+        from hil.exact import output_green
+
+        c, X = self.circuit, self.task.X_train
+        if len(loss) < 20 or len(X) * len(c.outputs) * c.m > 5e6:
+            return {}
+        meas = measured_rate(loss)
+        try:
+            W = np.linalg.inv(output_green(c, g)) if self.rule.descends == "L_K" else None
+            cc = constant(c, X, g, weight=W, active=~pinned(c, g))
+        except Exception:  # a prediction is a courtesy; never lose a run over it
+            return {"measured_rate": meas}
+        pred = float(1 - (1 - self.cfg.lr * cc) ** 2)
+        out = {"measured_rate": meas, "predicted_rate": pred, "coercivity": cc}
+        k0 = int(len(loss) * 0.75)
+        if np.isfinite(meas) and loss[k0] > 0:
+            k = np.arange(k0, len(loss))
+            out["_lines"] = {f"predicted decay ({pred:.3g}/step)": (k, loss[k0] * (1 - pred) ** (k - k0)),
+                             f"measured ({meas:.3g}/step)": (k, loss[k0] * (1 - meas) ** (k - k0))}
+        return out
+
     def _diagnostics(self, step: int) -> None:
         """The substrate's own messages (ngspice notes, stepping) into substrate.log, counted."""
         if not hasattr(self.sub, "diagnostics"):
@@ -156,11 +179,13 @@ class Trainer:
             self.run.save_checkpoint(step, g, rng_before)
             raise
         log = self.run.read_log()
-        plot_losses(self.run)
+        rates = self._rates(log["train_loss"], g)
+        plot_losses(self.run, rates.pop("_lines", None))
         result = {"initial_loss": float(log["train_loss"][0]), "final_loss": float(log["train_loss"][-1]),
                   "steps": int(step), "run_dir": str(self.run.path)}
         if self.message_counts:
             result["substrate_messages"] = self.message_counts
+        result.update(rates)
         from hil.runs import write_json
         write_json(self.run.path / "result.json", result)
         return result

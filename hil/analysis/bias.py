@@ -132,8 +132,9 @@ def write_outputs(result: dict, out_dir, title: str = "") -> list:
     for name in result["rules"]:
         pts = [p for p in result["points"] if p["rule"] == name]
         s = result["rules"][name]["slope"]
-        label = f"{name} (order {s:.2f})" if s is not None else f"{name} (flat)"
-        ax.loglog([p["beta"] for p in pts], [max(p["rel_error"], 1e-17) for p in pts], "o-", ms=3, label=label)
+        label = f"{name} (order {s:.2f})" if s is not None else f"{name} (exact)"
+        ax.loglog([p["beta"] for p in pts], [min(max(p["rel_error"], 1e-17), 1e3) for p in pts], "o-", ms=3,
+                  label=label)
     ax.axvline(result["radius"], color="k", ls="--", lw=1)
     ax.text(result["radius"], ax.get_ylim()[0] * 10, " radius 1/kappa_max", rotation=90, va="bottom", fontsize=8)
     ax.set_xlabel("nudge beta (S)   [CL, AL: eta = beta kappa_max]")

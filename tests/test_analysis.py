@@ -1,0 +1,105 @@
+"""Analyses: bias orders, coercivity and decay-rate predictions, noise-optimal nudges, sweeps."""
+
+import json
+import subprocess
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from hil.analysis import coercivity as co
+from hil.analysis.bias import sweep
+from hil.circuit import load_circuit
+from hil.circuits import random_network
+from hil.ideal import IdealSubstrate
+from hil.runs import Run
+from hil.tasks import teacher_task
+from hil.train import TrainConfig, start_run
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_bias_slopes_on_fresh_circuits(seed):
+    c = random_network(10, 3.0, seed=seed)
+    r = np.random.default_rng(seed)
+    X, Y = r.uniform(-1, 1, (6, 2)), r.uniform(-0.5, 0.5, (6, 2))
+    sub = IdealSubstrate(c)
+    kappa = np.linalg.eigvalsh(sub.output_green()).max()
+    res = sweep(sub, X, Y, ["ep", "ep-sym", "ep-holo:4", "ep-holo:6", "ep-open", "cl", "al"],
+                np.geomspace(1e-3 / kappa, 0.5 / kappa, 10))
+    want = {"ep": 1, "ep-sym": 2, "ep-holo:4": 4, "ep-holo:6": 6, "cl": 1, "al": 1}
+    for rule, order in want.items():
+        assert abs(res["rules"][rule]["slope"] - order) < 0.2, (rule, res["rules"][rule])
+    assert res["rules"]["ep-open"]["slope"] is None  # exact: no nudge dependence above rounding
+    errs = [p["rel_error"] for p in res["points"] if p["rule"] == "ep-open"]
+    assert max(errs) < 1e-10
+
+
+def test_noise_optimal_nudge_grows_with_noise():
+    c = random_network(10, 3.0, seed=77)
+    r = np.random.default_rng(1)
+    X, Y = r.uniform(-1, 1, (6, 2)), r.uniform(-0.5, 0.5, (6, 2))
+    sub = IdealSubstrate(c)
+    kappa = np.linalg.eigvalsh(sub.output_green()).max()
+    grid = np.geomspace(1e-3 / kappa, 0.5 / kappa, 12)
+    best = {}
+    for noise in (1e-5, 1e-3):
+        res = sweep(sub, X, Y, ["ep", "ep-sym"], grid, noise=noise, repeats=30, seed=4)
+        best[noise] = {k: v["best_nudge"] for k, v in res["rules"].items()}
+        pts = [p for p in res["points"] if p["rule"] == "ep-sym"]
+        assert pts[0]["variance"] > pts[-1]["variance"]  # small nudges amplify the voltmeter's noise
+    for rule in ("ep", "ep-sym"):
+        assert best[1e-3][rule] > best[1e-5][rule], (rule, best)
+
+
+def test_predicted_and_measured_decay_rates_agree(tmp_path):
+    c = random_network(20, 4.0, seed=5)
+    task = teacher_task(c, seed=1, examples=16)
+    for rule in ("gd", "cl"):
+        res = start_run(c, task, TrainConfig(rule=rule, steps=2000), tmp_path / rule, progress=False)
+        assert abs(res["measured_rate"] / res["predicted_rate"] - 1) < 0.05, (rule, res)
+
+
+def test_coercivity_report_and_dead_bridge_edge():
+    c = load_circuit("bridge")
+    task = teacher_task(c, seed=1, examples=4)
+    r = co.report(c, task.X_train)
+    assert r["coercive"] and r["rank"] == r["constraints"] == 2 and r["dead_edges"] == []
+    balanced = c.with_g([1e-3] * 5)  # a balanced Wheatstone bridge: R5 carries no current
+    r = co.report(balanced, task.X_train)
+    assert [d["edge"] for d in r["dead_edges"]] == ["R5"] and "no current" in r["dead_edges"][0]["reason"]
+    J = __import__("hil.exact", fromlist=["jacobian"]).jacobian(balanced, task.X_train)
+    assert np.abs(J[:, 4]).max() < 1e-12 * np.abs(J).max()
+
+
+def test_sweep_survives_a_failing_point(tmp_path):
+    from hil.analysis.sweep import grid, run_sweep
+    pts = grid(["ep-sym", "al"], [1e-5, -1.0], [0], None)
+    rows = run_sweep(load_circuit("divider").source, pts, tmp_path, steps=20, workers=2)
+    ok = [r for r in rows if r["status"] == "ok"]
+    bad = [r for r in rows if r["status"] == "failed"]
+    assert len(ok) == 2 and len(bad) == 2
+    assert all("nudge must be a positive finite number" in r["error"] for r in bad)
+    assert all(r["final_loss"] < r["initial_loss"] for r in ok)
+    assert (tmp_path / "sweep.csv").read_text().count("\n") == 5
+
+
+def test_bias_command_json(tmp_path):
+    hil = shutil.which("hil")
+    p = subprocess.run([hil, "bias", "net16", "--teacher", "1", "--rules", "ep,ep-sym", "--out", str(tmp_path),
+                        "--json"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert abs(r["rules"]["ep"]["slope"] - 1) < 0.2 and abs(r["rules"]["ep-sym"]["slope"] - 2) < 0.2
+    assert (tmp_path / "bias.png").exists() and (tmp_path / "bias.csv").read_text().startswith("rule,beta")
+    bad = subprocess.run([hil, "bias", "net16", "--teacher", "1", "--nudges", "5:1:3", "--out", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "expected LO:HI:COUNT" in bad.stderr
+
+
+def test_coercivity_command_json():
+    p = subprocess.run([shutil.which("hil"), "coercivity", "bridge", "--teacher", "1", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert set(r) >= {"constant", "rank", "constraints", "dead_edges", "rate"} and r["constant"] > 0
+    assert 0 < r["rate"]["ep"] < 1 and 0 < r["rate"]["cl"] < 1
