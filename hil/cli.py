@@ -265,6 +265,14 @@ def cmd_sweep(args):
           "\n".join(lines))
 
 
+def cmd_report(args):
+    from hil.analysis.report import generate
+
+    say = (lambda m: None) if args.json else (lambda m: print(f"report: {m} ...", file=sys.stderr, flush=True))
+    path = generate(args.out, ngspice=args.ngspice, seed=args.seed, progress=say)
+    _emit(args, {"report": str(path)}, f"wrote {path}")
+
+
 def cmd_circuits(args):
     from hil.circuit import load_circuit
     from hil.circuits import shipped
@@ -356,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
     sw.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
     sw.add_argument("--out", required=True)
+
+    rp = add("report", cmd_report, "Regenerate the validation report (Markdown and figures) from scratch.")
+    rp.add_argument("--out", required=True)
+    rp.add_argument("--ngspice", action="store_true", help="add the ngspice sections (resistor and mosfet devices)")
+    rp.add_argument("--seed", type=int, default=2026)
 
     co = add("coercivity", cmd_coercivity, "Coercivity constant, rank of J, dead edges, predicted decay rates.")
     co.add_argument("circuit")

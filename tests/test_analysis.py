@@ -103,3 +103,14 @@ def test_coercivity_command_json():
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert set(r) >= {"constant", "rank", "constraints", "dead_edges", "rate"} and r["constant"] > 0
     assert 0 < r["rate"]["ep"] < 1 and 0 < r["rate"]["cl"] < 1
+
+
+def test_report_regenerates_with_its_tables_and_figures(tmp_path):
+    from hil.analysis.report import generate
+    path = generate(tmp_path, progress=lambda m: None)
+    md = path.read_text()
+    for needle in ("## 1. Bias order", "| ep-sym | 2 | 2.0", "| ep-holo:4 | 4 | 4.0", "## 2. The nudge",
+                   "## 3. What each rule descends", "## 4. Coercivity", "![bias, ideal](bias-ideal.png)"):
+        assert needle in md, needle
+    for fig in ("bias-ideal.png", "rules.png"):
+        assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
