@@ -44,8 +44,10 @@ def _add_rule(p):
 
 
 def _add_backend(p):
-    p.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"],
-                   help="substrate: ideal (exact linear model, default) or ngspice (libngspice through PySpice)")
+    p.add_argument("--backend", default="ideal", choices=["ideal", "ngspice", "bench"],
+                   help="substrate: ideal (exact linear model, default), ngspice (libngspice through PySpice), "
+                        "bench (instruments through pyvisa, --bench FILE)")
+    p.add_argument("--bench", metavar="FILE", help="bench: the bench file (instruments, VISA resources, limits)")
     p.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"],
                    help="ngspice: the programmable resistor on each edge: resistor (ideal), digipot (N taps, "
                         "netlists/digipot.toml), mosfet (NMOS in triode, gate voltage trained; netlists/nmos_level1.lib)")
@@ -92,6 +94,11 @@ def cmd_train(args):
 
 
 def _backend_options(args) -> dict:
+    if args.backend == "bench":
+        if not getattr(args, "bench", None):
+            raise ValueError("--backend bench needs --bench FILE (a bench file; `hil emulate` writes one)")
+        from pathlib import Path
+        return {"bench": str(Path(args.bench).resolve())}
     if args.backend == "ngspice":
         opts = {"device": args.device}
         if args.nonideal:
@@ -273,6 +280,38 @@ def cmd_report(args):
     _emit(args, {"report": str(path)}, f"wrote {path}")
 
 
+def cmd_emulate(args):
+    import time as _time
+    from pathlib import Path
+
+    from hil.circuit import load_circuit
+    from hil.drivers.emulator import build
+    from hil.train import open_substrate
+
+    c = load_circuit(args.circuit)
+    opts = _backend_options(args) if args.backend == "ngspice" else {}
+    sub = open_substrate(c, args.backend, **opts)
+    bench = build(sub)
+    bench.host = args.host
+    names = list(bench.instruments)
+    ports = {n: args.port + k for k, n in enumerate(names)} if args.port else None
+    bench.start(ports)
+    out = Path(args.bench_file or f"{c.name}-bench.toml")
+    out.write_text(bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source))
+    lines = [f"emulating {c.name} ({args.backend}{', ' + args.device if args.backend == 'ngspice' else ''}) "
+             f"on {args.host}:"] + [f"  {n:<12} {bench.resource(n)}" for n in names] + \
+            [f"bench file: {out}", f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
+                                   f"--bench {out} --out runs/bench", "Ctrl-C stops."]
+    _emit(args, {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}}, "\n".join(lines))
+    sys.stdout.flush()
+    try:
+        while True:
+            _time.sleep(3600)
+    except KeyboardInterrupt:
+        bench.stop()
+        sub.close()
+
+
 def cmd_circuits(args):
     from hil.circuit import load_circuit
     from hil.circuits import shipped
@@ -349,6 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=20, help="repeats per point with --noise (default 20)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", required=True, help="directory for bias.csv and bias.png")
+
+    em = add("emulate", cmd_emulate, "Serve an emulated bench (SCPI over loopback TCP) backed by a simulated circuit.")
+    em.add_argument("circuit")
+    em.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
+    em.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
+    em.add_argument("--nonideal", metavar="FILE")
+    em.add_argument("--bench-file", metavar="FILE", help="where to write the bench file (default CIRCUIT-bench.toml)")
+    em.add_argument("--port", type=int, default=0, help="first port (default: free ports chosen by the system)")
+    em.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core.")
     sw.add_argument("circuit")

@@ -182,17 +182,28 @@ class Substrate(ABC):
         self.close()
 
     # -- the shared measurement protocol ----------------------------------------
-    def output_green(self) -> np.ndarray:
-        """K (|O| x |O|, ohms), measured: sources at 0 V, 1 A into each output in turn.
+    #: the test current (A) that measures K; a bench sets a small one
+    probe_current = 1.0
 
-        Substrates that know K exactly override this; a bench would scale the
-        test current down, as the circuit is linear.
-        """
+    def output_green(self) -> np.ndarray:
+        """K (|O| x |O|, ohms), measured: sources at 0 V, ``probe_current`` into each output in turn."""
         n_out = len(self.circuit.outputs)
         X = np.zeros((n_out, len(self.circuit.inputs)))
-        V = self.run(X, [Experiment(False, "current", np.eye(n_out))])[0]
-        K = V[:, list(self.circuit.outputs)].T
+        I = float(self.probe_current)
+        V = self.run(X, [Experiment(False, "current", I * np.eye(n_out))])[0]
+        K = V[:, list(self.circuit.outputs)].T / I
         return 0.5 * (K + K.T)
+
+    def adjoint_gain(self) -> float:
+        """g_adj (S): the adjoint experiment injects g_adj r amperes and divides the readings by g_adj.
+
+        1 / kappa_max at first use, then fixed: the injected currents then move the
+        outputs by at most about |r| volts, as a bench needs. Exact for a linear circuit
+        at any gain.
+        """
+        if getattr(self, "_adjoint_gain", None) is None:
+            self._adjoint_gain = 1.0 / float(np.linalg.eigvalsh(self.output_green()).max())
+        return self._adjoint_gain
 
     def measure(self, inputs, targets, states) -> Measurements:
         """Measure every state in ``states`` on one batch; see the module docstring."""
@@ -224,11 +235,13 @@ class Substrate(ABC):
                     round2.append((s.key, Experiment(True, "load", Y, beta=s.beta)))
             elif isinstance(s, Clamp):
                 round2.append((s.key, Experiment(True, "clamp", VO + s.eta * (Y - VO))))
+        gain = 1.0
         if any(isinstance(s, (Adjoint, AdjointClamp)) for s in states):
-            round2.append((Adjoint.key, Experiment(False, "current", r)))
+            gain = self.adjoint_gain()
+            round2.append((Adjoint.key, Experiment(False, "current", gain * r)))
         if round2:
             for (key, _), v in zip(round2, self.run(X, [e for _, e in round2])):
-                V[key] = v
+                V[key] = v / gain if key == Adjoint.key else v
 
         # round 3: AL clamps need the measured adjoint outputs K r
         round3 = [(s.key, Experiment(True, "clamp", VO - (s.eta / s.kappa) * V[Adjoint.key][:, out]))

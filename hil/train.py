@@ -77,7 +77,12 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
     if backend == "ngspice":
         from hil.spice.substrate import NgSpiceSubstrate
         return NgSpiceSubstrate(circuit, **options)
-    raise ValueError(f"unknown backend '{backend}' (known: ideal, ngspice)")
+    if backend == "bench":
+        from hil.drivers.bench import BenchSubstrate
+        if "bench" not in options:
+            raise ValueError("backend bench needs a bench file (--bench FILE; `hil emulate` writes one)")
+        return BenchSubstrate(circuit, options["bench"])
+    raise ValueError(f"unknown backend '{backend}' (known: ideal, ngspice, bench)")
 
 
 class Trainer:
@@ -150,6 +155,14 @@ class Trainer:
             tr, te = self.losses()
             pending.append(dict(step=0, train_loss=tr, test_loss=te, grad_norm=float("nan"), seconds=0.0))
             self.run.save_checkpoint(0, g, rng.bit_generator.state)
+        else:
+            logged = self.run.read_log()["step"]
+            if not len(logged) or logged[-1] < start_step:
+                # the run stopped after this step's write but before its losses were logged:
+                # they follow from the checkpoint's conductances (the gradient norm is gone)
+                tr, te = self.losses()
+                pending.append(dict(step=start_step, train_loss=tr, test_loss=te, grad_norm=float("nan"),
+                                    seconds=0.0))
         step = start_step
         rng_before = rng.bit_generator.state
         try:

@@ -1,0 +1,242 @@
+"""The bench substrate: the learning loop on instruments, through pyvisa.
+
+A bench file (TOML) says which instrument drives or reads which node::
+
+    circuit = "circuits/net16.toml"
+    settle = 0.0                  # seconds to wait after a change before reading
+    timeout_ms = 2000
+    retries = 2                   # a query that times out, drops or answers garbage is retried
+    probe_current = 1e-5          # A, the test current that measures K
+    [board]
+    resource = "TCPIP::127.0.0.1::5025::SOCKET"
+    g_min = 1e-5                  # never written below / above (S)
+    g_max = 1e-2
+    [[smu]]                       # one per input node and per output node
+    node = "n1"
+    resource = "TCPIP::127.0.0.1::5026::SOCKET"
+    voltage_limit = 2.0           # V, never sourced past; compliance when sourcing current
+    current_limit = 0.02          # A, never sourced past; compliance when sourcing voltage
+    [scanner]                     # reads every other node
+    resource = "..."
+    [scanner.channels]
+    n3 = 101
+
+Experiments (:mod:`hil.substrate`): input SMUs source the inputs (0 V for the
+adjoint experiment); an output SMU sources 0 A (free), a current (open-loop
+nudge, adjoint) or a voltage (CL and AL clamps). A closed-loop nudge needs a load
+resistor the bench does not have: asking for one is an error, as is a complex nudge.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hil.circuit import Circuit
+from hil.substrate import Substrate, SubstrateError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib
+
+RESOURCE_RE = re.compile(r"^(TCPIP\d*::[A-Za-z0-9.\-]+::\d{1,5}::SOCKET|ASRL[\w/.\-]+::INSTR|GPIB\d*::\d{1,2}::INSTR"
+                         r"|USB\d*::[\w:]+::INSTR)$")
+
+
+class BenchError(SubstrateError):
+    """The bench could not do what was asked; names the instrument and what it said."""
+
+
+def load_bench(path) -> dict:
+    """Read and check a bench file; errors name the file and the key."""
+    path = Path(path)
+    if not path.exists():
+        raise BenchError(f"{path}: no such bench file")
+    try:
+        b = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{path}: not valid TOML: {exc}") from None
+    for key in ("board", "smu"):
+        if key not in b:
+            raise BenchError(f"{path}: missing [{key}]")
+    resources = [b["board"].get("resource")] + [s.get("resource") for s in b["smu"]] + \
+                ([b["scanner"].get("resource")] if "scanner" in b else [])
+    for r in resources:
+        if not isinstance(r, str) or not RESOURCE_RE.match(r):
+            raise BenchError(f"{path}: {r!r} is not a VISA resource string this bench accepts "
+                             "(TCPIP::host::port::SOCKET, ASRL...::INSTR, GPIB::n::INSTR, USB...::INSTR)")
+    b["_path"] = str(path)
+    return b
+
+
+class BenchSubstrate(Substrate):
+    """A circuit on a bench: a resistor board, SMUs on the inputs and outputs, a scanner for the rest."""
+
+    supports_complex = False
+
+    def __init__(self, circuit: Circuit, bench, visa_library: str = "@py"):
+        self.circuit = c = circuit
+        self.cfg = bench if isinstance(bench, dict) else load_bench(bench)
+        self.settle = float(self.cfg.get("settle", 0.0))
+        self.probe_current = float(self.cfg.get("probe_current", 1e-5))  # A, measures K gently
+        self.retries = int(self.cfg.get("retries", 2))
+        self.timeout = int(self.cfg.get("timeout_ms", 2000))
+        self.visa_library = visa_library
+        where = self.cfg.get("_path", "bench")
+        smu_nodes = {s["node"]: s for s in self.cfg["smu"]}
+        for i in list(c.inputs) + list(c.outputs):
+            if c.nodes[i] not in smu_nodes:
+                raise BenchError(f"{where}: no [[smu]] for {'input' if i in c.inputs else 'output'} node '{c.nodes[i]}'")
+        for name in smu_nodes:
+            idx = c.node(name)
+            if idx not in c.inputs and idx not in c.outputs:
+                raise BenchError(f"{where}: [[smu]] on node '{name}', which is neither an input nor an output")
+        chans = {n: int(ch) for n, ch in self.cfg.get("scanner", {}).get("channels", {}).items()}
+        for i in range(c.n):
+            if i != c.ground and i not in c.inputs and i not in c.outputs and c.nodes[i] not in chans:
+                raise BenchError(f"{where}: node '{c.nodes[i]}' is read by no instrument (add it to [scanner.channels])")
+        self._chan_nodes = [(c.node(n), ch) for n, ch in chans.items()]
+        self._open()
+        self._g = np.asarray(self._query(self.board, lambda: self.board.conductances), float)
+
+    # -- connections ----------------------------------------------------------------
+    def _adapter_kwargs(self):
+        return dict(visa_library=self.visa_library, read_termination="\n", write_termination="\n",
+                    timeout=self.timeout)
+
+    def _open(self):
+        from hil.drivers.instruments import ResistorBoard, Scanner, SMU
+        b = self.cfg["board"]
+        self.board = ResistorBoard(b["resource"], b.get("g_min", self.circuit.g_min), b.get("g_max", self.circuit.g_max),
+                                   **self._adapter_kwargs())
+        self._nodelay(self.board)
+        if self.board.edge_count != self.circuit.m:
+            raise BenchError(f"resistor board at {b['resource']} has {self.board.edge_count} edges; "
+                             f"circuit '{self.circuit.name}' has {self.circuit.m}")
+        self.smus = {}
+        for s in self.cfg["smu"]:
+            smu = SMU(s["resource"], s.get("voltage_limit", 2.0), s.get("current_limit", 0.02),
+                      name=f"SMU on node {s['node']}", **self._adapter_kwargs())
+            self._nodelay(smu)
+            smu.configure()
+            self._check_errors(smu)
+            self.smus[self.circuit.node(s["node"])] = smu
+        self.scanner = None
+        if self._chan_nodes:
+            self.scanner = Scanner(self.cfg["scanner"]["resource"], **self._adapter_kwargs())
+            self._nodelay(self.scanner)
+            self.scanner.write("FORM:ELEM READ")
+        self._check_errors(self.board)
+
+    @staticmethod
+    def _nodelay(inst):
+        """Small SCPI writes must leave at once: Nagle's algorithm holds a query behind an unacknowledged write."""
+        import socket
+
+        from pyvisa import constants
+        res = inst.adapter.connection
+        if not inst.adapter.resource_name.upper().endswith("::SOCKET"):
+            return
+        try:
+            res.set_visa_attribute(constants.VI_ATTR_TCPIP_NODELAY, constants.VI_TRUE)
+            return
+        except Exception:
+            pass
+        # pyvisa-py (0.8) does not implement VI_ATTR_TCPIP_NODELAY: a write followed by a query
+        # then costs ~40 ms (Nagle + delayed ACK, measured). Set it on its socket directly.
+        sock = getattr(getattr(res.visalib, "sessions", {}).get(res.session), "interface", None)
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _reconnect(self, inst):
+        try:
+            inst.adapter.close()
+        except Exception:
+            pass
+        inst.adapter.connection = inst.adapter.manager.open_resource(inst.adapter.resource_name,
+                                                                      **{k: v for k, v in self._adapter_kwargs().items()
+                                                                         if k != "visa_library"})
+        self._nodelay(inst)
+
+    def _query(self, inst, fn, what="query"):
+        """Run ``fn`` (a query of ``inst``), retrying a timeout, a dropped link or garbage after a reconnect."""
+        last = None
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except Exception as exc:  # pyvisa errors, socket errors, parse errors of garbage
+                last = exc
+                self._reconnect(inst)
+        raise BenchError(f"{inst.name} at {inst.adapter.resource_name}: {what} failed after "
+                         f"{self.retries + 1} tries: {type(last).__name__}: {last}")
+
+    def _check_errors(self, inst):
+        errs = inst.check_errors() if hasattr(inst, "check_errors") else []
+        if errs:
+            raise BenchError(f"{inst.name}: error queue after configuration: {errs}")
+
+    # -- the substrate interface --------------------------------------------------------
+    def write(self, g) -> np.ndarray:
+        g = np.asarray(g, float)
+        if g.shape != (self.circuit.m,):
+            raise BenchError(f"expected {self.circuit.m} conductances, got shape {g.shape}")
+        self.board.set_all(g)  # LimitError before anything is sent
+        for attempt in range(self.retries + 1):  # write-verify
+            got = np.asarray(self._query(self.board, lambda: self.board.conductances, "read-back"), float)
+            if np.allclose(got, g, rtol=1e-12, atol=0):
+                self._g = got
+                return got.copy()
+            self.board.set_all(g)
+        raise BenchError(f"{self.board.name}: wrote {g.tolist()} but reads back {got.tolist()}")
+
+    def read(self) -> np.ndarray:
+        return self._g.copy()
+
+    def run(self, inputs, experiments) -> list:
+        c = self.circuit
+        X = np.atleast_2d(np.asarray(inputs, float))
+        out = []
+        for e in experiments:
+            if e.mode == "load":
+                raise BenchError("the bench realises open-loop current nudges (ep-open) and clamps (cl, al), not the "
+                                 "closed-loop nudge of ep/ep-sym/ep-holo: that needs a load resistor per output")
+            vals = np.asarray(e.values)
+            if np.iscomplexobj(vals):
+                raise BenchError("a bench cannot realise a complex nudge")
+            V = np.zeros((len(X), c.n))
+            for i in range(len(X)):
+                for k, node in enumerate(c.inputs):
+                    self.smus[node].source_volts(X[i, k] if e.sources_on else 0.0)
+                for k, node in enumerate(c.outputs):
+                    if e.mode == "clamp":
+                        self.smus[node].source_volts(vals[i, k])
+                    else:
+                        self.smus[node].source_amps(vals[i, k])
+                for smu in self.smus.values():  # every setting processed before anything is read
+                    self._query(smu, lambda smu=smu: smu.ask("*OPC?"), "operation complete")
+                if self.settle:
+                    time.sleep(self.settle)
+                for node, smu in self.smus.items():
+                    V[i, node] = self._query(smu, lambda smu=smu: smu.voltage, "voltage reading")
+                if self.scanner is not None:
+                    chans = [ch for _, ch in self._chan_nodes]
+                    vs = self._query(self.scanner, lambda: self.scanner.read_scan(chans), "scan")
+                    for (node, _), v in zip(self._chan_nodes, vs):
+                        V[i, node] = v
+            out.append(V)
+        return out
+
+    def close(self) -> None:
+        for inst in [self.board, self.scanner, *self.smus.values()]:
+            if inst is None:
+                continue
+            try:
+                if inst in self.smus.values():
+                    inst.source_amps(0.0)
+                inst.adapter.close()
+            except Exception:
+                pass

@@ -1,0 +1,440 @@
+"""The emulated bench: each instrument a raw-SCPI socket server on loopback, backed by a simulated circuit.
+
+Instruments (one TCP port each, ``TCPIP::127.0.0.1::PORT::SOCKET``, lines end in ``\\n``):
+
+- the resistor board (protocol: ``drivers/resistor-board.md``);
+- one Keithley 2400-class SMU per input node and per output node (the subset of
+  the 2400 command set that sourcing and measuring use, short and long forms);
+- one Keithley 2700-class scanner with a 7700 multiplexer card (channels 101..120)
+  reading every other node.
+
+The circuit's node voltages come from a substrate (ideal or ngspice) given what
+the instruments hold: input SMUs source voltages; an output SMU that is off
+leaves its node free, sourcing a current injects it (open-loop nudge, adjoint),
+sourcing a voltage clamps it. Faults can be injected per instrument: a delayed
+reply, a dropped connection, a garbage reply, an error pushed into the queue.
+"""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+from collections import deque
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hil.drivers.scpi import SETTINGS_CONFLICT, Interpreter, SCPIError, boolean, channel_list, number
+
+SMU_V_MAX, SMU_I_MAX = 210.0, 1.05          # Keithley 2400 source ranges
+SCANNER_CHANNELS = range(101, 121)          # 7700 card in slot 1
+
+
+def _fmt(v: float) -> str:
+    return f"{v:+.15E}"
+
+
+@dataclass
+class Faults:
+    delay: float = 0.0          # seconds before each reply while delay_count > 0
+    delay_count: int = 0
+    drop: int = 0               # close the connection at the next N queries
+    garbage: int = 0            # answer the next N queries with garbage
+
+    def take(self, name):
+        n = getattr(self, name)
+        if n > 0:
+            setattr(self, name, n - 1)
+            return True
+        return False
+
+
+class BenchModel:
+    """The state of every instrument and the circuit behind them; one lock for all."""
+
+    def __init__(self, substrate, board_range=None):
+        self.sub = substrate
+        self.c = substrate.circuit
+        self.lock = threading.RLock()
+        self.g = substrate.read()
+        lo, hi = board_range or (self.c.g_min, self.c.g_max)
+        self.g_range = (float(lo), float(hi))
+        self.smus = {}
+        self._cache = None
+
+    def set_g(self, g):
+        with self.lock:
+            self.g = np.array(g, float)
+            self._cache = None
+
+    def changed(self):
+        self._cache = None
+
+    def solve(self) -> np.ndarray:
+        """Node voltages (n,) for the instruments' present state."""
+        from hil.substrate import Experiment
+        with self.lock:
+            if self._cache is not None:
+                return self._cache
+            c = self.c
+            x = []
+            for i in c.inputs:
+                s = self.smus.get(c.nodes[i])
+                if s is None or not s.output or s.func != "VOLT":
+                    raise SCPIError(SETTINGS_CONFLICT, f"input '{c.nodes[i]}' is not sourcing a voltage")
+                x.append(s.volt)
+            modes, vals = set(), []
+            for o in c.outputs:
+                s = self.smus.get(c.nodes[o])
+                if s is None or not s.output:
+                    modes.add("current")
+                    vals.append(0.0)
+                elif s.func == "CURR":
+                    modes.add("current")
+                    vals.append(s.curr)
+                else:
+                    modes.add("clamp")
+                    vals.append(s.volt)
+            if len(modes) > 1:
+                raise SCPIError(SETTINGS_CONFLICT, "outputs partly clamped and partly free are not emulated")
+            if not np.allclose(self.sub.read(), self.g, rtol=0, atol=0):
+                self.sub.write(self.g)
+            V = self.sub.run(np.array([x]), [Experiment(True, modes.pop(), np.array([vals]))])[0][0]
+            self._cache = V
+            return V
+
+    def node_current(self, node: int, V) -> float:
+        """Current (A) the instrument at ``node`` delivers into the network."""
+        c = self.c
+        I = self.g * c.drops(V)
+        return float(np.sum(I[c.a == node]) - np.sum(I[c.b == node]))
+
+
+class Instrument:
+    """An emulated instrument: an interpreter, an error queue, faults."""
+
+    idn = "hil,EmulatedInstrument,0,1.0"
+
+    def __init__(self, model: BenchModel):
+        self.model = model
+        self.faults = Faults()
+        self.received = deque(maxlen=5000)  # every line received, for tests and post-mortems
+        self.scpi = Interpreter()
+        s = self.scpi
+        s.add("*IDN?", lambda a: self.idn)
+        s.add("*RST", lambda a: self.reset())
+        s.add("*CLS", lambda a: self.scpi.errors.clear())
+        s.add("*OPC?", lambda a: "1")
+        s.add("SYSTem:ERRor[:NEXT]?", lambda a: self.scpi.next_error())
+        self.declare()
+        self.reset()
+
+    def declare(self):
+        pass
+
+    def reset(self):
+        pass
+
+    def push_error(self, code, message):
+        self.scpi.errors.append((int(code), message))
+
+
+class ResistorBoard(Instrument):
+    idn = "hil,EmulatedResistorBoard,0,1.0"
+
+    def declare(self):
+        s, m = self.scpi, self.model
+        s.add("EDGE:COUNt?", lambda a: str(m.c.m))
+        s.add("EDGE:RANGe?", lambda a: f"{_fmt(m.g_range[0])},{_fmt(m.g_range[1])}")
+        s.add("EDGE:CONDuctance", self._set_one)
+        s.add("EDGE:CONDuctance?", lambda a: _fmt(m.g[self._edge(a) - 1]))
+        s.add("EDGE:ALL", self._set_all)
+        s.add("EDGE:ALL?", lambda a: ",".join(_fmt(v) for v in m.g))
+
+    def _edge(self, a):
+        return int(number(a, 1, self.model.c.m))
+
+    def _set_one(self, a):
+        parts = a.split(",")
+        if len(parts) != 2:
+            raise SCPIError(-109, "EDGE:COND needs edge,value")
+        k = self._edge(parts[0])
+        v = number(parts[1], *self.model.g_range)
+        g = self.model.g.copy()
+        g[k - 1] = v
+        self.model.set_g(g)
+
+    def _set_all(self, a):
+        vals = [number(x, *self.model.g_range) for x in a.split(",")]
+        if len(vals) != self.model.c.m:
+            raise SCPIError(-109, f"EDGE:ALL needs {self.model.c.m} values, got {len(vals)}")
+        self.model.set_g(vals)
+
+    def reset(self):
+        lo, hi = self.model.g_range
+        self.model.set_g(np.full(self.model.c.m, np.sqrt(lo * hi)))
+
+
+class SMU(Instrument):
+    """Keithley 2400 subset: source voltage or current, compliance, output, :READ? and :MEAS?."""
+
+    idn = "KEITHLEY INSTRUMENTS INC.,MODEL 2400,0000000,C30 EMULATED (hil)"
+    ELEMENTS = ("VOLT", "CURR", "RES", "TIME", "STAT")
+
+    def __init__(self, model, node: str):
+        self.node_name = node
+        self.node = model.c.node(node)
+        super().__init__(model)
+        model.smus[node] = self
+        self.t0 = time.monotonic()
+
+    def reset(self):
+        self.func, self.volt, self.curr = "VOLT", 0.0, 0.0
+        self.i_prot, self.v_prot = 1.05e-4, 21.0
+        self.output = False
+        self.elements = list(self.ELEMENTS)
+        self.model.changed()
+
+    def declare(self):
+        s = self.scpi
+
+        def setter(attr, lo, hi):
+            def f(a):
+                setattr(self, attr, number(a, lo, hi))
+                self.model.changed()
+            return f
+
+        def func(a):
+            v = a.strip().strip("'\"").upper()
+            if v in ("VOLT", "VOLTAGE"):
+                self.func = "VOLT"
+            elif v in ("CURR", "CURRENT"):
+                self.func = "CURR"
+            else:
+                raise SCPIError(-224, f"illegal source function {a[:20]!r}")
+            self.model.changed()
+
+        def elements(a):
+            names = []
+            for x in a.replace("'", "").split(","):
+                x = x.strip().upper()
+                hit = [e for e in self.ELEMENTS if x.startswith(e)]
+                if not hit:
+                    raise SCPIError(-224, f"illegal element {x[:20]}")
+                names.append(hit[0])
+            if not names:
+                raise SCPIError(-109, "no elements")
+            self.elements = names
+
+        def output(a):
+            self.output = boolean(a)
+            self.model.changed()
+
+        s.add("SOURce:FUNCtion[:MODE]", func)
+        s.add("SOURce:FUNCtion[:MODE]?", lambda a: self.func)
+        s.add("SOURce:VOLTage[:LEVel][:IMMediate][:AMPLitude]", setter("volt", -SMU_V_MAX, SMU_V_MAX))
+        s.add("SOURce:VOLTage[:LEVel][:IMMediate][:AMPLitude]?", lambda a: _fmt(self.volt))
+        s.add("SOURce:CURRent[:LEVel][:IMMediate][:AMPLitude]", setter("curr", -SMU_I_MAX, SMU_I_MAX))
+        s.add("SOURce:CURRent[:LEVel][:IMMediate][:AMPLitude]?", lambda a: _fmt(self.curr))
+        s.add("SENSe:CURRent[:DC]:PROTection[:LEVel]", setter("i_prot", 1e-9, SMU_I_MAX))
+        s.add("SENSe:CURRent[:DC]:PROTection[:LEVel]?", lambda a: _fmt(self.i_prot))
+        s.add("SENSe:VOLTage[:DC]:PROTection[:LEVel]", setter("v_prot", 0.2, SMU_V_MAX))
+        s.add("SENSe:VOLTage[:DC]:PROTection[:LEVel]?", lambda a: _fmt(self.v_prot))
+        s.add("OUTPut[:STATe]", output)
+        s.add("OUTPut[:STATe]?", lambda a: "1" if self.output else "0")
+        s.add("FORMat:ELEMents[:SENSe1]", elements)
+        s.add("FORMat:ELEMents[:SENSe1]?", lambda a: ",".join(self.elements))
+        for node in ("SENSe:FUNCtion", "SENSe:FUNCtion:CONCurrent", "SOURce:VOLTage:RANGe", "SOURce:CURRent:RANGe",
+                     "SOURce:VOLTage:RANGe:AUTO", "SOURce:CURRent:RANGe:AUTO", "SENSe:VOLTage:NPLCycles",
+                     "SENSe:CURRent:NPLCycles", "SENSe:VOLTage:RANGe", "SENSe:CURRent:RANGe",
+                     "SENSe:VOLTage:RANGe:AUTO", "SENSe:CURRent:RANGe:AUTO", "SOURce:DELay", "SOURce:DELay:AUTO",
+                     "SYSTem:RSENse", "SENSe:AVERage", "SENSe:AVERage:COUNt", "TRIGger:COUNt", "ARM:COUNt"):
+            s.add(node, lambda a: None)  # accepted: ranges and timing do not change an emulated reading
+        for q in ("READ?", "MEASure?", "MEASure:VOLTage[:DC]?", "MEASure:CURRent[:DC]?", "MEASure:RESistance?"):
+            s.add(q, lambda a: self.reading())
+
+    def reading(self) -> str:
+        m = self.model
+        with m.lock:
+            if not self.output:
+                raise SCPIError(-803 if False else -221, "output off: no reading")
+            V = m.solve()
+            v = float(V[self.node])
+            i = m.node_current(self.node, V)
+        status = 0
+        if self.func == "VOLT" and abs(i) > self.i_prot:
+            status |= 1 << 3  # compliance
+        if self.func == "CURR" and abs(v) > self.v_prot:
+            status |= 1 << 3
+        vals = {"VOLT": v, "CURR": i, "RES": 9.91e37, "TIME": time.monotonic() - self.t0, "STAT": float(status)}
+        return ",".join(_fmt(vals[e]) for e in self.elements)
+
+
+class Scanner(Instrument):
+    """Keithley 2700 with a 7700 card: DC volts on channels 101..120, a scan list, :READ?."""
+
+    idn = "KEITHLEY INSTRUMENTS INC.,MODEL 2700,0000000,B06 EMULATED (hil)"
+
+    def __init__(self, model, channels: dict):
+        self.channels = {int(ch): model.c.node(n) for ch, n in channels.items()}
+        super().__init__(model)
+
+    def reset(self):
+        self.scan, self.closed, self.count = [], None, 1
+
+    def declare(self):
+        s = self.scpi
+
+        def scan(a):
+            chans = channel_list(a)
+            bad = [ch for ch in chans if ch not in SCANNER_CHANNELS]
+            if bad:
+                raise SCPIError(-222, f"channel {bad[0]} is not on the 7700 card")
+            self.scan = chans
+
+        def close(a):
+            chans = channel_list(a)
+            if len(chans) != 1 or chans[0] not in SCANNER_CHANNELS:
+                raise SCPIError(-222, "close exactly one channel of the card")
+            self.closed = chans[0]
+
+        def count(a):
+            self.count = int(number(a, 1, 55000))
+
+        s.add("*OPT?", lambda a: "7700,NONE")
+        s.add("ROUTe:SCAN[:INTernal]", scan)
+        s.add("ROUTe:SCAN[:INTernal]?", lambda a: "(@" + ",".join(map(str, self.scan)) + ")")
+        s.add("ROUTe:CLOSe", close)
+        s.add("ROUTe:OPEN:ALL", lambda a: setattr(self, "closed", None))
+        s.add("SAMPle:COUNt", count)
+        for node in ("ROUTe:SCAN:LSELect", "ROUTe:SCAN:TSOurce", "FORMat:ELEMents", "SENSe:FUNCtion",
+                     "SENSe:VOLTage[:DC]:NPLCycles", "SENSe:VOLTage[:DC]:RANGe", "TRIGger:COUNt", "INITiate"):
+            s.add(node, lambda a: None)
+        s.add("READ?", lambda a: self._read_scan())
+        s.add("MEASure[:VOLTage][:DC]?", lambda a: self._read_closed())
+
+    def _value(self, ch):
+        if ch not in self.channels:
+            return 0.0  # an unwired channel reads its open input as 0 V
+        return float(self.model.solve()[self.channels[ch]])
+
+    def _read_scan(self):
+        if not self.scan:
+            raise SCPIError(-221, "no scan list")
+        with self.model.lock:
+            return ",".join(_fmt(self._value(ch)) for ch in self.scan[: max(self.count, len(self.scan))])
+
+    def _read_closed(self):
+        if self.closed is None:
+            raise SCPIError(-221, "no channel closed")
+        with self.model.lock:
+            return _fmt(self._value(self.closed))
+
+
+# -- serving ----------------------------------------------------------------------
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def setup(self):
+        super().setup()
+        # small replies must leave at once (Nagle's algorithm would hold them ~40 ms)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle(self):
+        inst: Instrument = self.server.instrument
+        while True:
+            line = self.rfile.readline(65536)
+            if not line:
+                return
+            text = line.decode("ascii", "replace").strip("\r\n")
+            inst.received.append(text)
+            replies = inst.scpi.execute(text) if text else []
+            for r in replies:
+                f = inst.faults
+                if f.take("drop"):
+                    return
+                if f.delay_count > 0:
+                    f.delay_count -= 1
+                    time.sleep(f.delay)
+                if f.take("garbage"):
+                    r = "\x07#?garbage?#"
+                try:
+                    self.wfile.write((r + "\n").encode("ascii", "replace"))
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@dataclass
+class EmulatedBench:
+    """All instruments of a bench, served on loopback. Use as a context manager."""
+
+    model: BenchModel
+    instruments: dict = field(default_factory=dict)   # name -> Instrument
+    host: str = "127.0.0.1"
+    servers: dict = field(default_factory=dict)       # name -> (server, port)
+
+    def start(self, ports: dict | None = None) -> "EmulatedBench":
+        for name, inst in self.instruments.items():
+            srv = _Server((self.host, (ports or {}).get(name, 0)), _Handler)
+            srv.instrument = inst
+            threading.Thread(target=srv.serve_forever, daemon=True, name=f"emulator-{name}").start()
+            self.servers[name] = (srv, srv.server_address[1])
+        return self
+
+    def resource(self, name: str) -> str:
+        return f"TCPIP::{self.host}::{self.servers[name][1]}::SOCKET"
+
+    def stop(self):
+        for srv, _ in self.servers.values():
+            srv.shutdown()
+            srv.server_close()
+        self.servers.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def bench_toml(self, circuit_path: str, settle: float = 0.0) -> str:
+        """The bench file a :class:`hil.drivers.bench.BenchSubstrate` reads to drive this bench."""
+        c = self.model.c
+        lines = ["# written by hil emulate: the emulated bench's instruments and limits",
+                 f"circuit = {str(circuit_path)!r}".replace("'", '"'), f"settle = {settle!r}", "",
+                 "[board]", f'resource = "{self.resource("board")}"',
+                 f"g_min = {self.model.g_range[0]!r}", f"g_max = {self.model.g_range[1]!r}", ""]
+        for name, inst in self.instruments.items():
+            if isinstance(inst, SMU):
+                lines += ["[[smu]]", f'node = "{inst.node_name}"', f'resource = "{self.resource(name)}"',
+                          "voltage_limit = 2.0", "current_limit = 0.02", ""]
+        scan = self.instruments.get("scanner")
+        if scan is not None:
+            lines += ["[scanner]", f'resource = "{self.resource("scanner")}"', "voltage_limit = 2.0", "",
+                      "[scanner.channels]"]
+            lines += [f'{c.nodes[n]} = {ch}' for ch, n in sorted(scan.channels.items())]
+        return "\n".join(lines) + "\n"
+
+
+def build(substrate, board_range=None) -> EmulatedBench:
+    """An emulated bench for ``substrate``'s circuit: a board, an SMU per input and output, a scanner."""
+    model = BenchModel(substrate, board_range)
+    c = model.c
+    inst = {"board": ResistorBoard(model)}
+    for i in list(c.inputs) + list(c.outputs):
+        inst[f"smu_{c.nodes[i]}"] = SMU(model, c.nodes[i])
+    others = [i for i in range(c.n) if i != c.ground and i not in c.inputs and i not in c.outputs]
+    if len(others) > len(SCANNER_CHANNELS):
+        raise ValueError(f"circuit '{c.name}' has {len(others)} inner nodes; one 7700 card reads {len(SCANNER_CHANNELS)}")
+    if others:
+        inst["scanner"] = Scanner(model, {101 + k: c.nodes[i] for k, i in enumerate(others)})
+    model.set_g(substrate.read())
+    return EmulatedBench(model, inst)
