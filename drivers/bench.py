@@ -7,6 +7,7 @@ A bench file (TOML) says which instrument drives or reads which node::
     timeout_ms = 2000
     retries = 2                   # a query that times out, drops or answers garbage is retried
     probe_current = 1e-5          # A, the test current that measures K
+    average = 1                   # readings averaged per node and solve
     [board]
     resource = "TCPIP::127.0.0.1::5025::SOCKET"
     g_min = 1e-5                  # never written below / above (S)
@@ -83,6 +84,9 @@ class BenchSubstrate(Substrate):
         self.cfg = bench if isinstance(bench, dict) else load_bench(bench)
         self.settle = float(self.cfg.get("settle", 0.0))
         self.probe_current = float(self.cfg.get("probe_current", 1e-5))  # A, measures K gently
+        self.average = int(self.cfg.get("average", 1))  # readings averaged per node
+        if self.average < 1:
+            raise BenchError(f"{self.cfg.get('_path', 'bench')}: average = {self.average} must be at least 1")
         self.retries = int(self.cfg.get("retries", 2))
         self.timeout = int(self.cfg.get("timeout_ms", 2000))
         self.visa_library = visa_library
@@ -175,9 +179,10 @@ class BenchSubstrate(Substrate):
                          f"{self.retries + 1} tries: {type(last).__name__}: {last}")
 
     def _check_errors(self, inst):
-        errs = inst.check_errors() if hasattr(inst, "check_errors") else []
+        errs = self._query(inst, inst.check_errors, "error queue") if hasattr(inst, "check_errors") else []
         if errs:
-            raise BenchError(f"{inst.name}: error queue after configuration: {errs}")
+            raise BenchError(f"{inst.name} at {inst.adapter.resource_name} reports: "
+                             + "; ".join(f"{int(float(e[0]))} {','.join(map(str, e[1:])).strip()}" for e in errs))
 
     # -- the substrate interface --------------------------------------------------------
     def write(self, g) -> np.ndarray:
@@ -189,6 +194,9 @@ class BenchSubstrate(Substrate):
             got = np.asarray(self._query(self.board, lambda: self.board.conductances, "read-back"), float)
             if np.allclose(got, g, rtol=1e-12, atol=0):
                 self._g = got
+                # once a step: an error any instrument queued since the last write stops the run cleanly
+                for inst in [self.board, *self.smus.values()] + ([self.scanner] if self.scanner else []):
+                    self._check_errors(inst)
                 return got.copy()
             self.board.set_all(g)
         raise BenchError(f"{self.board.name}: wrote {g.tolist()} but reads back {got.tolist()}")
@@ -216,19 +224,50 @@ class BenchSubstrate(Substrate):
                         self.smus[node].source_volts(vals[i, k])
                     else:
                         self.smus[node].source_amps(vals[i, k])
-                for smu in self.smus.values():  # every setting processed before anything is read
-                    self._query(smu, lambda smu=smu: smu.ask("*OPC?"), "operation complete")
                 if self.settle:
                     time.sleep(self.settle)
-                for node, smu in self.smus.items():
-                    V[i, node] = self._query(smu, lambda smu=smu: smu.voltage, "voltage reading")
-                if self.scanner is not None:
-                    chans = [ch for _, ch in self._chan_nodes]
-                    vs = self._query(self.scanner, lambda: self.scanner.read_scan(chans), "scan")
-                    for (node, _), v in zip(self._chan_nodes, vs):
-                        V[i, node] = v
+                V[i] = np.mean([self._read_nodes() for _ in range(self.average)], axis=0)
             out.append(V)
         return out
+
+    def _read_nodes(self) -> np.ndarray:
+        """Every node's voltage (ground 0 V), after every setting has been processed.
+
+        Fast path: ask every instrument, then collect every reply (the round trips
+        overlap). On any fault: reconnect, then one instrument at a time with retries.
+        """
+        c = self.circuit
+        V = np.zeros(c.n)
+        chans = [ch for _, ch in self._chan_nodes]
+        insts = list(self.smus.values()) + ([self.scanner] if self.scanner else [])
+        try:
+            for smu in self.smus.values():
+                smu.write("*OPC?")
+            for smu in self.smus.values():
+                if smu.read().strip() != "1":
+                    raise ValueError(f"{smu.name}: *OPC? did not answer 1")
+            for smu in self.smus.values():
+                smu.request_voltage()
+            if self.scanner is not None:
+                self.scanner.request_scan(chans)
+            for node, smu in self.smus.items():
+                V[node] = smu.collect_voltage()
+            if self.scanner is not None:
+                for (node, _), v in zip(self._chan_nodes, self.scanner.collect_scan(chans)):
+                    V[node] = v
+            return V
+        except Exception:
+            for inst in insts:
+                self._reconnect(inst)
+        for smu in self.smus.values():
+            self._query(smu, lambda smu=smu: smu.ask("*OPC?"), "operation complete")
+        for node, smu in self.smus.items():
+            V[node] = self._query(smu, lambda smu=smu: smu.voltage, "voltage reading")
+        if self.scanner is not None:
+            vs = self._query(self.scanner, lambda: self.scanner.read_scan(chans), "scan")
+            for (node, _), v in zip(self._chan_nodes, vs):
+                V[node] = v
+        return V
 
     def close(self) -> None:
         for inst in [self.board, self.scanner, *self.smus.values()]:

@@ -61,6 +61,14 @@ class SMU(Keithley2400):
             self._mode = "voltage"
         self.source_voltage = v
 
+    # The reading split into request and reply, so that a bench can ask every instrument
+    # first and collect the replies after (the same query as Keithley2400.voltage).
+    def request_voltage(self) -> None:
+        self.write(":MEASURE:VOLTAGE?")
+
+    def collect_voltage(self) -> float:
+        return float(self.read().split(",")[0])
+
     def source_amps(self, i: float) -> None:
         i = _check(self.name, "source current", i, -self.current_limit, self.current_limit, "A")
         if self._mode != "current":
@@ -80,11 +88,18 @@ class Scanner(Keithley2700):
 
     def read_scan(self, channels) -> np.ndarray:
         """Volts on each channel, one scan."""
+        self.request_scan(channels)
+        return self.collect_scan(channels)
+
+    def request_scan(self, channels) -> None:
         for ch in channels:
             _check(self.name, "channel", ch, 101, 120, "")
         self.scan_list = list(channels)
         self.write("SAMP:COUN %d" % len(channels))
-        vals = self.values("READ?")
+        self.write("READ?")
+
+    def collect_scan(self, channels) -> np.ndarray:
+        vals = [float(v) for v in self.read().split(",")]
         if len(vals) != len(channels):
             raise ValueError(f"{self.name}: {len(vals)} readings for {len(channels)} channels")
         return np.asarray(vals, float)

@@ -217,3 +217,30 @@ def test_hil_emulate_and_train_in_two_processes(tmp_path):
     finally:
         emu.terminate()
         emu.wait(timeout=30)
+
+
+def test_an_instrument_error_stops_the_run_cleanly_and_it_resumes(tmp_path, emulated):
+    from hil.drivers.bench import BenchError, BenchSubstrate
+    c = load_circuit("net16")
+    task = teacher_task(c, seed=1, examples=4)
+    cfg = dict(rule="al", steps=8, checkpoint_every=4)
+    start_run(c, task, TrainConfig(**cfg), tmp_path / "ideal", progress=False)
+    emu, path = emulated(IdealSubstrate(c))
+    bench = BenchSubstrate(c, path)
+    orig = bench.run
+    calls = {"n": 0}
+
+    def run(X, exps):
+        calls["n"] += 1
+        if calls["n"] == 12:
+            emu.instruments["smu_n7"].push_error(-315, "Configuration memory lost")
+        return orig(X, exps)
+
+    bench.run = run
+    with pytest.raises(BenchError, match=r"SMU on node n7 .* reports: -315 .*Configuration memory lost"):
+        start_run(c, task, TrainConfig(**cfg, backend="bench"), tmp_path / "bench", progress=False, substrate=bench)
+    bench.close()
+    with BenchSubstrate(c, path) as fresh:
+        resume_run(tmp_path / "bench", progress=False, substrate=fresh)
+    np.testing.assert_allclose(Run(tmp_path / "bench").read_log()["train_loss"],
+                               Run(tmp_path / "ideal").read_log()["train_loss"], rtol=1e-6)
