@@ -145,15 +145,22 @@ class Circuit:
     def output_names(self) -> list:
         return [self.nodes[i] for i in self.outputs]
 
-    def with_g(self, g) -> "Circuit":
-        """The same circuit with conductances ``g`` (siemens), validated."""
+    def check_g(self, g) -> np.ndarray:
+        """``g`` as a float array (m,) of positive finite conductances (S); CircuitError naming the edge otherwise."""
         g = np.asarray(g, dtype=float)
         if g.shape != (self.m,):
-            raise CircuitError(f"{self.source}: expected {self.m} conductances, got shape {g.shape}")
+            raise CircuitError(f"{self.source}: expected {self.m} conductances for circuit '{self.name}', "
+                               f"got shape {g.shape}")
         bad = np.flatnonzero(~np.isfinite(g) | (g <= 0))
         if bad.size:
             e = bad[0]
-            raise CircuitError(f"{self.source}: edge '{self.edge_names[e]}': conductance {float(g[e])!r} is not a positive finite number")
+            raise CircuitError(f"{self.source}: edge '{self.edge_names[e]}': conductance {float(g[e])!r} "
+                               "is not a positive finite number")
+        return g
+
+    def with_g(self, g) -> "Circuit":
+        """The same circuit with conductances ``g`` (siemens), validated."""
+        g = self.check_g(g)
         return Circuit(self.name, self.nodes, self.edge_names, self.a, self.b, g.copy(), self.ground,
                        self.inputs, self.outputs, self.g_min, self.g_max, self.source)
 

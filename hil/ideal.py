@@ -23,7 +23,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from hil.circuit import Circuit, CircuitError
+from hil.circuit import Circuit
 from hil.exact import source_values
 from hil.substrate import Substrate, SubstrateError
 
@@ -107,16 +107,7 @@ class IdealSubstrate(Substrate):
         self.write(circuit.g if g is None else g)
 
     def write(self, g) -> np.ndarray:
-        g = np.asarray(g, dtype=float)
-        c = self.circuit
-        if g.shape != (c.m,):
-            raise SubstrateError(f"expected {c.m} conductances for circuit '{c.name}', got shape {g.shape}")
-        bad = np.flatnonzero(~np.isfinite(g) | (g <= 0))
-        if bad.size:
-            e = bad[0]
-            raise CircuitError(f"{c.source}: edge '{c.edge_names[e]}': conductance {float(g[e])!r} "
-                               "is not a positive finite number")
-        self._g = g.copy()
+        self._g = self.circuit.check_g(g).copy()
         self._fact = None
         return self._g.copy()
 

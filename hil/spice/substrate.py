@@ -17,7 +17,7 @@ import itertools
 
 import numpy as np
 
-from hil.circuit import Circuit, CircuitError
+from hil.circuit import Circuit
 from hil.spice import netlist
 from hil.spice.devices import make_device
 from hil.spice.nonideal import NonIdeal, load_nonideal
@@ -47,8 +47,7 @@ class NgSpiceSubstrate(Substrate):
         self._noisy = True
         n = next(_ids)
         self.titles = {"open": f"hil{n}_open", "clamp": f"hil{n}_clamp"}
-        g0 = circuit.g if g is None else np.asarray(g, float)
-        self._check(g0)
+        g0 = circuit.check_g(circuit.g if g is None else g)
         p0 = self.device.param_from_g(np.clip(g0, circuit.g_min, circuit.g_max))
         self.device.check(p0)
         self._values = {}  # deck -> {(element, param): value} as last written
@@ -67,16 +66,6 @@ class NgSpiceSubstrate(Substrate):
         self._read_names = [netlist.node_name(c, i).encode("ascii") for i in self._read_idx]
         self.solves = 0
         self._closed = False
-
-    def _check(self, g):
-        c = self.circuit
-        if g.shape != (c.m,):
-            raise SubstrateError(f"expected {c.m} conductances for circuit '{c.name}', got shape {g.shape}")
-        bad = np.flatnonzero(~np.isfinite(g) | (g <= 0))
-        if bad.size:
-            e = bad[0]
-            raise CircuitError(f"{c.source}: edge '{c.edge_names[e]}': conductance {float(g[e])!r} "
-                               "is not a positive finite number")
 
     def _set(self, title, elem, param, value):
         """alter one element parameter of deck ``title`` (current) if it changed."""
@@ -106,8 +95,7 @@ class NgSpiceSubstrate(Substrate):
 
     def write(self, g) -> np.ndarray:
         """Write conductances g (S): the device's nearest parameters, with write noise and drift."""
-        g = np.asarray(g, dtype=float)
-        self._check(g)
+        g = self.circuit.check_g(g)
         ni, dev = self.nonideal, self.device
         target = dev.param_from_g(g)
         if ni.drift_tau and dev.name == "mosfet":
