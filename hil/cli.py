@@ -22,9 +22,10 @@ UNITS = ("units: conductances and EP's --nudge (beta) in siemens; CL's and AL's 
 NUDGE_HELP = ("nudge size: beta in siemens for ep, ep-sym, ep-holo, ep-open; eta (dimensionless) for cl, al. "
               "Default: beta = 0.05 / kappa_max, 5%% of the convergence radius 1/kappa_max (kappa_max: the "
               "largest eigenvalue of the output Green's matrix K, ohms); eta = 0.05.")
-LR_HELP = ("learning rate alpha in S^2/V^2 (update: g <- g - alpha * ghat). Default: 1 / lambda_max of the "
+LR_HELP = ("learning rate alpha in S^2/V^2 (update: g <- g - alpha * ghat). Default: 0.25 / lambda_max of the "
            "Gauss-Newton curvature mean_i J_i^T J_i of the loss at the initial conductances (with K^-1 "
-           "weighting for cl): the largest stable step, whatever the circuit's conductance scale.")
+           "weighting for cl): a quarter of the largest stable step at the start, whatever the circuit's "
+           "conductance scale (the curvature grows as small conductances shrink).")
 
 
 def _add_task(p, required=True):

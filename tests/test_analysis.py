@@ -53,10 +53,13 @@ def test_noise_optimal_nudge_grows_with_noise():
 
 
 def test_predicted_and_measured_decay_rates_agree(tmp_path):
+    from hil.rules import make_rule
+    from hil.train import LR_FRACTION, default_lr
     c = random_network(20, 4.0, seed=5)
     task = teacher_task(c, seed=1, examples=16)
     for rule in ("gd", "cl"):
-        res = start_run(c, task, TrainConfig(rule=rule, steps=2000), tmp_path / rule, progress=False)
+        lr = default_lr(c, c.g, task.X_train, make_rule(rule)) / LR_FRACTION  # the full curvature step
+        res = start_run(c, task, TrainConfig(rule=rule, steps=2000, lr=lr), tmp_path / rule, progress=False)
         assert abs(res["measured_rate"] / res["predicted_rate"] - 1) < 0.05, (rule, res)
 
 

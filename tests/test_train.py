@@ -20,8 +20,12 @@ def teacher():
 
 @pytest.mark.parametrize("rule", ["gd", "ep-sym", "al", "cl"])
 def test_rule_drives_teacher_loss_down_six_orders(tmp_path, teacher, rule):
+    """At the full curvature step 1 / lambda_max (the default keeps a factor 4 in hand for stability)."""
+    from hil.rules import make_rule
+    from hil.train import LR_FRACTION, default_lr
     c, task = teacher
-    res = start_run(c, task, TrainConfig(rule=rule, steps=3000), tmp_path / rule, progress=False)
+    lr = default_lr(c, c.g, task.X_train, make_rule(rule)) / LR_FRACTION
+    res = start_run(c, task, TrainConfig(rule=rule, steps=3000, lr=lr), tmp_path / rule, progress=False)
     assert res["final_loss"] < 1e-6 * res["initial_loss"], res
     log = Run(tmp_path / rule).read_log()
     assert len(log["step"]) == 3001 and log["step"][-1] == 3000

@@ -25,7 +25,8 @@ from hil.circuits import random_network
 from hil.ideal import IdealSubstrate
 from hil.runs import Run
 from hil.tasks import teacher_task
-from hil.train import TrainConfig, start_run
+from hil.rules import make_rule
+from hil.train import LR_FRACTION, TrainConfig, default_lr, start_run
 
 RULES = ["ep", "ep-sym", "ep-holo:4", "ep-holo:6", "ep-open", "cl", "al"]
 EXPECTED = {"ep": "1", "ep-sym": "2", "ep-holo:4": "4", "ep-holo:6": "6", "ep-open": "exact", "cl": "1 (to grad L_K)",
@@ -122,7 +123,8 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
         if run_dir.exists():
             import shutil
             shutil.rmtree(run_dir)
-        res = start_run(c2, task2, TrainConfig(rule=rule, steps=2000), run_dir, progress=False)
+        lr = default_lr(c2, c2.g, task2.X_train, make_rule(rule)) / LR_FRACTION  # the full curvature step
+        res = start_run(c2, task2, TrainConfig(rule=rule, steps=2000, lr=lr), run_dir, progress=False)
         run = Run(run_dir)
         g0, g1 = c2.g, run.load_checkpoint()["g"]
         K = exact.output_green(c2, g1)
@@ -134,7 +136,7 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
     _plot_curves(curves, out / "rules.png")
     md += ["## 3. What each rule descends; mass conservation", "",
            f"Circuit `{c2.name}` ({c2.n} nodes, {c2.m} edges), teacher task (16 examples), 2,000 steps at the "
-           "default learning rate and nudge. C = mean 1/2 ||V_O - y||^2; L_K = mean 1/2 r^T K^-1 r (CL's own "
+           "full curvature step alpha = 1/lambda_max (four times the default) and the default nudge. C = mean 1/2 ||V_O - y||^2; L_K = mean 1/2 r^T K^-1 r (CL's own "
            "loss); mass = ||g||^2 / ||g_0||^2 - 1 (clipping at the bounds breaks conservation: pinned edges "
            "are counted).", "",
            "| rule | C start (V^2) | C end | L_K end (V^2 S) | mass change | pinned edges |", "|---|---|---|---|---|---|"]
