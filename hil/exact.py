@@ -125,7 +125,7 @@ def residual_basis(c: Circuit, X) -> np.ndarray:
     return U[:, sv > sv.max() * 1e-10] if sv.size and sv.max() > 0 else U[:, :0]
 
 
-def coercivity(c: Circuit, X, g=None, weight=None, restrict: bool = True) -> float:
+def coercivity(c: Circuit, X, g=None, weight=None, restrict: bool = True, active=None) -> float:
     """The coercivity constant c(g) (V^2/S^2) of the mean loss at g on inputs X.
 
     restrict=False: the spec's lambda_min(J J^T) / batch, J stacked over the
@@ -137,10 +137,13 @@ def coercivity(c: Circuit, X, g=None, weight=None, restrict: bool = True) -> flo
     Divided by the batch because the loss is a mean.
 
     ``weight`` (|O| x |O|): use J J^T W blockwise (CL: W = K^-1); its
-    eigenvalues are real and positive on R.
+    eigenvalues are real and positive on R. ``active`` (bool (m,)): only these
+    edges' columns (edges pinned at a conductance bound cannot move).
     """
     X = np.atleast_2d(X)
     J = jacobian(c, X, g)
+    if active is not None:
+        J = J[:, active]
     M = J @ J.T
     if weight is not None:
         M = M @ np.kron(np.eye(len(X)), weight)

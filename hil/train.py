@@ -112,8 +112,8 @@ class Trainer:
 
     def _rates(self, loss, g) -> dict:
         """Measured loss decay rate per step (last quarter of the run) beside the coercivity prediction at g."""
-        from hil.analysis.coercivity import constant, measured_rate, pinned
-        from hil.exact import output_green
+        from hil.analysis.coercivity import measured_rate, pinned
+        from hil.exact import coercivity, output_green
 
         c, X = self.circuit, self.task.X_train
         if len(loss) < 20 or len(X) * len(c.outputs) * c.m > 5e6:
@@ -121,7 +121,7 @@ class Trainer:
         meas = measured_rate(loss)
         try:
             W = np.linalg.inv(output_green(c, g)) if self.rule.descends == "L_K" else None
-            cc = constant(c, X, g, weight=W, active=~pinned(c, g))
+            cc = coercivity(c, X, g, weight=W, active=~pinned(c, g))
         except Exception:  # a prediction is a courtesy; never lose a run over it
             return {"measured_rate": meas}
         pred = float(1 - (1 - self.cfg.lr * cc) ** 2)

@@ -24,23 +24,6 @@ def pinned(c: Circuit, g) -> np.ndarray:
     return (g <= c.g_min * (1 + 1e-12)) | (g >= c.g_max * (1 - 1e-12))
 
 
-def constant(c: Circuit, X, g=None, weight=None, active=None) -> float:
-    """c(g) (V^2/S^2): lambda_min of J J^T (times W blockwise) on the residual subspace, over N.
-
-    ``active`` (bool (m,)): the edges free to move (default: all).
-    """
-    X = np.atleast_2d(X)
-    J = exact.jacobian(c, X, g)
-    if active is not None:
-        J = J[:, active]
-    M = J @ J.T
-    if weight is not None:
-        M = M @ np.kron(np.eye(len(X)), weight)
-    Q = exact.residual_basis(c, X)
-    ev = np.linalg.eigvals(Q.T @ M @ Q).real
-    return float(ev.min()) / len(X) if ev.size else 0.0
-
-
 def dead_edges(c: Circuit, X, g=None, tol: float = 1e-9) -> list:
     """Edges whose column of J vanishes, with why: ({'edge', 'reason'})."""
     g = c.g if g is None else np.asarray(g)
@@ -74,8 +57,8 @@ def report(c: Circuit, X, g=None, lr: dict | None = None) -> dict:
     rank = int(np.linalg.matrix_rank(Q.T @ J)) if Q.size else 0
     active = ~pinned(c, g)
     K = exact.output_green(c, g)
-    c_ep = constant(c, X, g, active=active)
-    c_cl = constant(c, X, g, weight=np.linalg.inv(K), active=active)
+    c_ep = exact.coercivity(c, X, g, active=active)
+    c_cl = exact.coercivity(c, X, g, weight=np.linalg.inv(K), active=active)
     lr = lr or {"ep": default_lr(c, g, X, make_rule("gd")), "cl": default_lr(c, g, X, make_rule("cl"))}
     rate = {fam: 1 - (1 - lr[fam] * cc) ** 2 for fam, cc in (("ep", c_ep), ("cl", c_cl))}
     return {"constant": c_ep, "constant_cl": c_cl, "rank": rank, "constraints": int(Q.shape[1]),
