@@ -8,6 +8,7 @@ A bench file (TOML) says which instrument drives or reads which node::
     retries = 2                   # a query that times out, drops or answers garbage is retried
     probe_current = 1e-5          # A, the test current that measures K
     average = 1                   # readings averaged per node and solve
+    sweep_points = 100            # examples per source-list sweep (a 2400 holds 100 list points)
     [board]
     resource = "TCPIP::127.0.0.1::5025::SOCKET"
     g_min = 1e-5                  # never written below / above (S)
@@ -85,6 +86,9 @@ class BenchSubstrate(Substrate):
         self.settle = float(self.cfg.get("settle", 0.0))
         self.probe_current = float(self.cfg.get("probe_current", 1e-5))  # A, measures K gently
         self.average = int(self.cfg.get("average", 1))  # readings averaged per node
+        self.chunk = int(self.cfg.get("sweep_points", 100))  # examples per source-list sweep (2400: <= 100)
+        if not 1 <= self.chunk <= 100:
+            raise BenchError(f"{self.cfg.get('_path', 'bench')}: sweep_points = {self.chunk} must be 1 to 100")
         if self.average < 1:
             raise BenchError(f"{self.cfg.get('_path', 'bench')}: average = {self.average} must be at least 1")
         self.retries = int(self.cfg.get("retries", 2))
@@ -216,29 +220,30 @@ class BenchSubstrate(Substrate):
             if np.iscomplexobj(vals):
                 raise BenchError("a bench cannot realise a complex nudge")
             V = np.zeros((len(X), c.n))
-            for i in range(len(X)):
+            # a source-list sweep per chunk of examples: one trigger steps every instrument together
+            for start in range(0, len(X), self.chunk):
+                rows = slice(start, min(start + self.chunk, len(X)))
+                n = rows.stop - rows.start
                 for k, node in enumerate(c.inputs):
-                    self.smus[node].source_volts(X[i, k] if e.sources_on else 0.0)
+                    self.smus[node].source_list("voltage", X[rows, k] if e.sources_on else np.zeros(n))
                 for k, node in enumerate(c.outputs):
-                    if e.mode == "clamp":
-                        self.smus[node].source_volts(vals[i, k])
-                    else:
-                        self.smus[node].source_amps(vals[i, k])
+                    self.smus[node].source_list("voltage" if e.mode == "clamp" else "current", vals[rows, k])
                 if self.settle:
                     time.sleep(self.settle)
-                V[i] = np.mean([self._read_nodes() for _ in range(self.average)], axis=0)
+                V[rows] = np.mean([self._read_nodes(n) for _ in range(self.average)], axis=0)
             out.append(V)
         return out
 
-    def _read_nodes(self) -> np.ndarray:
-        """Every node's voltage (ground 0 V), after every setting has been processed.
+    def _read_nodes(self, points: int) -> np.ndarray:
+        """Every node's voltage at each sweep point (points, n), ground at 0 V, after every setting is processed.
 
         Fast path: ask every instrument, then collect every reply (the round trips
         overlap). On any fault: reconnect, then one instrument at a time with retries.
         """
         c = self.circuit
-        V = np.zeros(c.n)
+        V = np.zeros((points, c.n))
         chans = [ch for _, ch in self._chan_nodes]
+        cols = [node for node, _ in self._chan_nodes]
         insts = list(self.smus.values()) + ([self.scanner] if self.scanner else [])
         try:
             for smu in self.smus.values():
@@ -247,14 +252,13 @@ class BenchSubstrate(Substrate):
                 if smu.read().strip() != "1":
                     raise ValueError(f"{smu.name}: *OPC? did not answer 1")
             for smu in self.smus.values():
-                smu.request_voltage()
+                smu.request_sweep()
             if self.scanner is not None:
-                self.scanner.request_scan(chans)
+                self.scanner.request_scan(chans, points)
             for node, smu in self.smus.items():
-                V[node] = smu.collect_voltage()
+                V[:, node] = smu.collect_sweep(points)
             if self.scanner is not None:
-                for (node, _), v in zip(self._chan_nodes, self.scanner.collect_scan(chans)):
-                    V[node] = v
+                V[:, cols] = self.scanner.collect_scan(chans, points)
             return V
         except Exception:
             for inst in insts:
@@ -262,11 +266,10 @@ class BenchSubstrate(Substrate):
         for smu in self.smus.values():
             self._query(smu, lambda smu=smu: smu.ask("*OPC?"), "operation complete")
         for node, smu in self.smus.items():
-            V[node] = self._query(smu, lambda smu=smu: smu.voltage, "voltage reading")
+            V[:, node] = self._query(smu, lambda smu=smu: (smu.request_sweep(), smu.collect_sweep(points))[1],
+                                     "voltage reading")
         if self.scanner is not None:
-            vs = self._query(self.scanner, lambda: self.scanner.read_scan(chans), "scan")
-            for (node, _), v in zip(self._chan_nodes, vs):
-                V[node] = v
+            V[:, cols] = self._query(self.scanner, lambda: self.scanner.read_scan(chans, points), "scan")
         return V
 
     def close(self) -> None:
@@ -274,7 +277,8 @@ class BenchSubstrate(Substrate):
             if inst is None:
                 continue
             try:
-                if inst in self.smus.values():
+                if inst in self.smus.values():  # leave every output at a fixed 0 A
+                    inst.write(":SOUR:VOLT:MODE FIX;:SOUR:CURR:MODE FIX;:TRIG:COUN 1")
                     inst.source_amps(0.0)
                 inst.adapter.close()
             except Exception:

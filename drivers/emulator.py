@@ -74,35 +74,43 @@ class BenchModel:
         self._cache = None
 
     def solve(self) -> np.ndarray:
-        """Node voltages (n,) for the instruments' present state."""
+        """Node voltages (n,) for the instruments' present state (the first point of a list sweep)."""
+        return self.sweep()[0]
+
+    def points(self) -> int:
+        """Trigger count of the sweep the SMUs are set up for (1 unless they hold source lists)."""
+        counts = {s.trig_count for s in self.smus.values() if s.output and s.list_mode()}
+        if len(counts) > 1:
+            raise SCPIError(SETTINGS_CONFLICT, f"SMUs in list mode disagree on the trigger count {sorted(counts)}")
+        return counts.pop() if counts else 1
+
+    def sweep(self) -> np.ndarray:
+        """Node voltages (N, n) at each point of the sweep: instruments stepped together, as by a trigger link."""
         from hil.substrate import Experiment
         with self.lock:
             if self._cache is not None:
                 return self._cache
             c = self.c
-            x = []
-            for i in c.inputs:
+            N = self.points()
+            X = np.zeros((N, len(c.inputs)))
+            for k, i in enumerate(c.inputs):
                 s = self.smus.get(c.nodes[i])
                 if s is None or not s.output or s.func != "VOLT":
                     raise SCPIError(SETTINGS_CONFLICT, f"input '{c.nodes[i]}' is not sourcing a voltage")
-                x.append(s.volt)
-            modes, vals = set(), []
-            for o in c.outputs:
+                X[:, k] = s.levels(N)
+            modes, vals = set(), np.zeros((N, len(c.outputs)))
+            for k, o in enumerate(c.outputs):
                 s = self.smus.get(c.nodes[o])
                 if s is None or not s.output:
                     modes.add("current")
-                    vals.append(0.0)
-                elif s.func == "CURR":
-                    modes.add("current")
-                    vals.append(s.curr)
                 else:
-                    modes.add("clamp")
-                    vals.append(s.volt)
+                    modes.add("current" if s.func == "CURR" else "clamp")
+                    vals[:, k] = s.levels(N)
             if len(modes) > 1:
                 raise SCPIError(SETTINGS_CONFLICT, "outputs partly clamped and partly free are not emulated")
             if not np.allclose(self.sub.read(), self.g, rtol=0, atol=0):
                 self.sub.write(self.g)
-            V = self.sub.run(np.array([x]), [Experiment(True, modes.pop(), np.array([vals]))])[0][0]
+            V = self.sub.run(X, [Experiment(True, modes.pop(), vals)])[0]
             self._cache = V
             return V
 
@@ -193,6 +201,9 @@ class SMU(Instrument):
 
     def reset(self):
         self.func, self.volt, self.curr = "VOLT", 0.0, 0.0
+        self.mode = {"VOLT": "FIX", "CURR": "FIX"}
+        self.lists = {"VOLT": [], "CURR": []}
+        self.trig_count = 1
         self.i_prot, self.v_prot = 1.05e-4, 21.0
         self.output = False
         self.elements = list(self.ELEMENTS)
@@ -243,6 +254,36 @@ class SMU(Instrument):
         s.add("SENSe:CURRent[:DC]:PROTection[:LEVel]?", lambda a: _fmt(self.i_prot))
         s.add("SENSe:VOLTage[:DC]:PROTection[:LEVel]", setter("v_prot", 0.2, SMU_V_MAX))
         s.add("SENSe:VOLTage[:DC]:PROTection[:LEVel]?", lambda a: _fmt(self.v_prot))
+        def mode(kind):
+            def f(a):
+                v = a.strip().upper()
+                if v not in ("FIX", "FIXED", "LIST", "SWE", "SWEEP"):
+                    raise SCPIError(-224, f"illegal source mode {a[:20]}")
+                if v.startswith("SWE"):
+                    raise SCPIError(-221, "staircase sweeps are not emulated")
+                self.mode[kind] = v[:4].replace("FIXE", "FIX")
+                self.model.changed()
+            return f
+
+        def source_list(kind, lo, hi):
+            def f(a):
+                vals = [number(x, lo, hi) for x in a.split(",")]
+                if not 1 <= len(vals) <= 100:  # the 2400 holds up to 100 list points
+                    raise SCPIError(-223, f"{len(vals)} list points (1 to 100)")
+                self.lists[kind] = vals
+                self.model.changed()
+            return f
+
+        def trig_count(a):
+            self.trig_count = int(number(a, 1, 2500))
+            self.model.changed()
+
+        s.add("SOURce:VOLTage:MODE", mode("VOLT"))
+        s.add("SOURce:CURRent:MODE", mode("CURR"))
+        s.add("SOURce:LIST:VOLTage", source_list("VOLT", -SMU_V_MAX, SMU_V_MAX))
+        s.add("SOURce:LIST:CURRent", source_list("CURR", -SMU_I_MAX, SMU_I_MAX))
+        s.add("TRIGger:COUNt", trig_count)
+        s.add("TRIGger:COUNt?", lambda a: str(self.trig_count))
         s.add("OUTPut[:STATe]", output)
         s.add("OUTPut[:STATe]?", lambda a: "1" if self.output else "0")
         s.add("FORMat:ELEMents[:SENSe1]", elements)
@@ -251,26 +292,40 @@ class SMU(Instrument):
                      "SOURce:VOLTage:RANGe:AUTO", "SOURce:CURRent:RANGe:AUTO", "SENSe:VOLTage:NPLCycles",
                      "SENSe:CURRent:NPLCycles", "SENSe:VOLTage:RANGe", "SENSe:CURRent:RANGe",
                      "SENSe:VOLTage:RANGe:AUTO", "SENSe:CURRent:RANGe:AUTO", "SOURce:DELay", "SOURce:DELay:AUTO",
-                     "SYSTem:RSENse", "SENSe:AVERage", "SENSe:AVERage:COUNt", "TRIGger:COUNt", "ARM:COUNt"):
+                     "SYSTem:RSENse", "SENSe:AVERage", "SENSe:AVERage:COUNt", "ARM:COUNt"):
             s.add(node, lambda a: None)  # accepted: ranges and timing do not change an emulated reading
         for q in ("READ?", "MEASure?", "MEASure:VOLTage[:DC]?", "MEASure:CURRent[:DC]?", "MEASure:RESistance?"):
             s.add(q, lambda a: self.reading())
+
+    def list_mode(self) -> bool:
+        return self.mode[self.func] == "LIST"
+
+    def levels(self, n: int) -> np.ndarray:
+        """The source level at each of n sweep points (the fixed level, or the list)."""
+        if not self.list_mode():
+            return np.full(n, self.volt if self.func == "VOLT" else self.curr)
+        lst = self.lists[self.func]
+        if len(lst) != n:
+            raise SCPIError(SETTINGS_CONFLICT, f"source list of {len(lst)} points for a trigger count of {n}")
+        return np.asarray(lst)
 
     def reading(self) -> str:
         m = self.model
         with m.lock:
             if not self.output:
-                raise SCPIError(-803 if False else -221, "output off: no reading")
-            V = m.solve()
-            v = float(V[self.node])
-            i = m.node_current(self.node, V)
-        status = 0
-        if self.func == "VOLT" and abs(i) > self.i_prot:
-            status |= 1 << 3  # compliance
-        if self.func == "CURR" and abs(v) > self.v_prot:
-            status |= 1 << 3
-        vals = {"VOLT": v, "CURR": i, "RES": 9.91e37, "TIME": time.monotonic() - self.t0, "STAT": float(status)}
-        return ",".join(_fmt(vals[e]) for e in self.elements)
+                raise SCPIError(-221, "output off: no reading")
+            Vs = m.sweep() if self.list_mode() else m.sweep()[:1]
+            out = []
+            for V in Vs:
+                v = float(V[self.node])
+                i = m.node_current(self.node, V)
+                status = 0
+                if (self.func == "VOLT" and abs(i) > self.i_prot) or (self.func == "CURR" and abs(v) > self.v_prot):
+                    status |= 1 << 3  # in compliance
+                vals = {"VOLT": v, "CURR": i, "RES": 9.91e37, "TIME": time.monotonic() - self.t0,
+                        "STAT": float(status)}
+                out.append(",".join(_fmt(vals[e]) for e in self.elements))
+        return ",".join(out)
 
 
 class Scanner(Instrument):
@@ -322,10 +377,17 @@ class Scanner(Instrument):
         return float(self.model.solve()[self.channels[ch]])
 
     def _read_scan(self):
+        """One scan of the list per sweep point (SAMPle:COUNt = points x channels), triggered with the SMUs."""
         if not self.scan:
             raise SCPIError(-221, "no scan list")
         with self.model.lock:
-            return ",".join(_fmt(self._value(ch)) for ch in self.scan[: max(self.count, len(self.scan))])
+            Vs = self.model.sweep()
+            per = len(self.scan)
+            n = max(1, self.count // per)
+            if n > len(Vs):
+                raise SCPIError(-221, f"sample count {self.count} exceeds the sweep's {len(Vs)} points")
+            return ",".join(_fmt(float(V[self.channels[ch]]) if ch in self.channels else 0.0)
+                            for V in Vs[:n] for ch in self.scan)
 
     def _read_closed(self):
         if self.closed is None:

@@ -61,13 +61,38 @@ class SMU(Keithley2400):
             self._mode = "voltage"
         self.source_voltage = v
 
-    # The reading split into request and reply, so that a bench can ask every instrument
-    # first and collect the replies after (the same query as Keithley2400.voltage).
-    def request_voltage(self) -> None:
-        self.write(":MEASURE:VOLTAGE?")
+    LIST_MAX = 100  # source-list points the 2400 holds
 
-    def collect_voltage(self) -> float:
-        return float(self.read().split(",")[0])
+    def source_list(self, kind: str, values) -> None:
+        """Source a list (one value per trigger, 'voltage' V or 'current' A): every value checked first."""
+        values = np.asarray(values, float)
+        lim, unit = (self.voltage_limit, "V") if kind == "voltage" else (self.current_limit, "A")
+        for v in values:
+            _check(self.name, f"source {kind}", v, -lim, lim, unit)
+        if not 1 <= len(values) <= self.LIST_MAX:
+            raise LimitError(f"{self.name}: {len(values)} list points (1 to {self.LIST_MAX})")
+        if self._mode != kind:
+            self.source_mode = kind
+            if kind == "voltage":
+                self.compliance_current = self.current_limit
+            else:
+                self.compliance_voltage = self.voltage_limit
+            self._mode = kind
+        key = "VOLT" if kind == "voltage" else "CURR"
+        self.write(f":SOUR:{key}:MODE LIST;:SOUR:LIST:{key} " + ",".join(f"{v:.12g}" for v in values)
+                   + f";:TRIG:COUN {len(values)}")
+
+    # The sweep's reading split into request and reply, so that a bench asks every
+    # instrument first and collects the replies after (the round trips overlap).
+    def request_sweep(self) -> None:
+        self.write(":READ?")
+
+    def collect_sweep(self, points: int) -> np.ndarray:
+        """Volts at each sweep point (the first element of each reading, as FORMAT:ELEMENTS puts it)."""
+        vals = [float(v) for v in self.read().split(",")]
+        if len(vals) % points:
+            raise ValueError(f"{self.name}: {len(vals)} values for {points} points")
+        return np.asarray(vals).reshape(points, -1)[:, 0]
 
     def source_amps(self, i: float) -> None:
         i = _check(self.name, "source current", i, -self.current_limit, self.current_limit, "A")
@@ -86,23 +111,23 @@ class Scanner(Keithley2700):
         set_process=lambda chans: ",".join(str(int(c)) for c in chans),
         get_process_list=lambda v: v)
 
-    def read_scan(self, channels) -> np.ndarray:
-        """Volts on each channel, one scan."""
-        self.request_scan(channels)
-        return self.collect_scan(channels)
+    def read_scan(self, channels, points: int = 1) -> np.ndarray:
+        """Volts on each channel at each sweep point, (points, channels)."""
+        self.request_scan(channels, points)
+        return self.collect_scan(channels, points)
 
-    def request_scan(self, channels) -> None:
+    def request_scan(self, channels, points: int = 1) -> None:
         for ch in channels:
             _check(self.name, "channel", ch, 101, 120, "")
         self.scan_list = list(channels)
-        self.write("SAMP:COUN %d" % len(channels))
+        self.write("SAMP:COUN %d" % (len(channels) * points))
         self.write("READ?")
 
-    def collect_scan(self, channels) -> np.ndarray:
+    def collect_scan(self, channels, points: int = 1) -> np.ndarray:
         vals = [float(v) for v in self.read().split(",")]
-        if len(vals) != len(channels):
-            raise ValueError(f"{self.name}: {len(vals)} readings for {len(channels)} channels")
-        return np.asarray(vals, float)
+        if len(vals) != len(channels) * points:
+            raise ValueError(f"{self.name}: {len(vals)} readings for {len(channels)} channels x {points} points")
+        return np.asarray(vals, float).reshape(points, len(channels))
 
 
 class ResistorBoard(SCPIMixin, Instrument):

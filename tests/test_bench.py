@@ -119,6 +119,11 @@ def test_malformed_commands_get_scpi_errors_not_crashes(emulated):
         assert "MODEL 2400" in ask("*IDN?")
         assert ask(":SOUR:VOLT 0.25;:SOUR:VOLT?") == "+2.500000000000000E-01"  # compound, short forms
         assert ask(":source:voltage:level:immediate:amplitude?") == "+2.500000000000000E-01"  # long forms, any case
+        # a source list that disagrees with the trigger count: the sweep is refused with an error
+        f.write(":SOUR:VOLT:MODE LIST;:SOUR:LIST:VOLT 0.1,0.2;:TRIG:COUN 3;:OUTP 1;:READ?\n")
+        f.flush()
+        assert ask("SYST:ERR?").startswith("-221,"), "list of 2 points for 3 triggers"
+        assert ask(":SOUR:LIST:VOLT " + ",".join(["0.1"] * 101) + ";SYST:ERR?").startswith("-223,")
 
 
 def test_closed_loop_nudges_and_complex_nudges_are_refused(emulated):
