@@ -45,20 +45,25 @@ class SMU(Keithley2400):
         self._mode = None
         super().__init__(adapter, name=name, **kwargs)
 
+    def _use(self, kind: str) -> None:
+        """Source ``kind`` ('voltage' or 'current'), the other quantity's compliance at its limit."""
+        if self._mode != kind:
+            self.source_mode = kind
+            if kind == "voltage":
+                self.compliance_current = self.current_limit
+            else:
+                self.compliance_voltage = self.voltage_limit
+            self._mode = kind
+
     def configure(self) -> None:
         """Output on, sourcing 0 A with the voltage compliance at the limit (a free node)."""
-        self.source_mode = "current"
-        self.compliance_voltage = self.voltage_limit
+        self._use("current")
         self.source_current = 0.0
-        self._mode = "current"
         self.source_enabled = True
 
     def source_volts(self, v: float) -> None:
         v = _check(self.name, "source voltage", v, -self.voltage_limit, self.voltage_limit, "V")
-        if self._mode != "voltage":
-            self.source_mode = "voltage"
-            self.compliance_current = self.current_limit
-            self._mode = "voltage"
+        self._use("voltage")
         self.source_voltage = v
 
     LIST_MAX = 100  # source-list points the 2400 holds
@@ -71,13 +76,7 @@ class SMU(Keithley2400):
             _check(self.name, f"source {kind}", v, -lim, lim, unit)
         if not 1 <= len(values) <= self.LIST_MAX:
             raise LimitError(f"{self.name}: {len(values)} list points (1 to {self.LIST_MAX})")
-        if self._mode != kind:
-            self.source_mode = kind
-            if kind == "voltage":
-                self.compliance_current = self.current_limit
-            else:
-                self.compliance_voltage = self.voltage_limit
-            self._mode = kind
+        self._use(kind)
         key = "VOLT" if kind == "voltage" else "CURR"
         self.write(f":SOUR:{key}:MODE LIST;:SOUR:LIST:{key} " + ",".join(f"{v:.12g}" for v in values)
                    + f";:TRIG:COUN {len(values)}")
@@ -96,10 +95,7 @@ class SMU(Keithley2400):
 
     def source_amps(self, i: float) -> None:
         i = _check(self.name, "source current", i, -self.current_limit, self.current_limit, "A")
-        if self._mode != "current":
-            self.source_mode = "current"
-            self.compliance_voltage = self.voltage_limit
-            self._mode = "current"
+        self._use("current")
         self.source_current = i
 
 

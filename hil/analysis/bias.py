@@ -45,8 +45,7 @@ class NoisyReadings(Substrate):
 
     def run(self, inputs, experiments):
         out = self.inner.run(inputs, experiments)
-        return [V + self.sigma * self.rng.standard_normal(V.shape) * (1 if not np.iscomplexobj(V) else 1)
-                for V in out]
+        return [V + self.sigma * self.rng.standard_normal(V.shape) for V in out]
 
 
 def rule_nudge(name: str, beta: float, kappa: float) -> float:

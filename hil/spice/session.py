@@ -92,7 +92,7 @@ class Session:
         if self.ng.spinit_not_found:
             self.messages.append(("warning", "spinit not found: install the Debian package `ngspice`"))
         self._lib = self.ng._ngspice_shared
-        self.decks = []  # titles of loaded decks, newest first (ngspice's numbering)
+        self.decks = []  # titles of the decks this session loaded (ngspice's numbering: see loaded())
         self.current = None
         self._since_free = 0
 
