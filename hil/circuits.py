@@ -103,3 +103,15 @@ def shipped_path(name: str) -> Path | None:
 def load(name: str) -> Circuit:
     """Load a shipped circuit by name, or any circuit file by path."""
     return load_circuit(name)
+
+
+def perturb(c: Circuit, scale: float, seed: int = 0) -> Circuit:
+    """The circuit with g_e -> clip(g_e exp(scale z_e), g_min, g_max), z_e ~ N(0, 1) seeded (S).
+
+    A reproducible starting point near a teacher (``scale`` is the sigma of log g;
+    0.1 moves each conductance by about 10 %). Same topology, name and bounds.
+    """
+    if not np.isfinite(scale) or scale < 0:
+        raise ValueError(f"perturb: scale must be a finite number >= 0, got {scale}")
+    z = np.random.default_rng(seed).standard_normal(c.m)
+    return c.with_g(np.clip(c.g * np.exp(scale * z), c.g_min, c.g_max))

@@ -33,6 +33,9 @@ def _add_task(p, required=True):
     g.add_argument("--data", metavar="CSV", help="CSV task: header names the input and output nodes, one example a row (V)")
     g.add_argument("--teacher", metavar="SEED", type=int,
                    help="teacher task: random teacher conductances (log-uniform in [g_min, g_max]) on the same topology")
+    g.add_argument("--teacher-circuit", metavar="FILE",
+                   help="teacher task: the teacher is this circuit file (same edges and terminals; shipped name or "
+                        "path), inputs uniform in [-1, 1] V with seed 0; e.g. the symmetric kite")
     p.add_argument("--examples", type=int, default=16, help="teacher task: training examples (default 16; test split: a quarter more)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="CSV task: held-out fraction (default 0.2)")
 
@@ -56,7 +59,10 @@ def _add_backend(p):
 
 
 def _task(args, circuit):
-    from hil.tasks import load_csv_task, teacher_task
+    from hil.tasks import circuit_teacher_task, load_csv_task, teacher_task
+    if getattr(args, "teacher_circuit", None):
+        from hil.circuit import load_circuit
+        return circuit_teacher_task(circuit, load_circuit(args.teacher_circuit), 0, args.examples)
     if getattr(args, "data", None):
         return load_csv_task(circuit, args.data, args.test_fraction, seed=getattr(args, "seed", 0) or 0)
     if getattr(args, "teacher", None) is not None:
@@ -79,11 +85,11 @@ def cmd_train(args):
         res = resume_run(args.resume, steps=args.steps, progress=None if not args.json else False)
     else:
         if not args.circuit or not args.out:
-            raise SystemExit("hil train: CIRCUIT, a task (--data or --teacher) and --out are needed (or --resume DIR)")
+            raise SystemExit("hil train: CIRCUIT, a task (--data, --teacher or --teacher-circuit) and --out are needed (or --resume DIR)")
         circuit = load_circuit(args.circuit)
         task = _task(args, circuit)
         if task is None:
-            raise SystemExit("hil train: give a task: --data CSV or --teacher SEED")
+            raise SystemExit("hil train: give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
         cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
                           steps=args.steps or 1000, batch=args.batch, seed=args.seed,
                           checkpoint_every=args.checkpoint_every, backend=args.backend,
@@ -234,6 +240,7 @@ def cmd_bias(args):
 
 
 def cmd_coercivity(args):
+    from hil.analysis import coercivity as co
     from hil.analysis.coercivity import report
     from hil.circuit import load_circuit
 
@@ -241,8 +248,13 @@ def cmd_coercivity(args):
     task = _task(args, c)
     r = report(c, task.X_train)
     lines = [f"{c.name}, task {task.description}:",
-             f"  coercivity constant c = {r['constant']:.4g} V^2/S^2 ({'coercive' if r['coercive'] else 'NOT coercive'})",
+             f"  coercivity constant c = {r['constant']:.4g} V^2/S^2 ({'coercive' if r['coercive'] else 'NOT coercive'}; "
+             f"largest eigenvalue {r['lambda_max']:.4g}, ratio {r['constant'] / (r['lambda_max'] or 1):.3g})",
              f"  rank J = {r['rank']} of {r['constraints']} independent output constraints (|O| x rank X)"]
+    for u in r["unreachable"]:
+        lines.append(f"  unreachable residual (sigma = {u['sigma']:.3g} V/S): output combination "
+                     f"{co.combination(u['outputs'])} driven by input combination {co.combination(u['inputs'])}; no first-order "
+                     "change of any conductance moves the outputs this way")
     for d in r["dead_edges"]:
         lines.append(f"  dead edge {d['edge']}: {d['reason']}")
     if r["pinned_edges"]:
@@ -250,6 +262,19 @@ def cmd_coercivity(args):
     lines.append(f"  predicted loss decay per step at the default learning rate: gd/EP/AL {r['rate']['ep']:.4g}, "
                  f"CL {r['rate']['cl']:.4g} (c_CL = {r['constant_cl']:.4g})")
     _emit(args, r, "\n".join(lines))
+
+
+def cmd_perturb(args):
+    from hil.circuit import load_circuit
+    from hil.circuits import perturb
+
+    c = load_circuit(args.circuit)
+    p = perturb(c, args.scale, args.seed)
+    p.save(args.o)
+    ratio = p.g / c.g
+    _emit(args, {"path": args.o, "ratio_min": float(ratio.min()), "ratio_max": float(ratio.max())},
+          f"wrote {args.o}: {c.m} conductances times exp({args.scale:g} N(0,1)) (seed {args.seed}), "
+          f"ratios {ratio.min():.3f} to {ratio.max():.3f}, clipped to [g_min, g_max]")
 
 
 def cmd_sweep(args):
@@ -413,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
     sw.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
     sw.add_argument("--out", required=True)
+
+    pt = add("perturb", cmd_perturb, "Write a copy of a circuit with every conductance scaled by a random "
+                                     "log-normal factor (a starting point near a teacher).")
+    pt.add_argument("circuit")
+    pt.add_argument("--scale", type=float, default=0.1, help="sigma of log g (default 0.1: about 10 %% per edge)")
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("-o", required=True, metavar="FILE", help="circuit file to write")
 
     rp = add("report", cmd_report, "Regenerate the validation report (Markdown and figures) from scratch.")
     rp.add_argument("--out", required=True)

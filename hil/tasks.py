@@ -109,18 +109,60 @@ def teacher_task(circuit: Circuit, seed: int, examples: int = 16, test_examples:
     ``examples`` training and ``test_examples`` (default examples // 4, at least 1)
     test inputs are uniform in [-1, 1] V; targets are the teacher's free-state outputs.
     """
-    from hil.exact import free_state
-
-    if examples < 1:
-        raise TaskError(f"teacher task: examples must be at least 1, got {examples}")
-    n_test = max(1, examples // 4) if test_examples is None else test_examples
+    _check_examples(examples)
     rng = np.random.default_rng(seed)
     g_teacher = np.exp(rng.uniform(np.log(circuit.g_min), np.log(circuit.g_max), circuit.m))
+    return _teach(circuit, g_teacher, rng, examples, test_examples,
+                  f"teacher seed={seed} examples={examples}", {"teacher_seed": seed})
+
+
+def circuit_teacher_task(circuit: Circuit, teacher: Circuit, seed: int = 0, examples: int = 16,
+                         test_examples: int | None = None) -> Task:
+    """A teacher task whose teacher is another circuit file of the same topology.
+
+    The targets are ``teacher``'s free-state outputs V*_O(x) = T(g*) x (V) with g* =
+    ``teacher.g`` (S); inputs are uniform in [-1, 1] V, seeded by ``seed``. Used where
+    the teacher point matters, e.g. a symmetric teacher on the kite. Raises TaskError
+    naming the first edge, node or terminal where the two circuits differ.
+    """
+    _check_examples(examples)
+    _check_same_topology(circuit, teacher)
+    return _teach(circuit, teacher.g, np.random.default_rng(seed), examples, test_examples,
+                  f"teacher circuit {teacher.source} examples={examples}",
+                  {"teacher_circuit": str(teacher.source), "input_seed": seed})
+
+
+def _check_examples(examples):
+    if examples < 1:
+        raise TaskError(f"teacher task: examples must be at least 1, got {examples}")
+
+
+def _check_same_topology(c: Circuit, t: Circuit) -> None:
+    where = f"teacher circuit {t.source} against {c.source}"
+    names = lambda idx, circ: [circ.nodes[i] for i in idx]
+    for what, mine, theirs in (("inputs", names(c.inputs, c), names(t.inputs, t)),
+                               ("outputs", names(c.outputs, c), names(t.outputs, t)),
+                               ("ground", [c.nodes[c.ground]], [t.nodes[t.ground]])):
+        if mine != theirs:
+            raise TaskError(f"{where}: {what} differ ({', '.join(theirs)} instead of {', '.join(mine)})")
+    if c.m != t.m:
+        raise TaskError(f"{where}: {t.m} edges instead of {c.m}")
+    for e in range(c.m):
+        ours = (c.edge_names[e], {c.nodes[c.a[e]], c.nodes[c.b[e]]})
+        theirs = (t.edge_names[e], {t.nodes[t.a[e]], t.nodes[t.b[e]]})
+        if ours != theirs:
+            raise TaskError(f"{where}: edge {e + 1} is {theirs[0]} between {'/'.join(sorted(theirs[1]))}, "
+                            f"expected {ours[0]} between {'/'.join(sorted(ours[1]))}")
+
+
+def _teach(circuit, g_teacher, rng, examples, test_examples, description, meta) -> Task:
+    from hil.exact import free_state
+
+    n_test = max(1, examples // 4) if test_examples is None else test_examples
     X = rng.uniform(-1.0, 1.0, (examples + n_test, len(circuit.inputs)))
-    Y = free_state(circuit, X, g_teacher)[:, list(circuit.outputs)]
-    return Task(X[:examples], Y[:examples], X[examples:], Y[examples:],
-                description=f"teacher seed={seed} examples={examples}",
-                meta={"teacher_seed": seed, "g_teacher": g_teacher.tolist()})
+    Y = free_state(circuit, X, np.asarray(g_teacher, float))[:, list(circuit.outputs)]
+    return Task(X[:examples], Y[:examples], X[examples:], Y[examples:], description=description,
+                meta={**meta, "g_teacher": np.asarray(g_teacher, float).tolist()})
 
 
 def write_csv_task(circuit: Circuit, X, Y, path) -> Path:

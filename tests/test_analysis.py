@@ -75,6 +75,54 @@ def test_coercivity_report_and_dead_bridge_edge():
     assert np.abs(J[:, 4]).max() < 1e-12 * np.abs(J).max()
 
 
+def _outputs_fd(c, X, g, e, h=1e-4):
+    """d V_O / d log g_e by central differences of the free state (V), (batch, |O|)."""
+    from hil.exact import free_state
+    up, dn = g.copy(), g.copy()
+    up[e] *= np.exp(h)
+    dn[e] *= np.exp(-h)
+    O = list(c.outputs)
+    return (free_state(c, X, up)[:, O] - free_state(c, X, dn)[:, O]) / (2 * h)
+
+
+def test_kite_loses_a_rank_at_its_symmetric_teacher_and_regains_it_when_perturbed():
+    from hil.analysis.kite import asymmetric
+    from hil.circuits import perturb
+    from hil.tasks import circuit_teacher_task
+    kite = load_circuit("kite")
+    X = circuit_teacher_task(kite, kite).X_train
+    r = co.report(kite, X)
+    assert (r["rank"], r["constraints"]) == (1, 2) and not r["coercive"]
+    assert abs(r["constant"]) < 1e-12 * r["lambda_max"]  # zero to rounding
+    assert sorted(d["edge"] for d in r["dead_edges"]) == ["left_out1", "left_out2", "right_out1", "right_out2"]
+    (u,) = r["unreachable"]
+    assert np.allclose([u["outputs"]["out1"], u["outputs"]["out2"]], [2 ** -0.5, -(2 ** -0.5)], atol=1e-6)
+    # the ground truth, without the adjoint Jacobian: no edge moves out1 - out2 to first order
+    common = [_outputs_fd(kite, X, kite.g.copy(), e) for e in range(kite.m)]
+    assert max(np.abs(d[:, 0] - d[:, 1]).max() for d in common) < 1e-7 * max(np.abs(d).max() for d in common)
+    for near in (perturb(kite, 0.1, seed=7), asymmetric(kite, 0.1)):
+        p = co.report(near, X)
+        assert p["rank"] == 2 and p["coercive"] and p["unreachable"] == [] and p["dead_edges"] == []
+        assert p["constant"] > 1e-5 * p["lambda_max"]
+    # the restored constant grows like the asymmetry squared
+    ratio = co.report(asymmetric(kite, 0.2), X)["constant"] / co.report(asymmetric(kite, 0.1), X)["constant"]
+    assert 3.5 < ratio < 4.6, ratio
+
+
+def test_kite_training_slows_at_the_symmetric_teacher():
+    from hil.analysis.kite import experiment
+    rows = experiment(asymmetries=(0.0, 0.2), rules=("ep-sym",), steps=2000, start_scales=(0.05, 0.1))["rows"]
+    by = {(r["a"], r["start_scale"]): r for r in rows}
+    for r in rows:  # the decay at the end is the one the local constant predicts
+        assert abs(r["measured_rate"] / r["predicted_rate"] - 1) < 0.05, r
+    sym, asym = by[(0.0, 0.1)], by[(0.2, 0.1)]
+    assert sym["final_loss"] > 1e4 * asym["final_loss"]
+    assert asym["measured_rate"] > 10 * sym["measured_rate"]
+    # nearer the symmetric point, slower: the landing point's constant ~ (start distance)^2
+    assert by[(0.0, 0.05)]["measured_rate"] < 0.5 * sym["measured_rate"]
+    assert by[(0.2, 0.05)]["measured_rate"] > 0.9 * asym["measured_rate"]
+
+
 def test_sweep_survives_a_failing_point(tmp_path):
     from hil.analysis.sweep import grid, run_sweep
     pts = grid(["ep-sym", "al"], [1e-5, -1.0], [0], None)
@@ -113,7 +161,8 @@ def test_report_regenerates_with_its_tables_and_figures(tmp_path):
     path = generate(tmp_path, progress=lambda m: None)
     md = path.read_text()
     for needle in ("## 1. Bias order", "| ep-sym | 2 | 2.0", "| ep-holo:4 | 4 | 4.0", "## 2. The nudge",
-                   "## 3. What each rule descends", "## 4. Coercivity", "![bias, ideal](bias-ideal.png)"):
+                   "## 3. What each rule descends", "## 4. Coercivity", "![bias, ideal](bias-ideal.png)",
+                   "## 5. The kite", "| 0 | 1/2 |", "| 0.2 | 2/2 |", "![kite loss curves](kite.png)"):
         assert needle in md, needle
-    for fig in ("bias-ideal.png", "rules.png"):
+    for fig in ("bias-ideal.png", "rules.png", "kite.png"):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"

@@ -63,7 +63,23 @@ def test_generate_then_train(tmp_path):
     (["grad", "net16", "--teacher", "1", "--rule", "sgd"], "unknown rule 'sgd'"),
     (["train", "--resume", "/nonexistent/run"], "no checkpoint.json"),
     (["grad", "net16", "--data", "/nonexistent.csv"], "/nonexistent.csv: no such task file"),
+    (["coercivity", "kite", "--teacher-circuit", "bridge"], "inputs differ (top instead of in)"),
+    (["perturb", "kite", "--scale", "-1", "-o", "x.toml"], "scale must be a finite number >= 0"),
 ])
 def test_errors_exit_2_with_a_message(args, message):
     p = hil(*args, ok=False)
     assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_kite_coercivity_at_its_symmetric_teacher_and_after_hil_perturb(tmp_path):
+    sym = last_json(hil("coercivity", "kite", "--teacher-circuit", "kite", "--json"))
+    assert (sym["rank"], sym["constraints"]) == (1, 2) and len(sym["dead_edges"]) == 4
+    assert "0.707 out1 - 0.707 out2" in hil("coercivity", "kite", "--teacher-circuit", "kite").stdout
+    start = tmp_path / "start.toml"
+    moved = last_json(hil("perturb", "kite", "--scale", "0.1", "--seed", "7", "-o", str(start), "--json"))
+    assert 0.8 < moved["ratio_min"] < 1 < moved["ratio_max"] < 1.25
+    near = last_json(hil("coercivity", str(start), "--teacher-circuit", "kite", "--json"))
+    assert near["rank"] == 2 and near["constant"] > 0 and near["unreachable"] == []
+    res = last_json(hil("train", str(start), "--teacher-circuit", "kite", "--rule", "ep-sym", "--steps", "300",
+                        "--out", str(tmp_path / "run"), "--json"))
+    assert res["final_loss"] < 1e-3 * res["initial_loss"]

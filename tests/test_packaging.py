@@ -21,4 +21,4 @@ def test_installed_package_finds_its_data():
     from hil.circuits import shipped
     from hil.data import folder
     assert (folder("netlists") / "README.md").exists()
-    assert {"divider", "net16"} <= set(shipped())
+    assert {"divider", "net16", "kite"} <= set(shipped())

@@ -5,7 +5,7 @@ import pytest
 
 from hil.circuit import load_circuit
 from hil.exact import free_state
-from hil.tasks import TaskError, load_csv_task, teacher_task, write_csv_task
+from hil.tasks import TaskError, circuit_teacher_task, load_csv_task, teacher_task, write_csv_task
 
 
 @pytest.fixture
@@ -56,3 +56,20 @@ def test_teacher_task_is_reachable_and_seeded(net16):
     assert np.all((g >= net16.g_min) & (g <= net16.g_max))
     np.testing.assert_allclose(free_state(net16, t.X_train, g)[:, list(net16.outputs)], t.Y_train)
     np.testing.assert_array_equal(teacher_task(net16, seed=4, examples=12).Y_train, t.Y_train)
+
+
+def test_circuit_teacher_task_uses_the_teacher_file_and_checks_its_topology(tmp_path):
+    kite = load_circuit("kite")
+    student = kite.with_g(kite.g * 1.3)
+    task = circuit_teacher_task(student, kite, seed=3, examples=8)
+    O = list(kite.outputs)
+    assert np.allclose(task.Y_train, free_state(kite, task.X_train)[:, O], atol=1e-15)
+    assert np.allclose(task.Y_train[:, 0], task.Y_train[:, 1], atol=1e-12)  # the mirror: out1 = out2
+    assert task.X_train.shape == (8, 1) and task.X_test.shape == (2, 1)
+    rewired = tmp_path / "rewired.toml"
+    text = open(kite.source).read()
+    i = text.index('name = "left_out2"')
+    rewired.write_text(text[:i] + text[i:].replace('b = "out2"', 'b = "out1"', 1))
+    with pytest.raises(TaskError, match=r"edge 7 is left_out2 between left/out1, expected left_out2 between "
+                                        r"left/out2"):
+        circuit_teacher_task(kite, load_circuit(rewired))
