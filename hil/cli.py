@@ -85,7 +85,8 @@ def cmd_train(args):
         res = resume_run(args.resume, steps=args.steps, progress=None if not args.json else False)
     else:
         if not args.circuit or not args.out:
-            raise SystemExit("hil train: CIRCUIT, a task (--data, --teacher or --teacher-circuit) and --out are needed (or --resume DIR)")
+            raise SystemExit("hil train: CIRCUIT, a task (--data, --teacher or --teacher-circuit) and --out are needed "
+                             "(or --resume DIR)")
         circuit = load_circuit(args.circuit)
         task = _task(args, circuit)
         if task is None:
@@ -131,14 +132,19 @@ def cmd_grad(args):
         rule = make_rule(args.rule, args.nudge, args.points).configure(kappa)
         est = rule.estimate(sub.measure(X, Y, rule.states()))
         exact = reference_gradient(sub, X, Y, args.reference)
-    cos = float(est @ exact / (np.linalg.norm(est) * np.linalg.norm(exact)))
-    rel = float(np.linalg.norm(est - exact) / np.linalg.norm(exact))
+    n_exact, n_est, err = np.linalg.norm(exact), np.linalg.norm(est), float(np.linalg.norm(est - exact))
+    # at a zero of the reference gradient (e.g. at the teacher) only the absolute error means anything
+    cos = float(est @ exact / (n_est * n_exact)) if n_exact > 0 and n_est > 0 else None
+    rel = float(err / n_exact) if n_exact > 0 else None
     obj = {"edges": list(circuit.edge_names), "exact": exact.tolist(), "estimate": est.tolist(),
-           "cosine": cos, "rel_error": rel, "rule": rule.describe(), "nudge": rule.nudge,
+           "cosine": cos, "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge,
            "backend": args.backend,
            "reference": {"auto": "adjoint formula" if args.backend == "ideal" else "ngspice sens analysis",
                          "sens": "ngspice sens analysis", "fd": "central differences through the substrate"}[args.reference]}
-    lines = [f"{rule.describe()} on {circuit.name}: cosine {cos:.6f}, relative error {rel:.3e}",
+    summary = (f"cosine {cos:.6f}" if cos is not None else "cosine undefined") + ", " + (
+        f"relative error {rel:.3e}" if rel is not None else
+        f"the reference gradient is zero; absolute error {err:.3e} V^2/S")
+    lines = [f"{rule.describe()} on {circuit.name}: {summary}",
              f"{'edge':>8} {'exact dC/dg (V^2/S)':>22} {'estimate':>14}"]
     lines += [f"{n:>8} {e:22.6g} {s:14.6g}" for n, e, s in zip(circuit.edge_names, exact, est)]
     _emit(args, obj, "\n".join(lines))
@@ -241,20 +247,19 @@ def cmd_bias(args):
 
 def cmd_coercivity(args):
     from hil.analysis import coercivity as co
-    from hil.analysis.coercivity import report
     from hil.circuit import load_circuit
 
     c = load_circuit(args.circuit)
     task = _task(args, c)
-    r = report(c, task.X_train)
+    r = co.report(c, task.X_train)
     lines = [f"{c.name}, task {task.description}:",
              f"  coercivity constant c = {r['constant']:.4g} V^2/S^2 ({'coercive' if r['coercive'] else 'NOT coercive'}; "
              f"largest eigenvalue {r['lambda_max']:.4g}, ratio {r['constant'] / (r['lambda_max'] or 1):.3g})",
              f"  rank J = {r['rank']} of {r['constraints']} independent output constraints (|O| x rank X)"]
     for u in r["unreachable"]:
         lines.append(f"  unreachable residual (sigma = {u['sigma']:.3g} V/S): output combination "
-                     f"{co.combination(u['outputs'])} driven by input combination {co.combination(u['inputs'])}; no first-order "
-                     "change of any conductance moves the outputs this way")
+                     f"{co.combination(u['outputs'])} driven by input combination {co.combination(u['inputs'])}; "
+                     "no first-order change of any conductance moves the outputs this way")
     for d in r["dead_edges"]:
         lines.append(f"  dead edge {d['edge']}: {d['reason']}")
     if r["pinned_edges"]:

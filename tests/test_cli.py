@@ -80,6 +80,10 @@ def test_kite_coercivity_at_its_symmetric_teacher_and_after_hil_perturb(tmp_path
     assert 0.8 < moved["ratio_min"] < 1 < moved["ratio_max"] < 1.25
     near = last_json(hil("coercivity", str(start), "--teacher-circuit", "kite", "--json"))
     assert near["rank"] == 2 and near["constant"] > 0 and near["unreachable"] == []
+    at = hil("grad", "kite", "--teacher-circuit", "kite", "--rule", "ep-sym", "--json")
+    assert "RuntimeWarning" not in at.stderr and "the reference gradient is zero" in at.stdout
+    g = last_json(at)  # at the teacher the loss and its gradient vanish: no relative error to give
+    assert g["rel_error"] is None and g["abs_error"] < 1e-12
     res = last_json(hil("train", str(start), "--teacher-circuit", "kite", "--rule", "ep-sym", "--steps", "300",
                         "--out", str(tmp_path / "run"), "--json"))
     assert res["final_loss"] < 1e-3 * res["initial_loss"]

@@ -44,36 +44,37 @@ def dead_edges(c: Circuit, X, g=None, tol: float = 1e-9) -> list:
 def unreachable(c: Circuit, X, g=None, active=None) -> list:
     """Residual directions no first-order change of g reaches: the rank J is missing.
 
-    Left singular vectors u of Q^T J (Q: :func:`hil.exact.residual_basis`) with
-    singular value below numpy's rank tolerance. Each direction Q u is a residual
-    r_i = A x_i with A (|O| x |in|) of rank one on a single input, A = s a b^T:
-    returned as {'outputs': {node: a_j}, 'inputs': {node: b_k}, 'sigma': singular
-    value (V/S)}, a and b unit vectors, the largest output coefficient positive.
+    Left singular vectors u of Q^T J (Q: :func:`hil.exact.residual_basis`; J: the
+    ``active`` edges' columns) with singular value below numpy's rank tolerance.
+    Each direction Q u is a residual r_i = A x_i with A (|O| x |in|) of rank one on
+    a single input, A = s a b^T: returned as {'outputs': {node: a_j}, 'inputs':
+    {node: b_k}, 'sigma': singular value (V/S)}, a and b unit vectors, the largest
+    output coefficient positive.
     """
-    g = c.g if g is None else np.asarray(g, float)
     X = np.atleast_2d(np.asarray(X, float))
     J = exact.jacobian(c, X, g)
-    if active is not None:
-        J = J[:, active]
-    Q = exact.residual_basis(c, X)
+    return _directions(c, X, exact.residual_basis(c, X), J if active is None else J[:, active])[0]
+
+
+def _directions(c: Circuit, X, Q, J) -> tuple:
+    """(the unreachable directions of :func:`unreachable`, the largest singular value of Q^T J)."""
     if not Q.size:
-        return []
+        return [], 0.0
     M = Q.T @ J
-    U, sv = (np.linalg.svd(M, full_matrices=True)[:2] if M.shape[1] else (np.eye(M.shape[0]), np.zeros(0)))
+    U, sv = np.linalg.svd(M, full_matrices=True)[:2] if M.shape[1] else (np.eye(M.shape[0]), np.zeros(0))
     sv = np.concatenate([sv, np.zeros(U.shape[1] - len(sv))])
-    tol = sv.max() * max(M.shape) * np.finfo(float).eps if sv.size else 0.0
-    no = len(c.outputs)
+    tol = sv.max() * max(M.shape) * np.finfo(float).eps
     out = []
     for k in np.flatnonzero(sv <= tol):
-        V = (Q @ U[:, k]).reshape(len(X), no)      # residual per example and output
-        A = np.linalg.lstsq(X, V, rcond=None)[0].T  # V_i = A x_i
-        a, s, bt = np.linalg.svd(A)
+        V = (Q @ U[:, k]).reshape(len(X), len(c.outputs))  # residual per example and output
+        A = np.linalg.lstsq(X, V, rcond=None)[0].T          # V_i = A x_i
+        a, _, bt = np.linalg.svd(A)
         a, b = a[:, 0], bt[0]
         if a[np.argmax(np.abs(a))] < 0:
             a, b = -a, -b
         out.append({"outputs": dict(zip(c.output_names, np.round(a, 6).tolist())),
                     "inputs": dict(zip(c.input_names, np.round(b, 6).tolist())), "sigma": float(sv[k])})
-    return out
+    return out, float(sv.max())
 
 
 def combination(coef: dict) -> str:
@@ -102,18 +103,18 @@ def report(c: Circuit, X, g=None, lr: dict | None = None) -> dict:
     J = exact.jacobian(c, X, g)
     Q = exact.residual_basis(c, X)
     active = ~pinned(c, g)
-    missing = unreachable(c, X, g, active)
+    missing, top = _directions(c, X, Q, J[:, active])
     rank = int(Q.shape[1]) - len(missing)  # of the active columns, on the residual subspace
     K = exact.output_green(c, g)
     c_ep = exact.coercivity(c, X, g, active=active)
     c_cl = exact.coercivity(c, X, g, weight=np.linalg.inv(K), active=active)
     lr = lr or {"ep": default_lr(c, g, X, make_rule("gd")), "cl": default_lr(c, g, X, make_rule("cl"))}
     rate = {fam: 1 - (1 - lr[fam] * cc) ** 2 for fam, cc in (("ep", c_ep), ("cl", c_cl))}
-    top = float(np.linalg.norm(Q.T @ J[:, active], 2) ** 2 / len(X)) if Q.size and active.any() else 0.0
-    return {"constant": c_ep, "lambda_max": top, "constant_cl": c_cl, "rank": rank, "constraints": int(Q.shape[1]),
-            "rows": int(J.shape[0]), "coercive": bool(rank == Q.shape[1] and c_ep > 1e-12 * (np.abs(J).max() ** 2)),
-            "dead_edges": dead_edges(c, X, g), "unreachable": missing, "pinned_edges": [c.edge_names[e] for e in np.flatnonzero(~active)],
-            "lr": lr, "rate": rate}
+    return {"constant": c_ep, "lambda_max": top ** 2 / len(X), "constant_cl": c_cl, "rank": rank,
+            "constraints": int(Q.shape[1]), "rows": int(J.shape[0]),
+            "coercive": bool(rank == Q.shape[1] and c_ep > 1e-12 * (np.abs(J).max() ** 2)),
+            "dead_edges": dead_edges(c, X, g), "unreachable": missing,
+            "pinned_edges": [c.edge_names[e] for e in np.flatnonzero(~active)], "lr": lr, "rate": rate}
 
 
 def measured_rate(loss: np.ndarray, window: float = 0.25, floor: float = 1e-28) -> float:

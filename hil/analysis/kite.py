@@ -51,7 +51,8 @@ def experiment(asymmetries=(0.0, 0.1, 0.2, 0.4), rules=("gd", "ep-sym", "cl"), s
     rank, constraints, constant (V^2/S^2, at the teacher), constant_end (at the
     final conductances), initial_loss, final_loss (V^2), loss_at (step -> loss),
     measured_rate, predicted_rate (per step, the trainer's, at the end)}],
-    'curves': {(a, s, rule): loss per step}}.
+    'curves': {(a, s, rule): loss per step}, 'teachers': {a: :func:`coercivity.report`
+    at the teacher}}.
 
     At a = 0 the solutions near the start form two branches that cross at the
     symmetric point (wings balanced, V_left = V_right, or bridles balanced); the
@@ -59,11 +60,11 @@ def experiment(asymmetries=(0.0, 0.1, 0.2, 0.4), rules=("gd", "ep-sym", "cl"), s
     the closer the start, the slower the decay.
     """
     kite = kite or load_circuit("kite")
-    rows, curves = [], {}
+    rows, curves, teachers = [], {}, {}
     for a in asymmetries:
         teacher = asymmetric(kite, a)
         task = circuit_teacher_task(teacher, teacher, 0, examples)
-        at = co.report(teacher, task.X_train)
+        at = teachers[a] = co.report(teacher, task.X_train)
         for s, rule in ((s, r) for s in start_scales for r in rules):
             start = perturb(teacher, s, seed)
             with tempfile.TemporaryDirectory() as tmp:
@@ -73,10 +74,11 @@ def experiment(asymmetries=(0.0, 0.1, 0.2, 0.4), rules=("gd", "ep-sym", "cl"), s
             curves[(a, s, rule)] = L
             rows.append({"a": a, "start_scale": s, "rule": rule, "rank": at["rank"],
                          "constraints": at["constraints"], "constant": at["constant"],
-                         "constant_end": res.get("coercivity"), "initial_loss": float(L[0]), "final_loss": float(L[-1]),
+                         "constant_end": res.get("coercivity"), "initial_loss": float(L[0]),
+                         "final_loss": float(L[-1]),
                          "loss_at": {k: float(L[min(k, len(L) - 1)]) for k in (steps // 10, steps // 3, steps)},
                          "measured_rate": res.get("measured_rate"), "predicted_rate": res.get("predicted_rate")})
-    return {"rows": rows, "curves": curves}
+    return {"rows": rows, "curves": curves, "teachers": teachers}
 
 
 def plot(curves: dict, path, rule: str = "ep-sym") -> Path:

@@ -168,7 +168,7 @@ def kite_section(out: Path) -> list:
     main = kite.experiment()
     near = kite.experiment(asymmetries=(0.0,), start_scales=(0.025, 0.05, 0.2), rules=("ep-sym",))
     kite.plot({**main["curves"], **near["curves"]}, out / "kite.png")
-    sym = co.report(kite.load_circuit("kite"), main_task_X())
+    sym = main["teachers"][0.0]
     missing = sym["unreachable"][0] if sym["unreachable"] else None
     md = ["## 5. The kite", "",
           "`circuits/kite.toml`: inputs, ground and both outputs on the mirror axis; the wings `left` and "
@@ -178,8 +178,8 @@ def kite_section(out: Path) -> list:
           "(every axis-axis edge, every mirrored pair of wing edges, and the spar left-right, each present "
           "or not); 34 of the 88 slow training down at a symmetric teacher. At its symmetric "
           f"conductances rank J = {sym['rank']} of {sym['constraints']}, c = {sym['constant']:.2g} V^2/S^2 "
-          f"({sym['constant'] / sym['lambda_max']:.1g} of the largest eigenvalue: rounding), and the four bridle edges are dead (no current: V_left = V_right). The missing "
-          "direction is "
+          f"({sym['constant'] / sym['lambda_max']:.1g} of the largest eigenvalue: rounding), and the four "
+          "bridle edges are dead (no current: V_left = V_right). The missing direction is "
           + (f"{co.combination(missing['outputs'])} on input {co.combination(missing['inputs'])}" if missing
              else "none (unexpected)")
           + ": out1 - out2 moves only with a bridle asymmetry times a wing asymmetry, second order, so "
@@ -197,7 +197,8 @@ def kite_section(out: Path) -> list:
     rows = sorted([r for r in main["rows"] if r["a"] == 0 and r["rule"] == "ep-sym"] + near["rows"],
                   key=lambda r: r["start_scale"])
     md += ["", "Symmetric teacher (a = 0), ep-sym, starts at growing distance s (sigma of log g) from it:", "",
-           "| start s | c at the end (V^2/S^2) | C at 3000 (V^2) | measured rate | predicted |", "|---|---|---|---|---|"]
+           "| start s | c at the end (V^2/S^2) | C at 3000 (V^2) | measured rate | predicted |",
+           "|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['start_scale']:g} | {r['constant_end']:.3g} | {r['final_loss']:.3g} | "
                   f"{r['measured_rate']:.3g} | {r['predicted_rate']:.3g} |")
@@ -213,16 +214,9 @@ def kite_section(out: Path) -> list:
            "(V_M1 - V_M2), a_L, a_R the outputs' divider ratios: to first order it moves only along the input "
            "combination V_M1 - V_M2 carries, so the lost direction is out_L - out_R on the orthogonal input "
            "combination. But the residual out_L - out_R of any nearby student has that same form, "
-           "const (V_M1 - V_M2), so it never needs the lost direction, and training does not slow down. The axis outputs above are the placement where the lost rank "
-           "is one the task needs."]
+           "const (V_M1 - V_M2), so it never needs the lost direction, and training does not slow down. "
+           "The axis outputs above are the placement where the lost rank is one the task needs."]
     return md
-
-
-def main_task_X() -> np.ndarray:
-    """The kite tasks' training inputs (V): those of :func:`hil.tasks.circuit_teacher_task` with seed 0."""
-    from hil.tasks import circuit_teacher_task
-    c = kite.load_circuit("kite")
-    return circuit_teacher_task(c, c, 0, 16).X_train
 
 
 def _plot_curves(curves: dict, path: Path) -> None:
