@@ -96,6 +96,7 @@ def test_kite_loses_a_rank_at_its_symmetric_teacher_and_regains_it_when_perturbe
     assert abs(r["constant"]) < 1e-12 * r["lambda_max"]  # zero to rounding
     assert sorted(d["edge"] for d in r["dead_edges"]) == ["left_out1", "left_out2", "right_out1", "right_out2"]
     (u,) = r["unreachable"]
+    assert co.unreachable(kite, X) == r["unreachable"]  # the standalone helper agrees with the report
     assert np.allclose([u["outputs"]["out1"], u["outputs"]["out2"]], [2 ** -0.5, -(2 ** -0.5)], atol=1e-6)
     # the ground truth, without the adjoint Jacobian: no edge moves out1 - out2 to first order
     common = [_outputs_fd(kite, X, kite.g.copy(), e) for e in range(kite.m)]
@@ -104,6 +105,8 @@ def test_kite_loses_a_rank_at_its_symmetric_teacher_and_regains_it_when_perturbe
         p = co.report(near, X)
         assert p["rank"] == 2 and p["coercive"] and p["unreachable"] == [] and p["dead_edges"] == []
         assert p["constant"] > 1e-5 * p["lambda_max"]
+    with pytest.raises(ValueError, match="not a kite: no edge in_left, in_right"):
+        asymmetric(load_circuit("bridge"), 0.1)
     # the restored constant grows like the asymmetry squared
     ratio = co.report(asymmetric(kite, 0.2), X)["constant"] / co.report(asymmetric(kite, 0.1), X)["constant"]
     assert 3.5 < ratio < 4.6, ratio
