@@ -53,6 +53,14 @@ class BenchError(SubstrateError):
     """The bench could not do what was asked; names the instrument and what it said."""
 
 
+def refuse_vccs(c: Circuit) -> None:
+    """BenchError when ``c`` has VCCS elements: a bench realises the edges on a resistor board only."""
+    if c.k:
+        raise BenchError(f"{c.source}: circuit '{c.name}' has {c.k} voltage-controlled current source(s) "
+                         f"({', '.join(c.vccs_names[:4])}{' ...' if c.k > 4 else ''}); the bench realises "
+                         "resistor networks only (a programmable-resistor board): use --backend ideal or ngspice")
+
+
 def load_bench(path) -> dict:
     """Read and check a bench file; errors name the file and the key."""
     path = Path(path)
@@ -82,6 +90,7 @@ class BenchSubstrate(Substrate):
 
     def __init__(self, circuit: Circuit, bench, visa_library: str = "@py"):
         self.circuit = c = circuit
+        refuse_vccs(c)
         self.cfg = bench if isinstance(bench, dict) else load_bench(bench)
         self.settle = float(self.cfg.get("settle", 0.0))
         self.probe_current = float(self.cfg.get("probe_current", 1e-5))  # A, measures K gently

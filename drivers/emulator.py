@@ -488,6 +488,8 @@ class EmulatedBench:
 
 def build(substrate, board_range=None) -> EmulatedBench:
     """An emulated bench for ``substrate``'s circuit: a board, an SMU per input and output, a scanner."""
+    from hil.drivers.bench import refuse_vccs
+    refuse_vccs(substrate.circuit)
     model = BenchModel(substrate, board_range)
     c = model.c
     inst = {"board": ResistorBoard(model)}

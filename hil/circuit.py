@@ -18,6 +18,18 @@ A circuit file is TOML::
     a = "in"
     b = "out"
     g = 1.0e-3
+    [[vccs]]              # optional: voltage-controlled current sources (SPICE G)
+    name = "G1"
+    out_p = "out"         # gm (V_ctrl_p - V_ctrl_n) amperes leave out_p through
+    out_n = "gnd"         # the element and enter out_n
+    ctrl_p = "in"
+    ctrl_n = "gnd"
+    gm = 2.0e-4           # siemens, may be negative
+    fixed = false         # optional: true keeps gm out of the trained parameters
+
+The trainable parameter vector is theta = (g, then the gm of every VCCS that is
+not fixed), siemens; a circuit without VCCS has theta = g. Trainable gm stay in
+[-gm_max, gm_max] (top-level ``gm_max``, default g_max).
 
 Every validation error is a :class:`CircuitError` whose message starts with
 ``file:line:`` and names the offending edge or node.
@@ -28,7 +40,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +80,11 @@ class Circuit:
     outputs : int tuple, the output nodes (free nodes that are read).
     g_min, g_max : float, bounds on every trainable conductance, siemens.
     source : str, where the circuit came from (a path, or a generator call).
+    vccs_names : tuple of str, the voltage-controlled current sources (spec 7.1).
+    vccs_nodes : int array (k, 4): out_p, out_n, ctrl_p, ctrl_n of each VCCS.
+    gm : float array (k,), transconductances, siemens (any sign).
+    gm_fixed : bool array (k,), True where gm is not trained.
+    gm_max : float, bound on |gm| of a trainable VCCS, siemens (None: g_max).
     """
 
     name: str
@@ -82,7 +99,12 @@ class Circuit:
     g_min: float = DEFAULT_G_MIN
     g_max: float = DEFAULT_G_MAX
     source: str = "<memory>"
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+    vccs_names: tuple = ()
+    vccs_nodes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), int))
+    gm: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    gm_fixed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    gm_max: float | None = None
+    _cache: dict = field(default_factory=dict, compare=False, repr=False, init=False)
 
     # -- sizes and index sets ------------------------------------------------
     @property
@@ -94,6 +116,52 @@ class Circuit:
     def m(self) -> int:
         """Number of edges."""
         return len(self.edge_names)
+
+    @property
+    def k(self) -> int:
+        """Number of VCCS elements."""
+        return len(self.vccs_names)
+
+    @property
+    def reciprocal(self) -> bool:
+        """True when every element is a two-terminal conductance (no VCCS): A is symmetric."""
+        return self.k == 0
+
+    @property
+    def trainable_vccs(self) -> np.ndarray:
+        """Indices of the VCCS whose gm is trained, in file order."""
+        return np.flatnonzero(~np.asarray(self.gm_fixed, bool))
+
+    @property
+    def n_params(self) -> int:
+        """Length of theta: m conductances, then the trainable transconductances."""
+        return self.m + len(self.trainable_vccs)
+
+    @property
+    def param_names(self) -> tuple:
+        """Names of theta's entries: the edges, then the trainable VCCS."""
+        return tuple(self.edge_names) + tuple(self.vccs_names[j] for j in self.trainable_vccs)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """theta = (g, gm of the trainable VCCS), siemens."""
+        return np.concatenate([self.g, np.asarray(self.gm, float)[self.trainable_vccs]])
+
+    def split(self, theta) -> tuple:
+        """(g (m,), gm (k,)) from theta (n_params,) siemens; a vector of m conductances keeps the stored gm."""
+        theta = np.asarray(theta, dtype=float)
+        gm = np.array(self.gm, dtype=float)
+        if theta.shape == (self.m,):
+            return theta, gm
+        gm[self.trainable_vccs] = theta[self.m:]
+        return theta[:self.m], gm
+
+    def bounds(self) -> tuple:
+        """(lo, hi), (n_params,) each: [g_min, g_max] for conductances, [-gm_max, gm_max] for gm (siemens)."""
+        t = len(self.trainable_vccs)
+        gmx = self.gm_max if self.gm_max is not None else self.g_max
+        return (np.concatenate([np.full(self.m, self.g_min), np.full(t, -gmx)]),
+                np.concatenate([np.full(self.m, self.g_max), np.full(t, gmx)]))
 
     @property
     def sources(self) -> np.ndarray:
@@ -130,6 +198,30 @@ class Circuit:
         """dV = B V along the last axis: V (..., n) volts -> (..., m) volts (V_a - V_b)."""
         return V[..., self.a] - V[..., self.b]
 
+    def control_drops(self, V: np.ndarray) -> np.ndarray:
+        """V_ctrl_p - V_ctrl_n of each VCCS: V (..., n) -> (..., k) volts."""
+        nd = self.vccs_nodes
+        return V[..., nd[:, 2]] - V[..., nd[:, 3]]
+
+    def output_drops(self, V: np.ndarray) -> np.ndarray:
+        """V_out_p - V_out_n of each VCCS: V (..., n) -> (..., k) volts."""
+        nd = self.vccs_nodes
+        return V[..., nd[:, 0]] - V[..., nd[:, 1]]
+
+    def signal_products(self, V: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """W^T dF/dtheta at state V, per example: (..., n_params), amperes per siemens times W's unit.
+
+        F is the current leaving each node through the elements (spec 7.1), so
+        dF/dg_e = b_e dV_e and dF/dgm_j = (e_out_p - e_out_n) (V_ctrl_p - V_ctrl_n).
+        Contracted with a node vector W: dW_e dV_e for an edge, (W_out_p - W_out_n)
+        (V_ctrl_p - V_ctrl_n) for a trainable VCCS. dC/dtheta = -lambda^T dF/dtheta.
+        """
+        parts = [self.drops(V) * self.drops(W)]
+        if len(self.trainable_vccs):
+            j = self.trainable_vccs
+            parts.append(self.control_drops(V)[..., j] * self.output_drops(W)[..., j])
+        return np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
     def node(self, name: str) -> int:
         """Index of node ``name``; CircuitError naming the node when unknown."""
         try:
@@ -146,23 +238,36 @@ class Circuit:
         return [self.nodes[i] for i in self.outputs]
 
     def check_g(self, g) -> np.ndarray:
-        """``g`` as a float array (m,) of positive finite conductances (S); CircuitError naming the edge otherwise."""
+        """``g`` as theta (n_params,): positive finite conductances then finite gm (S).
+
+        CircuitError naming the edge or VCCS otherwise. Without trainable VCCS this is (m,).
+        """
         g = np.asarray(g, dtype=float)
-        if g.shape != (self.m,):
-            raise CircuitError(f"{self.source}: expected {self.m} conductances for circuit '{self.name}', "
+        if g.shape != (self.n_params,):
+            what = "conductances" if self.n_params == self.m else \
+                f"parameters ({self.m} conductances, then {self.n_params - self.m} transconductances)"
+            raise CircuitError(f"{self.source}: expected {self.n_params} {what} for circuit '{self.name}', "
                                f"got shape {g.shape}")
-        bad = np.flatnonzero(~np.isfinite(g) | (g <= 0))
+        bad = np.flatnonzero(~np.isfinite(g[:self.m]) | (g[:self.m] <= 0))
         if bad.size:
             e = bad[0]
             raise CircuitError(f"{self.source}: edge '{self.edge_names[e]}': conductance {float(g[e])!r} "
                                "is not a positive finite number")
+        bad = np.flatnonzero(~np.isfinite(g[self.m:]))
+        if bad.size:
+            j = self.trainable_vccs[bad[0]]
+            raise CircuitError(f"{self.source}: vccs '{self.vccs_names[j]}': transconductance "
+                               f"{float(g[self.m + bad[0]])!r} is not a finite number")
         return g
 
     def with_g(self, g) -> "Circuit":
-        """The same circuit with conductances ``g`` (siemens), validated."""
+        """The same circuit with parameters theta = ``g`` (siemens), validated; (m,) changes the edges only."""
+        g = np.asarray(g, dtype=float)
+        if g.shape == (self.m,) and self.n_params != self.m:
+            g = np.concatenate([g, self.theta[self.m:]])
         g = self.check_g(g)
-        return Circuit(self.name, self.nodes, self.edge_names, self.a, self.b, g.copy(), self.ground,
-                       self.inputs, self.outputs, self.g_min, self.g_max, self.source)
+        edges, gm = self.split(g)
+        return replace(self, g=edges.copy(), gm=gm)
 
     # -- serialisation ---------------------------------------------------------
     def to_toml(self) -> str:
@@ -175,6 +280,13 @@ class Circuit:
         for e in range(self.m):
             lines += ["[[edge]]", f"name = {q(self.edge_names[e])}", f"a = {q(self.nodes[self.a[e]])}",
                       f"b = {q(self.nodes[self.b[e]])}", f"g = {float(self.g[e])!r}", ""]
+        if self.k and self.gm_max is not None:
+            lines.insert(6, f"gm_max = {self.gm_max!r}")
+        for j in range(self.k):
+            nd = [q(self.nodes[i]) for i in self.vccs_nodes[j]]
+            lines += ["[[vccs]]", f"name = {q(self.vccs_names[j])}", f"out_p = {nd[0]}", f"out_n = {nd[1]}",
+                      f"ctrl_p = {nd[2]}", f"ctrl_n = {nd[3]}", f"gm = {float(self.gm[j])!r}"]
+            lines += ["fixed = true", ""] if self.gm_fixed[j] else [""]
         return "\n".join(lines)
 
     def save(self, path) -> Path:
@@ -193,9 +305,19 @@ def _toml_str(s: str) -> str:
 
 # -- building and validating -------------------------------------------------
 
-def _edge_lines(text: str) -> list:
-    """1-based line numbers of each ``[[edge]]`` table header, in order."""
-    return [i + 1 for i, line in enumerate(text.splitlines()) if re.match(r"^\s*\[\[\s*edge\s*\]\]", line)]
+def _edge_lines(text: str, table: str = "edge") -> list:
+    """1-based line numbers of each ``[[table]]`` header (``[[edge]]`` by default), in order."""
+    return [i + 1 for i, line in enumerate(text.splitlines())
+            if re.match(rf"^\s*\[\[\s*{table}\s*\]\]", line)]
+
+
+def _table_end(text: str, start: int) -> int:
+    """The 1-based line after the table whose header is at ``start``: the next table header or the end."""
+    lines = text.splitlines()
+    for ln in range(start, len(lines)):
+        if re.match(r"^\s*\[", lines[ln]):
+            return ln + 1
+    return len(lines) + 1
 
 
 def _key_line(text: str, key: str) -> int:
@@ -228,13 +350,15 @@ def load_circuit(path) -> Circuit:
 def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> Circuit:
     """Validate a parsed circuit definition (the TOML schema as a dict) into a Circuit."""
     edge_lines = _edge_lines(text)
+    vccs_lines = _edge_lines(text, "vccs")
 
     lines = text.splitlines()
 
-    def at(key=None, edge=None):
-        if edge is not None and edge < len(edge_lines):
-            start = edge_lines[edge]
-            stop = edge_lines[edge + 1] if edge + 1 < len(edge_lines) else len(lines) + 1
+    def at(key=None, edge=None, table=None):
+        heads = vccs_lines if table == "vccs" else edge_lines
+        if edge is not None and edge < len(heads):
+            start = heads[edge]
+            stop = _table_end(text, start)
             for ln in range(start, stop - 1):  # the key's own line inside this [[edge]] table
                 if key is not None and re.match(rf"^\s*{re.escape(key)}\s*=", lines[ln]):
                     return f"{source}:{ln + 1}"
@@ -243,7 +367,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             return f"{source}:{_key_line(text, key)}"
         return source
 
-    known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge"}
+    known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge", "vccs", "gm_max"}
     for k in data:
         if k not in known:
             raise CircuitError(f"{at(k)}: unknown key '{k}' (expected one of {', '.join(sorted(known))})")
@@ -330,10 +454,76 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             role = "ground" if o == ground else "an input"
             raise CircuitError(f"{at('outputs')}: output '{nodes[o]}' is also {role}")
 
+    gm_max = _positive(data["gm_max"], f"{at('gm_max')}: gm_max") if "gm_max" in data else None
+    vccs = _vccs_from_dict(data.get("vccs", []), at, index, seen, check_name,
+                           gm_max if gm_max is not None else g_max, at("vccs"))
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
-                      np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source)
+                      np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source,
+                      *vccs, gm_max=gm_max)
     _check_connected(circuit, at)
+    if circuit.k:
+        _check_operating_point(circuit, at(edge=0, table="vccs"))
     return circuit
+
+
+VCCS_KEYS = ("name", "out_p", "out_n", "ctrl_p", "ctrl_n", "gm", "fixed")
+
+
+def _vccs_from_dict(tables, at, index, seen, check_name, gm_max, where_all) -> tuple:
+    """Validate the [[vccs]] tables: (names, nodes (k, 4), gm (k,), fixed (k,)); CircuitError with file:line."""
+    if not isinstance(tables, list):
+        raise CircuitError(f"{where_all}: 'vccs' must be an array of [[vccs]] tables")
+    names, nodes, gms, fixed = [], [], [], []
+    for j, t in enumerate(tables):
+        where = at(edge=j, table="vccs")
+        if not isinstance(t, dict):
+            raise CircuitError(f"{where}: vccs #{j + 1} is not a table")
+        for k in t:
+            if k not in VCCS_KEYS:
+                raise CircuitError(f"{at(k, j, 'vccs')}: vccs #{j + 1}: unknown key '{k}' "
+                                   f"(expected {', '.join(VCCS_KEYS)})")
+        nm = t.get("name", f"G{j + 1}")
+        check_name(nm, at("name", j, "vccs"), "vccs")
+        if nm.lower() in seen:  # theta's entries are named by element: one name, one element
+            raise CircuitError(f"{at('name', j, 'vccs')}: duplicate element name '{nm}' (first at {seen[nm.lower()]})")
+        seen[nm.lower()] = where
+        idx = []
+        for k in ("out_p", "out_n", "ctrl_p", "ctrl_n", "gm"):
+            if k not in t:
+                raise CircuitError(f"{where}: vccs '{nm}': missing '{k}'")
+        for k in ("out_p", "out_n", "ctrl_p", "ctrl_n"):
+            v = t[k]
+            if not isinstance(v, str) or v not in index:
+                raise CircuitError(f"{at(k, j, 'vccs')}: vccs '{nm}': {k}: unknown node {v!r} (no edge touches it)")
+            idx.append(index[v])
+        if idx[0] == idx[1]:
+            raise CircuitError(f"{at('out_n', j, 'vccs')}: vccs '{nm}': out_p and out_n are both node '{t['out_p']}'")
+        if idx[2] == idx[3]:
+            raise CircuitError(f"{at('ctrl_n', j, 'vccs')}: vccs '{nm}': ctrl_p and ctrl_n are both node "
+                               f"'{t['ctrl_p']}' (its current would always be zero)")
+        gv = t["gm"]
+        if isinstance(gv, bool) or not isinstance(gv, (int, float)) or not math.isfinite(gv):
+            raise CircuitError(f"{at('gm', j, 'vccs')}: vccs '{nm}': transconductance {gv!r} is not a finite number "
+                               "(siemens)")
+        fx = t.get("fixed", False)
+        if not isinstance(fx, bool):
+            raise CircuitError(f"{at('fixed', j, 'vccs')}: vccs '{nm}': fixed = {fx!r} must be true or false")
+        if not fx and abs(gv) > gm_max:
+            raise CircuitError(f"{at('gm', j, 'vccs')}: vccs '{nm}': transconductance {gv!r} S is outside "
+                               f"[-gm_max, gm_max] = [{-gm_max}, {gm_max}]")
+        names.append(nm); nodes.append(idx); gms.append(float(gv)); fixed.append(fx)
+    return (tuple(names), np.array(nodes, int).reshape(-1, 4), np.array(gms, float), np.array(fixed, bool))
+
+
+def _check_operating_point(c: Circuit, where) -> None:
+    """With VCCS, A_FF can be singular although every node is connected: no unique operating point."""
+    from hil.exact import jacobian_blocks
+
+    A = jacobian_blocks(c)[0].toarray()
+    sv = np.linalg.svd(A, compute_uv=False)
+    if sv.min() <= 1e-12 * sv.max():
+        raise CircuitError(f"{where}: the transconductances make the circuit singular (A_FF has condition number "
+                           f"{sv.max() / max(sv.min(), 1e-300):.3g}): no unique operating point")
 
 
 def _positive(v, what) -> float:
@@ -357,9 +547,14 @@ def _check_connected(c: Circuit, at=None) -> None:
 
 
 def make_circuit(name, edges, ground, inputs, outputs, g_min=DEFAULT_G_MIN, g_max=DEFAULT_G_MAX,
-                 source=None) -> Circuit:
-    """Build a validated Circuit from Python data: ``edges`` is a list of (name, a, b, g)."""
+                 source=None, vccs=(), gm_max=None) -> Circuit:
+    """Build a validated Circuit from Python data: ``edges`` is a list of (name, a, b, g);
+    ``vccs`` a list of (name, out_p, out_n, ctrl_p, ctrl_n, gm[, fixed])."""
     data = {"name": name, "ground": ground, "inputs": list(inputs), "outputs": list(outputs),
             "g_min": g_min, "g_max": g_max,
             "edge": [{"name": e[0], "a": e[1], "b": e[2], "g": float(e[3])} for e in edges]}
+    if vccs:
+        data["vccs"] = [dict(zip(VCCS_KEYS, (v[0], v[1], v[2], v[3], v[4], float(v[5])) + tuple(v[6:]))) for v in vccs]
+    if gm_max is not None:
+        data["gm_max"] = gm_max
     return circuit_from_dict(data, source=source or f"<{name}>")

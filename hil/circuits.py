@@ -90,6 +90,45 @@ def crossbar(layers=(2, 4, 2), seed: int = 0, g_min: float = G_MIN, g_max: float
                         g_min, g_max, source=f"crossbar({layers}, seed={seed})")
 
 
+def add_vccs(c: Circuit, pairs: int = 2, seed: int = 0, scale: float | None = None, asymmetry: float = 1.0,
+             singles: int = 0) -> Circuit:
+    """The circuit with random VCCS couplings between free nodes (spec 7.1), trainable.
+
+    ``pairs`` pairs a->b and b->a: G_ab drives gm_ab V_a (volts at a against ground)
+    into row b of A, G_ba the reverse, with gm_ab = s and gm_ba = s (1 - asymmetry):
+    asymmetry 0 is reciprocal (A stays symmetric), 1 is one-way. ``singles`` adds one-way
+    couplings on other node pairs. s is drawn in [0.5, 1] x ``scale`` (siemens; default
+    a quarter of the median edge conductance), seeded.
+    """
+    if not 0 <= asymmetry <= 1:
+        raise ValueError(f"add_vccs: asymmetry must be in [0, 1] (0 reciprocal, 1 one-way), got {asymmetry}")
+    free = [int(i) for i in c.free]
+    need = pairs + singles
+    if need and len(free) < 2:
+        raise ValueError(f"add_vccs: circuit '{c.name}' has fewer than two free nodes")
+    rng = np.random.default_rng(seed)
+    scale = 0.25 * float(np.median(c.g)) if scale is None else float(scale)
+    cand = [(a, b) for i, a in enumerate(free) for b in free[i + 1:]]
+    if need > len(cand):
+        raise ValueError(f"add_vccs: {need} couplings asked, circuit '{c.name}' has {len(cand)} free node pairs")
+    chosen = [cand[i] for i in rng.choice(len(cand), need, replace=False)]
+    gnd = c.nodes[c.ground]
+    vccs = list(zip(c.vccs_names, *(np.array(c.nodes)[c.vccs_nodes].T if c.k else [[]] * 4), c.gm, c.gm_fixed))
+    k = c.k
+    for i, (a, b) in enumerate(chosen):
+        s = scale * rng.uniform(0.5, 1.0)
+        na, nb = c.nodes[a], c.nodes[b]
+        vccs.append((f"G{k + 1}", nb, gnd, na, gnd, s, False))
+        k += 1
+        if i < pairs:
+            vccs.append((f"G{k + 1}", na, gnd, nb, gnd, s * (1 - asymmetry), False))
+            k += 1
+    edges = [(c.edge_names[e], c.nodes[c.a[e]], c.nodes[c.b[e]], c.g[e]) for e in range(c.m)]
+    return make_circuit(c.name + f"_vccs{pairs}p{singles}s_a{asymmetry:g}", edges, c.nodes[c.ground], c.input_names,
+                        c.output_names, c.g_min, c.g_max, vccs=vccs, gm_max=c.gm_max or c.g_max,
+                        source=f"add_vccs({c.name}, pairs={pairs}, seed={seed}, asymmetry={asymmetry})")
+
+
 def shipped() -> dict:
     """Shipped circuit files: name -> path."""
     return {p.stem: p for p in sorted(folder("circuits").glob("*.toml"))}

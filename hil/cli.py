@@ -128,7 +128,7 @@ def cmd_grad(args):
     task = _task(args, circuit)
     X, Y = task.X_train, task.Y_train
     with open_substrate(circuit, args.backend, **_backend_options(args)) as sub:
-        kappa = float(np.linalg.eigvalsh(sub.output_green()).max())
+        kappa = sub.kappa_max()
         rule = make_rule(args.rule, args.nudge, args.points).configure(kappa)
         est = rule.estimate(sub.measure(X, Y, rule.states()))
         exact = reference_gradient(sub, X, Y, args.reference)
@@ -152,20 +152,30 @@ def cmd_grad(args):
 
 def cmd_info(args):
     from hil.circuit import load_circuit
-    from hil.exact import coercivity, jacobian, output_green, residual_basis
+    from hil.exact import (coercivity, conductance_matrix, homeostasis, jacobian, kappa_max, output_green,
+                           residual_basis, symmetry_index)
 
     c = load_circuit(args.circuit)
     K = output_green(c)
-    ev = np.linalg.eigvalsh(K)
+    kmax = kappa_max(K)
+    ev = np.linalg.eigvalsh(K) if c.reciprocal else np.linalg.eigvals(K)
+    A = conductance_matrix(c)[c.free][:, c.free]
+    si = symmetry_index(A)
     obj = {"name": c.name, "source": c.source, "nodes": list(c.nodes), "edges": list(c.edge_names),
-           "n_nodes": c.n, "n_edges": c.m, "ground": c.nodes[c.ground], "inputs": c.input_names,
+           "vccs": list(c.vccs_names), "n_nodes": c.n, "n_edges": c.m, "n_vccs": c.k, "n_params": c.n_params,
+           "ground": c.nodes[c.ground], "inputs": c.input_names,
            "outputs": c.output_names, "g_min": c.g_min, "g_max": c.g_max,
-           "K_eigenvalues": ev.tolist(), "kappa_max": float(ev.max()), "nudge_radius": float(1 / ev.max())}
-    lines = [f"{c.name} ({c.source}): {c.n} nodes, {c.m} edges; ground {obj['ground']}; "
+           "K_eigenvalues": ev.tolist() if c.reciprocal else [[float(x.real), float(x.imag)] for x in ev],
+           "kappa_max": kmax, "nudge_radius": 1 / kmax, "symmetry_index": si, "homeostasis_H": homeostasis(c)}
+    fmt = (lambda x: f"{x:.4g}") if c.reciprocal else (lambda x: f"{x.real:.4g}{x.imag:+.3g}j")
+    lines = [f"{c.name} ({c.source}): {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS" if c.k else "") +
+             f"; ground {obj['ground']}; "
              f"inputs {', '.join(c.input_names) or '-'}; outputs {', '.join(c.output_names)}",
              f"conductance bounds [{c.g_min:g}, {c.g_max:g}] S",
-             f"eigenvalues of K (ohms): {', '.join(f'{x:.4g}' for x in ev)}",
-             f"EP nudge radius 1/kappa_max = {1 / ev.max():.4g} S"]
+             f"eigenvalues of K (ohms): {', '.join(fmt(x) for x in ev)}",
+             f"EP nudge radius 1/kappa_max = {1 / kmax:.4g} S" + ("" if c.reciprocal else " (kappa_max: spectral radius of K)"),
+             f"Jacobian symmetry index ||A_sym|| / (||A_sym|| + ||A_anti||) = {si:.6g} "
+             f"({'reciprocal' if si == 1 else 'non-reciprocal'}); H = 1/2 ||A - A^T||_F^2 = {obj['homeostasis_H']:.4g} S^2"]
     task = _task(args, c)
     if task is not None:
         X = task.X_train
@@ -228,7 +238,7 @@ def cmd_bias(args):
     if args.noise < 0:
         raise ValueError(f"--noise {args.noise}: must be a voltage >= 0")
     with open_substrate(c, args.backend, **_backend_options(args)) as sub:
-        kappa = float(np.linalg.eigvalsh(sub.output_green()).max())
+        kappa = sub.kappa_max()
         grid = _nudge_grid(args.nudges, kappa)
         with Progress(len(rules) * len(grid), "bias", enabled=None if not args.json else False) as bar:
             res = sweep(sub, task.X_train, task.Y_train, rules, grid, noise=args.noise, repeats=args.repeats,

@@ -1,9 +1,16 @@
-"""Reference mathematics for linear resistor circuits (spec sections 1, 2, 3 and 6).
+"""Reference mathematics for linear circuits (spec sections 1, 2, 3, 6 and 7).
 
 Plain, direct formulas: the reference every substrate and estimator is tested
 against. They favour clarity over speed; the fast batched solver is
 :mod:`hil.ideal`. Shapes: ``X`` (batch, |inputs|) volts, ``Y`` (batch, |O|)
-volts, ``g`` (m,) siemens. Loss: C = mean over the batch of 1/2 ||V_O - y||^2 (V^2).
+volts, ``g`` the parameters theta (n_params,) siemens: the conductances, then
+the trainable transconductances (a vector of m conductances keeps the stored
+gm). Loss: C = mean over the batch of 1/2 ||V_O - y||^2 (V^2).
+
+With VCCS elements the circuit's Jacobian A = dF/dV (spec 7.1) is L plus the
+G stamps, non-symmetric: the free state solves A_FF V_F = -A_FS s, the exact
+gradient's adjoint solves the transposed system A_FF^T lambda = P^T r, and
+EP's error vector mu = A_FF^-1 P^T r differs from lambda.
 """
 
 from __future__ import annotations
@@ -22,16 +29,37 @@ def laplacian(c: Circuit, g=None) -> sp.csr_matrix:
     return (B.T @ sp.diags(g) @ B).tocsr()
 
 
-def _blocks(c, g):
-    L = laplacian(c, g)
+def conductance_matrix(c: Circuit, g=None) -> sp.csr_matrix:
+    """A = dF/dV over every node (n x n, siemens): L plus each VCCS's stamp
+    gm (e_out_p - e_out_n)(e_ctrl_p - e_ctrl_n)^T (spec 7.1). Equal to L without VCCS."""
+    edges, gm = c.split(c.theta if g is None else g)
+    L = laplacian(c, edges)
+    if not c.k:
+        return L
+    nd = c.vccs_nodes
+    rows = np.concatenate([nd[:, 0], nd[:, 0], nd[:, 1], nd[:, 1]])
+    cols = np.concatenate([nd[:, 2], nd[:, 3], nd[:, 2], nd[:, 3]])
+    vals = np.concatenate([gm, -gm, -gm, gm])
+    return (L + sp.csr_matrix((vals, (rows, cols)), shape=(c.n, c.n))).tocsr()
+
+
+def jacobian_blocks(c: Circuit, g=None) -> tuple:
+    """(A_FF (CSC), A_FS): the free rows of A = dF/dV, split into free and source columns (siemens)."""
+    A = conductance_matrix(c, g)
     F, S = c.free, c.sources
-    return L[F][:, F].tocsc(), L[F][:, S]
+    return A[F][:, F].tocsc(), A[F][:, S]
 
 
-def _solve(A, rhs):
+_blocks = jacobian_blocks
+
+
+def _solve(A, rhs, transpose: bool = False):
+    """A^-1 rhs (or A^-T rhs) for a sparse square A."""
     if A.shape[0] <= 2000:
-        return np.linalg.solve(A.toarray(), rhs)
-    return spla.splu(A).solve(np.asarray(rhs, dtype=A.dtype) if not np.iscomplexobj(rhs) else rhs)
+        M = A.toarray()
+        return np.linalg.solve(M.T if transpose else M, rhs)
+    rhs = np.asarray(rhs, dtype=A.dtype) if not np.iscomplexobj(rhs) else rhs
+    return spla.splu(A).solve(rhs, trans="T" if transpose else "N")
 
 
 def source_values(c: Circuit, X) -> np.ndarray:
@@ -51,7 +79,10 @@ def free_state(c: Circuit, X, g=None) -> np.ndarray:
 
 
 def output_green(c: Circuit, g=None) -> np.ndarray:
-    """K = P L_FF^-1 P^T, the |O| x |O| output Green's matrix (ohms), symmetric positive definite."""
+    """K = P A_FF^-1 P^T, the |O| x |O| output Green's matrix (ohms).
+
+    Symmetric positive definite for resistor circuits; non-symmetric with VCCS.
+    """
     LFF, _ = _blocks(c, g)
     nf = len(c.free)
     Pt = np.zeros((nf, len(c.outputs)))
@@ -66,39 +97,122 @@ def loss(c: Circuit, X, Y, g=None) -> float:
     return float(0.5 * np.mean(np.sum(r * r, axis=1)))
 
 
-def adjoint_state(c: Circuit, X, Y, g=None) -> np.ndarray:
-    """lambda: (batch, n) with lambda_F = L_FF^-1 P^T r, lambda_S = 0 (volts per volt of error x ohms x siemens = volts)."""
-    LFF, _ = _blocks(c, g)
+def _error_state(c: Circuit, X, Y, g, transpose: bool) -> np.ndarray:
+    AFF, _ = _blocks(c, g)
     V = free_state(c, X, g)
     r = V[:, list(c.outputs)] - np.asarray(Y)
     rhs = np.zeros((len(c.free), len(r)))
     rhs[c.out_in_free] = r.T
-    lam = np.zeros_like(V)
-    lam[:, c.free] = _solve(LFF, rhs).T
-    return lam
+    out = np.zeros_like(V)
+    out[:, c.free] = _solve(AFF, rhs, transpose=transpose).T
+    return out
+
+
+def adjoint_state(c: Circuit, X, Y, g=None) -> np.ndarray:
+    """lambda: (batch, n) with A_FF^T lambda_F = P^T r, lambda_S = 0 (V/A x ohm... = volts per volt of error).
+
+    The adjoint uses the transpose (spec 7.2); for resistors A = L_FF is symmetric.
+    """
+    return _error_state(c, X, Y, g, transpose=not c.reciprocal)
+
+
+def error_vector(c: Circuit, X, Y, g=None) -> np.ndarray:
+    """mu: (batch, n) with A_FF mu_F = P^T r, mu_S = 0: EP's error vector, dV/dbeta at beta = 0 is -mu (spec 7.2)."""
+    return _error_state(c, X, Y, g, transpose=False)
 
 
 def gradient(c: Circuit, X, Y, g=None) -> np.ndarray:
-    """dC/dg_e = mean over the batch of -dV_e dlambda_e (V^2 / S); the exact gradient."""
+    """dC/dtheta = mean over the batch of -lambda^T dF/dtheta (V^2 / S); the exact gradient.
+
+    Edges: -dV_e dlambda_e. VCCS: -(lambda_out_p - lambda_out_n)(V_ctrl_p - V_ctrl_n).
+    """
     V = free_state(c, X, g)
     lam = adjoint_state(c, X, Y, g)
-    return -np.mean(c.drops(V) * c.drops(lam), axis=0)
+    return -np.mean(c.signal_products(V, lam), axis=0)
+
+
+def ep_limit(c: Circuit, X, Y, g=None) -> np.ndarray:
+    """ghat(0) = mean over the batch of -mu^T dF/dtheta (V^2/S): generalised EP's infinitesimal-nudge limit."""
+    V = free_state(c, X, g)
+    return -np.mean(c.signal_products(V, error_vector(c, X, Y, g)), axis=0)
+
+
+def param_jacobian(c: Circuit, v: np.ndarray) -> np.ndarray:
+    """dF_F/dtheta at one state v (n,): (|F|, n_params), amperes per siemens."""
+    n, F = c.n, c.free
+    D = np.zeros((n, c.n_params))
+    dV = c.drops(v)
+    cols = np.arange(c.m)
+    np.add.at(D, (c.a, cols), dV)
+    np.add.at(D, (c.b, cols), -dV)
+    j = c.trainable_vccs
+    if len(j):
+        vc = c.control_drops(v)[j]
+        cols = c.m + np.arange(len(j))
+        np.add.at(D, (c.vccs_nodes[j, 0], cols), vc)
+        np.add.at(D, (c.vccs_nodes[j, 1], cols), -vc)
+    return D[F]
 
 
 def jacobian(c: Circuit, X, g=None) -> np.ndarray:
-    """J = dV_O/dg stacked over examples: (batch * |O|, m), V/S. Row order: example-major.
+    """J = dV_O/dtheta stacked over examples: (batch * |O|, n_params), V/S. Row order: example-major.
 
-    Per example J = -P L_FF^-1 B_F^T diag(B V).
+    Per example J = -P A_FF^-1 dF_F/dtheta (for resistors: -P L_FF^-1 B_F^T diag(B V)).
     """
-    LFF, _ = _blocks(c, g)
+    AFF, _ = _blocks(c, g)
     V = free_state(c, X, g)
-    BF = c.incidence()[:, c.free]
-    Z = _solve(LFF, _eye_cols(len(c.free), c.out_in_free))  # L_FF^-1 P^T
-    rows = []
-    for v in V:
-        dV = c.drops(v)
-        rows.append(-(BF @ Z).T * dV[None, :])  # (|O|, m): -(P L^-1 B_F^T) diag(dV)
-    return np.vstack(rows)
+    if c.reciprocal:
+        BF = c.incidence()[:, c.free]
+        Z = _solve(AFF, _eye_cols(len(c.free), c.out_in_free))  # L_FF^-1 P^T
+        return np.vstack([-(BF @ Z).T * c.drops(v)[None, :] for v in V])  # -(P L^-1 B_F^T) diag(dV)
+    Z = _solve(AFF, _eye_cols(len(c.free), c.out_in_free), transpose=True)  # (P A_FF^-1)^T
+    return np.vstack([-(Z.T @ param_jacobian(c, v)) for v in V])
+
+
+def kappa_max(K) -> float:
+    """The spectral radius of K (ohms): the nudged state's series converges for |beta| < 1/kappa_max.
+
+    For a symmetric K (resistors) its largest eigenvalue.
+    """
+    K = np.asarray(K)
+    if np.allclose(K, K.T, rtol=1e-10, atol=0):
+        return float(np.linalg.eigvalsh(K).max())
+    return float(np.abs(np.linalg.eigvals(K)).max())
+
+
+def symmetry_index(A) -> float:
+    """||A_sym||_F / (||A_sym||_F + ||A_anti||_F): 1 when reciprocal, 1/2 as antisymmetric as symmetric (spec 7.2)."""
+    A = A.toarray() if sp.issparse(A) else np.asarray(A)
+    s, a = np.linalg.norm(0.5 * (A + A.T)), np.linalg.norm(0.5 * (A - A.T))
+    return float(s / (s + a))
+
+
+def homeostasis(c: Circuit, g=None) -> float:
+    """H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2) at the operating point (spec 7.3); zero for resistors."""
+    A = _blocks(c, g)[0].toarray()
+    return float(0.5 * np.sum((A - A.T) ** 2))
+
+
+def homeostasis_gradient(c: Circuit, g=None) -> np.ndarray:
+    """dH/dtheta (n_params,), siemens: 2 sum (A - A^T) * dA/dtheta over the free block (spec 7.3).
+
+    Conductances enter A symmetrically (zero); a trainable gm_j enters through its stamp S_j.
+    """
+    A = _blocks(c, g)[0].toarray()
+    D = A - A.T
+    out = np.zeros(c.n_params)
+    pos = -np.ones(c.n, int)
+    pos[c.free] = np.arange(len(c.free))
+    for i, j in enumerate(c.trainable_vccs):
+        S = np.zeros_like(A)
+        op, on, cp, cn = (pos[x] for x in c.vccs_nodes[j])
+        for r, sr in ((op, 1), (on, -1)):
+            for q, sq in ((cp, 1), (cn, -1)):
+                if r >= 0 and q >= 0:
+                    S[r, q] += sr * sq
+        # d/dgm 1/2 ||D||_F^2 = <D, S - S^T> = 2 <D, S>, D antisymmetric
+        out[c.m + i] = 2.0 * np.sum(D * S)
+    return out
 
 
 def _eye_cols(n, idx):

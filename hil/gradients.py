@@ -13,15 +13,16 @@ from hil.substrate import Free, Substrate
 
 
 def finite_difference_gradient(sub: Substrate, X, Y, rel_step: float = 1e-4) -> np.ndarray:
-    """dC/dg_e by central differences through ``sub`` (V^2/S); step rel_step * g_e.
+    """dC/dtheta by central differences through ``sub`` (V^2/S); step rel_step * |theta_e|
+    (a zero transconductance steps by rel_step times the median |theta|).
 
-    Restores the substrate's conductances afterwards. Costs 2 m solves of the batch.
+    Restores the substrate's parameters afterwards. Costs 2 n_params solves of the batch.
     """
     g0 = sub.read()
     grad = np.zeros_like(g0)
     try:
         for e in range(len(g0)):
-            h = rel_step * g0[e]
+            h = rel_step * (abs(g0[e]) or float(np.median(np.abs(g0))))
             losses = []
             for sign in (1, -1):
                 g = g0.copy()
@@ -35,7 +36,7 @@ def finite_difference_gradient(sub: Substrate, X, Y, rel_step: float = 1e-4) -> 
 
 
 def reference_gradient(sub: Substrate, X, Y, method: str = "auto") -> np.ndarray:
-    """The substrate's own dC/dg at its current conductances (V^2/S).
+    """The substrate's own dC/dtheta at its current parameters (V^2/S).
 
     method: 'auto' (the adjoint formula on the ideal substrate, the simulator's own
     ``sens`` analysis where the substrate has one, else finite differences),

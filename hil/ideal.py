@@ -14,6 +14,11 @@ sources off: zero). So a step costs one factorization, |O| + 1 batched
 triangular solves, and |O| x |O| algebra per experiment. Dense Cholesky for
 small circuits, sparse LU (SuperLU) beyond ``dense_limit`` free nodes (200: the
 crossover measured on random networks and lattices).
+
+With VCCS elements (spec 7.1) L_FF becomes the non-symmetric A_FF (L plus the G
+stamps): a dense LU replaces the Cholesky, K is non-symmetric, and an experiment
+on the adjoint network (``Experiment.transpose``) solves A_FF^T instead.
+Resistor-only circuits keep the Cholesky path unchanged.
 """
 
 from __future__ import annotations
@@ -44,6 +49,12 @@ class _Stamps:
         cols = np.concatenate([c.a, c.b, c.b, c.a])
         self.sign = np.concatenate([np.ones(2 * c.m), -np.ones(2 * c.m)])
         self.edge = np.tile(np.arange(c.m), 4)
+        if c.k:  # each VCCS: +gm at (out_p, ctrl_p), (out_n, ctrl_n); -gm at (out_p, ctrl_n), (out_n, ctrl_p)
+            nd = c.vccs_nodes
+            rows = np.concatenate([rows, nd[:, 0], nd[:, 1], nd[:, 0], nd[:, 1]])
+            cols = np.concatenate([cols, nd[:, 2], nd[:, 3], nd[:, 3], nd[:, 2]])
+            self.sign = np.concatenate([self.sign, np.ones(2 * c.k), -np.ones(2 * c.k)])
+            self.edge = np.concatenate([self.edge, c.m + np.tile(np.arange(c.k), 4)])
         ff = (pos[rows] >= 0) & (pos[cols] >= 0)
         fs = (pos[rows] >= 0) & (spos[cols] >= 0)
         self.ff, self.fs = ff, fs
@@ -52,7 +63,7 @@ class _Stamps:
         self.nf, self.ns = len(c.free), len(c.sources)
 
     def blocks(self, g: np.ndarray, dense: bool):
-        """(L_FF, L_FS): dense arrays, or a CSC and a CSR matrix."""
+        """(A_FF, A_FS): dense arrays, or a CSC and a CSR matrix. ``g``: conductances, then every gm."""
         w = self.sign * g[self.edge]
         if dense:
             LFF = np.bincount(self.ff_r * self.nf + self.ff_c, w[self.ff], self.nf * self.nf).reshape(self.nf, self.nf)
@@ -64,33 +75,62 @@ class _Stamps:
 
 
 class _Factorization:
-    """L_FF factorized once for a conductance vector, with Z = L_FF^-1 P^T and K = P Z."""
+    """A_FF factorized once for a parameter vector, with Z = A_FF^-1 P^T and K = P Z.
+
+    Resistors: A_FF = L_FF, Cholesky (dense) or SuperLU (sparse). With VCCS: LU.
+    """
 
     def __init__(self, c: Circuit, g: np.ndarray, stamps: _Stamps, dense_limit: int):
         F = c.free
         self.dense = len(F) <= dense_limit
-        LFF, self.LFS = stamps.blocks(g, self.dense)
+        self.symmetric = c.reciprocal
+        AFF, self.LFS = stamps.blocks(g, self.dense)
         try:
-            if self.dense:
-                self._cho = sla.cho_factor(LFF, lower=True, check_finite=False)
+            if self.dense and self.symmetric:
+                self._cho = sla.cho_factor(AFF, lower=True, check_finite=False)
+            elif self.dense:
+                self._dlu = sla.lu_factor(AFF, check_finite=False)
+                if not np.all(np.abs(np.diag(self._dlu[0])) > 0):
+                    raise np.linalg.LinAlgError("zero pivot")
             else:
-                self._lu = spla.splu(LFF, permc_spec="MMD_AT_PLUS_A")
+                self._lu = spla.splu(AFF, permc_spec="MMD_AT_PLUS_A" if self.symmetric else "COLAMD")
         except (np.linalg.LinAlgError, RuntimeError) as exc:
-            raise SubstrateError(f"circuit '{c.name}': L_FF is singular ({exc}); "
+            raise SubstrateError(f"circuit '{c.name}': A_FF is singular ({exc}); "
                                  "a node may have no path to a source") from None
-        Pt = np.zeros((len(F), len(c.outputs)))
-        Pt[c.out_in_free, np.arange(len(c.outputs))] = 1.0
-        self.Z = self.solve(Pt)
+        self.Pt = np.zeros((len(F), len(c.outputs)))
+        self.Pt[c.out_in_free, np.arange(len(c.outputs))] = 1.0
+        self.Z = self.solve(self.Pt)
         self.K = self.Z[c.out_in_free]
-        self.K_cho = sla.cho_factor(self.K, lower=True, check_finite=False)
+        self._Zt = None
+        if self.symmetric:
+            self.K_cho = sla.cho_factor(self.K, lower=True, check_finite=False)
+        else:
+            self.K_lu = sla.lu_factor(self.K, check_finite=False)
 
-    def solve(self, rhs: np.ndarray) -> np.ndarray:
-        """L_FF^-1 rhs for rhs (|F|, k), real or complex."""
+    @property
+    def Zt(self) -> np.ndarray:
+        """A_FF^-T P^T: the adjoint network's response to output currents (Z itself for resistors)."""
+        if self.symmetric:
+            return self.Z
+        if self._Zt is None:
+            self._Zt = self.solve(self.Pt, transpose=True)
+        return self._Zt
+
+    def solve_K(self, rhs: np.ndarray) -> np.ndarray:
+        """K^-1 rhs for rhs (|O|, k)."""
+        if self.symmetric:
+            return sla.cho_solve(self.K_cho, rhs, check_finite=False)
+        return sla.lu_solve(self.K_lu, rhs, check_finite=False)
+
+    def solve(self, rhs: np.ndarray, transpose: bool = False) -> np.ndarray:
+        """A_FF^-1 rhs (A_FF^-T rhs with ``transpose``) for rhs (|F|, k), real or complex."""
         if np.iscomplexobj(rhs):
-            return self.solve(rhs.real) + 1j * self.solve(rhs.imag)
-        if self.dense:
+            return self.solve(rhs.real, transpose) + 1j * self.solve(rhs.imag, transpose)
+        if self.dense and self.symmetric:
             return sla.cho_solve(self._cho, rhs, check_finite=False)
-        return self._lu.solve(np.ascontiguousarray(rhs))
+        if self.dense:
+            return sla.lu_solve(self._dlu, rhs, trans=1 if transpose else 0, check_finite=False)
+        return self._lu.solve(np.ascontiguousarray(rhs), trans="T" if transpose and not self.symmetric else "N")
 
 
 class IdealSubstrate(Substrate):
@@ -104,9 +144,10 @@ class IdealSubstrate(Substrate):
         self._fact = None
         self._stamps = _Stamps(circuit)
         self.solves = 0  # factorizations performed, for diagnostics
-        self.write(circuit.g if g is None else g)
+        self.write(circuit.theta if g is None else g)
 
     def write(self, g) -> np.ndarray:
+        """Set theta = (conductances, trainable gm), siemens; returns what was written."""
         self._g = self.circuit.check_g(g).copy()
         self._fact = None
         return self._g.copy()
@@ -117,12 +158,14 @@ class IdealSubstrate(Substrate):
     def factorization(self) -> _Factorization:
         """The factorization for the conductances now written (computed once per write)."""
         if self._fact is None:
-            self._fact = _Factorization(self.circuit, self._g, self._stamps, self.dense_limit)
+            c = self.circuit
+            full = self._g if c.reciprocal else np.concatenate(c.split(self._g))  # g, then every gm
+            self._fact = _Factorization(c, full, self._stamps, self.dense_limit)
             self.solves += 1
         return self._fact
 
     def output_green(self) -> np.ndarray:
-        """K = P L_FF^-1 P^T at the written conductances (ohms)."""
+        """K = P A_FF^-1 P^T at the written parameters (ohms); non-symmetric with VCCS."""
         return self.factorization().K.copy()
 
     def run(self, inputs, experiments) -> list:
@@ -136,6 +179,9 @@ class IdealSubstrate(Substrate):
             V0 = f.solve(-(f.LFS @ s.T)).T  # (batch, |F|)
         results = []
         for e in experiments:
+            if e.transpose and e.sources_on:
+                raise SubstrateError("the adjoint network is realised with every source at 0 V only")
+            Z = f.Zt if e.transpose else f.Z
             base = V0 if e.sources_on else np.zeros((len(X), len(c.free)))
             VO0 = base[:, oif]
             vals = np.asarray(e.values)
@@ -143,14 +189,15 @@ class IdealSubstrate(Substrate):
                 cur = vals
             elif e.mode == "load":
                 beta = e.beta
-                A = np.eye(len(f.K)) + beta * f.K
-                VO = np.linalg.solve(A, VO0.T + beta * (f.K @ vals.T)).T
+                K = Z[oif]
+                A = np.eye(len(K)) + beta * K
+                VO = np.linalg.solve(A, VO0.T + beta * (K @ vals.T)).T
                 cur = beta * (vals - VO)
             elif e.mode == "clamp":
-                cur = sla.cho_solve(f.K_cho, (vals - VO0).T, check_finite=False).T
+                cur = (f.solve_K((vals - VO0).T) if not e.transpose or f.symmetric else np.linalg.solve(Z[oif], (vals - VO0).T)).T
             else:
                 raise SubstrateError(f"unknown experiment mode {e.mode!r}")
-            VF = base + cur @ f.Z.T
+            VF = base + cur @ Z.T
             V = np.zeros((len(X), c.n), dtype=VF.dtype)
             if e.sources_on:
                 V[:, c.sources] = s

@@ -37,9 +37,21 @@ CLAMP_ETA = 0.05
 
 
 def cocontent(meas: Measurements, state) -> np.ndarray:
-    """f_e = 1/2 dV_e^2 per example and edge, (batch, m) V^2; holomorphic (no conjugate)."""
-    dV = meas.circuit.drops(meas[state])
-    return 0.5 * dV * dV
+    """f_theta per example and parameter, (batch, n_params) V^2; holomorphic (no conjugate).
+
+    Each element's local signal (spec 7.2): an edge's co-content 1/2 dV_e^2; a
+    trainable VCCS's (V_ctrl_p - V_ctrl_n) at the free state times (V_out_p - V_out_n)
+    at ``state``, so that d f / d beta at 0 is -mu^T dF/dtheta for both kinds.
+    """
+    c = meas.circuit
+    V = meas[state]
+    dV = c.drops(V)
+    f = 0.5 * dV * dV
+    j = c.trainable_vccs
+    if len(j):
+        vc = c.control_drops(meas[Free()])[:, j]
+        f = np.concatenate([f, vc * c.output_drops(V)[:, j]], axis=1)
+    return f
 
 
 class Rule:
@@ -88,7 +100,7 @@ class Rule:
 
 
 class GradientDescent(Rule):
-    """Exact gradient from the adjoint experiment: ghat = -dV dlambda."""
+    """Exact gradient from the adjoint experiment: ghat = -lambda^T dF/dtheta (edges: -dV dlambda)."""
 
     name, uses_nudge = "gd", False
 
@@ -97,7 +109,9 @@ class GradientDescent(Rule):
 
     def estimate(self, meas):
         c = meas.circuit
-        return -np.mean(c.drops(meas[Free()]) * c.drops(meas[Adjoint()]), axis=0)
+        if c.reciprocal:
+            return -np.mean(c.drops(meas[Free()]) * c.drops(meas[Adjoint()]), axis=0)
+        return -np.mean(c.signal_products(meas[Free()], meas[Adjoint()]), axis=0)
 
 
 class EP(Rule):

@@ -70,7 +70,8 @@ class Clamp:
 
 @dataclass(frozen=True)
 class Adjoint:
-    """The adjoint state lambda: every source at 0 V, current r = V_O - y injected into the outputs."""
+    """The adjoint state lambda: every source at 0 V, current r = V_O - y injected into the outputs
+    of the adjoint network (A_FF^T lambda = P^T r; the circuit itself when it is reciprocal)."""
 
     key = "adjoint"
 
@@ -104,12 +105,15 @@ class Experiment:
     mode : 'current' | 'load' | 'clamp'.
     values : (batch, |O|): injected current (A), load target (V) or clamp voltage (V).
     beta : the load conductance (S), for mode 'load' only; may be complex.
+    transpose : run it on the adjoint network (A_FF^T: every VCCS with its output and
+        control ports swapped); the same circuit when it is reciprocal. Sources at 0 V only.
     """
 
     sources_on: bool
     mode: str
     values: np.ndarray
     beta: complex = 0.0
+    transpose: bool = False
 
     @staticmethod
     def free(batch, n_out, sources_on=True):
@@ -186,13 +190,21 @@ class Substrate(ABC):
     probe_current = 1.0
 
     def output_green(self) -> np.ndarray:
-        """K (|O| x |O|, ohms), measured: sources at 0 V, ``probe_current`` into each output in turn."""
+        """K (|O| x |O|, ohms), measured: sources at 0 V, ``probe_current`` into each output in turn.
+
+        Symmetrised for a reciprocal circuit (its K is symmetric); as measured with VCCS.
+        """
         n_out = len(self.circuit.outputs)
         X = np.zeros((n_out, len(self.circuit.inputs)))
         I = float(self.probe_current)
         V = self.run(X, [Experiment(False, "current", I * np.eye(n_out))])[0]
         K = V[:, list(self.circuit.outputs)].T / I
-        return 0.5 * (K + K.T)
+        return 0.5 * (K + K.T) if self.circuit.reciprocal else K
+
+    def kappa_max(self) -> float:
+        """kappa_max (ohms): the spectral radius of the measured K; 1/kappa_max is EP's nudge radius."""
+        from hil.exact import kappa_max
+        return kappa_max(self.output_green())
 
     def adjoint_gain(self) -> float:
         """g_adj (S): the adjoint experiment injects g_adj r amperes and divides the readings by g_adj.
@@ -202,7 +214,7 @@ class Substrate(ABC):
         at any gain.
         """
         if getattr(self, "_adjoint_gain", None) is None:
-            self._adjoint_gain = 1.0 / float(np.linalg.eigvalsh(self.output_green()).max())
+            self._adjoint_gain = 1.0 / self.kappa_max()
         return self._adjoint_gain
 
     def measure(self, inputs, targets, states) -> Measurements:
@@ -238,7 +250,7 @@ class Substrate(ABC):
         gain = 1.0
         if any(isinstance(s, (Adjoint, AdjointClamp)) for s in states):
             gain = self.adjoint_gain()
-            round2.append((Adjoint.key, Experiment(False, "current", gain * r)))
+            round2.append((Adjoint.key, Experiment(False, "current", gain * r, transpose=True)))
         if round2:
             for (key, _), v in zip(round2, self.run(X, [e for _, e in round2])):
                 V[key] = v / gain if key == Adjoint.key else v

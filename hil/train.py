@@ -96,7 +96,7 @@ class Trainer:
         self.message_counts = {}
         self.rule = make_rule(config.rule, config.nudge, config.points)
         if config.kappa_max is None:
-            config.kappa_max = float(np.linalg.eigvalsh(substrate.output_green()).max())
+            config.kappa_max = substrate.kappa_max()
         self.rule.configure(config.kappa_max)
         if config.nudge is None:
             config.nudge = self.rule.nudge
@@ -149,7 +149,7 @@ class Trainer:
         rng = rng or np.random.default_rng(cfg.seed)
         every = cfg.checkpoint_every or max(1, cfg.steps // 20)
         g = self.sub.read()
-        lo, hi = c.g_min, c.g_max
+        lo, hi = c.bounds()
         n = t.n_train
         batch = n if not cfg.batch or cfg.batch >= n else cfg.batch
         t0 = time.perf_counter()

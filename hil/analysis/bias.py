@@ -69,7 +69,7 @@ def fit_order(nudges, estimates, ref_norm, radius) -> float | None:
 def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int = 1, seed: int = 0,
           progress=None) -> dict:
     """Run the bias sweep; returns {'points': [...], 'rules': {name: {...}}, 'radius': S, 'kappa_max': ohm}."""
-    kappa = float(np.linalg.eigvalsh(sub.output_green()).max())
+    kappa = sub.kappa_max()
     radius = 1.0 / kappa
     ref = reference_gradient(sub, X, Y)
     ref_norm = float(np.linalg.norm(ref))

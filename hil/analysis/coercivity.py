@@ -19,14 +19,17 @@ from hil.circuit import Circuit
 
 
 def pinned(c: Circuit, g) -> np.ndarray:
-    """Edges at a conductance bound (bool, (m,)): clipping holds them there."""
+    """Parameters at a bound (bool, (n_params,)): clipping holds them there."""
     g = np.asarray(g)
-    return (g <= c.g_min * (1 + 1e-12)) | (g >= c.g_max * (1 - 1e-12))
+    if g.shape != (c.n_params,):
+        return (g <= c.g_min * (1 + 1e-12)) | (g >= c.g_max * (1 - 1e-12))
+    lo, hi = c.bounds()
+    return (g <= lo + 1e-12 * np.abs(lo)) | (g >= hi - 1e-12 * np.abs(hi))
 
 
 def dead_edges(c: Circuit, X, g=None, tol: float = 1e-9) -> list:
     """Edges whose column of J vanishes, with why: ({'edge', 'reason'})."""
-    g = c.g if g is None else np.asarray(g)
+    g = c.theta if g is None else np.asarray(g)
     J = exact.jacobian(c, X, g)
     dV = c.drops(exact.free_state(c, X, g))
     scale = np.abs(J).max() or 1.0
@@ -98,7 +101,7 @@ def report(c: Circuit, X, g=None, lr: dict | None = None) -> dict:
     from hil.rules import make_rule
     from hil.train import default_lr
 
-    g = c.g if g is None else np.asarray(g, float)
+    g = c.theta if g is None else np.asarray(g, float)
     X = np.atleast_2d(X)
     J = exact.jacobian(c, X, g)
     Q = exact.residual_basis(c, X)

@@ -40,7 +40,7 @@ def _order(v):
 
 
 def bias_section(sub, X, Y, out: Path, tag: str, rules=RULES) -> tuple:
-    kappa = float(np.linalg.eigvalsh(sub.output_green()).max())
+    kappa = sub.kappa_max()
     res = sweep(sub, X, Y, rules, np.geomspace(1e-3 / kappa, 0.5 / kappa, 10))
     write_outputs(res, out / f"bias-{tag}", f"{sub.circuit.name}: {tag}")
     (out / f"bias-{tag}" / "bias.png").rename(out / f"bias-{tag}.png")

@@ -13,7 +13,10 @@ bench would:
   negative for beta < 0) to a source ``Vld_<o>`` at the target;
 - ``clamp``: each output is held by a voltage source ``Vcl_<o>``.
 
-Each input is a voltage source ``Vin_<i>``.
+Each input is a voltage source ``Vin_<i>``. A VCCS ``G1`` of the circuit is SPICE's
+``Gv_G1 out_p out_n ctrl_p ctrl_n gm`` (its ``gain`` is altered on a write); the
+adjoint deck (``adjoint=True``) swaps its output and control ports, which realises
+A_FF^T (spec 7.2).
 """
 
 from __future__ import annotations
@@ -43,8 +46,11 @@ def element(kind: str, prefix: str, name: str) -> str:
     return f"{kind}{prefix}_{name}".lower()
 
 
-def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None):
+def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None, gm=None, adjoint: bool = False):
     """A PySpice ``Circuit`` of ``c``, variant 'open' or 'clamp'.
+
+    ``gm`` (k,) siemens: every VCCS's transconductance (default: the circuit's);
+    ``adjoint``: each VCCS with output and control ports swapped (the adjoint network).
 
     ``device`` (:mod:`hil.spice.devices`; default: ideal resistors) places each
     edge's elements at parameters ``params``; its non-idealities add a series
@@ -77,6 +83,15 @@ def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None
             sc.R(f"w_{name}", na, f"hw_{name}".lower(), repr(ni.wire_resistance))
             na = f"hw_{name}".lower()
         device.add_edge(sc, e, na, nn(c.b[e]), float(params[e]))
+    gm = c.gm if gm is None else np.asarray(gm, float)
+    for j in range(c.k):
+        name = c.vccs_names[j]
+        if not NAME_RE.match(name):
+            raise ValueError(f"vccs name {name!r} is not a plain identifier")
+        op, on, cp, cn = (nn(i) for i in c.vccs_nodes[j])
+        if adjoint:
+            op, on, cp, cn = cp, cn, op, on
+        sc.VCCS(f"v_{name}", op, on, cp, cn, repr(float(gm[j])))
     values = np.zeros(len(c.inputs)) if inputs is None else np.asarray(inputs, float).reshape(len(c.inputs))
     for i, v in zip(c.inputs, values):
         name = c.nodes[i]
@@ -101,5 +116,6 @@ def standalone_deck(c: Circuit, params, inputs, device=None) -> str:
     sc = build(c, params, "open", "hil_deck", device=device, inputs=inputs)
     nodes = [node_name(c, i) for i in range(c.n) if i != c.ground]
     body = str(sc).split("\n", 1)[1]  # PySpice's .title line replaced by a comment naming the circuit
-    return (f"* hil: free state of circuit {c.name!r}; edges are resistors of 1/g ohms\n" + body
+    what = "edges are resistors of 1/g ohms" + ("; Gv_* are its VCCS (gm in siemens)" if c.k else "")
+    return (f"* hil: free state of circuit {c.name!r}; {what}\n" + body
             + ".control\nop\nprint " + " ".join(f"v({n})" for n in nodes) + "\n.endc\n.end\n")

@@ -47,16 +47,22 @@ class NgSpiceSubstrate(Substrate):
         self._noisy = True
         n = next(_ids)
         self.titles = {"open": f"hil{n}_open", "clamp": f"hil{n}_clamp"}
-        g0 = circuit.check_g(circuit.g if g is None else g)
+        if not circuit.reciprocal:  # the adjoint network: A_FF^T, every VCCS turned round
+            self.titles["adjoint"] = f"hil{n}_adjoint"
+        g0, gm0 = circuit.split(circuit.check_g(circuit.theta if g is None else g))
         p0 = self.device.param_from_g(np.clip(g0, circuit.g_min, circuit.g_max))
         self.device.check(p0)
         self._values = {}  # deck -> {(element, param): value} as last written
         for variant, title in self.titles.items():
-            self.s.load(title, str(netlist.build(circuit, p0, variant, title, self.device)) + ".end\n")
+            deck = netlist.build(circuit, p0, "open" if variant == "adjoint" else variant, title, self.device,
+                                 gm=gm0, adjoint=variant == "adjoint")
+            self.s.load(title, str(deck) + ".end\n")
             self._values[title] = {}
         self._p = p0.copy()
+        self._gm = gm0.copy()
         c = circuit
         el = netlist.element
+        self._gv = [el("g", "v", nm) for nm in c.vccs_names]
         self._vin = [el("v", "in", c.nodes[i]) for i in c.inputs]
         self._inj = [el("i", "inj", c.nodes[o]) for o in c.outputs]
         self._rld = [el("r", "ld", c.nodes[o]) for o in c.outputs]
@@ -93,9 +99,21 @@ class NgSpiceSubstrate(Substrate):
     def read_params(self) -> np.ndarray:
         return self._p.copy()
 
+    def write_gm(self, gm) -> None:
+        """Set every VCCS's transconductance (k,) siemens in each deck (``alter ... gain``)."""
+        gm = np.asarray(gm, float)
+        for title in self.titles.values():
+            self.s.use(title)
+            for j in np.flatnonzero(gm != self._gm):
+                self._set(title, self._gv[j], "gain", gm[j])
+        self._gm = gm.copy()
+
     def write(self, g) -> np.ndarray:
-        """Write conductances g (S): the device's nearest parameters, with write noise and drift."""
-        g = self.circuit.check_g(g)
+        """Write theta (S): conductances as the device's nearest parameters, with write noise and
+        drift; transconductances exactly. Returns the theta realised."""
+        g, gm = self.circuit.split(self.circuit.check_g(g))
+        if self.circuit.k:
+            self.write_gm(gm)
         ni, dev = self.nonideal, self.device
         target = dev.param_from_g(g)
         if ni.drift_tau and dev.name == "mosfet":
@@ -113,10 +131,13 @@ class NgSpiceSubstrate(Substrate):
         if dev.name == "digipot":
             target = np.round(target)
         self.write_params(target)
-        return dev.g_from_param(self._p)
+        return self.read()
 
     def read(self) -> np.ndarray:
-        return self.device.g_from_param(self._p)
+        g = self.device.g_from_param(self._p)
+        if len(self.circuit.trainable_vccs):
+            g = np.concatenate([g, self._gm[self.circuit.trainable_vccs]])
+        return g
 
     # -- experiments -------------------------------------------------------------
     @contextlib.contextmanager
@@ -156,7 +177,10 @@ class NgSpiceSubstrate(Substrate):
         for e in experiments:
             if np.iscomplexobj(e.values) or complex(e.beta).imag:
                 raise SubstrateError("ngspice substrate: complex values need an AC analysis (not supported)")
-            title = self.titles["clamp" if e.mode == "clamp" else "open"]
+            adj = e.transpose and not c.reciprocal
+            if adj and (e.sources_on or e.mode != "current"):
+                raise SubstrateError("the adjoint network is realised with every source at 0 V and injected currents only")
+            title = self.titles["adjoint" if adj else "clamp" if e.mode == "clamp" else "open"]
             self.s.use(title)
             V = np.zeros((len(X), c.n))
             for i in range(len(X)):
@@ -182,15 +206,16 @@ class NgSpiceSubstrate(Substrate):
         title = self.titles["open"]
         self.s.use(title)
         names = [self.device.sens_vector(e).encode("ascii") for e in range(c.m)]
+        names += [f"{self._gv[j]}_gain".encode("ascii") for j in c.trainable_vccs]
         free = Experiment.free(len(X), len(c.outputs))
-        dV = np.zeros((len(X), len(c.outputs), c.m))
+        dV = np.zeros((len(X), len(c.outputs), len(names)))
         for i, x in enumerate(np.atleast_2d(X)):
             self._set_sources(title, x, free, i)
             for k, o in enumerate(c.outputs):
                 self.s.command(f"sens v({netlist.node_name(c, o)})", what=f"sens of output '{c.nodes[o]}' on {c.name}")
                 dV[i, k] = self.s.scalars(names)
                 self.s.destroy_plots()
-        dpdg = self.device.dparam_dg(self._p)
+        dpdg = np.concatenate([self.device.dparam_dg(self._p), np.ones(len(c.trainable_vccs))])
         return np.mean(np.einsum("io,ioe->ie", r, dV), axis=0) * dpdg
 
     def diagnostics(self) -> list:
