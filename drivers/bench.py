@@ -214,6 +214,10 @@ class BenchSubstrate(Substrate):
             self.board.set_all(g)
         raise BenchError(f"{self.board.name}: wrote {g.tolist()} but reads back {got.tolist()}")
 
+    def homeostasis(self) -> tuple:
+        """(0, 0): a resistor board is reciprocal (VCCS circuits are refused), so A is symmetric."""
+        return 0.0, np.zeros(self.circuit.n_params)
+
     def read(self) -> np.ndarray:
         return self._g.copy()
 

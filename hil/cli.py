@@ -19,7 +19,7 @@ UNITS = ("units: conductances and EP's --nudge (beta) in siemens; CL's and AL's 
          "dimensionless; voltages in V; loss = mean over examples of 1/2 ||V_O - y||^2 in V^2; "
          "--lr in S^2/V^2.")
 
-NUDGE_HELP = ("nudge size: beta in siemens for ep, ep-sym, ep-holo, ep-open; eta (dimensionless) for cl, al. "
+NUDGE_HELP = ("nudge size: beta in siemens for ep, ep-sym, ep-holo, ep-open, ep-stencil; eta (dimensionless) for cl, al. "
               "Default: beta = 0.05 / kappa_max, 5%% of the convergence radius 1/kappa_max (kappa_max: the "
               "largest eigenvalue of the output Green's matrix K, ohms); eta = 0.05.")
 LR_HELP = ("learning rate alpha in S^2/V^2 (update: g <- g - alpha * ghat). Default: 0.25 / lambda_max of the "
@@ -41,10 +41,12 @@ def _add_task(p, required=True):
 
 
 def _add_rule(p):
-    p.add_argument("--rule", default="ep-sym", help="gd, ep, ep-sym, ep-holo, ep-open, cl, al (default ep-sym); "
-                                                     "ep-holo:N sets the points")
+    p.add_argument("--rule", default="ep-sym", help="gd, ep, ep-sym, ep-holo, ep-open, ep-stencil, cl, al (default "
+                                                     "ep-sym); ep-holo:N sets the points, ep-stencil:N the stencil's "
+                                                     "half-width (2N real nudges, bias O(beta^2N))")
     p.add_argument("--nudge", type=float, default=None, help=NUDGE_HELP)
-    p.add_argument("--points", type=int, default=None, help="ep-holo: number of points N on the circle (default 4)")
+    p.add_argument("--points", type=int, default=None, help="ep-holo: number of points N on the circle (default 4); "
+                                                                    "ep-stencil: half-width N (default 2)")
 
 
 def _add_backend(p):
@@ -52,9 +54,11 @@ def _add_backend(p):
                    help="substrate: ideal (exact linear model, default), ngspice (libngspice through PySpice), "
                         "bench (instruments through pyvisa, --bench FILE)")
     p.add_argument("--bench", metavar="FILE", help="bench: the bench file (instruments, VISA resources, limits)")
-    p.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"],
+    p.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet", "mosfet-mid"],
                    help="ngspice: the programmable resistor on each edge: resistor (ideal), digipot (N taps, "
-                        "netlists/digipot.toml), mosfet (NMOS in triode, gate voltage trained; netlists/nmos_level1.lib)")
+                        "netlists/digipot.toml), mosfet (NMOS in triode, gate voltage against ground trained; "
+                        "netlists/nmos_level1.lib; non-reciprocal), mosfet-mid (the same channel with its gate at "
+                        "V_c + (V_d + V_s)/2, V_c trained: reciprocal)")
     p.add_argument("--nonideal", metavar="FILE", help="ngspice: non-idealities (TOML; see netlists/nonideal-example.toml)")
 
 
@@ -94,7 +98,7 @@ def cmd_train(args):
         cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
                           steps=args.steps or 1000, batch=args.batch, seed=args.seed,
                           checkpoint_every=args.checkpoint_every, backend=args.backend,
-                          backend_options=_backend_options(args))
+                          backend_options=_backend_options(args), homeostasis=args.homeostasis)
         res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
             f"run in {res['run_dir']} (loss.png, log.csv)")
@@ -127,26 +131,43 @@ def cmd_grad(args):
     circuit = load_circuit(args.circuit)
     task = _task(args, circuit)
     X, Y = task.X_train, task.Y_train
+    from hil.gradients import decomposition, nudge_bias
     with open_substrate(circuit, args.backend, **_backend_options(args)) as sub:
-        kappa = sub.kappa_max()
+        kappa = sub.kappa_max(X)
         rule = make_rule(args.rule, args.nudge, args.points).configure(kappa)
         est = rule.estimate(sub.measure(X, Y, rule.states()))
         exact = reference_gradient(sub, X, Y, args.reference)
+        dec = decomposition(sub, X, Y, reference=exact)
     n_exact, n_est, err = np.linalg.norm(exact), np.linalg.norm(est), float(np.linalg.norm(est - exact))
     # at a zero of the reference gradient (e.g. at the teacher) only the absolute error means anything
     cos = float(est @ exact / (n_est * n_exact)) if n_exact > 0 and n_est > 0 else None
     rel = float(err / n_exact) if n_exact > 0 else None
-    obj = {"edges": list(circuit.edge_names), "exact": exact.tolist(), "estimate": est.tolist(),
+    ep_family = rule.nudge_unit == "S"
+    nb = nudge_bias(est, dec) if ep_family else None
+    cml = [x for x in dec["cos_mu_lambda"] if x is not None]
+    obj = {"edges": list(circuit.edge_names), "params": list(circuit.param_names), "exact": exact.tolist(),
+           "estimate": est.tolist(), "limit": dec["limit"].tolist(),
            "cosine": cos, "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge,
+           "nudge_bias": nb, "asymmetry_bias": dec["asymmetry_bias"], "cos_limit": dec["cos_limit"],
+           "cos_mu_lambda": dec["cos_mu_lambda"], "symmetry_index": dec["symmetry_index"],
            "backend": args.backend,
            "reference": {"auto": "adjoint formula" if args.backend == "ideal" else "ngspice sens analysis",
                          "sens": "ngspice sens analysis", "fd": "central differences through the substrate"}[args.reference]}
     summary = (f"cosine {cos:.6f}" if cos is not None else "cosine undefined") + ", " + (
         f"relative error {rel:.3e}" if rel is not None else
         f"the reference gradient is zero; absolute error {err:.3e} V^2/S")
+    f = lambda x, spec=".3e": "-" if x is None else format(x, spec)
+    si = dec["symmetry_index"]
     lines = [f"{rule.describe()} on {circuit.name}: {summary}",
-             f"{'edge':>8} {'exact dC/dg (V^2/S)':>22} {'estimate':>14}"]
-    lines += [f"{n:>8} {e:22.6g} {s:14.6g}" for n, e, s in zip(circuit.edge_names, exact, est)]
+             "error split (spec 7.2), relative to ||dC/dtheta||: "
+             + (f"nudge bias ||ghat(beta) - ghat(0)|| = {f(nb)}, " if ep_family else "")
+             + f"asymmetry bias ||ghat(0) - dC/dtheta|| = {f(dec['asymmetry_bias'])}",
+             f"cos(ghat(0), dC/dtheta) = {f(dec['cos_limit'], '.6f')}; error-vector alignment cos(mu, lambda) "
+             + (f"{min(cml):.6f} to {max(cml):.6f} over {len(cml)} examples" if cml else "-")
+             + f"; Jacobian symmetry index {f(si, '.6f') if si is not None else '- (nonlinear device: not measured)'}",
+             f"{'param':>8} {'exact dC/dtheta (V^2/S)':>24} {'estimate':>14} {'ghat(0)':>14}"]
+    lines += [f"{n:>8} {e:24.6g} {s:14.6g} {z:14.6g}"
+              for n, e, s, z in zip(circuit.param_names, exact, est, dec["limit"])]
     _emit(args, obj, "\n".join(lines))
 
 
@@ -159,14 +180,17 @@ def cmd_info(args):
     K = output_green(c)
     kmax = kappa_max(K)
     ev = np.linalg.eigvalsh(K) if c.reciprocal else np.linalg.eigvals(K)
+    from hil.exact import homeostasis_stochastic
     A = conductance_matrix(c)[c.free][:, c.free]
     si = symmetry_index(A)
+    Hs, Hse = homeostasis_stochastic(lambda E: A @ E, lambda E: A.T @ E, A.shape[0], 400, 0)
     obj = {"name": c.name, "source": c.source, "nodes": list(c.nodes), "edges": list(c.edge_names),
            "vccs": list(c.vccs_names), "n_nodes": c.n, "n_edges": c.m, "n_vccs": c.k, "n_params": c.n_params,
            "ground": c.nodes[c.ground], "inputs": c.input_names,
            "outputs": c.output_names, "g_min": c.g_min, "g_max": c.g_max,
            "K_eigenvalues": ev.tolist() if c.reciprocal else [[float(x.real), float(x.imag)] for x in ev],
-           "kappa_max": kmax, "nudge_radius": 1 / kmax, "symmetry_index": si, "homeostasis_H": homeostasis(c)}
+           "kappa_max": kmax, "nudge_radius": 1 / kmax, "symmetry_index": si, "homeostasis_H": homeostasis(c),
+           "homeostasis_H_stochastic": [Hs, Hse]}
     fmt = (lambda x: f"{x:.4g}") if c.reciprocal else (lambda x: f"{x.real:.4g}{x.imag:+.3g}j")
     lines = [f"{c.name} ({c.source}): {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS" if c.k else "") +
              f"; ground {obj['ground']}; "
@@ -175,7 +199,8 @@ def cmd_info(args):
              f"eigenvalues of K (ohms): {', '.join(fmt(x) for x in ev)}",
              f"EP nudge radius 1/kappa_max = {1 / kmax:.4g} S" + ("" if c.reciprocal else " (kappa_max: spectral radius of K)"),
              f"Jacobian symmetry index ||A_sym|| / (||A_sym|| + ||A_anti||) = {si:.6g} "
-             f"({'reciprocal' if si == 1 else 'non-reciprocal'}); H = 1/2 ||A - A^T||_F^2 = {obj['homeostasis_H']:.4g} S^2"]
+             f"({'reciprocal' if si == 1 else 'non-reciprocal'}); H = 1/2 ||A - A^T||_F^2 = {obj['homeostasis_H']:.4g} S^2 "
+             f"(stochastic estimate, 400 probes: {Hs:.4g} +- {Hse:.2g})"]
     task = _task(args, c)
     if task is not None:
         X = task.X_train
@@ -238,20 +263,33 @@ def cmd_bias(args):
     if args.noise < 0:
         raise ValueError(f"--noise {args.noise}: must be a voltage >= 0")
     with open_substrate(c, args.backend, **_backend_options(args)) as sub:
-        kappa = sub.kappa_max()
+        kappa = sub.kappa_max(task.X_train)
         grid = _nudge_grid(args.nudges, kappa)
         with Progress(len(rules) * len(grid), "bias", enabled=None if not args.json else False) as bar:
             res = sweep(sub, task.X_train, task.Y_train, rules, grid, noise=args.noise, repeats=args.repeats,
                         seed=args.seed, progress=lambda d, t: bar.update(d))
     paths = write_outputs(res, args.out, f"{c.name}: {args.backend}" + (f", noise {args.noise:g} V" if args.noise else ""))
+    si = res["symmetry_index"]
+    cml = [x for x in res["cos_mu_lambda"] if x is not None]
     lines = [f"{c.name} ({args.backend}): convergence radius 1/kappa_max = {res['radius']:.4g} S; "
-             f"reference |dC/dg| = {res['ref_norm']:.4g} V^2/S",
-             f"{'rule':<10} {'order':>7} {'best nudge':>12} {'rel. MSE':>10}"]
+             f"reference |dC/dtheta| = {res['ref_norm']:.4g} V^2/S",
+             f"asymmetry bias ||ghat(0) - dC/dtheta|| / ||dC/dtheta|| = {res['asymmetry_bias']:.3e} (every EP rule, "
+             f"any nudge); cos(ghat(0), dC/dtheta) = {res['cos_limit']:.6f}; cos(mu, lambda) "
+             + (f"{min(cml):.6f}..{max(cml):.6f}" if cml else "-")
+             + f"; Jacobian symmetry index {'-' if si is None else format(si, '.6f')}",
+             f"{'rule':<12} {'order':>7} {'best nudge':>12} {'rel. MSE':>10} {'nudge bias at smallest':>23}"]
     for name, r in res["rules"].items():
         order = f"{r['slope']:.2f}" if r["slope"] is not None else "exact"
-        lines.append(f"{name:<10} {order:>7} {r['best_nudge']:12.4g} {r['best_mse']:10.3g}")
+        nb = r["nudge_bias"][0]
+        lines.append(f"{name:<12} {order:>7} {r['best_nudge']:12.4g} {r['best_mse']:10.3g} "
+                     f"{'-' if nb is None else format(nb, '.3e'):>23}"
+                     + (f"  (no operating point at beta = {', '.join(f'{b:.3g}' for b in r['failed'])} S: "
+                        "left out)" if r["failed"] else ""))
     lines.append("wrote " + ", ".join(map(str, paths)))
     _emit(args, {"rules": res["rules"], "radius": res["radius"], "kappa_max": res["kappa_max"],
+                 "nudge_bias": {n: r["nudge_bias"] for n, r in res["rules"].items()},
+                 "asymmetry_bias": res["asymmetry_bias"], "symmetry_index": si, "cos_limit": res["cos_limit"],
+                 "cos_mu_lambda": res["cos_mu_lambda"], "nudges": [float(x) for x in grid],
                  "out": str(args.out)}, "\n".join(lines))
 
 
@@ -376,8 +414,18 @@ def cmd_generate(args):
         c = gen.lattice(args.rows, args.cols, args.seed, args.inputs, args.outputs)
     else:
         c = gen.crossbar(tuple(int(x) for x in args.layers.split(",")), args.seed)
+    if args.vccs_pairs or args.vccs_singles:
+        if args.vccs_pairs < 0 or args.vccs_singles < 0:
+            raise ValueError("--vccs-pairs and --vccs-singles must be >= 0")
+        if args.vccs_scale is not None and not (np.isfinite(args.vccs_scale) and args.vccs_scale > 0):
+            raise ValueError(f"--vccs-scale {args.vccs_scale}: must be a positive number of siemens")
+        c = gen.add_vccs(c, args.vccs_pairs, args.seed, args.vccs_scale, args.asymmetry, args.vccs_singles)
     c.save(args.o)
-    _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m}, f"wrote {args.o}: {c.n} nodes, {c.m} edges")
+    from hil.exact import symmetry_index
+    from hil.exact import conductance_matrix
+    si = symmetry_index(conductance_matrix(c)[c.free][:, c.free])
+    _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m, "vccs": c.k, "symmetry_index": si},
+          f"wrote {args.o}: {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS (symmetry index {si:.4f})" if c.k else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seed for batch sampling and the CSV split")
     t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/20)")
     _add_backend(t)
+    t.add_argument("--homeostasis", type=float, default=0.0, metavar="W",
+                   help="homeostasis weight w in V^2/S^2 (spec 7.3): the update becomes -alpha (ghat + w dH/dtheta), "
+                        "H = 1/2 ||A - A^T||_F^2 the Jacobian's asymmetry (S^2), logged per step (log.csv, "
+                        "homeostasis.png). Acts on trainable VCCS only; stable below w = 0.5 / alpha for a pair")
     t.add_argument("--out", help="run directory to create")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
 
@@ -422,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("circuit")
     _add_task(b)
     _add_backend(b)
-    b.add_argument("--rules", default="ep,ep-sym,ep-holo:4,ep-open,cl,al", help="comma-separated rules")
+    b.add_argument("--rules", default="ep,ep-sym,ep-holo:4,ep-stencil:2,ep-open,cl,al", help="comma-separated rules")
     b.add_argument("--nudges", metavar="LO:HI:COUNT", help="log grid of beta in siemens (CL, AL: eta = beta kappa_max); "
                                                             "default 1e-3/kappa_max : 0.5/kappa_max : 10")
     b.add_argument("--noise", type=float, default=0.0, help="voltmeter noise, volts rms on every reading")
@@ -433,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     em = add("emulate", cmd_emulate, "Serve an emulated bench (SCPI over loopback TCP) backed by a simulated circuit.")
     em.add_argument("circuit")
     em.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
-    em.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
+    em.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet", "mosfet-mid"])
     em.add_argument("--nonideal", metavar="FILE")
     em.add_argument("--bench-file", metavar="FILE", help="where to write the bench file (default CIRCUIT-bench.toml)")
     em.add_argument("--port", type=int, default=0, help="first port (default: free ports chosen by the system)")
@@ -451,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--batch", type=int, default=None, help="examples per step (default: all; seeds matter below that)")
     sw.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     sw.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
-    sw.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
+    sw.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet", "mosfet-mid"])
     sw.add_argument("--out", required=True)
 
     pt = add("perturb", cmd_perturb, "Write a copy of a circuit with every conductance scaled by a random "
@@ -472,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = add("netlist", cmd_netlist, "Write a standalone SPICE deck: `ngspice -b FILE` prints the free-state node voltages.")
     n.add_argument("circuit")
-    n.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
+    n.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet", "mosfet-mid"])
     n.add_argument("--nonideal", metavar="FILE", help="non-idealities (TOML): tolerance, wire and source resistance")
     n.add_argument("--inputs", help="input voltages, comma-separated (default 1 V each)")
     n.add_argument("-o", required=True, metavar="FILE.cir")
@@ -488,6 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--inputs", type=int, default=2)
     ge.add_argument("--outputs", type=int, default=2)
     ge.add_argument("--seed", type=int, default=0)
+    ge.add_argument("--vccs-pairs", type=int, default=0, metavar="P",
+                    help="add P random VCCS pairs a->b, b->a between free nodes (spec 7.1), trainable")
+    ge.add_argument("--vccs-singles", type=int, default=0, metavar="S", help="add S one-way VCCS couplings")
+    ge.add_argument("--asymmetry", type=float, default=1.0,
+                    help="of each pair: gm_ba = gm_ab (1 - asymmetry); 0 reciprocal, 1 one-way (default 1)")
+    ge.add_argument("--vccs-scale", type=float, default=None, metavar="S",
+                    help="transconductance scale, siemens (default: a quarter of the median edge conductance)")
     return p
 
 

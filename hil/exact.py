@@ -193,25 +193,23 @@ def homeostasis(c: Circuit, g=None) -> float:
     return float(0.5 * np.sum((A - A.T) ** 2))
 
 
-def homeostasis_gradient(c: Circuit, g=None) -> np.ndarray:
-    """dH/dtheta (n_params,), siemens: 2 sum (A - A^T) * dA/dtheta over the free block (spec 7.3).
-
-    Conductances enter A symmetrically (zero); a trainable gm_j enters through its stamp S_j.
-    """
-    A = _blocks(c, g)[0].toarray()
+def homeostasis_gradient(c: Circuit, g=None, A=None) -> np.ndarray:
+    """dH/dtheta (n_params,), siemens: 2 <A - A^T, S_j> over the free block for a trainable gm_j (spec 7.3),
+    S_j its stamp (e_out_p - e_out_n)(e_ctrl_p - e_ctrl_n)^T; zero for conductances, which enter A
+    symmetrically. ``A``: A_FF (dense) when the caller has it."""
+    A = _blocks(c, g)[0].toarray() if A is None else np.asarray(A)
     D = A - A.T
     out = np.zeros(c.n_params)
     pos = -np.ones(c.n, int)
     pos[c.free] = np.arange(len(c.free))
     for i, j in enumerate(c.trainable_vccs):
-        S = np.zeros_like(A)
         op, on, cp, cn = (pos[x] for x in c.vccs_nodes[j])
+        acc = 0.0
         for r, sr in ((op, 1), (on, -1)):
             for q, sq in ((cp, 1), (cn, -1)):
                 if r >= 0 and q >= 0:
-                    S[r, q] += sr * sq
-        # d/dgm 1/2 ||D||_F^2 = <D, S - S^T> = 2 <D, S>, D antisymmetric
-        out[c.m + i] = 2.0 * np.sum(D * S)
+                    acc += sr * sq * D[r, q]
+        out[c.m + i] = 2.0 * acc  # d/dgm 1/2 ||D||_F^2 = <D, S - S^T> = 2 <D, S>, D antisymmetric
     return out
 
 
@@ -276,3 +274,18 @@ def nudged_state_closed_form(c: Circuit, X, Y, beta, g=None) -> np.ndarray:
     K = output_green(c, g)
     I = np.eye(len(K))
     return VO - beta * (K @ np.linalg.solve(I + beta * K, r.T)).T
+
+
+def homeostasis_stochastic(matvec, rmatvec, n: int, samples: int = 100, rng=None) -> tuple:
+    """The stochastic estimate of H (spec 7.3): (mean, standard error), S^2.
+
+    With eps ~ N(0, I_n): E[||A eps||^2 - eps^T A^2 eps] = ||A||_F^2 - tr(A^2) = H, and
+    eps^T A^2 eps = (A^T eps) . (A eps). ``matvec(E)`` returns A E and ``rmatvec(E)``
+    returns A^T E for E (n, samples): physically, the currents that displace the free
+    nodes by eps, on the circuit and on its adjoint network.
+    """
+    rng = np.random.default_rng(rng)
+    E = rng.standard_normal((n, samples))
+    AE, ATE = matvec(E), rmatvec(E)
+    vals = np.sum(AE * AE, axis=0) - np.sum(ATE * AE, axis=0)
+    return float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(samples)) if samples > 1 else float("nan")

@@ -56,3 +56,87 @@ def reference_gradient(sub: Substrate, X, Y, method: str = "auto") -> np.ndarray
         if method == "sens":
             raise ValueError(f"{type(sub).__name__} has no sensitivity analysis; use --reference fd")
         return finite_difference_gradient(sub, X, Y)
+
+
+# -- the two biases of an EP estimate (spec 7.2) ----------------------------------
+
+def error_vectors(sub: Substrate, X, Y) -> tuple:
+    """(mu, lambda), each (batch, n) volts: the forward and adjoint networks' responses to r (spec 7.2).
+
+    Every source at 0 V, the current g_adj r injected into the outputs (readings divided
+    by g_adj, as the adjoint state): mu = A^-1 P^T r on the circuit itself, lambda =
+    A^-T P^T r on its adjoint network. Equal when the circuit is reciprocal.
+    """
+    from hil.substrate import Adjoint, Experiment
+    if sub.small_signal:  # a nonlinear circuit: the small-signal response; its adjoint network is not realisable
+        mu = sub.measure(X, Y, [Free(), Adjoint()])[Adjoint()]
+        return mu, None
+    r = sub.measure(X, Y, [Free()]).residual
+    gain = sub.adjoint_gain()
+    Xz = np.atleast_2d(np.asarray(X, float))
+    mu, lam = sub.run(Xz, [Experiment(False, "current", gain * r), Experiment(False, "current", gain * r,
+                                                                              transpose=True)])
+    return mu / gain, lam / gain
+
+
+def ep_limit(sub: Substrate, X, Y) -> np.ndarray:
+    """ghat(0) = mean over the batch of -mu^T dF/dtheta (V^2/S): generalised EP at an infinitesimal nudge.
+
+    dV/dbeta at beta = 0 is -mu, the response to the output error injected as a current
+    (:func:`error_vectors`), so ghat(0) = d/dbeta of the rules' local signal at 0 needs no
+    finite nudge: exact on linear substrates (ideal, ngspice with resistors or VCCS), the
+    small-signal response about the free operating point on nonlinear ones.
+    """
+    V = sub.measure(X, Y, [Free()])[Free()]
+    mu, _ = error_vectors(sub, X, Y)
+    return -np.mean(sub.circuit.signal_products(V, mu), axis=0)
+
+
+def symmetry_index(sub: Substrate):
+    """||A_sym|| / (||A_sym|| + ||A_anti||) of A_FF at the substrate's parameters, or None where unknown.
+
+    Exact for linear substrates (ideal; ngspice with ideal resistors and VCCS, whose A is the
+    model's); None for nonlinear devices (needs small-signal probes at every node).
+    """
+    from hil.exact import conductance_matrix
+    from hil.exact import symmetry_index as index
+    c = sub.circuit
+    linear = type(sub).__name__ == "IdealSubstrate" or getattr(getattr(sub, "device", None), "name", "") == "resistor"
+    inner = getattr(sub, "inner", None)  # a wrapper (noisy readings) around a substrate
+    if inner is not None:
+        return symmetry_index(inner)
+    if not linear:
+        return None
+    A = conductance_matrix(c, sub.read())
+    return index(A[c.free][:, c.free])
+
+
+def _cos(a, b):
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else None
+
+
+def decomposition(sub: Substrate, X, Y, reference=None, limit=None) -> dict:
+    """The quantities of spec 7.2 that do not depend on a nudge, at the substrate's parameters.
+
+    Returns {'limit': ghat(0), 'reference': dC/dtheta, 'asymmetry_bias': ||ghat(0) - dC/dtheta|| / ||dC/dtheta||,
+    'cos_limit': cos(ghat(0), dC/dtheta), 'cos_mu_lambda': per-example cos(mu, lambda) (list),
+    'symmetry_index': float or None}. The nudge bias of an estimate is :func:`nudge_bias`.
+    """
+    import contextlib
+    ref = reference_gradient(sub, X, Y) if reference is None else np.asarray(reference)
+    quiet = sub.noiseless() if hasattr(sub, "noiseless") else contextlib.nullcontext()
+    with quiet:  # the substrate's own quantities, as its reference gradient: without voltmeter noise
+        g0 = ep_limit(sub, X, Y) if limit is None else np.asarray(limit)
+        mu, lam = error_vectors(sub, X, Y)
+    n = float(np.linalg.norm(ref))
+    cos_ml = [_cos(a, b) for a, b in zip(mu, lam)] if lam is not None else [None] * len(mu)
+    return {"limit": g0, "reference": ref, "ref_norm": n,
+            "asymmetry_bias": float(np.linalg.norm(g0 - ref) / n) if n > 0 else None,
+            "cos_limit": _cos(g0, ref), "cos_mu_lambda": cos_ml, "symmetry_index": symmetry_index(sub)}
+
+
+def nudge_bias(estimate, dec: dict):
+    """||ghat(beta) - ghat(0)|| / ||dC/dtheta|| for an EP estimate, given :func:`decomposition`'s result."""
+    n = dec["ref_norm"]
+    return float(np.linalg.norm(np.asarray(estimate) - dec["limit"]) / n) if n > 0 else None

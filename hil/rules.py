@@ -13,6 +13,8 @@ ep          [f_e(beta) - f_e(0)] / beta             beta, siemens   O(beta)
 ep-sym      [f_e(beta) - f_e(-beta)] / (2 beta)     beta, siemens   O(beta^2)
 ep-holo     Re 1/N sum_k f_e(beta_k) / beta_k       beta, siemens   O(beta^N)
 ep-open     as ep-sym, open-loop current nudge      beta, siemens   exact (linear)
+ep-stencil  sum_j w_j f_e(j beta) / beta,           beta, siemens   O(beta^2N)
+            j = +-1..+-N (central stencil, real)
 cl          [f_e(clamped) - f_e(free)] / eta        eta, 1          -> grad L_K
 al          kappa [f_e(clamp) - f_e(free)] / eta,   eta, 1          -> grad C
             clamp at V_O - (eta / kappa) K r
@@ -180,6 +182,45 @@ class EPHolomorphic(Rule):
         return np.real(acc / self.points)
 
 
+def stencil_weights(n: int) -> np.ndarray:
+    """w_1..w_N of the order-2N central first derivative on the points +-1..+-N (w_-j = -w_j):
+    sum_j w_j [f(j h) - f(-j h)] / h = f'(0) + O(h^2N). N = 1: [1/2]; N = 2: [2/3, -1/12]."""
+    j = np.arange(1, n + 1, dtype=float)
+    M = np.array([2 * j ** p for p in range(1, 2 * n, 2)])  # odd moments
+    rhs = np.zeros(n)
+    rhs[0] = 1.0
+    return np.linalg.solve(M, rhs)
+
+
+class EPStencil(Rule):
+    """EP with real nudges only (a bench): the 2N-point central stencil +-beta, ..., +-N beta (spec 7.2).
+
+    ghat = sum_j w_j [f(j beta) - f(-j beta)] / beta; nudge bias O(beta^2N). N = 1 is ep-sym.
+    """
+
+    name, nudge_unit = "ep-stencil", "S"
+
+    def __init__(self, nudge=None, points: int = 2):
+        if not isinstance(points, (int, np.integer)) or points < 1:
+            raise ValueError(f"rule ep-stencil: points (N, the stencil's half-width) must be a positive integer, "
+                             f"got {points!r}")
+        super().__init__(nudge, int(points))
+
+    def states(self):
+        b = self._need_nudge()
+        return [Free()] + [Nudge(s * j * b) for j in range(1, self.points + 1) for s in (1, -1)]
+
+    def estimate(self, meas):
+        b = self._need_nudge()
+        acc = 0
+        for j, w in enumerate(stencil_weights(self.points), start=1):
+            acc = acc + w * (cocontent(meas, Nudge(j * b)) - cocontent(meas, Nudge(-j * b)))
+        return np.mean(acc, axis=0) / b
+
+    def describe(self) -> str:
+        return super().describe() + f" points={self.points}"
+
+
 class CoupledLearning(Rule):
     """CL: ghat = [f(clamped at V_O + eta (y - V_O)) - f(free)] / eta -> grad of L_K = 1/2 r^T K^-1 r."""
 
@@ -214,7 +255,7 @@ class AdjointCoupledLearning(CoupledLearning):
         return super().estimate(meas) * self.kappa
 
 
-RULES = {r.name: r for r in (GradientDescent, EP, EPSymmetric, EPHolomorphic, EPOpen,
+RULES = {r.name: r for r in (GradientDescent, EP, EPSymmetric, EPHolomorphic, EPOpen, EPStencil,
                              CoupledLearning, AdjointCoupledLearning)}
 
 
@@ -230,4 +271,6 @@ def make_rule(name: str, nudge: float | None = None, points: int | None = None) 
     cls = RULES[name]
     if cls is EPHolomorphic:
         return cls(nudge, 4 if points is None else points)
+    if cls is EPStencil:
+        return cls(nudge, 2 if points is None else points)
     return cls(nudge)

@@ -5,7 +5,8 @@ A run directory holds
 - ``config.json``: the resolved configuration (defaults filled in);
 - ``circuit.toml``: the circuit as the run started;
 - ``task.json``: the examples (so a resume needs nothing outside the folder);
-- ``log.csv``: one row per step: step, train_loss, test_loss, grad_norm, seconds;
+- ``log.csv``: one row per step: step, train_loss, test_loss, grad_norm, seconds (and
+  homeostasis_H, S^2, for a non-reciprocal circuit or a run with homeostasis);
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
 - ``loss.png``: the loss curves; ``result.json`` once the run ends.
@@ -66,7 +67,8 @@ class Run:
     def config(self) -> dict:
         return read_json(self.path / "config.json")
 
-    def create(self, config: dict, circuit_toml: str, task: dict) -> "Run":
+    def create(self, config: dict, circuit_toml: str, task: dict, extra_fields=()) -> "Run":
+        """Create the run directory; ``extra_fields``: log columns after LOG_FIELDS (e.g. homeostasis_H)."""
         if (self.path / "checkpoint.json").exists():
             raise RunError(f"{self.path}: already holds a run; resume it with `hil train --resume {self.path}` "
                            "or choose another --out")
@@ -75,15 +77,21 @@ class Run:
         atomic_write(self.path / "circuit.toml", circuit_toml)
         write_json(self.path / "task.json", task)
         with open(self.path / "log.csv", "w", newline="") as fh:
-            csv.writer(fh).writerow(LOG_FIELDS)
+            csv.writer(fh).writerow(LOG_FIELDS + list(extra_fields))
         return self
+
+    def log_fields(self) -> list:
+        """The columns of log.csv, from its header."""
+        with open(self.path / "log.csv", newline="") as fh:
+            return next(csv.reader(fh))
 
     # -- the per-step log --------------------------------------------------------
     def append_log(self, rows: list) -> None:
+        fields = self.log_fields()
         with open(self.path / "log.csv", "a", newline="") as fh:
             w = csv.writer(fh)
             for r in rows:
-                w.writerow([r[k] for k in LOG_FIELDS])
+                w.writerow([r.get(k, "") for k in fields])
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -91,7 +99,8 @@ class Run:
         """The log as arrays keyed by field."""
         with open(self.path / "log.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
-        return {k: np.array([float(r[k]) if r[k] not in ("", "nan") else np.nan for r in rows]) for k in LOG_FIELDS}
+        return {k: np.array([float(r[k]) if r[k] not in ("", "nan") else np.nan for r in rows])
+                for k in self.log_fields()}
 
     def truncate_log(self, last_step: int) -> None:
         """Drop log rows after ``last_step`` (they are recomputed on resume)."""
@@ -141,6 +150,35 @@ def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:
     ax.legend()
     fig.tight_layout()
     out = run.path / "loss.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    if "homeostasis_H" in log:
+        plot_homeostasis(run, log)
+    return out
+
+
+def plot_homeostasis(run: Run, log: dict | None = None) -> Path:
+    """Write ``homeostasis.png``: H = 1/2 ||A - A^T||_F^2 (S^2, spec 7.3) against step, beside the loss."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    log = log or run.read_log()
+    cfg = run.config
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    a1.semilogy(log["step"], log["train_loss"])
+    a1.set_xlabel("step")
+    a1.set_ylabel("train loss (V^2)")
+    H = log["homeostasis_H"]
+    (a2.semilogy if np.nanmin(H) > 0 else a2.plot)(log["step"], H, color="C3")
+    a2.set_xlabel("step")
+    a2.set_ylabel("H = 1/2 ||A - A^T||_F^2  (S^2)")
+    fig.suptitle(f"{cfg.get('circuit_name', '')}  rule={cfg.get('rule')}  homeostasis w={cfg.get('homeostasis', 0):g}",
+                 fontsize=10)
+    for a in (a1, a2):
+        a.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    out = run.path / "homeostasis.png"
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

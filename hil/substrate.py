@@ -189,22 +189,75 @@ class Substrate(ABC):
     #: the test current (A) that measures K; a bench sets a small one
     probe_current = 1.0
 
-    def output_green(self) -> np.ndarray:
-        """K (|O| x |O|, ohms), measured: sources at 0 V, ``probe_current`` into each output in turn.
+    #: True where the circuit is nonlinear: K and the adjoint experiment are then small-signal
+    #: experiments about the free operating point, with the sources on (a linear one is exact at any amplitude)
+    small_signal = False
+    #: the response (V) a small-signal experiment aims at: millivolts keep a channel in its linear regime
+    signal_volts = 1e-4
 
-        Symmetrised for a reciprocal circuit (its K is symmetric); as measured with VCCS.
+    def output_green(self, inputs=None) -> np.ndarray:
+        """K (|O| x |O|, ohms), measured.
+
+        Linear substrates: sources at 0 V, ``probe_current`` into each output in turn;
+        symmetrised for a reciprocal circuit (its K is symmetric), as measured with VCCS.
+        Nonlinear substrates (``small_signal``): about the free operating point of each example
+        of ``inputs`` (default 0 V; at most 32), +-dI into each output in turn with the sources on,
+        K = (V_O(+dI) - V_O(-dI)) / (2 dI), dI set in a second pass so that the largest response
+        is ``signal_volts``; returns the K with the largest spectral radius (the example whose
+        nudge series converges least far sets the radius).
         """
         n_out = len(self.circuit.outputs)
-        X = np.zeros((n_out, len(self.circuit.inputs)))
-        I = float(self.probe_current)
-        V = self.run(X, [Experiment(False, "current", I * np.eye(n_out))])[0]
-        K = V[:, list(self.circuit.outputs)].T / I
-        return 0.5 * (K + K.T) if self.circuit.reciprocal else K
+        if not self.small_signal:
+            X = np.zeros((n_out, len(self.circuit.inputs)))
+            I = float(self.probe_current)
+            V = self.run(X, [Experiment(False, "current", I * np.eye(n_out))])[0]
+            K = V[:, list(self.circuit.outputs)].T / I
+            return 0.5 * (K + K.T) if self.circuit.reciprocal else K
+        X = np.zeros((1, len(self.circuit.inputs))) if inputs is None else np.atleast_2d(np.asarray(inputs, float))[:32]
+        out = list(self.circuit.outputs)
+        dI = np.full(len(X), self.signal_volts * float(np.median(np.abs(self.read()[:self.circuit.m]))))
+        for _ in range(2):  # the second pass at the amplitude that moves the outputs by signal_volts
+            exps = [Experiment(True, "current", sgn * dI[:, None] * np.eye(n_out)[k][None, :])
+                    for k in range(n_out) for sgn in (1, -1)]
+            Vs = self.run(X, exps)
+            Ks = np.stack([(Vs[2 * k][:, out] - Vs[2 * k + 1][:, out]) / (2 * dI[:, None]) for k in range(n_out)],
+                          axis=2)  # (batch, |O|, |O|): column k answers output k
+            dI = self.signal_volts / np.maximum(np.abs(Ks).max(axis=(1, 2)), 1e-300)
+        radius = [np.abs(np.linalg.eigvals(K)).max() for K in Ks]
+        return Ks[int(np.argmax(radius))]
 
-    def kappa_max(self) -> float:
-        """kappa_max (ohms): the spectral radius of the measured K; 1/kappa_max is EP's nudge radius."""
+    def small_signal_response(self, inputs, currents) -> np.ndarray:
+        """A^-1 P^T c about each example's free operating point (batch, n), volts per ampere x amperes.
+
+        Sources on, +-a_i c_i injected into the outputs, (V(+) - V(-)) / (2 a_i); a_i is set in a
+        second pass so that example i's largest node displacement is ``signal_volts`` (a channel
+        near pinch-off stays in its linear regime). Exact for a linear circuit at any a_i.
+        """
+        X = np.atleast_2d(np.asarray(inputs, float))
+        cur = np.atleast_2d(np.asarray(currents, float))
+        a = self.signal_volts * self.adjoint_gain() / np.maximum(np.abs(cur).max(axis=1), 1e-300)
+        for _ in range(2):
+            Vp, Vm = self.run(X, [Experiment(True, "current", a[:, None] * cur),
+                                  Experiment(True, "current", -a[:, None] * cur)])
+            resp = (Vp - Vm) / (2 * a[:, None])
+            a = self.signal_volts / np.maximum(np.abs(resp).max(axis=1), 1e-300)
+        return resp
+
+    def kappa_max(self, inputs=None) -> float:
+        """kappa_max (ohms): the spectral radius of the measured K; 1/kappa_max is EP's nudge radius.
+
+        ``inputs``: the operating points of a nonlinear substrate (ignored by linear ones)."""
         from hil.exact import kappa_max
-        return kappa_max(self.output_green())
+        return kappa_max(self.output_green(inputs) if self.small_signal else self.output_green())
+
+    def homeostasis(self) -> tuple:
+        """(H, dH/dtheta) at the written parameters: H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2), dH/dtheta (S),
+        the partial derivative at the fixed operating point (spec 7.3).
+
+        Substrates that can measure A (or know it exactly) override this.
+        """
+        raise SubstrateError(f"{type(self).__name__} cannot measure the Jacobian's asymmetry H "
+                             "(needs small-signal probes at every node)")
 
     def adjoint_gain(self) -> float:
         """g_adj (S): the adjoint experiment injects g_adj r amperes and divides the readings by g_adj.
@@ -250,7 +303,12 @@ class Substrate(ABC):
         gain = 1.0
         if any(isinstance(s, (Adjoint, AdjointClamp)) for s in states):
             gain = self.adjoint_gain()
-            round2.append((Adjoint.key, Experiment(False, "current", gain * r, transpose=True)))
+            if self.small_signal:
+                if not c.reciprocal:
+                    raise SubstrateError("the adjoint network of a nonlinear non-reciprocal circuit is not realisable")
+                V[Adjoint.key] = self.small_signal_response(X, r)
+            else:
+                round2.append((Adjoint.key, Experiment(False, "current", gain * r, transpose=True)))
         if round2:
             for (key, _), v in zip(round2, self.run(X, [e for _, e in round2])):
                 V[key] = v / gain if key == Adjoint.key else v

@@ -51,6 +51,7 @@ class TrainConfig:
     backend: str = "ideal"
     backend_options: dict = field(default_factory=dict)
     kappa_max: float | None = None    # ohms; measured on the substrate at the start, then fixed
+    homeostasis: float = 0.0          # w (V^2/S^2): Delta theta = -alpha (ghat + w dH/dtheta), spec 7.3
 
 
 def curvature(circuit: Circuit, g, X, weight=None) -> float:
@@ -96,12 +97,31 @@ class Trainer:
         self.message_counts = {}
         self.rule = make_rule(config.rule, config.nudge, config.points)
         if config.kappa_max is None:
-            config.kappa_max = substrate.kappa_max()
+            config.kappa_max = substrate.kappa_max(task.X_train)
         self.rule.configure(config.kappa_max)
         if config.nudge is None:
             config.nudge = self.rule.nudge
         if config.lr is None:
             config.lr = default_lr(circuit, substrate.read(), task.X_train, self.rule)
+        w = config.homeostasis
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
+            raise ValueError(f"--homeostasis {w!r}: the weight w must be a finite number >= 0 (V^2/S^2)")
+        #: log H per step where it can be non-zero or is asked for
+        self.log_H = bool(w) or not circuit.reciprocal
+        if self.log_H:
+            from hil.substrate import SubstrateError
+            try:
+                substrate.homeostasis()
+            except SubstrateError:
+                if w:
+                    raise
+                self.log_H = False  # not measurable here, and not asked for: the log goes without it
+
+    def _H(self, row: dict) -> dict:
+        """``row`` with H (S^2) at the parameters now written, when the run logs it."""
+        if self.log_H:
+            row["homeostasis_H"] = float(self.sub.homeostasis()[0])
+        return row
 
     def losses(self) -> tuple:
         """(train, test) loss at the conductances now written, V^2."""
@@ -156,7 +176,7 @@ class Trainer:
         pending = []
         if start_step == 0:
             tr, te = self.losses()
-            pending.append(dict(step=0, train_loss=tr, test_loss=te, grad_norm=float("nan"), seconds=0.0))
+            pending.append(self._H(dict(step=0, train_loss=tr, test_loss=te, grad_norm=float("nan"), seconds=0.0)))
             self.run.save_checkpoint(0, g, rng.bit_generator.state)
         else:
             logged = self.run.read_log()["step"]
@@ -164,8 +184,8 @@ class Trainer:
                 # the run stopped after this step's write but before its losses were logged:
                 # they follow from the checkpoint's conductances (the gradient norm is gone)
                 tr, te = self.losses()
-                pending.append(dict(step=start_step, train_loss=tr, test_loss=te, grad_norm=float("nan"),
-                                    seconds=0.0))
+                pending.append(self._H(dict(step=start_step, train_loss=tr, test_loss=te, grad_norm=float("nan"),
+                                            seconds=0.0)))
         step = start_step
         rng_before = rng.bit_generator.state
         try:
@@ -175,12 +195,14 @@ class Trainer:
                     idx = np.arange(n) if batch == n else rng.choice(n, batch, replace=False)
                     meas = self.sub.measure(t.X_train[idx], t.Y_train[idx], self.rule.states())
                     ghat = self.rule.estimate(meas)
-                    g = self.sub.write(np.clip(g - cfg.lr * ghat, lo, hi))
+                    step_dir = ghat + cfg.homeostasis * self.sub.homeostasis()[1] if cfg.homeostasis else ghat
+                    g = self.sub.write(np.clip(g - cfg.lr * step_dir, lo, hi))
                     step += 1
                     rng_before = rng.bit_generator.state
                     tr, te = self.losses()
-                    pending.append(dict(step=step, train_loss=tr, test_loss=te,
-                                        grad_norm=float(np.linalg.norm(ghat)), seconds=time.perf_counter() - t0))
+                    pending.append(self._H(dict(step=step, train_loss=tr, test_loss=te,
+                                                grad_norm=float(np.linalg.norm(ghat)),
+                                                seconds=time.perf_counter() - t0)))
                     if step % every == 0 or step == cfg.steps:
                         self._diagnostics(step)
                         self.run.append_log(pending)
@@ -199,6 +221,8 @@ class Trainer:
         plot_losses(self.run, rates.pop("_lines", None))
         result = {"initial_loss": float(log["train_loss"][0]), "final_loss": float(log["train_loss"][-1]),
                   "steps": int(step), "run_dir": str(self.run.path)}
+        if "homeostasis_H" in log:
+            result.update(initial_H=float(log["homeostasis_H"][0]), final_H=float(log["homeostasis_H"][-1]))
         if self.message_counts:
             result["substrate_messages"] = self.message_counts
         result.update(rates)
@@ -216,7 +240,8 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
         cfg = asdict(config)
         cfg.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
                    rule_description=trainer.rule.describe())
-        trainer.run.create(cfg, circuit.to_toml(), task.to_dict())
+        trainer.run.create(cfg, circuit.to_toml(), task.to_dict(),
+                           extra_fields=["homeostasis_H"] if trainer.log_H else [])
         return trainer.train(progress=progress)
     finally:
         if substrate is None:

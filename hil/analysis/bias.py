@@ -12,6 +12,12 @@ With voltmeter noise sigma (V rms on every reading), R repeats give the squared
 bias ||E ghat - g*||^2 and the variance E ||ghat - E ghat||^2, both relative to
 ||g*||^2; the nudge minimising their sum is the one a bench user wants.
 
+The error of an EP estimate splits in two (spec 7.2): the nudge bias ||ghat(beta) -
+ghat(0)||, which vanishes with beta, and the asymmetry bias ||ghat(0) - dC/dtheta||,
+which does not and is zero on a reciprocal circuit. Both are reported per point
+(relative to ||dC/dtheta||) for the EP rules, with ghat(0) from
+:func:`hil.gradients.ep_limit`, beside cos(mu, lambda) and the Jacobian symmetry index.
+
 Nudges: one grid in siemens (EP's beta); CL and AL use eta = beta kappa_max, the
 same displacement of the outputs (AL's clamped state equals the open-loop nudged
 state at beta = eta / kappa_max).
@@ -21,9 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hil.gradients import reference_gradient
+from hil.gradients import decomposition, nudge_bias, reference_gradient
 from hil.rules import make_rule
-from hil.substrate import Substrate
+from hil.substrate import Substrate, SubstrateError
 
 
 class NoisyReadings(Substrate):
@@ -32,6 +38,7 @@ class NoisyReadings(Substrate):
     def __init__(self, inner: Substrate, sigma: float, seed: int = 0):
         self.inner, self.sigma, self.circuit = inner, float(sigma), inner.circuit
         self.supports_complex = inner.supports_complex
+        self.small_signal = inner.small_signal
         self.rng = np.random.default_rng(seed)
 
     def write(self, g):
@@ -40,8 +47,11 @@ class NoisyReadings(Substrate):
     def read(self):
         return self.inner.read()
 
-    def output_green(self):
-        return self.inner.output_green()
+    def output_green(self, inputs=None):
+        return self.inner.output_green(inputs) if self.small_signal else self.inner.output_green()
+
+    def homeostasis(self):
+        return self.inner.homeostasis()
 
     def run(self, inputs, experiments):
         out = self.inner.run(inputs, experiments)
@@ -69,10 +79,11 @@ def fit_order(nudges, estimates, ref_norm, radius) -> float | None:
 def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int = 1, seed: int = 0,
           progress=None) -> dict:
     """Run the bias sweep; returns {'points': [...], 'rules': {name: {...}}, 'radius': S, 'kappa_max': ohm}."""
-    kappa = sub.kappa_max()
+    kappa = sub.kappa_max(X)
     radius = 1.0 / kappa
     ref = reference_gradient(sub, X, Y)
     ref_norm = float(np.linalg.norm(ref))
+    dec = decomposition(sub, X, Y, reference=ref)
     meas_sub = NoisyReadings(sub, noise, seed) if noise > 0 else sub
     reps = repeats if noise > 0 else 1
     points, summary = [], {}
@@ -82,31 +93,54 @@ def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int 
         for beta in nudges:
             nu = rule_nudge(name, beta, kappa)
             rule = make_rule(name, nu).configure(kappa)
-            ests = np.array([rule.estimate(meas_sub.measure(X, Y, rule.states())) for _ in range(reps)])
+            try:
+                ests = np.array([rule.estimate(meas_sub.measure(X, Y, rule.states())) for _ in range(reps)])
+            except SubstrateError as exc:
+                # a nonlinear circuit may have no operating point at a large (negative) nudge: keep the sweep
+                means.append(np.full_like(ref, np.nan))
+                points.append({"rule": name, "beta": float(beta), "nudge": float(nu), "rel_error": float("nan"),
+                               "cosine": float("nan"), "bias2": float("nan"), "variance": float("nan"),
+                               "mse": float("nan"), "nudge_bias": None, "asymmetry_bias": None,
+                               "failed": str(exc).split("|")[0][:200]})
+                done += 1
+                if progress:
+                    progress(done, total)
+                continue
             mean = ests.mean(axis=0)
             means.append(mean)
             err = np.linalg.norm(ests - ref, axis=1) / ref_norm
             cos = [float(e @ ref / (np.linalg.norm(e) * ref_norm)) for e in ests]
             bias2 = float(np.sum((mean - ref) ** 2)) / ref_norm ** 2
             var = float(np.mean(np.sum((ests - mean) ** 2, axis=1))) / ref_norm ** 2 if reps > 1 else 0.0
+            nb = nudge_bias(mean, dec) if rule.nudge_unit == "S" else None
             points.append({"rule": name, "beta": float(beta), "nudge": float(nu), "rel_error": float(np.median(err)),
-                           "cosine": float(np.median(cos)), "bias2": bias2, "variance": var, "mse": bias2 + var})
+                           "cosine": float(np.median(cos)), "bias2": bias2, "variance": var, "mse": bias2 + var,
+                           "nudge_bias": nb,
+                           "asymmetry_bias": dec["asymmetry_bias"] if rule.nudge_unit == "S" else None})
             done += 1
             if progress:
                 progress(done, total)
         mine = [p for p in points if p["rule"] == name]
-        best = min(mine, key=lambda p: p["mse"])
+        best = min(mine, key=lambda p: p["mse"] if np.isfinite(p["mse"]) else np.inf)
         summary[name] = {"slope": fit_order(nudges, means, ref_norm, radius) if noise == 0 else
                          _noiseless_order(sub, X, Y, name, nudges, kappa, ref_norm, radius),
-                         "best_nudge": best["nudge"], "best_beta": best["beta"], "best_mse": best["mse"]}
-    return {"points": points, "rules": summary, "radius": radius, "kappa_max": kappa, "ref_norm": ref_norm}
+                         "best_nudge": best["nudge"], "best_beta": best["beta"], "best_mse": best["mse"],
+                         "asymmetry_bias": dec["asymmetry_bias"] if make_rule(name).nudge_unit == "S" else None,
+                         "failed": [p["beta"] for p in mine if p.get("failed")],
+                         "nudge_bias": [p["nudge_bias"] for p in mine]}
+    return {"points": points, "rules": summary, "radius": radius, "kappa_max": kappa, "ref_norm": ref_norm,
+            "asymmetry_bias": dec["asymmetry_bias"], "cos_limit": dec["cos_limit"],
+            "cos_mu_lambda": dec["cos_mu_lambda"], "symmetry_index": dec["symmetry_index"]}
 
 
 def _noiseless_order(sub, X, Y, name, nudges, kappa, ref_norm, radius):
     means = []
     for beta in nudges:
         rule = make_rule(name, rule_nudge(name, beta, kappa)).configure(kappa)
-        means.append(rule.estimate(sub.measure(X, Y, rule.states())))
+        try:
+            means.append(rule.estimate(sub.measure(X, Y, rule.states())))
+        except SubstrateError:
+            means.append(np.full(len(sub.read()), np.nan))
     return fit_order(nudges, means, ref_norm, radius)
 
 
@@ -121,26 +155,35 @@ def write_outputs(result: dict, out_dir, title: str = "") -> list:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fields = ["rule", "beta", "nudge", "rel_error", "cosine", "bias2", "variance", "mse"]
+    fields = ["rule", "beta", "nudge", "rel_error", "cosine", "bias2", "variance", "mse", "nudge_bias",
+              "asymmetry_bias"]
     with open(out / "bias.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         for p in result["points"]:
-            w.writerow({k: p[k] for k in fields})
+            w.writerow({k: ("" if p.get(k) is None else p[k]) for k in fields})
     fig, ax = plt.subplots(figsize=(6.6, 4.4))
     for name in result["rules"]:
         pts = [p for p in result["points"] if p["rule"] == name]
         s = result["rules"][name]["slope"]
         label = f"{name} (order {s:.2f})" if s is not None else f"{name} (exact)"
-        ax.loglog([p["beta"] for p in pts], [min(max(p["rel_error"], 1e-17), 1e3) for p in pts], "o-", ms=3,
-                  label=label)
+        clip = lambda v: min(max(v, 1e-17), 1e3)
+        line, = ax.loglog([p["beta"] for p in pts], [clip(p["rel_error"]) for p in pts], "o-", ms=3, label=label)
+        if pts[0].get("nudge_bias") is not None and (result.get("asymmetry_bias") or 0) > 1e-12:
+            ax.loglog([p["beta"] for p in pts], [clip(p["nudge_bias"]) for p in pts], ":", color=line.get_color(),
+                      lw=1.2, label=f"{name}: nudge bias")
+    asym = result.get("asymmetry_bias")
+    if asym is not None and asym > 1e-12:  # zero to rounding on a reciprocal circuit: nothing to draw
+        ax.axhline(asym, color="0.3", ls="-.", lw=1.2, label=f"asymmetry bias {asym:.3g} (EP rules; any nudge)")
     ax.axvline(result["radius"], color="k", ls="--", lw=1)
     ax.text(result["radius"], ax.get_ylim()[0] * 10, " radius 1/kappa_max", rotation=90, va="bottom", fontsize=8)
     ax.set_xlabel("nudge beta (S)   [CL, AL: eta = beta kappa_max]")
-    ax.set_ylabel("||ghat - dC/dg|| / ||dC/dg||")
-    ax.set_title(title or "estimator error against nudge size")
+    ax.set_ylabel("||ghat - dC/dtheta|| / ||dC/dtheta||")
+    si = result.get("symmetry_index")
+    ax.set_title((title or "estimator error against nudge size") + (f"; symmetry index {si:.4f}" if si is not None else ""),
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7 if len(ax.get_lines()) > 8 else 8, ncol=2 if len(ax.get_lines()) > 10 else 1)
     fig.tight_layout()
     fig.savefig(out / "bias.png", dpi=110)
     plt.close(fig)

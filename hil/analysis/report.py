@@ -40,7 +40,7 @@ def _order(v):
 
 
 def bias_section(sub, X, Y, out: Path, tag: str, rules=RULES) -> tuple:
-    kappa = sub.kappa_max()
+    kappa = sub.kappa_max(X)
     res = sweep(sub, X, Y, rules, np.geomspace(1e-3 / kappa, 0.5 / kappa, 10))
     write_outputs(res, out / f"bias-{tag}", f"{sub.circuit.name}: {tag}")
     (out / f"bias-{tag}" / "bias.png").rename(out / f"bias-{tag}.png")
@@ -95,10 +95,11 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
                "precision of ngspice's perturbative `sens` reference.", "",
                "On the mosfet network every estimator misses the circuit's own gradient by an amount that does "
                "not vanish with the nudge: the gate is held against ground, so the channel's current depends on "
-               "each node voltage, not only on the drop across it, and 1/2 dV^2 is not its co-content (spec "
-               "section 7). The fitted orders there are meaningless (the successive differences at the smallest "
-               "nudges are the simulator's tolerance divided by beta). AL fails outright: its adjoint experiment "
-               "grounds the sources, which moves every channel to another operating point.", ""]
+               "each node voltage, not only on the drop across it; A is non-symmetric and the error is the "
+               "asymmetry bias of spec 7.2 (section 6 separates it from the nudge bias). The radius and AL's "
+               "adjoint experiment are small-signal measurements about the free operating points; a large "
+               "negative nudge can leave a channel near pinch-off without an operating point (such points are "
+               "left out of the sweep).", ""]
 
     # 2. noise-optimal nudge --------------------------------------------------------------------
     progress("noise-optimal nudge")
@@ -156,6 +157,8 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
                       f"{res['measured_rate'] / res['predicted_rate']:.3f} |")
     progress("the kite")
     md += [""] + kite_section(out)
+    from hil.analysis.nonreciprocal import section as nonreciprocal_section
+    md += [""] + nonreciprocal_section(out, ngspice, progress)
     md += ["",
            f"Generated in {time.perf_counter() - t0:.0f} s."]
     path = out / "report.md"

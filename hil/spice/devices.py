@@ -11,7 +11,15 @@ resistor    g, S        identity (an ideal resistor of 1/g ohms)
 digipot     tap code    nearest of N + 1 taps, R = R_W + code R_AB / N
 mosfet      V_gate, V   NMOS channel in triode; g(V_gate) calibrated by an
                         ngspice DC sweep at small V_ds and cached
+mosfet-mid  V_c, V      the same channel, gate driven at V_c + (V_d + V_s)/2
+                        (two VCVS of gain 1/2 in series with V_c): reciprocal
 ==========  ==========  =====================================================
+
+The ground-referenced ``mosfet`` is non-reciprocal (spec 7.1): its current depends
+on V_d and V_s separately, so A is non-symmetric wherever a channel carries current.
+``mosfet-mid`` makes the square-law channel linear, I = k (V_c - V_T)(V_d - V_s): on a
+bench the gate drive is a follower network (two buffered 2:1 dividers from drain and
+source summed with V_c by a non-inverting summing amplifier).
 
 Each device adds its elements to a PySpice circuit (:meth:`Device.add_edge`) and
 says which ``alter`` realises a new parameter (:meth:`Device.alters`). The hidden
@@ -165,10 +173,14 @@ class Mosfet(Device):
     VDS_CAL = 1e-3               # calibration drain-source voltage, V
     param_range = (0.0, 10.0)
 
+    #: gate driven at V_c + (V_d + V_s)/2 (True) or held at V_gate against ground (False)
+    midpoint = False
+
     def __init__(self, circuit, nonideal):
         super().__init__(circuit, nonideal)
         self.model_card = _model_line(folder("netlists") / "nmos_level1.lib")
-        self.vg, self.g = calibrate_mosfet(self.model_card, self.W, self.L, self.VDS_CAL, self.param_range[1], self.V_BULK)
+        self.vg, self.g = calibrate_mosfet(self.model_card, self.W, self.L, self.VDS_CAL, self.param_range[1], self.V_BULK,
+                                           midpoint=self.midpoint)
         on = self.g > 0
         self._vg_on, self._g_on = self.vg[on], self.g[on]  # strictly increasing above threshold
 
@@ -203,6 +215,26 @@ class Mosfet(Device):
         return (self._vg_on[k + 1] - self._vg_on[k]) / (self._g_on[k + 1] - self._g_on[k])
 
 
+class MosfetMidpoint(Mosfet):
+    """The NMOS channel with its gate at V_c + (V_d + V_s)/2 (spec 7.1): I = k (V_c - V_T)(V_d - V_s), reciprocal.
+
+    The parameter is V_c (volts), held by ``Vge_<edge>`` in series with two VCVS of gain 1/2
+    controlled by the drain and the source against ground.
+    """
+
+    name = "mosfet-mid"
+    midpoint = True
+
+    def add_edge(self, sc, e, na, nb, p):
+        name = self.circuit.edge_names[e]
+        hg, h1, h2 = (f"{x}_{name}".lower() for x in ("hg", "hm", "hc"))
+        sc.M(f"e_{name}", na, hg, nb, "hb_bulk", model="hil_nmos",
+             w=repr(float(self.W * self.truth["scale"][e])), l=repr(float(self.L)))
+        sc.VCVS(f"d_{name}", hg, h1, na, sc.gnd, "0.5")
+        sc.VCVS(f"s_{name}", h1, h2, nb, sc.gnd, "0.5")
+        sc.V(f"ge_{name}", h2, sc.gnd, repr(self._gate(e, p)))
+
+
 def _model_line(path: Path) -> str:
     lines = [ln for ln in path.read_text().splitlines() if ln.lower().startswith(".model")]
     if len(lines) != 1:
@@ -218,12 +250,14 @@ def cache_dir() -> Path:
 
 
 def calibrate_mosfet(model_card: str, w: float, l: float, vds: float, vg_max: float, v_bulk: float,
-                     step: float = 0.002) -> tuple:
+                     step: float = 0.002, midpoint: bool = False) -> tuple:
     """(V_gate grid, g) with g = I_d / V_ds of one channel at small V_ds, by an ngspice DC sweep; cached.
 
-    The cache file is keyed by everything that determines the curve.
+    ``midpoint``: the gate at V_gate + V_ds / 2 (the source is grounded), as the mosfet-mid device
+    drives it. The cache file is keyed by everything that determines the curve.
     """
-    key = hashlib.sha256(repr((model_card, w, l, vds, vg_max, v_bulk, step)).encode()).hexdigest()[:16]
+    args = (model_card, w, l, vds, vg_max, v_bulk, step) + (("midpoint",) if midpoint else ())
+    key = hashlib.sha256(repr(args).encode()).hexdigest()[:16]
     path = cache_dir() / f"mosfet-{key}.npz"
     if path.exists():
         d = np.load(path)
@@ -231,8 +265,9 @@ def calibrate_mosfet(model_card: str, w: float, l: float, vds: float, vg_max: fl
     from hil.spice.session import session
     s = session()
     title = f"hilcal{key[:8]}"
+    gate = "Vg g 0 dc 0\n" if not midpoint else "Vg gc 0 dc 0\nEm g gc d 0 0.5\n"
     deck = (f".title {title}\n{model_card}\nVd d 0 dc {vds!r}\nM1 d g 0 hb hil_nmos w={w!r} l={l!r}\n"
-            f"Vg g 0 dc 0\nVb hb 0 dc {v_bulk!r}\n.end\n")
+            f"{gate}Vb hb 0 dc {v_bulk!r}\n.end\n")
     s.load(title, deck)
     try:
         s.command(f"dc vg 0 {vg_max!r} {step!r}", what=f"dc sweep calibrating the mosfet device ({title})")
@@ -248,7 +283,7 @@ def calibrate_mosfet(model_card: str, w: float, l: float, vds: float, vg_max: fl
     return vg, g
 
 
-DEVICES = {"resistor": Resistor, "digipot": Digipot, "mosfet": Mosfet}
+DEVICES = {"resistor": Resistor, "digipot": Digipot, "mosfet": Mosfet, "mosfet-mid": MosfetMidpoint}
 
 
 def make_device(name: str, circuit: Circuit, nonideal: NonIdeal) -> Device:

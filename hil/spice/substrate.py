@@ -31,7 +31,7 @@ class NgSpiceSubstrate(Substrate):
     """A circuit in ngspice.
 
     device : 'resistor' (ideal resistors: the cross-check against the ideal
-        substrate), 'digipot' or 'mosfet'.
+        substrate), 'digipot', 'mosfet' (gate against ground) or 'mosfet-mid' (gate at V_c + (V_d + V_s)/2).
     nonideal : a :class:`NonIdeal`, a path to its TOML file, or None (ideal parts).
     """
 
@@ -99,6 +99,12 @@ class NgSpiceSubstrate(Substrate):
     def read_params(self) -> np.ndarray:
         return self._p.copy()
 
+    @property
+    def small_signal(self) -> bool:
+        """The mosfet devices are nonlinear: K and the adjoint are measured as small signals (see Substrate)."""
+        from hil.spice.devices import Mosfet
+        return isinstance(self.device, Mosfet)
+
     def write_gm(self, gm) -> None:
         """Set every VCCS's transconductance (k,) siemens in each deck (``alter ... gain``)."""
         gm = np.asarray(gm, float)
@@ -116,7 +122,8 @@ class NgSpiceSubstrate(Substrate):
             self.write_gm(gm)
         ni, dev = self.nonideal, self.device
         target = dev.param_from_g(g)
-        if ni.drift_tau and dev.name == "mosfet":
+        gate = dev.name.startswith("mosfet")
+        if ni.drift_tau and gate:
             # the held gate leaked since the last write; the update lands as an increment on it
             leaked = self._p * np.exp(-1.0 / ni.drift_tau)
             target = leaked + (target - self._p)
@@ -124,7 +131,7 @@ class NgSpiceSubstrate(Substrate):
             noise = ni.write_noise * self._rng.standard_normal(len(g))
             if dev.name == "resistor":
                 target = target * (1 + noise)
-            elif dev.name == "mosfet":
+            elif gate:
                 target = target + noise
         lo, hi = dev.param_range
         target = np.clip(target, lo, hi)
@@ -217,6 +224,19 @@ class NgSpiceSubstrate(Substrate):
                 self.s.destroy_plots()
         dpdg = np.concatenate([self.device.dparam_dg(self._p), np.ones(len(c.trainable_vccs))])
         return np.mean(np.einsum("io,ioe->ie", r, dV), axis=0) * dpdg
+
+    def homeostasis(self) -> tuple:
+        """(H, dH/dtheta) (S^2, S): with ideal resistors every element of the deck is linear and its A is the
+        model's (edges plus G elements), so H is exact; a nonlinear device needs small-signal probes."""
+        from hil.exact import homeostasis, homeostasis_gradient
+        c = self.circuit
+        if self.device.name != "resistor":
+            raise SubstrateError(f"homeostasis on the {self.device.name} device needs small-signal probes of A "
+                                 "(not implemented); use --device resistor or the ideal backend")
+        if c.reciprocal:
+            return 0.0, np.zeros(c.n_params)
+        theta = self.read()
+        return homeostasis(c, theta), homeostasis_gradient(c, theta)
 
     def diagnostics(self) -> list:
         """ngspice's notes and warnings since the last call (for the run log)."""
