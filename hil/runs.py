@@ -5,8 +5,9 @@ A run directory holds
 - ``config.json``: the resolved configuration (defaults filled in);
 - ``circuit.toml``: the circuit as the run started;
 - ``task.json``: the examples (so a resume needs nothing outside the folder);
-- ``log.csv``: one row per step: step, train_loss, test_loss, grad_norm, seconds (and
-  homeostasis_H, S^2, for a non-reciprocal circuit or a run with homeostasis);
+- ``log.csv``: one row per step: step, train_loss, test_loss, grad_norm, seconds, lr
+  (the learning rate of the step that led to the row; row 0: the first step's), and
+  homeostasis_H (S^2) for a non-reciprocal circuit or a run with homeostasis;
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
 - ``loss.png``: the loss curves; ``result.json`` once the run ends.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-LOG_FIELDS = ["step", "train_loss", "test_loss", "grad_norm", "seconds"]
+LOG_FIELDS = ["step", "train_loss", "test_loss", "grad_norm", "seconds", "lr"]
 
 
 class RunError(RuntimeError):
@@ -82,12 +83,16 @@ class Run:
 
     def log_fields(self) -> list:
         """The columns of log.csv, from its header."""
-        with open(self.path / "log.csv", newline="") as fh:
-            return next(csv.reader(fh))
+        return self._log_fields()
 
     # -- the per-step log --------------------------------------------------------
+    def _log_fields(self) -> list:
+        """The columns of this run's log.csv (a run recorded before a column existed keeps its header)."""
+        with open(self.path / "log.csv", newline="") as fh:
+            return next(csv.reader(fh), LOG_FIELDS)
+
     def append_log(self, rows: list) -> None:
-        fields = self.log_fields()
+        fields = self._log_fields()
         with open(self.path / "log.csv", "a", newline="") as fh:
             w = csv.writer(fh)
             for r in rows:
@@ -99,8 +104,8 @@ class Run:
         """The log as arrays keyed by field."""
         with open(self.path / "log.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
-        return {k: np.array([float(r[k]) if r[k] not in ("", "nan") else np.nan for r in rows])
-                for k in self.log_fields()}
+        return {k: np.array([float(r[k]) if r.get(k) not in (None, "", "nan") else np.nan for r in rows])
+                for k in self._log_fields()}
 
     def truncate_log(self, last_step: int) -> None:
         """Drop log rows after ``last_step`` (they are recomputed on resume)."""

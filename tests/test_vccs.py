@@ -561,3 +561,17 @@ def test_mosfet_radius_is_the_small_signal_one_and_the_midpoint_gate_removes_the
     assert res["mosfet"]["asymmetry_bias"] > 1e-2
     assert res["mosfet-mid"]["asymmetry_bias"] < 1e-8
     assert res["mosfet"]["al_error"] < 1 and res["mosfet-mid"]["al_error"] < 0.1
+
+
+def test_stencil_noise_optimal_nudge_is_larger_than_ep_syms():
+    """Higher nudge order, more noise amplification: the stencil's best nudge under noise is the larger (spec 7.2)."""
+    from hil.analysis.bias import sweep
+    c = load("net16")
+    t = teacher_task(c, 1, 6)
+    sub = IdealSubstrate(c)
+    k = sub.kappa_max()
+    res = sweep(sub, t.X_train, t.Y_train, ["ep-sym", "ep-stencil:2"], np.geomspace(1e-3 / k, 0.4 / k, 10),
+                noise=1e-4, repeats=12, seed=3)
+    r = res["rules"]
+    assert r["ep-stencil:2"]["best_beta"] > r["ep-sym"]["best_beta"]
+    assert r["ep-stencil:2"]["best_mse"] < r["ep-sym"]["best_mse"]

@@ -39,7 +39,7 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def asymmetry_sweep(base, out: Path, pairs: int = 3, seed: int = 0, steps: int = 300, examples: int = 16,
+def asymmetry_sweep(base, out: Path, pairs: int = 3, seed: int = 0, steps: int = 200, examples: int = 16,
                     asymmetries=ASYMMETRIES) -> dict:
     """Rows (one per asymmetry) of the bias quantities at the start and the loss after ``steps`` per rule."""
     rows, curves = [], {}
@@ -93,7 +93,7 @@ def plot_asymmetry_sweep(res: dict, path: Path) -> Path:
     return path
 
 
-def transistor_comparison(circuit, out: Path, scale: float = 0.1, steps: int = 150, examples: int = 8,
+def transistor_comparison(circuit, out: Path, scale: float = 0.1, steps: int = 100, examples: int = 8,
                           nudges=None) -> dict:
     """mosfet (gate against ground) against mosfet-mid (gate at V_c + (V_d + V_s)/2) on ngspice.
 
@@ -159,7 +159,7 @@ def section(out: Path, ngspice: bool = False, progress=print) -> list:
           "gm_ab = s, gm_ba = s (1 - asymmetry), s about a quarter of the median edge conductance, every gm "
           "trained), teacher task (seed 1, 16 examples; the teacher has the same transconductances). At the "
           "start, at ghat(0) = -mu^T dF/dtheta (exact: no nudge), relative to ||dC/dtheta||; then the loss "
-          f"after {res['steps']} steps at the default learning rate alpha for gd, ep-sym (default nudge), and "
+          f"after {res['steps']} steps at the default learning rate alpha (held fixed) for gd, ep-sym (default nudge), and "
           "ep-sym with homeostasis at w = 0.01/alpha and 0.1/alpha (H = 1/2 ||A - A^T||_F^2).", "",
           "| asymmetry | asymmetry bias | cos(ghat(0), dC/dtheta) | min cos(mu, lambda) | symmetry index | H start (S^2) | "
           + " | ".join(f"C end: {lb}" for lb in labels) + " | H end, w = 0.1/alpha |",
