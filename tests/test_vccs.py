@@ -575,3 +575,15 @@ def test_stencil_noise_optimal_nudge_is_larger_than_ep_syms():
     r = res["rules"]
     assert r["ep-stencil:2"]["best_beta"] > r["ep-sym"]["best_beta"]
     assert r["ep-stencil:2"]["best_mse"] < r["ep-sym"]["best_mse"]
+
+
+def test_bias_plot_and_table_keep_points_without_an_operating_point(tmp_path):
+    from hil.analysis.bias import write_outputs
+    pts = [{"rule": "ep-sym", "beta": b, "nudge": b, "rel_error": e, "cosine": 0.9, "bias2": 0.0, "variance": 0.0,
+            "mse": 0.0, "nudge_bias": nb, "asymmetry_bias": 0.2} for b, e, nb in
+           ((1e-8, 0.2, 1e-4), (1e-7, 0.21, 1e-2), (1e-6, float("nan"), None))]
+    pts[-1]["failed"] = "ngspice found no operating point"
+    res = {"points": pts, "rules": {"ep-sym": {"slope": 2.0}}, "radius": 1e-5, "asymmetry_bias": 0.2,
+           "symmetry_index": None}
+    csv_path, png = write_outputs(res, tmp_path)
+    assert png.read_bytes()[:4] == b"\x89PNG" and csv_path.read_text().count("\n") == 4

@@ -167,9 +167,9 @@ def write_outputs(result: dict, out_dir, title: str = "") -> list:
         pts = [p for p in result["points"] if p["rule"] == name]
         s = result["rules"][name]["slope"]
         label = f"{name} (order {s:.2f})" if s is not None else f"{name} (exact)"
-        clip = lambda v: min(max(v, 1e-17), 1e3)
+        clip = lambda v: float("nan") if v is None or not np.isfinite(v) else min(max(v, 1e-17), 1e3)
         line, = ax.loglog([p["beta"] for p in pts], [clip(p["rel_error"]) for p in pts], "o-", ms=3, label=label)
-        if pts[0].get("nudge_bias") is not None and (result.get("asymmetry_bias") or 0) > 1e-12:
+        if any(p.get("nudge_bias") is not None for p in pts) and (result.get("asymmetry_bias") or 0) > 1e-12:
             ax.loglog([p["beta"] for p in pts], [clip(p["nudge_bias"]) for p in pts], ":", color=line.get_color(),
                       lw=1.2, label=f"{name}: nudge bias")
     asym = result.get("asymmetry_bias")
