@@ -327,13 +327,22 @@ def cmd_emulate(args):
     names = list(bench.instruments)
     ports = {n: args.port + k for k, n in enumerate(names)} if args.port else None
     bench.start(ports)
+    if args.serial:
+        bench.serve_serial()
     out = Path(args.bench_file or f"{c.name}-bench.toml")
-    out.write_text(bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source))
+    out.write_text(bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source,
+                                    serial=args.serial))
     lines = [f"emulating {c.name} ({args.backend}{', ' + args.device if args.backend == 'ngspice' else ''}) "
-             f"on {args.host}:"] + [f"  {n:<12} {bench.resource(n)}" for n in names] + \
-            [f"bench file: {out}", f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
-                                   f"--bench {out} --out runs/bench", "Ctrl-C stops."]
-    _emit(args, {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}}, "\n".join(lines))
+             f"on {args.host}" + (" and on pseudo-terminals" if args.serial else "") + ":"] + \
+            [f"  {n:<12} {bench.resource(n)}" + (f"  {bench.resource(n, serial=True)}" if args.serial else "")
+             for n in names] + \
+            [f"bench file ({'serial' if args.serial else 'TCP'} resources): {out}",
+             f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
+             f"--bench {out} --out runs/bench", "Ctrl-C stops."]
+    obj = {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}}
+    if args.serial:
+        obj["serial"] = {n: bench.resource(n, serial=True) for n in names}
+    _emit(args, obj, "\n".join(lines))
     sys.stdout.flush()
     try:
         while True:
@@ -428,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--bench-file", metavar="FILE", help="where to write the bench file (default CIRCUIT-bench.toml)")
     em.add_argument("--port", type=int, default=0, help="first port (default: free ports chosen by the system)")
     em.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    em.add_argument("--serial", action="store_true",
+                    help="also serve every instrument on a pseudo-terminal; the bench file names those "
+                         "(ASRL/dev/pts/K::INSTR, through pyserial) instead of the TCP ports")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core.")
     sw.add_argument("circuit")
