@@ -494,9 +494,10 @@ class _Pty:
                     if r is not None:
                         os.write(self.master, (r + "\n").encode("ascii", "replace"))
 
-    def stop(self):
+    def stop(self, wait: bool = True):
         self._stop.set()
-        time.sleep(0.15)
+        if wait:  # the server thread notices within its 0.1 s poll
+            time.sleep(0.15)
         for fd in (self.master, self.slave):
             try:
                 os.close(fd)
@@ -573,7 +574,9 @@ class EmulatedBench:
             srv.server_close()
         self.servers.clear()
         for p in self.ptys.values():
-            p.stop()
+            p._stop.set()
+        for k, p in enumerate(self.ptys.values()):
+            p.stop(wait=k == 0)
         self.ptys.clear()
 
     def __enter__(self):

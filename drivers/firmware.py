@@ -22,6 +22,7 @@ import fcntl
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class FirmwareBoard:
         self._pins = pin_map(pins_h)[: self.m] if kind == "sim" else None
         self._frame = []  # sim: the bytes of the frame being clocked out
         self._buf = b""
+        self._lock = threading.Lock()
         self.proc = subprocess.Popen([str(c) for c in command], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         fd = self.proc.stdout.fileno()
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
@@ -76,6 +78,16 @@ class FirmwareBoard:
         if self.path is None or (self.codes < 0).any():
             self.close()
             raise FirmwareError(f"{command[0]}: no terminal and power-on pot writes within {timeout} s")
+        # keep the trace pipe from filling (the process would block on it) between reads
+        threading.Thread(target=self._keep_draining, daemon=True, name="firmware-trace").start()
+
+    def _keep_draining(self):
+        while self.proc.poll() is None:
+            try:
+                self._drain()
+            except (OSError, ValueError):  # closed under us
+                return
+            time.sleep(0.05)
 
     @classmethod
     def host(cls, executable, device, edges: int) -> "FirmwareBoard":
@@ -94,6 +106,10 @@ class FirmwareBoard:
 
     def _drain(self) -> None:
         """Read what the process printed so far (it writes a pot's frame before it replies)."""
+        with self._lock:
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
         try:
             while True:
                 chunk = os.read(self.proc.stdout.fileno(), 65536)

@@ -217,42 +217,67 @@ def test_the_conformance_table_on_the_avr_image_in_simavr(tmp_path):
 # -- training through the firmware -------------------------------------------------------
 
 
-def test_training_with_the_firmware_board_over_a_pty_matches_the_emulated_bench(tmp_path, host_firmware):
+TRAIN = dict(rule="cl", steps=10, seed=4)
+
+
+@pytest.fixture(scope="module")
+def emulated_digipot_run(tmp_path_factory):
+    """Losses of a run on the all-emulated bench whose board holds the digipot's taps, from its *RST state."""
+    from hil.drivers.bench import BenchSubstrate
+    from hil.drivers.emulator import build
+    c = load_circuit("net16")
+    out = tmp_path_factory.mktemp("emulated")
+    emu = build(IdealSubstrate(c), board_device=digipot(c)).start()
+    emu.instruments["board"].reset()  # the firmware starts there too (power-on)
+    try:
+        (out / "emu.toml").write_text(emu.bench_toml(c.source))
+        with BenchSubstrate(c, out / "emu.toml") as bench:
+            start_run(c, teacher_task(c, seed=1, examples=5), TrainConfig(**TRAIN, backend="bench"), out / "run",
+                      progress=False, substrate=bench)
+    finally:
+        emu.stop()
+    return Run(out / "run").read_log()["train_loss"]
+
+
+@pytest.mark.parametrize("kind", ["host", "sim"])
+def test_training_with_the_firmware_board_over_a_pty_matches_the_emulated_bench(tmp_path, kind, host_firmware,
+                                                                                emulated_digipot_run):
+    """The firmware as the board (pyvisa-py ASRL over its pty: the host-built core, or the AVR image
+    on simavr); the emulator's SMUs and scanner measure the circuit with what its pots hold."""
     from hil.drivers.bench import BenchSubstrate
     from hil.drivers.emulator import build
     from hil.drivers.firmware import FirmwareBoard
     c = load_circuit("net16")
     dev = digipot(c)
-    task = teacher_task(c, seed=1, examples=5)
-    cfg = dict(rule="cl", steps=10, seed=4)
-    # all emulated: the emulator's board holding the same taps, from its power-on state (*RST) as the firmware
-    emu = build(IdealSubstrate(c), board_device=dev).start()
-    emu.instruments["board"].reset()
-    try:
-        (tmp_path / "emu.toml").write_text(emu.bench_toml(c.source))
-        with BenchSubstrate(c, tmp_path / "emu.toml") as bench:
-            start_run(c, task, TrainConfig(**cfg, backend="bench"), tmp_path / "emu", progress=False, substrate=bench)
-    finally:
-        emu.stop()
-    # the firmware as the board (pyvisa-py ASRL over its pty); SMUs and scanner measure what its pots hold
-    with FirmwareBoard.host(host_firmware, dev, c.m) as fw:
+    if kind == "host":
+        fw = FirmwareBoard.host(host_firmware, dev, c.m)
+    else:
+        if not shutil.which("avr-gcc"):
+            unavailable("avr-gcc (apt-get install gcc-avr avr-libc)")
+        if not Path("/usr/include/simavr/parts/uart_pty.h").exists():
+            unavailable("simavr's library and parts (apt-get install libsimavr-dev libsimavrparts1)")
+        r = make("avr", "sim", f"BUILD={tmp_path / 'build'}", f"EDGES={c.m}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        fw = FirmwareBoard.simavr(tmp_path / "build" / "board-sim", tmp_path / "build" / "board.elf",
+                                  FIRMWARE / "avr" / "pins.h", dev, c.m)
+    with fw:
         emu = build(IdealSubstrate(c), board=False).start()
         emu.external["board"] = fw.resource
         fw.attach(emu.model)
         try:
             (tmp_path / "fw.toml").write_text(emu.bench_toml(c.source))
             with BenchSubstrate(c, tmp_path / "fw.toml") as bench:
-                assert bench.board.id.startswith("hil,ResistorBoard-host,")
-                start_run(c, task, TrainConfig(**cfg, backend="bench"), tmp_path / "fw", progress=False,
-                          substrate=bench)
+                assert bench.board.id.startswith("hil,ResistorBoard-")
+                start_run(c, teacher_task(c, seed=1, examples=5), TrainConfig(**TRAIN, backend="bench"),
+                          tmp_path / "fw", progress=False, substrate=bench)
                 g = bench.read()
-                np.testing.assert_allclose(g, fw.conductances(), rtol=1e-6)  # what it read back is what the pots hold
+                np.testing.assert_allclose(g, fw.conductances(), rtol=1e-6)  # read back = what the pots hold
         finally:
             emu.stop()
-    a, b = Run(tmp_path / "emu").read_log()["train_loss"], Run(tmp_path / "fw").read_log()["train_loss"]
+    a, b = emulated_digipot_run, Run(tmp_path / "fw").read_log()["train_loss"]
     assert b[-1] < 0.01 * b[0]
     np.testing.assert_allclose(b, a, rtol=1e-5)
-    # every conductance the run held is a tap: g = 1 / (R_W + code R_AB / N), code whole
+    # every conductance the run ended with is a tap: g = 1 / (R_W + code R_AB / N), code whole
     codes = (1 / g - dev.r_w) * dev.taps / dev.r_ab
     np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
 
