@@ -595,7 +595,7 @@ class EmulatedBench:
         def where(name):
             r = self.resource(name, serial)
             # an emulated or host-built board does not reset when its port opens
-            return [f'resource = "{r}"'] + (["reset_wait = 0.0"] if r.startswith("ASRL") else [])
+            return [f'resource = "{r}"'] + (["reset_wait = 0.0"] if name == "board" and r.startswith("ASRL") else [])
 
         lo, hi = self.model.g_range
         lines = ["# written by hil emulate: the emulated bench's instruments and limits",

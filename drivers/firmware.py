@@ -68,23 +68,36 @@ class FirmwareBoard:
         self.proc = subprocess.Popen([str(c) for c in command], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         fd = self.proc.stdout.fileno()
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-        self.path = None
+        self.path, self.failure = None, None
+        try:
+            self._wait_ready(command[0], timeout)
+        except BaseException:
+            self.close()  # never leave the process behind
+            raise
+        # keep the trace pipe from filling (the process would block on it) between reads
+        threading.Thread(target=self._keep_draining, daemon=True, name="firmware-trace").start()
+
+    def _wait_ready(self, name, timeout):
+        """Until the process has named its terminal and every pot has had its power-on write."""
         deadline = time.monotonic() + timeout
         while (self.path is None or (self.codes < 0).any()) and time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise FirmwareError(f"{command[0]} exited with status {self.proc.returncode} before serving")
+                raise FirmwareError(f"{name} exited with status {self.proc.returncode} before serving")
             self._drain()
             time.sleep(0.01)
-        if self.path is None or (self.codes < 0).any():
-            self.close()
-            raise FirmwareError(f"{command[0]}: no terminal and power-on pot writes within {timeout} s")
-        # keep the trace pipe from filling (the process would block on it) between reads
-        threading.Thread(target=self._keep_draining, daemon=True, name="firmware-trace").start()
+        if self.path is None:
+            raise FirmwareError(f"{name}: printed no terminal path within {timeout} s")
+        if (self.codes < 0).any():
+            raise FirmwareError(f"{name}: power-on writes to {int((self.codes >= 0).sum())} of {self.m} pots "
+                                f"within {timeout} s (built for another edge count? make avr EDGES={self.m})")
 
     def _keep_draining(self):
         while self.proc.poll() is None:
             try:
                 self._drain()
+            except FirmwareError as exc:  # reported by the next conductances()
+                self.failure = exc
+                return
             except (OSError, ValueError):  # closed under us
                 return
             time.sleep(0.05)
@@ -152,6 +165,8 @@ class FirmwareBoard:
 
     def conductances(self) -> np.ndarray:
         """g (S) of every edge as its pot is set: 1 / (R_W + code R_AB / N)."""
+        if self.failure is not None:
+            raise self.failure
         self._drain()
         return self.device.g_from_param(self.codes.astype(float))
 

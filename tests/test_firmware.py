@@ -292,7 +292,7 @@ def test_the_reset_wait_defaults_to_two_seconds_on_serial_boards_and_drops_the_b
     emu = build(IdealSubstrate(c)).serve_serial()
     try:
         text = emu.bench_toml(c.source, serial=True)
-        assert text.count("ASRL/dev/") == len(emu.instruments) and "reset_wait = 0.0" in text
+        assert text.count("ASRL/dev/") == len(emu.instruments) and text.count("reset_wait = 0.0") == 1
         path = tmp_path / "bench.toml"
         path.write_text(text.replace("reset_wait = 0.0", "reset_wait = 0.6", 1))
         pty = emu.ptys["board"]
@@ -351,3 +351,46 @@ def test_hil_emulate_serial_serves_every_instrument_on_a_pty_and_a_run_trains_th
     finally:
         emu.terminate()
         emu.wait(timeout=30)
+
+
+# -- the firmware's own limits and the serial link's faults ----------------------------------
+
+
+def test_the_host_firmware_refuses_bad_options_and_overlong_lines(host_firmware):
+    for args, message in [(["--edges", "0"], "--edges 0: expected a number in [1, 30]"),
+                          (["--edges", "2.5"], "--edges takes a whole number"),
+                          (["--r-ab", "-5"], "--r-ab -5: expected a number"),
+                          (["--taps"], "--taps needs a value"),
+                          (["--baud", "9600"], "unknown option '--baud'")]:
+        r = subprocess.run([host_firmware, *args], input="", capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+    # a line longer than the buffer (40 + 24 m characters, m = 2 here: 88) is dropped whole: -363
+    r = subprocess.run([host_firmware, "--edges", "2"], capture_output=True, text=True, timeout=10,
+                       input="EDGE:ALL " + ",".join(["0.001"] * 20) + "\nSYST:ERR?\nEDGE:ALL?\nSYST:ERR?\n")
+    lines = r.stdout.splitlines()
+    assert lines[0] == '-363,"Input buffer overrun"' and lines[2] == '0,"No error"'
+    mid = _env(digipot(load_circuit("divider")))["mid"]
+    np.testing.assert_allclose([float(v) for v in lines[1].split(",")], [mid, mid], rtol=1e-6)  # unchanged
+
+
+def test_a_garbled_or_lost_reply_on_the_serial_line_is_retried_after_a_reconnect(tmp_path):
+    from hil.drivers.bench import BenchSubstrate
+    from hil.drivers.emulator import build
+    c = load_circuit("divider")
+    emu = build(IdealSubstrate(c)).serve_serial()
+    try:
+        path = tmp_path / "bench.toml"
+        text = emu.bench_toml(c.source, serial=True).replace("reset_wait = 0.0", "reset_wait = 0.05")
+        path.write_text("timeout_ms = 300\n" + text)  # a lost reply costs one timeout
+        board = emu.instruments["board"]
+        with BenchSubstrate(c, path) as bench:
+            opened = []
+            orig = bench.board.after_open
+            bench.board.after_open = lambda: (opened.append(1), orig())
+            board.faults.garbage, board.faults.drop = 1, 1
+            g = np.array([2e-3, 5e-4])
+            np.testing.assert_allclose(bench.write(g), g, rtol=1e-12)
+            np.testing.assert_allclose(emu.model.g, g, rtol=1e-12)
+            assert board.faults.garbage == board.faults.drop == 0 and len(opened) == 2  # two reconnects, each waited
+    finally:
+        emu.stop()

@@ -184,6 +184,7 @@ int board_init(struct board *b, const struct board_config *cfg, const struct boa
     b->io = *io;
     b->g_lo = board_g(cfg, cfg->taps);
     b->g_hi = board_g(cfg, 0);
+    b->line_max = (uint16_t)(40 + BOARD_FIELD_MAX * cfg->edges);
     board_reset(b);
     return 0;
 }
@@ -529,7 +530,7 @@ void board_feed(struct board *b, const char *s, uint16_t n)
                 execute_line(b);
             b->len = 0;
             b->overrun = 0;
-        } else if (b->len < BOARD_LINE_MAX) {
+        } else if (b->len < b->line_max) {
             b->line[b->len++] = c;
         } else {
             b->overrun = 1;

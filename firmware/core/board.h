@@ -46,7 +46,7 @@ struct board {
     uint16_t code[BOARD_MAX_EDGES];
     struct board_error err[BOARD_QUEUE];
     uint8_t nerr;
-    uint16_t len;
+    uint16_t len, line_max;         /* line_max = 40 + 24 m: an EDGE:ALL at 17 significant digits */
     uint8_t overrun;
     char line[BOARD_LINE_MAX + 1];
 };
