@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import tomllib
 import warnings
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import HIL, run_hil
 from hil.circuit import load_circuit
 from hil.ideal import IdealSubstrate
 from hil.runs import Run
@@ -324,8 +324,8 @@ def test_the_reset_wait_defaults_to_two_seconds_on_serial_boards_and_drops_the_b
 def test_hil_emulate_serial_serves_every_instrument_on_a_pty_and_a_run_trains_through_them(tmp_path):
     import json
     bench_file = tmp_path / "bench.toml"
-    emu = subprocess.Popen([sys.executable, "-m", "hil.cli", "emulate", "bridge", "--serial", "--bench-file",
-                            str(bench_file), "--json"], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    emu = subprocess.Popen(HIL + ["emulate", "bridge", "--serial", "--bench-file", str(bench_file), "--json"],
+                           stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         line = ""
         deadline = time.time() + 60
@@ -337,10 +337,8 @@ def test_hil_emulate_serial_serves_every_instrument_on_a_pty_and_a_run_trains_th
         assert all(r.startswith("TCPIP::127.0.0.1::") for r in info["resources"].values())
         text = bench_file.read_text()
         assert all(r in text for r in info["serial"].values()) and "TCPIP" not in text
-        p = subprocess.run([sys.executable, "-m", "hil.cli", "train", "bridge", "--teacher", "1", "--rule", "cl",
-                            "--steps", "5", "--backend", "bench", "--bench", str(bench_file), "--out",
-                            str(tmp_path / "run"), "--json"], capture_output=True, text=True, timeout=300,
-                           cwd=tmp_path)
+        p = run_hil("train", "bridge", "--teacher", "1", "--rule", "cl", "--steps", "5", "--backend", "bench",
+                    "--bench", bench_file, "--out", tmp_path / "run", "--json", cwd=tmp_path)
         assert p.returncode == 0, p.stderr
         r = json.loads(p.stdout.strip().splitlines()[-1])
         c = load_circuit("bridge")
