@@ -392,3 +392,41 @@ def test_a_garbled_or_lost_reply_on_the_serial_line_is_retried_after_a_reconnect
             assert board.faults.garbage == board.faults.drop == 0 and len(opened) == 2  # two reconnects, each waited
     finally:
         emu.stop()
+
+
+def test_hil_emulate_with_the_firmware_as_its_board(tmp_path, host_firmware):
+    import json
+    from hil.drivers.bench import BenchSubstrate
+    from hil.drivers.emulator import build
+    r = run_hil("emulate", "bridge", "--firmware", tmp_path / "nowhere", cwd=tmp_path)
+    assert r.returncode == 2 and "--firmware" in r.stderr and "make -C firmware host" in r.stderr
+    bench_file = tmp_path / "bench.toml"
+    emu = subprocess.Popen(HIL + ["emulate", "bridge", "--firmware", str(host_firmware), "--bench-file",
+                                  str(bench_file), "--json"], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line = ""
+        deadline = time.time() + 60
+        while not line.startswith("{") and time.time() < deadline:
+            line = emu.stdout.readline()
+        board = json.loads(line)["resources"]["board"]
+        assert re.fullmatch(r"ASRL/dev/pts/\d+::INSTR", board) and board in bench_file.read_text()
+        p = run_hil("train", "bridge", "--teacher", "1", "--rule", "cl", "--steps", "5", "--backend", "bench",
+                    "--bench", bench_file, "--out", tmp_path / "run", cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+    finally:
+        emu.terminate()
+        emu.wait(timeout=30)
+    # the same run with the emulator's board holding the same taps, from the same power-on state
+    c = load_circuit("bridge")
+    emu = build(IdealSubstrate(c), board_device=digipot(c)).start()
+    emu.instruments["board"].reset()
+    try:
+        (tmp_path / "emu.toml").write_text(emu.bench_toml(c.source))
+        with BenchSubstrate(c, tmp_path / "emu.toml") as bench:
+            start_run(c, teacher_task(c, seed=1), TrainConfig(rule="cl", steps=5, backend="bench"), tmp_path / "emu",
+                      progress=False, substrate=bench)
+    finally:
+        emu.stop()
+    a, b = Run(tmp_path / "emu").read_log()["train_loss"], Run(tmp_path / "run").read_log()["train_loss"]
+    assert b[-1] < b[0]
+    np.testing.assert_allclose(b, a, rtol=1e-5)
