@@ -464,7 +464,8 @@ static void execute(struct board *b, char *cmd)
 {
     char *args, *h;
     char pattern[sizeof COMMANDS[0].pattern];
-    uint8_t query, i, len;
+    uint16_t len, i;
+    uint8_t query;
 
     cmd = trim(cmd);
     if (!*cmd)
@@ -475,7 +476,7 @@ static void execute(struct board *b, char *cmd)
     else
         args = cmd + strlen(cmd);
     h = cmd[0] == ':' ? cmd + 1 : cmd;
-    len = (uint8_t)(strlen(h) > 250 ? 250 : strlen(h));
+    len = (uint16_t)strlen(h);
     query = len && h[len - 1] == '?';
     if (query)
         h[--len] = 0;
@@ -487,9 +488,9 @@ static void execute(struct board *b, char *cmd)
         }
     }
     for (i = 0; len && i < N_COMMANDS; i++) {
-        uint8_t plen;
+        uint16_t plen;
         flash_strcpy(pattern, COMMANDS[i].pattern);
-        plen = (uint8_t)strlen(pattern);
+        plen = (uint16_t)strlen(pattern);
         if ((pattern[plen - 1] == '?') != query)
             continue;
         if (query)
