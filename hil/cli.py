@@ -295,7 +295,8 @@ def cmd_sweep(args):
     points = grid(rules, nudges, seeds, nonideals)
     with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
         rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
-                         args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch)
+                         args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch,
+                         scheduler=args.scheduler)
     failed = [r for r in rows if r["status"] != "ok"]
     lines = [f"{len(rows)} points, {len(failed)} failed; table: {args.out}/sweep.csv"]
     lines += [f"  point {r['point']} ({r['rule']}, nudge {r['nudge']}, seed {r['seed']}): {r['error']}" for r in failed]
@@ -429,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--port", type=int, default=0, help="first port (default: free ports chosen by the system)")
     em.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
 
-    sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core.")
+    sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core or a Dask cluster.")
     sw.add_argument("circuit")
     sw.add_argument("--teacher", type=int, default=1, help="teacher task seed (default 1)")
     sw.add_argument("--examples", type=int, default=16)
@@ -439,7 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--nonideal-files", help="comma-separated non-ideality files (ngspice)")
     sw.add_argument("--steps", type=int, default=200)
     sw.add_argument("--batch", type=int, default=None, help="examples per step (default: all; seeds matter below that)")
-    sw.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    sw.add_argument("--workers", type=int, default=None,
+                    help="processes (default: every core); with --scheduler local, the cluster's worker processes")
+    sw.add_argument("--scheduler", metavar="tcp://HOST:PORT|local", default=None,
+                    help="run each point as a task on a Dask cluster: a running scheduler's address, or 'local' "
+                         "for a LocalCluster of worker processes (one thread each). Runs come back to this "
+                         "machine and are written here: workers need hil, not a shared filesystem")
     sw.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
     sw.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
     sw.add_argument("--out", required=True)
