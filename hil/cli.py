@@ -304,6 +304,20 @@ def cmd_sweep(args):
           "\n".join(lines))
 
 
+def cmd_calibrate(args):
+    from hil.analysis.calibration import calibrate_bench
+
+    r = calibrate_bench(args.bench, args.o, args.circuit, args.patterns, args.seed, args.level, args.force)
+    c = r["circuit"]
+    lines = [f"{c.name}: {r['patterns']} probe patterns, KCL fit chi^2/dof = {r['chi2_dof']:.3g}",
+             f"{'edge':>8} {'written (S)':>13} {'actual (S)':>13} {'deviation':>10} {'+-1 sigma':>10}"]
+    lines += [f"{n:>8} {w:13.6g} {g:13.6g} {100 * (s - 1):9.3f}% {100 * e:9.3f}%"
+              for n, w, g, s, e in zip(c.edge_names, r["written"], r["g"], r["scale"], r["sigma"])]
+    lines.append(f"wrote {r['out']} (the twin: hil train {r['out']} ...), {r['plot']}, {r['probes']}")
+    _emit(args, {k: r[k] for k in ("written", "g", "scale", "sigma", "chi2_dof", "out", "plot", "probes")}
+          | {"edges": list(c.edge_names)}, "\n".join(lines))
+
+
 def cmd_report(args):
     from hil.analysis.report import generate
 
@@ -456,6 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--scale", type=float, default=0.1, help="sigma of log g (default 0.1: about 10 %% per edge)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("-o", required=True, metavar="FILE", help="circuit file to write")
+
+    ca = add("calibrate", cmd_calibrate, "Fit each edge's actual conductance on a bench from probe experiments "
+                                         "(KCL with every node voltage and SMU current read); write a calibrated "
+                                         "circuit file its simulated twin uses.")
+    ca.add_argument("circuit", nargs="?", help="circuit file (default: the bench file's 'circuit')")
+    ca.add_argument("--bench", required=True, metavar="FILE", help="the bench file (`hil emulate` writes one)")
+    ca.add_argument("-o", required=True, metavar="FILE", help="calibrated circuit file to write (TOML)")
+    ca.add_argument("--patterns", type=int, default=40, help="probe patterns (default 40)")
+    ca.add_argument("--level", type=float, default=None,
+                    help="probe voltages uniform in [-LEVEL, LEVEL] V (default: half the SMUs' limit, at most 1 V)")
+    ca.add_argument("--seed", type=int, default=0, help="seed of the probe patterns")
+    ca.add_argument("--force", action="store_true", help="overwrite -o if it exists")
 
     rp = add("report", cmd_report, "Regenerate the validation report (Markdown and figures) from scratch.")
     rp.add_argument("--out", required=True)

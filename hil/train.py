@@ -73,7 +73,16 @@ def default_lr(circuit: Circuit, g, X, rule: Rule) -> float:
 
 
 def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Substrate:
-    """The substrate called ``backend`` holding ``circuit``."""
+    """The substrate called ``backend`` holding ``circuit``.
+
+    A calibrated circuit (a ``[calibration]`` table, from ``hil calibrate``) on a
+    simulated backend is its bench's twin: each write g realises scale * g.
+    """
+    cal = circuit.calibration
+    if cal is not None and backend != "bench":
+        from hil.twin import CalibratedSubstrate, actual_circuit
+        inner = open_substrate(actual_circuit(circuit, cal["scale"]), backend, **options)
+        return CalibratedSubstrate(circuit, inner, cal["scale"])
     if backend == "ideal":
         from hil.ideal import IdealSubstrate
         return IdealSubstrate(circuit, **options)

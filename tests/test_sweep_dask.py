@@ -24,8 +24,9 @@ from hil.circuit import load_circuit
 STEPS = 400  # long enough (about a second a run) to kill a worker in the middle of one
 
 
-def _start(cmd, log):
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+def _start(cmd, log, cwd):
+    # outside the checkout, so that `-m` imports the installed hil, not the source tree
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
 
 
 @pytest.fixture()
@@ -34,7 +35,7 @@ def cluster(tmp_path):
     log = open(tmp_path / "cluster.log", "wb")
     sched_file = tmp_path / "scheduler.json"
     procs = [_start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-                     "--no-dashboard", "--scheduler-file", str(sched_file)], log)]
+                     "--no-dashboard", "--scheduler-file", str(sched_file)], log, tmp_path)]
     try:
         deadline = time.monotonic() + 60
         while not sched_file.exists() or not sched_file.read_text().strip():
@@ -43,7 +44,7 @@ def cluster(tmp_path):
         addr = json.loads(sched_file.read_text())["address"]
         workers = [_start([sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nthreads", "1",
                            "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
-                           "--local-directory", str(tmp_path / f"w{k}")], log) for k in range(2)]
+                           "--local-directory", str(tmp_path / f"w{k}")], log, tmp_path) for k in range(2)]
         procs += workers
         from distributed import Client
         with Client(addr, timeout="30s") as client:
@@ -150,7 +151,8 @@ def test_sweep_cli_on_the_cluster_and_a_bad_scheduler(cluster, tmp_path):
     addr, _ = cluster
     out = tmp_path / "cli"
     p = subprocess.run([sys.executable, "-m", "hil.cli", "sweep", "divider", "--rules", "ep-sym,cl", "--steps", "20",
-                        "--scheduler", addr, "--out", str(out), "--json"], capture_output=True, text=True, timeout=120)
+                        "--scheduler", addr, "--out", str(out), "--json"], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["points"] == 2 and r["failed"] == 0
@@ -159,9 +161,9 @@ def test_sweep_cli_on_the_cluster_and_a_bad_scheduler(cluster, tmp_path):
     # a second sweep into the same place overwrites nothing: each point says where its run already is
     again = subprocess.run([sys.executable, "-m", "hil.cli", "sweep", "divider", "--rules", "ep-sym", "--steps", "20",
                             "--scheduler", addr, "--out", str(out), "--json"], capture_output=True, text=True,
-                           timeout=120)
+                           timeout=120, cwd=tmp_path)
     r2 = json.loads(again.stdout.strip().splitlines()[-1])
     assert r2["failed"] == 1 and "already holds a run" in r2["rows"][0]["error"]
     bad = subprocess.run([sys.executable, "-m", "hil.cli", "sweep", "divider", "--scheduler", "http://x:1",
-                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60)
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert bad.returncode == 2 and "--scheduler 'http://x:1'" in bad.stderr and "Traceback" not in bad.stderr
