@@ -318,6 +318,47 @@ def cmd_calibrate(args):
           | {"edges": list(c.edge_names)}, "\n".join(lines))
 
 
+def cmd_replay(args):
+    from pathlib import Path
+
+    from hil.analysis.replay import ReplayError, check_twin_circuit, replay, step_ranges, write_outputs
+    from hil.circuit import load_circuit
+    from hil.train import open_substrate
+
+    run = Path(args.run)
+    if not (run / "config.json").exists():
+        raise ReplayError(f"{run}: not a run directory (no config.json)")
+    out = Path(args.out or f"{run}-replay-{args.backend}")
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ReplayError(f"{out}: already exists; choose another --out or pass --force")
+    c = load_circuit(run / "circuit.toml")
+    twin_c = c
+    if args.circuit:
+        twin_c = load_circuit(args.circuit)
+        check_twin_circuit(c, twin_c)
+    if args.threshold <= 0:
+        raise ValueError(f"--threshold {args.threshold}: must be a positive voltage")
+    with open_substrate(twin_c, args.backend, **_backend_options(args)) as twin:
+        res = replay(run, twin, args.threshold)
+    what = f"{args.backend}" + (f", {args.device}" if args.backend == "ngspice" else "") + \
+        (f", calibrated by {args.circuit}" if twin_c.calibration is not None else "")
+    paths = write_outputs(res, out, f"{run.name} replayed on {what}")
+    worst, k = res["worst"], int(np.argmax(res["worst"]))
+    node = res["nodes"][int(np.argmax(res["max_abs"][k]))]
+    cos = res["cosine"][np.isfinite(res["cosine"])]
+    lines = [f"{run} ({res['rule']}) replayed on {what}: {len(res['steps'])} steps",
+             f"  node divergence max |V_twin - V_bench|: median over steps {np.median(worst):.3g} V, "
+             f"largest {worst[k]:.3g} V (step {res['steps'][k]}, node {node})",
+             f"  steps beyond {args.threshold:g} V: " + (step_ranges(res["parted"]) or "none") +
+             (f" (first: {res['parted'][0]})" if res["parted"] else ""),
+             f"  gradient estimates: cosine bench vs twin median {np.median(cos):.6f}, lowest {cos.min():.6f}"
+             if len(cos) else "  gradient estimates: no training steps recorded",
+             "wrote " + ", ".join(map(str, paths))]
+    _emit(args, {"steps": res["steps"], "worst": res["worst"], "median_divergence": float(np.median(worst)),
+                 "parted": res["parted"], "cosine": res["cosine"], "rel_error": res["rel_error"],
+                 "nodes": res["nodes"], "out": str(out)}, "\n".join(lines))
+
+
 def cmd_report(args):
     from hil.analysis.report import generate
 
@@ -483,6 +524,21 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--seed", type=int, default=0, help="seed of the probe patterns")
     ca.add_argument("--force", action="store_true", help="overwrite -o if it exists")
 
+    rl = add("replay", cmd_replay, "Re-apply a recorded bench run's conductances and experiments to a simulated "
+                                   "twin: per step and node divergence, the steps where they part, gradient "
+                                   "estimates compared (cosine per step).")
+    rl.add_argument("run", help="a bench run directory (with bench/steps.*.jsonl.gz)")
+    rl.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
+    rl.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
+    rl.add_argument("--nonideal", metavar="FILE", help="ngspice: non-idealities of the twin")
+    rl.add_argument("--circuit", metavar="FILE", help="the twin's circuit, e.g. a calibrated one from `hil calibrate` "
+                                                      "(default: the run's circuit.toml)")
+    rl.add_argument("--threshold", type=float, default=1e-3,
+                    help="volts: a step whose largest node divergence exceeds it is where twin and bench part "
+                         "(default 1e-3)")
+    rl.add_argument("--out", help="directory for divergence.csv, gradients.csv, replay.png (default RUN-replay-BACKEND)")
+    rl.add_argument("--force", action="store_true", help="write into --out even if it holds files")
+
     rp = add("report", cmd_report, "Regenerate the validation report (Markdown and figures) from scratch.")
     rp.add_argument("--out", required=True)
     rp.add_argument("--ngspice", action="store_true", help="add the ngspice sections (resistor and mosfet devices)")
@@ -519,6 +575,7 @@ def main(argv=None) -> int:
     from hil.spice.nonideal import NonIdealError
     from hil.substrate import SubstrateError
     from hil.tasks import TaskError
+    from hil.analysis.replay import ReplayError  # noqa: F401 (a ValueError: reported like the others)
 
     args = build_parser().parse_args(argv)
     try:

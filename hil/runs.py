@@ -8,7 +8,8 @@ A run directory holds
 - ``log.csv``: one row per step: step, train_loss, test_loss, grad_norm, seconds;
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
-- ``loss.png``: the loss curves; ``result.json`` once the run ends.
+- ``loss.png``: the loss curves; ``result.json`` once the run ends;
+- ``bench/``: a bench run's record (:mod:`hil.drivers.record`).
 """
 
 from __future__ import annotations

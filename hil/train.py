@@ -157,6 +157,8 @@ class Trainer:
         cfg, t, c = self.cfg, self.task, self.circuit
         rng = rng or np.random.default_rng(cfg.seed)
         every = cfg.checkpoint_every or max(1, cfg.steps // 20)
+        if hasattr(self.sub, "record_to"):  # a bench: every exchange and step into the run directory
+            self.sub.record_to(self.run.path / "bench")
         g = self.sub.read()
         lo, hi = c.g_min, c.g_max
         n = t.n_train
@@ -177,9 +179,12 @@ class Trainer:
                                     seconds=0.0))
         step = start_step
         rng_before = rng.bit_generator.state
+        mark = getattr(self.sub, "mark", None)  # a recording substrate notes where each step begins
         try:
             with Progress(cfg.steps - start_step, f"train {cfg.rule}", enabled=progress) as bar:
                 while step < cfg.steps:
+                    if mark:
+                        mark(step + 1)
                     rng_before = rng.bit_generator.state  # an unfinished step is redone from here
                     idx = np.arange(n) if batch == n else rng.choice(n, batch, replace=False)
                     meas = self.sub.measure(t.X_train[idx], t.Y_train[idx], self.rule.states())
@@ -203,6 +208,9 @@ class Trainer:
                 self.run.append_log(pending)
             self.run.save_checkpoint(step, g, rng_before)
             raise
+        finally:
+            if hasattr(self.sub, "stop_recording"):
+                self.sub.stop_recording()
         log = self.run.read_log()
         rates = self._rates(log["train_loss"], g)
         plot_losses(self.run, rates.pop("_lines", None))
