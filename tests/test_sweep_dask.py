@@ -29,37 +29,61 @@ def _start(cmd, log, cwd):
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
 
 
-@pytest.fixture()
-def cluster(tmp_path):
-    """A Dask scheduler and two single-threaded worker processes (no nanny: a killed worker stays dead)."""
-    log = open(tmp_path / "cluster.log", "wb")
-    sched_file = tmp_path / "scheduler.json"
-    procs = [_start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-                     "--no-dashboard", "--scheduler-file", str(sched_file)], log, tmp_path)]
-    try:
+class Cluster:
+    """A Dask scheduler and single-threaded worker processes (no nanny: a killed worker stays dead)."""
+
+    def __init__(self, path: Path):
+        self.path, self.log = path, open(path / "cluster.log", "wb")
+        sched_file = path / "scheduler.json"
+        self.scheduler = _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                 "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)], self.log, path)
+        self.workers = []
         deadline = time.monotonic() + 60
         while not sched_file.exists() or not sched_file.read_text().strip():
-            assert time.monotonic() < deadline, (tmp_path / "cluster.log").read_text()
+            assert time.monotonic() < deadline, (path / "cluster.log").read_text()
             time.sleep(0.1)
-        addr = json.loads(sched_file.read_text())["address"]
-        workers = [_start([sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nthreads", "1",
-                           "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
-                           "--local-directory", str(tmp_path / f"w{k}")], log, tmp_path) for k in range(2)]
-        procs += workers
+        self.addr = json.loads(sched_file.read_text())["address"]
+
+    def ensure_workers(self, n: int = 2) -> list:
+        """Start workers until n are alive; wait until the scheduler sees them."""
         from distributed import Client
-        with Client(addr, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-        yield addr, workers
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        log.close()
+        self.workers = [w for w in self.workers if w.poll() is None]
+        while len(self.workers) < n:
+            k = len(list(self.path.glob("w*")))
+            self.workers.append(_start([sys.executable, "-m", "distributed.cli.dask_worker", self.addr, "--nthreads",
+                                        "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
+                                        "--local-directory", str(self.path / f"w{k}")], self.log, self.path))
+        with Client(self.addr, timeout="30s") as client:
+            deadline = time.monotonic() + 60
+            while len(client.scheduler_info()["workers"]) != n:
+                assert time.monotonic() < deadline, (self.path / "cluster.log").read_text()
+                time.sleep(0.1)
+        return self.workers
+
+    def stop(self):
+        for w in self.workers:  # ours: killed outright, nothing of theirs needs a clean exit
+            if w.poll() is None:
+                w.kill()
+            w.wait(10)
+        self.scheduler.terminate()
+        try:
+            self.scheduler.wait(10)
+        except subprocess.TimeoutExpired:
+            self.scheduler.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def _cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    yield c
+    c.stop()
+
+
+@pytest.fixture()
+def cluster(_cluster):
+    """(scheduler address, the two live worker processes)."""
+    return _cluster.addr, _cluster.ensure_workers(2)
 
 
 def _table(path: Path) -> list:
@@ -167,3 +191,34 @@ def test_sweep_cli_on_the_cluster_and_a_bad_scheduler(cluster, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "hil.cli", "sweep", "divider", "--scheduler", "http://x:1",
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert bad.returncode == 2 and "--scheduler 'http://x:1'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_ngspice_points_with_a_nonideality_file_on_the_cluster_equal_the_local_ones(cluster, tmp_path, ngspice):
+    """The file's text travels with the task; the run records the path the user gave; one libngspice per worker."""
+    addr, _ = cluster
+    tol = tmp_path / "tol.toml"
+    tol.write_text("seed = 5\ntolerance = 0.1\n")
+    src = load_circuit("bridge").source
+    points = grid(["cl", "ep-sym"], None, [0], [str(tol), None])
+    kw = dict(steps=15, backend="ngspice", device="resistor")
+    rows_local = run_sweep(src, points, tmp_path / "local", workers=2, **kw)
+    rows = run_sweep(src, points, tmp_path / "dask", scheduler=addr, **kw)
+    assert [r["status"] for r in rows] == ["ok"] * 4, rows
+    assert _table(tmp_path / "dask") == _table(tmp_path / "local")
+    for r in rows:
+        name = Path(r["run_dir"]).name
+        assert _files(tmp_path / "dask" / "points" / name) == _files(tmp_path / "local" / "points" / name)
+    cfg = json.loads((tmp_path / "dask" / "points" / "p0000" / "config.json").read_text())
+    assert cfg["backend_options"] == {"device": "resistor", "nonideal": str(tol.resolve())}
+    # the tolerance changes the circuit the run trained on
+    assert rows[0]["initial_loss"] != rows[1]["initial_loss"]
+    assert rows_local[0]["final_loss"] == rows[0]["final_loss"]
+
+
+def test_scheduler_local_starts_a_cluster_of_worker_processes(tmp_path):
+    src = load_circuit("divider").source
+    points = grid(["ep-sym", "cl"], None, [0], None)
+    rows = run_sweep(src, points, tmp_path / "dask", steps=20, workers=2, scheduler="local")
+    rows_local = run_sweep(src, points, tmp_path / "local", steps=20, workers=2)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert _table(tmp_path / "dask") == _table(tmp_path / "local")
