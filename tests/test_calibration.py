@@ -6,11 +6,11 @@ SCPI replies. The hidden per-edge deviations are the non-ideality file's own dra
 
 import json
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from helpers import HIL, run_hil
 
 from hil.circuit import load_circuit
 from hil.spice.nonideal import load_nonideal
@@ -19,9 +19,7 @@ TOLERANCE, NOISE = 0.05, 1e-4
 
 
 def hil(*args, timeout=300):
-    # run outside the checkout, so that `-m hil.cli` imports the installed hil, not the source tree
-    return subprocess.run([sys.executable, "-m", "hil.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd="/")
+    return run_hil(*args, timeout=timeout)
 
 
 @pytest.fixture()
@@ -30,7 +28,7 @@ def emulated_nonideal(tmp_path, ngspice):
     nonideal = tmp_path / "tolerance.toml"
     nonideal.write_text(f"seed = 3\ntolerance = {TOLERANCE}\nnoise = {NOISE}\n")
     bench = tmp_path / "bench.toml"
-    emu = subprocess.Popen([sys.executable, "-m", "hil.cli", "emulate", "net16", "--backend", "ngspice", "--nonideal",
+    emu = subprocess.Popen(HIL + ["emulate", "net16", "--backend", "ngspice", "--nonideal",
                             str(nonideal), "--bench-file", str(bench), "--json"],
                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:

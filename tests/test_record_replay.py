@@ -12,12 +12,12 @@ uncalibrated one, and the twin with the emulator's own non-idealities only by no
 
 import json
 import subprocess
-import sys
 import time
 import warnings
 
 import numpy as np
 import pytest
+from helpers import HIL, run_hil
 
 from hil.circuit import load_circuit
 from hil.ideal import IdealSubstrate
@@ -29,9 +29,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def hil(*args, timeout=300):
-    # outside the checkout, so that `-m hil.cli` imports the installed hil, not the source tree
-    return subprocess.run([sys.executable, "-m", "hil.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd="/")
+    return run_hil(*args, timeout=timeout)
 
 
 @pytest.fixture
@@ -132,7 +130,7 @@ def test_the_calibrated_twin_diverges_less_than_the_uncalibrated_one(tmp_path, n
     nonideal = tmp_path / "tolerance.toml"
     nonideal.write_text("seed = 3\ntolerance = 0.05\nnoise = 1e-4\n")
     bench = tmp_path / "bench.toml"
-    emu = subprocess.Popen([sys.executable, "-m", "hil.cli", "emulate", "net16", "--backend", "ngspice", "--nonideal",
+    emu = subprocess.Popen(HIL + ["emulate", "net16", "--backend", "ngspice", "--nonideal",
                             str(nonideal), "--bench-file", str(bench), "--json"], stdout=subprocess.PIPE, text=True,
                            cwd=tmp_path)
     try:

@@ -9,7 +9,6 @@ the other worker, and only the finished run reaches the output directory.
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import HIL
 
 from hil.analysis.sweep import grid, run_sweep
 from hil.circuit import load_circuit
@@ -95,14 +95,16 @@ def _table(path: Path) -> list:
 
 
 def _files(run_dir: Path) -> dict:
-    """Every file's bytes; log.csv without its wall-clock column."""
+    """Every file's bytes; log.csv without its wall-clock column ``seconds``."""
     out = {}
     for f in sorted(run_dir.rglob("*")):
         if not f.is_file():
             continue
         data = f.read_bytes()
         if f.name == "log.csv":
-            data = b"\n".join(b",".join(line.split(b",")[:4]) for line in data.splitlines())
+            rows = [line.split(b",") for line in data.splitlines()]
+            col = rows[0].index(b"seconds")
+            data = b"\n".join(b",".join(r[:col] + r[col + 1:]) for r in rows)
         if f.name == "result.json":
             r = json.loads(data)
             r["run_dir"] = Path(r["run_dir"]).relative_to(run_dir.parent.parent).as_posix()
@@ -174,7 +176,7 @@ def test_dask_sweep_equals_local_sweep_and_survives_a_killed_worker(cluster, tmp
 def test_sweep_cli_on_the_cluster_and_a_bad_scheduler(cluster, tmp_path):
     addr, _ = cluster
     out = tmp_path / "cli"
-    p = subprocess.run([sys.executable, "-m", "hil.cli", "sweep", "divider", "--rules", "ep-sym,cl", "--steps", "20",
+    p = subprocess.run(HIL + ["sweep", "divider", "--rules", "ep-sym,cl", "--steps", "20",
                         "--scheduler", addr, "--out", str(out), "--json"], capture_output=True, text=True, timeout=120,
                        cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -183,12 +185,12 @@ def test_sweep_cli_on_the_cluster_and_a_bad_scheduler(cluster, tmp_path):
     assert all(row["final_loss"] < row["initial_loss"] for row in r["rows"])
     assert (out / "points" / "p0001" / "loss.png").exists()
     # a second sweep into the same place overwrites nothing: each point says where its run already is
-    again = subprocess.run([sys.executable, "-m", "hil.cli", "sweep", "divider", "--rules", "ep-sym", "--steps", "20",
+    again = subprocess.run(HIL + ["sweep", "divider", "--rules", "ep-sym", "--steps", "20",
                             "--scheduler", addr, "--out", str(out), "--json"], capture_output=True, text=True,
                            timeout=120, cwd=tmp_path)
     r2 = json.loads(again.stdout.strip().splitlines()[-1])
     assert r2["failed"] == 1 and "already holds a run" in r2["rows"][0]["error"]
-    bad = subprocess.run([sys.executable, "-m", "hil.cli", "sweep", "divider", "--scheduler", "http://x:1",
+    bad = subprocess.run(HIL + ["sweep", "divider", "--scheduler", "http://x:1",
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert bad.returncode == 2 and "--scheduler 'http://x:1'" in bad.stderr and "Traceback" not in bad.stderr
 
