@@ -39,7 +39,7 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="hil-sweep-bench-"))
     t = time.perf_counter()
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
+                           dashboard_address="127.0.0.1:0")
     startup = time.perf_counter() - t
     local, dask = [], []
     with Client(cluster) as client:

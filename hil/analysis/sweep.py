@@ -204,8 +204,9 @@ def _run_dask(jobs, scheduler: str, workers: int | None):
     cluster = None
     try:
         if scheduler == "local":
+            # one thread per worker process (one libngspice each); its HTTP server on loopback, any free port
             cluster = LocalCluster(n_workers=workers or os.cpu_count(), threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address=None)
+                                   host="127.0.0.1", dashboard_address="127.0.0.1:0")
             client = Client(cluster)
         else:
             try:
