@@ -85,6 +85,9 @@ class Circuit:
     gm : float array (k,), transconductances, siemens (any sign).
     gm_fixed : bool array (k,), True where gm is not trained.
     gm_max : float, bound on |gm| of a trainable VCCS, siemens (None: g_max).
+    calibration : dict or None, a calibrated circuit's per-edge record (``hil calibrate``): ``written``
+        (S, what the bench was told), ``scale`` (actual / written, 1) and ``sigma`` (the
+        scale's standard uncertainty, 1), plus ``bench`` (the bench file it came from).
     """
 
     name: str
@@ -104,7 +107,8 @@ class Circuit:
     gm: np.ndarray = field(default_factory=lambda: np.zeros(0))
     gm_fixed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     gm_max: float | None = None
-    _cache: dict = field(default_factory=dict, compare=False, repr=False, init=False)
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+    calibration: dict | None = field(default=None, compare=False, repr=False)
 
     # -- sizes and index sets ------------------------------------------------
     @property
@@ -267,7 +271,7 @@ class Circuit:
             g = np.concatenate([g, self.theta[self.m:]])
         g = self.check_g(g)
         edges, gm = self.split(g)
-        return replace(self, g=edges.copy(), gm=gm)
+        return replace(self, g=edges.copy(), gm=gm, calibration=None)  # as before: a record of other parts
 
     # -- serialisation ---------------------------------------------------------
     def to_toml(self) -> str:
@@ -287,6 +291,12 @@ class Circuit:
             lines += ["[[vccs]]", f"name = {q(self.vccs_names[j])}", f"out_p = {nd[0]}", f"out_n = {nd[1]}",
                       f"ctrl_p = {nd[2]}", f"ctrl_n = {nd[3]}", f"gm = {float(self.gm[j])!r}"]
             lines += ["fixed = true", ""] if self.gm_fixed[j] else [""]
+        if self.calibration:
+            cal = self.calibration
+            lines += ["# per edge, in the order of the [[edge]] tables: actual = scale x written", "[calibration]",
+                      f"bench = {q(str(cal.get('bench', '')))}"]
+            lines += [f"{k} = [" + ", ".join(repr(float(v)) for v in cal[k]) + "]" for k in CALIBRATION_ARRAYS]
+            lines.append("")
         return "\n".join(lines)
 
     def save(self, path) -> Path:
@@ -367,7 +377,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             return f"{source}:{_key_line(text, key)}"
         return source
 
-    known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge", "vccs", "gm_max"}
+    known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge", "vccs", "gm_max", "calibration"}
     for k in data:
         if k not in known:
             raise CircuitError(f"{at(k)}: unknown key '{k}' (expected one of {', '.join(sorted(known))})")
@@ -457,9 +467,10 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
     gm_max = _positive(data["gm_max"], f"{at('gm_max')}: gm_max") if "gm_max" in data else None
     vccs = _vccs_from_dict(data.get("vccs", []), at, index, seen, check_name,
                            gm_max if gm_max is not None else g_max, at("vccs"))
+    calibration = _calibration(data["calibration"], len(names), at) if "calibration" in data else None
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
                       np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source,
-                      *vccs, gm_max=gm_max)
+                      *vccs, gm_max=gm_max, calibration=calibration)
     _check_connected(circuit, at)
     if circuit.k:
         _check_operating_point(circuit, at(edge=0, table="vccs"))
@@ -524,6 +535,31 @@ def _check_operating_point(c: Circuit, where) -> None:
     if sv.min() <= 1e-12 * sv.max():
         raise CircuitError(f"{where}: the transconductances make the circuit singular (A_FF has condition number "
                            f"{sv.max() / max(sv.min(), 1e-300):.3g}): no unique operating point")
+
+
+CALIBRATION_ARRAYS = ("written", "scale", "sigma")
+
+
+def _calibration(cal, m: int, at) -> dict:
+    """A [calibration] table checked: one positive finite written conductance and scale per edge, sigma >= 0."""
+    if not isinstance(cal, dict):
+        raise CircuitError(f"{at('calibration')}: 'calibration' must be a table")
+    for k in cal:
+        if k not in ("bench",) + CALIBRATION_ARRAYS:
+            raise CircuitError(f"{at(k)}: [calibration]: unknown key '{k}' (expected bench, written, scale, sigma)")
+    out = {"bench": str(cal.get("bench", ""))}
+    for k in CALIBRATION_ARRAYS:
+        v = cal.get(k)
+        if not isinstance(v, list) or len(v) != m or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+            raise CircuitError(f"{at(k)}: [calibration]: '{k}' must be a list of {m} finite numbers, one per edge")
+        arr = np.array(v, float)
+        if (arr < 0).any() or (k != "sigma" and (arr <= 0).any()):
+            e = int(np.flatnonzero(arr <= 0 if k != "sigma" else arr < 0)[0])
+            raise CircuitError(f"{at(k)}: [calibration]: {k}[{e}] = {v[e]!r} must be "
+                               f"{'non-negative' if k == 'sigma' else 'positive'}")
+        out[k] = arr
+    return out
 
 
 def _positive(v, what) -> float:

@@ -10,7 +10,8 @@ A run directory holds
   homeostasis_H (S^2) for a non-reciprocal circuit or a run with homeostasis;
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
-- ``loss.png``: the loss curves; ``result.json`` once the run ends.
+- ``loss.png``: the loss curves; ``result.json`` once the run ends;
+- ``bench/``: a bench run's record (:mod:`hil.drivers.record`).
 """
 
 from __future__ import annotations
