@@ -214,7 +214,7 @@ def load_circuit(path) -> Circuit:
     c = load_any(path)
     if getattr(c, "kind", None) == "layered":
         raise CircuitError(f"{c.source}: kind = \"layered\": this command works on reciprocal networks only "
-                           "(layered circuits: hil train, hil grad, hil info)")
+                           "(layered circuits: hil train, hil grad, hil info, hil netlist)")
     return c
 
 

@@ -333,14 +333,39 @@ def cmd_info(args):
     _emit(args, obj, "\n".join(lines))
 
 
+def _opamp(args):
+    from hil.layered import OpAmp
+    for name, v in (("--opamp-gain", args.opamp_gain), ("--opamp-rin", args.opamp_rin)):
+        if v is not None and not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} {v}: must be a positive finite number ({'V/V' if 'gain' in name else 'ohms'})")
+    return OpAmp(args.opamp_gain or float("inf"), args.opamp_rin or float("inf"))
+
+
+def _netlist_layered(args, c):
+    from pathlib import Path
+
+    from hil.spice.layered import standalone_layered_deck
+    if args.device != "resistor" or args.nonideal:
+        raise ValueError("--device and --nonideal do not apply to layered circuits (op-amps: --opamp-gain, --opamp-rin)")
+    inputs = [float(x) for x in args.inputs.split(",")] if args.inputs else [1.0] * c.sizes[0]
+    if len(inputs) != c.sizes[0]:
+        raise ValueError(f"--inputs: {len(inputs)} values for the {c.sizes[0]} inputs of {c.name}")
+    Path(args.o).write_text(standalone_layered_deck(c, inputs, _opamp(args)))
+    _emit(args, {"path": args.o}, f"wrote {args.o}: run it with `ngspice -b {args.o}` (prints every stage's output)")
+
+
 def cmd_netlist(args):
-    from hil.circuit import load_circuit
+    from hil.circuit import load_any
     from hil.spice.netlist import standalone_deck
 
     from hil.spice.devices import make_device
     from hil.spice.nonideal import NonIdeal, load_nonideal
 
-    c = load_circuit(args.circuit)
+    c = load_any(args.circuit)
+    if getattr(c, "kind", None) == "layered":
+        return _netlist_layered(args, c)
+    if args.opamp_gain is not None or args.opamp_rin is not None:
+        raise ValueError("--opamp-gain and --opamp-rin apply to layered circuits only")
     inputs = [float(x) for x in args.inputs.split(",")] if args.inputs else [1.0] * len(c.inputs)
     if len(inputs) != len(c.inputs):
         raise ValueError(f"--inputs: {len(inputs)} values for the {len(c.inputs)} inputs of {c.name}")
@@ -627,6 +652,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
     n.add_argument("--nonideal", metavar="FILE", help="non-idealities (TOML): tolerance, wire and source resistance")
     n.add_argument("--inputs", help="input voltages, comma-separated (default 1 V each)")
+    n.add_argument("--opamp-gain", type=float, default=None,
+                   help="layered circuits: the op-amps' open-loop gain A, V/V (default: ideal, an E source of gain 1e12)")
+    n.add_argument("--opamp-rin", type=float, default=None,
+                   help="layered circuits: the op-amps' input resistance, ohms (default: infinite)")
     n.add_argument("-o", required=True, metavar="FILE.cir")
 
     ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar, layered) as TOML.")

@@ -268,3 +268,41 @@ def test_cli_generate_train_resume_and_refusals(tmp_path):
     assert r.returncode == 0, r.stderr
     g = json.loads(r.stdout.strip().splitlines()[-1])
     assert g["cosine_per_layer"]["W"] is None and g["cosine_per_layer"]["Z"] > 0.999
+
+
+# -- ngspice ---------------------------------------------------------------------------------
+
+def test_ngspice_matches_the_ideal_solve_and_the_finite_gain_kcl_model(ngspice):
+    from hil.spice.layered import ngspice_forward
+    c = _circuit((5, 3, 4))
+    X = np.random.default_rng(5).normal(size=(3, 5))
+    h = ngspice_forward(c, X)
+    ideal = ly.forward(c, X)
+    for k in (1, 2):  # every stage, with ideal op-amps (E sources of gain 1e12)
+        assert np.abs(h[k] - ideal[k]).max() < 1e-8 * np.abs(ideal[k]).max()
+    op = ly.OpAmp(gain=1e4, r_in=1e5)
+    h2 = ngspice_forward(c, X, opamp=op)
+    kcl = ly.outputs_kcl(c, X, opamp=op)
+    assert np.allclose(h2[-1], kcl, rtol=1e-9, atol=1e-12)
+    assert np.abs(h2[-1] - ideal[-1]).max() > 1e-4 * np.abs(ideal[-1]).max()  # the non-ideality is visible
+
+
+def test_layered_standalone_deck_runs_in_ngspice_batch_mode(tmp_path, ngspice):
+    import shutil
+    import subprocess
+    if not shutil.which("ngspice", path="/usr/bin:/bin"):
+        pytest.fail("the ngspice program is missing (Debian package `ngspice`)")
+    c = _circuit((4, 3, 2))
+    lt, deck = tmp_path / "l.toml", tmp_path / "l.cir"
+    c.save(lt)
+    r = run_hil("netlist", lt, "--inputs", "0.5,-0.25,1,0.1", "--opamp-gain", "1e5", "-o", deck)
+    assert r.returncode == 0, r.stderr
+    run = subprocess.run(["/usr/bin/ngspice", "-b", str(deck)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    got = {ln.split("=")[0].strip(): float(ln.split("=")[1]) for ln in run.stdout.splitlines() if ln.startswith("v(")}
+    x = np.array([[0.5, -0.25, 1, 0.1]])
+    V = ly.node_voltages(c, x, opamp=ly.OpAmp(1e5))
+    for k, nm in enumerate(c.layer_names):
+        for j in range(c.sizes[k + 1]):
+            want = V["u"][k][0, j]  # the deck prints 12 significant digits
+            assert abs(got[f"v({nm.lower()}_u{j})"] - want) <= 1e-10 * abs(want) + 1e-12
