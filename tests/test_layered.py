@@ -306,3 +306,22 @@ def test_layered_standalone_deck_runs_in_ngspice_batch_mode(tmp_path, ngspice):
         for j in range(c.sizes[k + 1]):
             want = V["u"][k][0, j]  # the deck prints 12 significant digits
             assert abs(got[f"v({nm.lower()}_u{j})"] - want) <= 1e-10 * abs(want) + 1e-12
+
+
+def test_gd_with_random_inputs_reaches_the_eckart_young_loss_of_the_projected_targets(tmp_path):
+    # random inputs (N > m): C* is the tail of Y X^T's singular values; a noise term no linear map fits adds to it
+    c = ly.generate_layered((5, 2, 4), seed=2)
+    t = factorize_task(c, 3, seed=2, inputs="random", examples=12)
+    t.Y_train = t.Y_train + 0.05 * np.random.default_rng(9).normal(size=t.Y_train.shape)
+    res = start_layered_run(c, t, LayeredConfig(rule="gd", steps=1200, seed=2), tmp_path / "gd", progress=False,
+                            plot=False)
+    # independent: the least-squares map, then its best rank-2 approximation in the metric of X^T X
+    X, Y = t.X_train, t.Y_train
+    M = np.linalg.lstsq(X, Y, rcond=None)[0].T                  # n x m
+    S = np.linalg.cholesky(X.T @ X)                            # X^T X = S S^T
+    U, s, Vt = np.linalg.svd(M @ S)
+    M2 = (U[:, :2] * s[:2]) @ Vt[:2] @ np.linalg.inv(S)
+    direct = np.mean(0.5 * np.sum((X @ M2.T - Y) ** 2, axis=1))
+    assert math.isclose(eckart_young(X, Y, 2), direct, rel_tol=1e-10)
+    assert res["final_loss"] - direct < 1e-6 * direct
+    assert len(t.X_test) == 3 and np.isfinite(Run(res["run_dir"]).read_log()["test_loss"]).all()
