@@ -70,6 +70,10 @@ def _add_backend(p):
                    help="ngspice: the programmable resistor on each edge: resistor (ideal), digipot (N taps, "
                         "netlists/digipot.toml), mosfet (NMOS in triode, gate voltage trained; netlists/nmos_level1.lib)")
     p.add_argument("--nonideal", metavar="FILE", help="ngspice: non-idealities (TOML; see netlists/nonideal-example.toml)")
+    p.add_argument("--opamp-gain", type=float, default=None,
+                   help="ngspice, layered circuits: the op-amps' open-loop gain A, V/V (default: ideal)")
+    p.add_argument("--opamp-rin", type=float, default=None,
+                   help="ngspice, layered circuits: the op-amps' input resistance, ohms (default: infinite)")
 
 
 def _task(args, circuit):
@@ -128,13 +132,17 @@ def _train_layered(args, circuit, task):
 
     if task is None:
         raise ValueError("hil train: a layered circuit needs --task factorize --rank K")
-    if args.batch is not None or args.device != "resistor" or args.nonideal:
+    if args.batch is not None or args.device != "resistor" or args.nonideal:  # op-amps: --opamp-gain, --opamp-rin
         raise ValueError("hil train: --batch, --device and --nonideal do not apply to layered circuits yet")
-    if args.backend != "ideal":
+    if args.backend == "bench":
         from hil.layered_train import open_layered_substrate
-        open_layered_substrate(circuit, args.backend)  # the backend's own refusal
+        open_layered_substrate(circuit, args.backend)  # the bench's own refusal
+    op = _opamp(args)
+    if args.backend != "ngspice" and (args.opamp_gain or args.opamp_rin):
+        raise ValueError("--opamp-gain and --opamp-rin need --backend ngspice")
     cfg = LayeredConfig(rule=args.rule, nudge=args.nudge, lr=args.lr, steps=args.steps or 1000, seed=args.seed,
-                        checkpoint_every=args.checkpoint_every, backend=args.backend)
+                        checkpoint_every=args.checkpoint_every, backend=args.backend,
+                        opamp_gain=args.opamp_gain, opamp_rin=args.opamp_rin)
     res = start_layered_run(circuit, task, cfg, args.out, progress=None if not args.json else False)
     text = (f"{_task_line(task, trains=True)}\nloss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in "
             f"{res['steps']} steps; rank-{circuit.sizes[1]} optimum (Eckart-Young) {res['eckart_young']:.4g} V^2, "
@@ -174,6 +182,8 @@ def cmd_train(args):
 
 
 def _backend_options(args) -> dict:
+    if getattr(args, "opamp_gain", None) is not None or getattr(args, "opamp_rin", None) is not None:
+        raise ValueError("--opamp-gain and --opamp-rin apply to layered circuits only")
     if args.backend == "bench":
         if not getattr(args, "bench", None):
             raise ValueError("--backend bench needs --bench FILE (a bench file; `hil emulate` writes one)")
@@ -199,11 +209,15 @@ def _grad_layered(args, circuit, task):
         raise ValueError("hil grad: a layered circuit needs --task factorize --rank K")
     X, Y = task.X_train, task.Y_train
     rule = make_layered_rule(args.rule, args.nudge).configure(circuit)
-    with open_layered_substrate(circuit, args.backend) as sub:
-        sub.feedback = feedback_matrices(draw_feedback(circuit, args.seed))
+    if args.backend != "ngspice" and (args.opamp_gain or args.opamp_rin):
+        raise ValueError("--opamp-gain and --opamp-rin need --backend ngspice")
+    with open_layered_substrate(circuit, args.backend, opamp=_opamp(args)) as sub:
+        fb = draw_feedback(circuit, args.seed)
+        sub.feedback, sub.feedback_pairs = feedback_matrices(fb), fb["crossbars"]
         est = rule.estimate(sub.measure(X, Y, rule.states()))
-        if args.reference == "fd":  # central differences of the loss through the node-level KCL solve
-            exact = _fd_layered(circuit, X, Y)
+        if args.reference == "fd" or (args.backend == "ngspice" and args.reference == "auto"):
+            # central differences of the loss through the node-level KCL solve, with the op-amp model
+            exact = _fd_layered(circuit, X, Y, opamp=_opamp(args))
         elif args.reference == "sens":
             raise ValueError("--reference sens: layered circuits run on the ideal substrate only; use auto or fd")
         else:
@@ -222,7 +236,8 @@ def _grad_layered(args, circuit, task):
     obj = {"edges": list(names), "exact": exact.tolist(), "estimate": est.tolist(), "cosine": cos,
            "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge, "backend": args.backend,
            "examples": task.n_train, "cosine_per_layer": per_layer, "feedback_seed": args.seed,
-           "reference": "central differences through the node-level KCL solve" if args.reference == "fd"
+           "reference": "central differences through the node-level KCL solve (op-amp model included)"
+           if args.reference == "fd" or args.backend == "ngspice"
            else "backpropagation with the transposed weights (exact)"}
     fmt = lambda v: "undefined (zero update)" if v is None else f"{v:.6f}"
     lines = [_task_line(task), f"{rule.describe()} on {circuit.name}: cosine {fmt(cos)}, relative error "
@@ -233,7 +248,7 @@ def _grad_layered(args, circuit, task):
     _emit(args, obj, "\n".join(lines))
 
 
-def _fd_layered(circuit, X, Y, rel_step=1e-4):
+def _fd_layered(circuit, X, Y, rel_step=1e-4, opamp=None):
     from hil import layered as ly
     g0 = circuit.g
     out = np.zeros_like(g0)
@@ -242,7 +257,7 @@ def _fd_layered(circuit, X, Y, rel_step=1e-4):
         L = []
         for sgn in (1, -1):
             g = g0.copy(); g[e] += sgn * h
-            r = ly.outputs_kcl(circuit, X, g) - Y
+            r = ly.outputs_kcl(circuit, X, g, opamp or ly.OpAmp()) - Y
             L.append(np.mean(0.5 * np.sum(r * r, axis=1)))
         out[e] = (L[0] - L[1]) / (2 * h)
     return out

@@ -1,7 +1,8 @@
 """Training layered circuits: substrate, rules (gd, fa, ep-sym), the factorisation task, the loop.
 
 Spec ``learning-rules.md`` section 8. The data path is the same as for the
-reciprocal networks: circuit -> substrate (:class:`LayeredIdealSubstrate`)
+reciprocal networks: circuit -> substrate (:class:`LayeredIdealSubstrate`, or
+:class:`LayeredNgSpiceSubstrate` with an op-amp model)
 -> measurements (:class:`LayeredMeasurements`: each stage's forward signal,
 backward signals, nudged stage outputs) -> rule -> ghat -> g <- clip(g - alpha
 ghat, g_min, g_max) -> substrate.
@@ -158,14 +159,75 @@ class LayeredIdealSubstrate:
         self.close()
 
 
+class LayeredNgSpiceSubstrate(LayeredIdealSubstrate):
+    """The layered circuit in ngspice (:mod:`hil.spice.layered`), op-amps of model ``opamp``.
+
+    Forward: every stage's buffer outputs at the operating point. Backward: the backward
+    crossbar is itself a one-stage layered circuit driven with e (and -e): for ``fa`` the
+    feedback crossbar's stored pairs, for ``gd`` the next stage's pairs transposed (its
+    feedback resistances must then be equal: R (G+ - G-)^T = W^T only for a uniform R).
+    The output nudge of ``ep-sym`` (a current into the summing lines) is not built yet.
+    """
+
+    def __init__(self, circuit: LayeredCircuit, g=None, opamp=None):
+        super().__init__(circuit, g)
+        self.opamp = opamp or ly.OpAmp()
+        self.feedback_pairs = None
+
+    def measure(self, X, Y, states) -> LayeredMeasurements:
+        from hil.spice.layered import ngspice_forward
+        c = self.circuit
+        X, Y = np.atleast_2d(np.asarray(X, float)), np.atleast_2d(np.asarray(Y, float))
+        h = ngspice_forward(c, X, self._g, self.opamp)
+        sig = {"forward": h}
+        for s in states:
+            if isinstance(s, Backward):
+                sig[s.key] = self._spice_backward(h[-1] - Y, s.via)
+            elif isinstance(s, OutputNudge):
+                raise ValueError("ngspice: the output nudge of ep-sym on layered circuits is not built yet "
+                                 "(use --backend ideal)")
+            elif not isinstance(s, Forward):
+                raise ValueError(f"layered circuits have no state {s!r}")
+        return LayeredMeasurements(c, X, Y, sig)
+
+    def _stage(self, k, via) -> LayeredCircuit:
+        """The backward crossbar from stage k's summing lines to its input lines, as a one-stage circuit."""
+        c = self.circuit
+        if via == "feedback":
+            if self.feedback_pairs is None:
+                raise ValueError("fa: no feedback crossbars installed on the substrate")
+            fb = self.feedback_pairs[k - 1]
+            gp, gm = np.array(fb["g_plus"]), np.array(fb["g_minus"])
+            R = np.full(gp.shape[0], float(fb["r_f"]))
+        else:
+            gps, gms = c.unpack(self._g)
+            if np.ptp(c.r_f[k]) != 0:
+                raise ValueError(f"gd on ngspice: stage {c.layer_names[k]} has unequal feedback resistances; the "
+                                 "transposed crossbar realises W^T only for a uniform R_f")
+            gp, gm = gps[k].T, gms[k].T
+            R = np.full(gp.shape[0], float(c.r_f[k][0]))
+        return LayeredCircuit(f"{c.name}_back{k}", ("B",), (gp,), (gm,), (R,), c.g_min, c.g_max, c.r_inv, c.source)
+
+    def _spice_backward(self, e, via) -> list:
+        from hil.spice.layered import ngspice_forward
+        n = self.circuit.n_layers
+        delta = [None] * n
+        delta[-1] = e
+        for k in range(n - 1, 0, -1):
+            delta[k - 1] = ngspice_forward(self._stage(k, via), delta[k], None, self.opamp)[-1]
+        return delta
+
+
 def open_layered_substrate(circuit: LayeredCircuit, backend: str = "ideal", **options):
-    """The substrate for a layered circuit; only the ideal model exists so far."""
+    """The substrate for a layered circuit: 'ideal' (exact) or 'ngspice' (options: opamp, an OpAmp)."""
     if backend == "ideal":
         return LayeredIdealSubstrate(circuit)
+    if backend == "ngspice":
+        return LayeredNgSpiceSubstrate(circuit, opamp=options.get("opamp"))
     if backend == "bench":
         raise ValueError(f"{circuit.source}: the bench cannot hold a layered circuit: there is no board with two "
                          "crossbars, transimpedance stages and buffers yet (see drivers/LAYERED.md)")
-    raise ValueError(f"{circuit.source}: backend '{backend}' does not run layered circuits yet (use --backend ideal)")
+    raise ValueError(f"{circuit.source}: backend '{backend}' does not run layered circuits (ideal, ngspice)")
 
 
 # -- feedback crossbars -------------------------------------------------------------
@@ -356,6 +418,8 @@ class LayeredConfig:
     checkpoint_every: int | None = None
     backend: str = "ideal"
     circuit_kind: str = "layered"
+    opamp_gain: float | None = None   # ngspice: the op-amps' gain (V/V); None: ideal
+    opamp_rin: float | None = None    # ngspice: their input resistance (ohms); None: infinite
     feedback_seed: int | None = None
 
 
@@ -389,6 +453,8 @@ class LayeredTrainer:
             cfg.feedback_seed = cfg.seed
         self.feedback = feedback or draw_feedback(circuit, cfg.feedback_seed)
         sub.feedback = feedback_matrices(self.feedback) if circuit.n_layers > 1 else None
+        if hasattr(sub, "feedback_pairs"):
+            sub.feedback_pairs = self.feedback["crossbars"]
         if cfg.lr is None:
             cfg.lr = default_lr(circuit, sub.read(), task.X_train, task.Y_train)
             cfg.lr_every = LR_EVERY if cfg.lr_every is None else cfg.lr_every
@@ -445,10 +511,14 @@ class LayeredTrainer:
         return result
 
 
+def _opamp(cfg: LayeredConfig):
+    return ly.OpAmp(cfg.opamp_gain or float("inf"), cfg.opamp_rin or float("inf"))
+
+
 def start_layered_run(circuit: LayeredCircuit, task: Task, cfg: LayeredConfig, out, progress=None,
                       plot: bool = True) -> dict:
     """Train a layered circuit from scratch into the run directory ``out`` (``plot``: write loss.png)."""
-    sub = open_layered_substrate(circuit, cfg.backend)
+    sub = open_layered_substrate(circuit, cfg.backend, opamp=_opamp(cfg))
     trainer = LayeredTrainer(Run(out), circuit, task, cfg, sub)
     conf = asdict(cfg)
     conf.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
@@ -471,7 +541,7 @@ def resume_layered_run(out, steps=None, progress=None) -> dict:
         write_json(run.path / "config.json", raw)
     circuit = load_any(run.path / "circuit.toml")
     task = Task.from_dict(read_json(run.path / "task.json"))
-    sub = open_layered_substrate(circuit, cfg.backend)
+    sub = open_layered_substrate(circuit, cfg.backend, opamp=_opamp(cfg))
     sub.write(ck["g"])
     trainer = LayeredTrainer(run, circuit, task, cfg, sub, feedback=read_json(run.path / FEEDBACK_FILE))
     run.truncate_log(ck["step"])

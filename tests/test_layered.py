@@ -325,3 +325,35 @@ def test_gd_with_random_inputs_reaches_the_eckart_young_loss_of_the_projected_ta
     assert math.isclose(eckart_young(X, Y, 2), direct, rel_tol=1e-10)
     assert res["final_loss"] - direct < 1e-6 * direct
     assert len(t.X_test) == 3 and np.isfinite(Run(res["run_dir"]).read_log()["test_loss"]).all()
+
+
+def test_training_on_ngspice_follows_the_ideal_substrate_and_finite_gain_bends_the_gradient(tmp_path, ngspice):
+    from hil.layered_train import LayeredNgSpiceSubstrate
+    c = ly.generate_layered((4, 2, 3), seed=1)
+    t = factorize_task(c, 2, seed=1)
+    runs = {}
+    for backend in ("ideal", "ngspice"):
+        runs[backend] = start_layered_run(c, t, LayeredConfig(rule="fa", steps=15, seed=1, backend=backend),
+                                          tmp_path / backend, progress=False, plot=False)
+    g_ideal, g_ng = (Run(runs[b]["run_dir"]).load_checkpoint()["g"] for b in ("ideal", "ngspice"))
+    assert np.allclose(g_ng, g_ideal, rtol=1e-7)
+    assert runs["ngspice"]["final_loss"] < 0.5 * runs["ngspice"]["initial_loss"]
+    # op-amps of gain 300: gd's backward crossbar and the forward pass both feel it; the update is the
+    # circuit's own gradient (central differences through the KCL model with that op-amp) only approximately
+    op = ly.OpAmp(300.0, 1e5)
+    sub = LayeredNgSpiceSubstrate(c, opamp=op)
+    rule = make_layered_rule("gd")
+    ghat = rule.estimate(sub.measure(t.X_train, t.Y_train, rule.states()))
+    g0 = c.g
+    own = np.zeros_like(g0)
+    for e in range(len(g0)):
+        h = 1e-4 * g0[e]
+        L = []
+        for s in (1, -1):
+            g = g0.copy()
+            g[e] += s * h
+            r = ly.outputs_kcl(c, t.X_train, g, op) - t.Y_train
+            L.append(np.mean(0.5 * np.sum(r * r, axis=1)))
+        own[e] = (L[0] - L[1]) / (2 * h)
+    cos = ghat @ own / (np.linalg.norm(ghat) * np.linalg.norm(own))
+    assert 0.9 < cos < 1 - 1e-6
