@@ -118,14 +118,32 @@ class BenchModel:
                 raise SCPIError(SETTINGS_CONFLICT, "outputs partly clamped and partly free are not emulated")
             if not np.allclose(self.sub.read(), self.g, rtol=0, atol=0):
                 self.sub.write(self.g)
-            V = self.sub.run(X, [Experiment(True, modes.pop(), vals)])[0]
+            exp = Experiment(True, modes.pop(), vals)
+            noiseless = getattr(self.sub, "noiseless", None)
+            if noiseless is None:
+                V = self._true = self.sub.run(X, [exp])[0]
+            else:  # the voltmeters' noise on the readings; the SMUs' currents from the circuit itself
+                with noiseless():
+                    self._true = self.sub.run(X, [exp])[0]
+                V = self.sub.voltmeter(self._true)
             self._cache = V
             return V
 
+    def true_sweep(self) -> np.ndarray:
+        """Node voltages (N, n) of the present sweep as the circuit holds them (no voltmeter noise)."""
+        with self.lock:
+            self.sweep()
+            return self._true
+
     def node_current(self, node: int, V) -> float:
-        """Current (A) the instrument at ``node`` delivers into the network."""
+        """Current (A) the instrument at ``node`` delivers into the network.
+
+        Through the parts' actual conductances where the substrate knows them (a
+        non-ideal simulation: tolerances the board does not report), else the written ones.
+        """
         c = self.c
-        I = self.g * c.drops(V)
+        actual = getattr(self.sub, "actual_conductances", lambda: None)()
+        I = (self.g if actual is None else actual) * c.drops(V)
         return float(np.sum(I[c.a == node]) - np.sum(I[c.b == node]))
 
 
@@ -363,9 +381,9 @@ class SMU(Instrument):
                 raise SCPIError(-221, "output off: no reading")
             Vs = m.sweep() if self.list_mode() else m.sweep()[:1]
             out = []
-            for V in Vs:
+            for V, T in zip(Vs, m.true_sweep()):
                 v = float(V[self.node])
-                i = m.node_current(self.node, V)
+                i = m.node_current(self.node, T)
                 status = 0
                 if (self.func == "VOLT" and abs(i) > self.i_prot) or (self.func == "CURR" and abs(v) > self.v_prot):
                     status |= 1 << 3  # in compliance
