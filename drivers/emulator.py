@@ -1,36 +1,42 @@
 """The emulated bench: each instrument a raw-SCPI socket server on loopback, backed by a simulated circuit.
 
-Instruments (one TCP port each, ``TCPIP::127.0.0.1::PORT::SOCKET``, lines end in ``\\n``):
+Instruments (one TCP port each, ``TCPIP::127.0.0.1::PORT::SOCKET``, lines end in ``\\n``;
+open them from pyvisa with ``read_termination="\\n"``):
 
 - the resistor board (protocol: ``drivers/resistor-board.md``);
-- one Keithley 2400-class SMU per input node and per output node (the subset of
-  the 2400 command set that sourcing and measuring use, short and long forms);
-- one Keithley 2700-class scanner with a 7700 multiplexer card (channels 101..120)
-  reading every other node.
+- one Keithley 2400 SourceMeter per input node and per output node
+  (:mod:`hil.drivers.emulated2400`);
+- one Keithley 2700 with a 7700 multiplexer card (channels 101..120) reading
+  every other node (:mod:`hil.drivers.emulated2700`).
 
-The circuit's node voltages come from a substrate (ideal or ngspice) given what
-the instruments hold: input SMUs source voltages; an output SMU that is off
-leaves its node free, sourcing a current injects it (open-loop nudge, adjoint),
-sourcing a voltage clamps it. Faults can be injected per instrument: a delayed
-reply, a dropped connection, a garbage reply, an error pushed into the queue.
+The node voltages come from a substrate (ideal or ngspice) given what every SMU
+is doing (:mod:`hil.drivers.circuitmodel`): sourcing a voltage or a current, in
+compliance (a source at its limit), or off (the manual's output-off states:
+HIMPedance is an open node, NORMal a 0 V source limited to 0.5 % of the current
+range). One lock serialises every instrument's messages, so a reading reflects
+every setting made before it by any client. Faults can be injected per
+instrument: a delayed reply, a dropped connection, a garbage reply, an error
+pushed into the queue.
 """
 
 from __future__ import annotations
 
 import socket
 import socketserver
-from collections import deque
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from hil.drivers.scpi import SETTINGS_CONFLICT, Interpreter, SCPIError, boolean, channel_list, number
+from hil.drivers.circuitmodel import PortSolver
+from hil.drivers.scpi import (INPUT_OVERRUN, SETTINGS_CONFLICT, Interpreter, SCPIError, Status, number)
 
-SMU_V_MAX, SMU_I_MAX = 210.0, 1.05          # Keithley 2400 source ranges
 SCANNER_CHANNELS = range(101, 121)          # 7700 card in slot 1
+MAX_LINE = 65536                            # bytes an instrument's input buffer holds (a longer line is refused)
+HISTORY = 200                               # received messages kept per instrument (each cut to HISTORY_CHARS)
+HISTORY_CHARS = 4096
 
 
 def _fmt(v: float) -> str:
@@ -55,7 +61,7 @@ class Faults:
 class BenchModel:
     """The state of every instrument and the circuit behind them; one lock for all."""
 
-    def __init__(self, substrate, board_range=None):
+    def __init__(self, substrate, board_range=None, noise=(0.0, 0.0), seed=0):
         self.sub = substrate
         self.c = substrate.circuit
         self.lock = threading.RLock()
@@ -63,82 +69,98 @@ class BenchModel:
         lo, hi = board_range or (self.c.g_min, self.c.g_max)
         self.g_range = (float(lo), float(hi))
         self.smus = {}
+        self.noise = (float(noise[0]), float(noise[1]))   # V rms, A rms of one reading at 1 PLC
+        self.rng = np.random.default_rng(seed)
+        self.solver = PortSolver(substrate)
+        self.version = 0
         self._cache = None
 
     def set_g(self, g):
         with self.lock:
             self.g = np.array(g, float)
-            self._cache = None
+            self.changed()
 
     def changed(self):
-        self._cache = None
-
-    def solve(self) -> np.ndarray:
-        """Node voltages (n,) for the instruments' present state (the first point of a list sweep)."""
-        return self.sweep()[0]
+        with self.lock:
+            self.version += 1
+            self._cache = None
 
     def points(self) -> int:
-        """Trigger count of the sweep the SMUs are set up for (1 unless they hold source lists)."""
-        counts = {s.trig_count for s in self.smus.values() if s.output and s.list_mode()}
+        """Points of the sweep the SMUs are set up for (1 unless some hold source lists)."""
+        counts = {s.sweep_count() for s in self.smus.values() if s.state["output"] and s.list_mode()}
         if len(counts) > 1:
             raise SCPIError(SETTINGS_CONFLICT, f"SMUs in list mode disagree on the trigger count {sorted(counts)}")
         return counts.pop() if counts else 1
 
-    def sweep(self) -> np.ndarray:
-        """Node voltages (N, n) at each point of the sweep: instruments stepped together, as by a trigger link."""
-        from hil.substrate import Experiment
+    def solution(self):
+        """(V (N, n), port volts (N, P), port amps (N, P), in compliance (N, P)) for the instruments' state."""
         with self.lock:
-            if self._cache is not None:
-                return self._cache
-            c = self.c
+            if self._cache is not None and self._cache[0] == self.version:
+                return self._cache[1]
             N = self.points()
-            X = np.zeros((N, len(c.inputs)))
-            for k, i in enumerate(c.inputs):
-                s = self.smus.get(c.nodes[i])
-                if s is None or not s.output or s.func != "VOLT":
-                    raise SCPIError(SETTINGS_CONFLICT, f"input '{c.nodes[i]}' is not sourcing a voltage")
-                X[:, k] = s.levels(N)
-            modes, vals = set(), np.zeros((N, len(c.outputs)))
-            for k, o in enumerate(c.outputs):
-                s = self.smus.get(c.nodes[o])
-                if s is None or not s.output:
-                    modes.add("current")
-                else:
-                    modes.add("current" if s.func == "CURR" else "clamp")
-                    vals[:, k] = s.levels(N)
-            if len(modes) > 1:
-                raise SCPIError(SETTINGS_CONFLICT, "outputs partly clamped and partly free are not emulated")
-            if not np.allclose(self.sub.read(), self.g, rtol=0, atol=0):
+            P = self.solver.P
+            isV, val, lim = np.zeros((N, P), bool), np.zeros((N, P)), np.full((N, P), np.inf)
+            for k, node in enumerate(self.solver.ports):
+                s = self.smus.get(self.c.nodes[node])
+                if s is None:
+                    continue  # no instrument: an open node
+                isV[:, k], val[:, k], lim[:, k] = s.port(N)
+            if not np.array_equal(self.sub.read(), self.g):
                 self.sub.write(self.g)
-            V = self.sub.run(X, [Experiment(True, modes.pop(), vals)])[0]
-            self._cache = V
-            return V
+            sol = self.solver.solve(isV, val, lim)
+            self._cache = (self.version, sol)
+            return sol
 
-    def node_current(self, node: int, V) -> float:
-        """Current (A) the instrument at ``node`` delivers into the network."""
-        c = self.c
-        I = self.g * c.drops(V)
-        return float(np.sum(I[c.a == node]) - np.sum(I[c.b == node]))
+    def port_index(self, node: int) -> int:
+        return self.solver.ports.index(node)
 
 
 class Instrument:
-    """An emulated instrument: an interpreter, an error queue, faults."""
+    """An emulated instrument: an interpreter, the status model, IEEE 488.2 common commands, faults."""
 
     idn = "hil,EmulatedInstrument,0,1.0"
+    max_line = MAX_LINE
 
     def __init__(self, model: BenchModel):
         self.model = model
         self.faults = Faults()
-        self.received = deque(maxlen=5000)  # every line received, for tests and post-mortems
-        self.scpi = Interpreter()
-        s = self.scpi
+        self.received = deque(maxlen=HISTORY)  # recent messages (cut to HISTORY_CHARS), for tests and post-mortems
+        self.status = Status()
+        self.scpi = Interpreter(self.status)
+        s, st = self.scpi, self.status
         s.add("*IDN?", lambda a: self.idn)
         s.add("*RST", lambda a: self.reset())
-        s.add("*CLS", lambda a: self.scpi.errors.clear())
+        s.add("*CLS", lambda a: st.clear())
+        s.add("*OPC", lambda a: setattr(st, "esr", st.esr | 1))  # every operation completes at once
         s.add("*OPC?", lambda a: "1")
-        s.add("SYSTem:ERRor[:NEXT]?", lambda a: self.scpi.next_error())
+        s.add("*WAI", lambda a: None)
+        s.add("*TST?", lambda a: "0")
+        s.add("*ESE", lambda a: setattr(st, "ese", int(number(a, 0, 255))))
+        s.add("*ESE?", lambda a: str(st.ese))
+        s.add("*ESR?", lambda a: str(self._read_esr()))
+        s.add("*SRE", lambda a: setattr(st, "sre", int(number(a, 0, 255)) & ~64))
+        s.add("*SRE?", lambda a: str(st.sre))
+        s.add("*STB?", lambda a: str(st.stb()))
+        s.add("SYSTem:ERRor[:NEXT]?", lambda a: st.next_error())
+        s.add("SYSTem:ERRor:ALL?", lambda a: st.all_errors())
+        s.add("SYSTem:ERRor:COUNt?", lambda a: str(len(st.errors)))
+        s.add("SYSTem:CLEar", lambda a: st.errors.clear())
+        s.add("SYSTem:VERSion?", lambda a: "1996.0")
+        for name, reg in (("MEASurement", st.measurement), ("OPERation", st.operation),
+                          ("QUEStionable", st.questionable)):
+            s.add(f"STATus:{name}[:EVENt]?", lambda a, r=reg: str(r.read_event()))
+            s.add(f"STATus:{name}:ENABle", lambda a, r=reg: setattr(r, "enable", int(number(a, 0, 65535))))
+            s.add(f"STATus:{name}:ENABle?", lambda a, r=reg: str(r.enable))
+            s.add(f"STATus:{name}:CONDition?", lambda a, r=reg: str(r.condition))
+        s.add("STATus:PRESet", lambda a: st.preset())
+        s.add("STATus:QUEue[:NEXT]?", lambda a: st.next_error())
+        s.add("STATus:QUEue:CLEar", lambda a: st.errors.clear())
         self.declare()
         self.reset()
+
+    def _read_esr(self) -> int:
+        e, self.status.esr = self.status.esr, 0
+        return e
 
     def declare(self):
         pass
@@ -147,11 +169,22 @@ class Instrument:
         pass
 
     def push_error(self, code, message):
-        self.scpi.errors.append((int(code), message))
+        with self.model.lock:
+            self.status.push_error(int(code), message)
+
+    def execute(self, message: str):
+        """One program message, atomically with respect to every other instrument's (one bench, one lock)."""
+        with self.model.lock:
+            return self.scpi.execute(message)
 
 
 class ResistorBoard(Instrument):
     idn = "hil,EmulatedResistorBoard,0,1.0"
+
+    def __init__(self, model):
+        # a line holds every edge's conductance (EDGE:ALL): the input buffer grows with the board
+        self.max_line = max(MAX_LINE, 40 * model.c.m + 1024)
+        super().__init__(model)
 
     def declare(self):
         s, m = self.scpi, self.model
@@ -186,216 +219,6 @@ class ResistorBoard(Instrument):
         self.model.set_g(np.full(self.model.c.m, np.sqrt(lo * hi)))
 
 
-class SMU(Instrument):
-    """Keithley 2400 subset: source voltage or current, compliance, output, :READ? and :MEAS?."""
-
-    idn = "KEITHLEY INSTRUMENTS INC.,MODEL 2400,0000000,C30 EMULATED (hil)"
-    ELEMENTS = ("VOLT", "CURR", "RES", "TIME", "STAT")
-
-    def __init__(self, model, node: str):
-        self.node_name = node
-        self.node = model.c.node(node)
-        super().__init__(model)
-        model.smus[node] = self
-        self.t0 = time.monotonic()
-
-    def reset(self):
-        self.func, self.volt, self.curr = "VOLT", 0.0, 0.0
-        self.mode = {"VOLT": "FIX", "CURR": "FIX"}
-        self.lists = {"VOLT": [], "CURR": []}
-        self.trig_count = 1
-        self.i_prot, self.v_prot = 1.05e-4, 21.0
-        self.output = False
-        self.elements = list(self.ELEMENTS)
-        self.model.changed()
-
-    def declare(self):
-        s = self.scpi
-
-        def setter(attr, lo, hi):
-            def f(a):
-                setattr(self, attr, number(a, lo, hi))
-                self.model.changed()
-            return f
-
-        def func(a):
-            v = a.strip().strip("'\"").upper()
-            if v in ("VOLT", "VOLTAGE"):
-                self.func = "VOLT"
-            elif v in ("CURR", "CURRENT"):
-                self.func = "CURR"
-            else:
-                raise SCPIError(-224, f"illegal source function {a[:20]!r}")
-            self.model.changed()
-
-        def elements(a):
-            names = []
-            for x in a.replace("'", "").split(","):
-                x = x.strip().upper()
-                hit = [e for e in self.ELEMENTS if x.startswith(e)]
-                if not hit:
-                    raise SCPIError(-224, f"illegal element {x[:20]}")
-                names.append(hit[0])
-            if not names:
-                raise SCPIError(-109, "no elements")
-            self.elements = names
-
-        def output(a):
-            self.output = boolean(a)
-            self.model.changed()
-
-        s.add("SOURce:FUNCtion[:MODE]", func)
-        s.add("SOURce:FUNCtion[:MODE]?", lambda a: self.func)
-        s.add("SOURce:VOLTage[:LEVel][:IMMediate][:AMPLitude]", setter("volt", -SMU_V_MAX, SMU_V_MAX))
-        s.add("SOURce:VOLTage[:LEVel][:IMMediate][:AMPLitude]?", lambda a: _fmt(self.volt))
-        s.add("SOURce:CURRent[:LEVel][:IMMediate][:AMPLitude]", setter("curr", -SMU_I_MAX, SMU_I_MAX))
-        s.add("SOURce:CURRent[:LEVel][:IMMediate][:AMPLitude]?", lambda a: _fmt(self.curr))
-        s.add("SENSe:CURRent[:DC]:PROTection[:LEVel]", setter("i_prot", 1e-9, SMU_I_MAX))
-        s.add("SENSe:CURRent[:DC]:PROTection[:LEVel]?", lambda a: _fmt(self.i_prot))
-        s.add("SENSe:VOLTage[:DC]:PROTection[:LEVel]", setter("v_prot", 0.2, SMU_V_MAX))
-        s.add("SENSe:VOLTage[:DC]:PROTection[:LEVel]?", lambda a: _fmt(self.v_prot))
-        def mode(kind):
-            def f(a):
-                v = a.strip().upper()
-                if v not in ("FIX", "FIXED", "LIST", "SWE", "SWEEP"):
-                    raise SCPIError(-224, f"illegal source mode {a[:20]}")
-                if v.startswith("SWE"):
-                    raise SCPIError(-221, "staircase sweeps are not emulated")
-                self.mode[kind] = v[:4].replace("FIXE", "FIX")
-                self.model.changed()
-            return f
-
-        def source_list(kind, lo, hi):
-            def f(a):
-                vals = [number(x, lo, hi) for x in a.split(",")]
-                if not 1 <= len(vals) <= 100:  # the 2400 holds up to 100 list points
-                    raise SCPIError(-223, f"{len(vals)} list points (1 to 100)")
-                self.lists[kind] = vals
-                self.model.changed()
-            return f
-
-        def trig_count(a):
-            self.trig_count = int(number(a, 1, 2500))
-            self.model.changed()
-
-        s.add("SOURce:VOLTage:MODE", mode("VOLT"))
-        s.add("SOURce:CURRent:MODE", mode("CURR"))
-        s.add("SOURce:LIST:VOLTage", source_list("VOLT", -SMU_V_MAX, SMU_V_MAX))
-        s.add("SOURce:LIST:CURRent", source_list("CURR", -SMU_I_MAX, SMU_I_MAX))
-        s.add("TRIGger:COUNt", trig_count)
-        s.add("TRIGger:COUNt?", lambda a: str(self.trig_count))
-        s.add("OUTPut[:STATe]", output)
-        s.add("OUTPut[:STATe]?", lambda a: "1" if self.output else "0")
-        s.add("FORMat:ELEMents[:SENSe1]", elements)
-        s.add("FORMat:ELEMents[:SENSe1]?", lambda a: ",".join(self.elements))
-        for node in ("SENSe:FUNCtion", "SENSe:FUNCtion:CONCurrent", "SOURce:VOLTage:RANGe", "SOURce:CURRent:RANGe",
-                     "SOURce:VOLTage:RANGe:AUTO", "SOURce:CURRent:RANGe:AUTO", "SENSe:VOLTage:NPLCycles",
-                     "SENSe:CURRent:NPLCycles", "SENSe:VOLTage:RANGe", "SENSe:CURRent:RANGe",
-                     "SENSe:VOLTage:RANGe:AUTO", "SENSe:CURRent:RANGe:AUTO", "SOURce:DELay", "SOURce:DELay:AUTO",
-                     "SYSTem:RSENse", "SENSe:AVERage", "SENSe:AVERage:COUNt", "ARM:COUNt"):
-            s.add(node, lambda a: None)  # accepted: ranges and timing do not change an emulated reading
-        for q in ("READ?", "MEASure?", "MEASure:VOLTage[:DC]?", "MEASure:CURRent[:DC]?", "MEASure:RESistance?"):
-            s.add(q, lambda a: self.reading())
-
-    def list_mode(self) -> bool:
-        return self.mode[self.func] == "LIST"
-
-    def levels(self, n: int) -> np.ndarray:
-        """The source level at each of n sweep points (the fixed level, or the list)."""
-        if not self.list_mode():
-            return np.full(n, self.volt if self.func == "VOLT" else self.curr)
-        lst = self.lists[self.func]
-        if len(lst) != n:
-            raise SCPIError(SETTINGS_CONFLICT, f"source list of {len(lst)} points for a trigger count of {n}")
-        return np.asarray(lst)
-
-    def reading(self) -> str:
-        m = self.model
-        with m.lock:
-            if not self.output:
-                raise SCPIError(-221, "output off: no reading")
-            Vs = m.sweep() if self.list_mode() else m.sweep()[:1]
-            out = []
-            for V in Vs:
-                v = float(V[self.node])
-                i = m.node_current(self.node, V)
-                status = 0
-                if (self.func == "VOLT" and abs(i) > self.i_prot) or (self.func == "CURR" and abs(v) > self.v_prot):
-                    status |= 1 << 3  # in compliance
-                vals = {"VOLT": v, "CURR": i, "RES": 9.91e37, "TIME": time.monotonic() - self.t0,
-                        "STAT": float(status)}
-                out.append(",".join(_fmt(vals[e]) for e in self.elements))
-        return ",".join(out)
-
-
-class Scanner(Instrument):
-    """Keithley 2700 with a 7700 card: DC volts on channels 101..120, a scan list, :READ?."""
-
-    idn = "KEITHLEY INSTRUMENTS INC.,MODEL 2700,0000000,B06 EMULATED (hil)"
-
-    def __init__(self, model, channels: dict):
-        self.channels = {int(ch): model.c.node(n) for ch, n in channels.items()}
-        super().__init__(model)
-
-    def reset(self):
-        self.scan, self.closed, self.count = [], None, 1
-
-    def declare(self):
-        s = self.scpi
-
-        def scan(a):
-            chans = channel_list(a)
-            bad = [ch for ch in chans if ch not in SCANNER_CHANNELS]
-            if bad:
-                raise SCPIError(-222, f"channel {bad[0]} is not on the 7700 card")
-            self.scan = chans
-
-        def close(a):
-            chans = channel_list(a)
-            if len(chans) != 1 or chans[0] not in SCANNER_CHANNELS:
-                raise SCPIError(-222, "close exactly one channel of the card")
-            self.closed = chans[0]
-
-        def count(a):
-            self.count = int(number(a, 1, 55000))
-
-        s.add("*OPT?", lambda a: "7700,NONE")
-        s.add("ROUTe:SCAN[:INTernal]", scan)
-        s.add("ROUTe:SCAN[:INTernal]?", lambda a: "(@" + ",".join(map(str, self.scan)) + ")")
-        s.add("ROUTe:CLOSe", close)
-        s.add("ROUTe:OPEN:ALL", lambda a: setattr(self, "closed", None))
-        s.add("SAMPle:COUNt", count)
-        for node in ("ROUTe:SCAN:LSELect", "ROUTe:SCAN:TSOurce", "FORMat:ELEMents", "SENSe:FUNCtion",
-                     "SENSe:VOLTage[:DC]:NPLCycles", "SENSe:VOLTage[:DC]:RANGe", "TRIGger:COUNt", "INITiate"):
-            s.add(node, lambda a: None)
-        s.add("READ?", lambda a: self._read_scan())
-        s.add("MEASure[:VOLTage][:DC]?", lambda a: self._read_closed())
-
-    def _value(self, ch):
-        if ch not in self.channels:
-            return 0.0  # an unwired channel reads its open input as 0 V
-        return float(self.model.solve()[self.channels[ch]])
-
-    def _read_scan(self):
-        """One scan of the list per sweep point (SAMPle:COUNt = points x channels), triggered with the SMUs."""
-        if not self.scan:
-            raise SCPIError(-221, "no scan list")
-        with self.model.lock:
-            Vs = self.model.sweep()
-            per = len(self.scan)
-            n = max(1, self.count // per)
-            if n > len(Vs):
-                raise SCPIError(-221, f"sample count {self.count} exceeds the sweep's {len(Vs)} points")
-            return ",".join(_fmt(float(V[self.channels[ch]]) if ch in self.channels else 0.0)
-                            for V in Vs[:n] for ch in self.scan)
-
-    def _read_closed(self):
-        if self.closed is None:
-            raise SCPIError(-221, "no channel closed")
-        with self.model.lock:
-            return _fmt(self._value(self.closed))
-
-
 # -- serving ----------------------------------------------------------------------
 
 
@@ -405,29 +228,45 @@ class _Handler(socketserver.StreamRequestHandler):
         # small replies must leave at once (Nagle's algorithm would hold them ~40 ms)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def _read_message(self, inst):
+        """One line, or None at EOF; a line longer than the input buffer is discarded whole (-363)."""
+        line = self.rfile.readline(inst.max_line + 1)
+        if not line:
+            return None
+        if len(line) > inst.max_line or not line.endswith(b"\n") and len(line) == inst.max_line + 1:
+            while not line.endswith(b"\n"):  # drop the rest of the over-long line, in bounded pieces
+                line = self.rfile.readline(65536)
+                if not line:
+                    break
+            inst.push_error(INPUT_OVERRUN, f"message longer than {inst.max_line} bytes discarded")
+            return ""
+        return line.decode("ascii", "replace").rstrip("\r\n")
+
     def handle(self):
         inst: Instrument = self.server.instrument
         while True:
-            line = self.rfile.readline(65536)
-            if not line:
+            text = self._read_message(inst)
+            if text is None:
                 return
-            text = line.decode("ascii", "replace").strip("\r\n")
-            inst.received.append(text)
-            replies = inst.scpi.execute(text) if text else []
-            for r in replies:
-                f = inst.faults
-                if f.take("drop"):
-                    return
-                if f.delay_count > 0:
-                    f.delay_count -= 1
-                    time.sleep(f.delay)
-                if f.take("garbage"):
-                    r = "\x07#?garbage?#"
-                try:
-                    self.wfile.write((r + "\n").encode("ascii", "replace"))
-                    self.wfile.flush()
-                except OSError:
-                    return
+            if not text.strip():
+                continue
+            inst.received.append(text[:HISTORY_CHARS])
+            reply = inst.execute(text)
+            if reply is None:
+                continue
+            f = inst.faults
+            if f.take("drop"):
+                return
+            if f.delay_count > 0:
+                f.delay_count -= 1
+                time.sleep(f.delay)
+            if f.take("garbage"):
+                reply = "\x07#?garbage?#"
+            try:
+                self.wfile.write((reply + "\n").encode("ascii", "replace"))
+                self.wfile.flush()
+            except OSError:
+                return
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -469,6 +308,7 @@ class EmulatedBench:
 
     def bench_toml(self, circuit_path: str, settle: float = 0.0) -> str:
         """The bench file a :class:`hil.drivers.bench.BenchSubstrate` reads to drive this bench."""
+        from hil.drivers.emulated2400 import SMU
         c = self.model.c
         lines = ["# written by hil emulate: the emulated bench's instruments and limits",
                  f"circuit = {str(circuit_path)!r}".replace("'", '"'), f"settle = {settle!r}", "",
@@ -486,9 +326,15 @@ class EmulatedBench:
         return "\n".join(lines) + "\n"
 
 
-def build(substrate, board_range=None) -> EmulatedBench:
-    """An emulated bench for ``substrate``'s circuit: a board, an SMU per input and output, a scanner."""
-    model = BenchModel(substrate, board_range)
+def build(substrate, board_range=None, noise=(0.0, 0.0), seed=0) -> EmulatedBench:
+    """An emulated bench for ``substrate``'s circuit: a board, an SMU per input and output, a scanner.
+
+    noise: (V rms, A rms) of one SMU or scanner reading at 1 PLC; integrating over
+    NPLC line cycles (and the filter's count) averages it down by the square root.
+    """
+    from hil.drivers.emulated2400 import SMU
+    from hil.drivers.emulated2700 import Scanner
+    model = BenchModel(substrate, board_range, noise, seed)
     c = model.c
     inst = {"board": ResistorBoard(model)}
     for i in list(c.inputs) + list(c.outputs):
