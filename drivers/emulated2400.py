@@ -120,7 +120,7 @@ class SMU(Instrument):
         self.t0 = time.monotonic()
         self.state = {}
         self.lists = {"VOLT": [], "CURR": []}
-        self.trace, self.samples = [], []
+        self.trace = self.samples = np.zeros((0, 5))
         self.compliance = False
         self.rng = np.random.default_rng([model.c.node(node), 2400])
         super().__init__(model)
@@ -131,7 +131,7 @@ class SMU(Instrument):
         reset(self.settings, self.state)
         self.funcs = ["CURR:DC"]            # *RST: measure current only (concurrent on)
         self.lists = {"VOLT": [], "CURR": []}
-        self.samples = []
+        self.samples = np.zeros((0, 5))
         self.armed = False
         self.model.changed()
 
@@ -165,7 +165,7 @@ class SMU(Instrument):
                      ("CONFigure:RESistance", "RES")):
             s.add(c, lambda a, f=f: self._configure(f))
         s.add("CONFigure?", lambda a: ",".join(f'"{f}"' for f in self.funcs))
-        s.add("TRACe:DATA?", lambda a: self._format(self.trace) if self.trace else "")
+        s.add("TRACe:DATA?", lambda a: self._format(self.trace))
         s.add("TRACe:CLEar", lambda a: self._clear_trace())
         s.add("TRACe:POINts:ACTual?", lambda a: str(len(self.trace)))
         s.add("TRACe:FREE?", lambda a: f"{(BUFFER_MAX - len(self.trace)) * 40},{len(self.trace) * 40}")
@@ -185,7 +185,7 @@ class SMU(Instrument):
         if setting.key == "lfr" and value not in (50, 60):
             raise SCPIError(ILLEGAL_VALUE, f"line frequency {value} (50 or 60)")
         if setting.key == "trac_cont" and value == "NEXT" and len(self.trace) >= st["trac_poin"]:
-            self.trace = []  # a new fill starts from an empty buffer
+            self.trace = np.zeros((0, 5))  # a new fill starts from an empty buffer
         if setting.key == "trac_poin" and len(self.trace) > value:
             self.trace = self.trace[:value]
         if setting.key in ("i_prot", "v_prot"):
@@ -297,6 +297,8 @@ class SMU(Instrument):
     def _run(self):
         """ARM:COUN x TRIG:COUN source-measure points into the sample buffer (and the trace)."""
         self._check_output()
+        if self.sweep_count() > BUFFER_MAX:  # the sample buffer holds ARM:COUN x TRIG:COUN readings
+            raise SCPIError(SETTINGS_CONFLICT, f"arm count x trigger count = {self.sweep_count()} > {BUFFER_MAX}")
         auto = not self.state["output"]
         if auto:  # :SOUR:CLE:AUTO ON: the output is on for the measurement only
             self._auto_on = True
@@ -310,7 +312,7 @@ class SMU(Instrument):
         st = self.state
         if st["trac_cont"] == "NEXT":
             room = st["trac_poin"] - len(self.trace)
-            self.trace.extend(self.samples[:room])
+            self.trace = np.vstack([self.trace, self.samples[:room]])
             if len(self.trace) >= 2:
                 self.status.measurement.set(BAV)
             if len(self.trace) >= st["trac_poin"]:
@@ -324,7 +326,7 @@ class SMU(Instrument):
         return self._fetch()
 
     def _fetch(self, latest=False):
-        if not self.samples:
+        if not len(self.samples):
             raise SCPIError(-230, "no readings since the last reset")
         return self._format(self.samples[-1:] if latest else self.samples)
 
@@ -347,8 +349,8 @@ class SMU(Instrument):
         self.model.changed()
 
     # -- readings ------------------------------------------------------------------------
-    def _acquire(self, n: int) -> list:
-        """n readings: dicts of the five data elements (and the flags behind the status word)."""
+    def _acquire(self, n: int) -> np.ndarray:
+        """n readings, (n, 5): the data elements VOLT, CURR, RES, TIME, STAT of each."""
         m, st = self.model, self.state
         V, Vp, Ip, comp = m.solution()
         k = m.port_index(self.node)
@@ -359,78 +361,75 @@ class SMU(Instrument):
         v, i, cp = Vp[rows, k], Ip[rows, k], comp[rows, k]
         vsrc = self._vsrc()
         meas_v, meas_i, meas_r = ("VOLT:DC" in self.funcs), ("CURR:DC" in self.funcs), ("RES" in self.funcs)
-        t_start = time.monotonic() - self.t0
+        levels = self.levels(n) if not self.list_mode() or N == n else self.levels(N)[rows]
+        out = np.full((n, 5), NAN)
+        oflo = np.zeros(n, bool)
+        if meas_v or (meas_r and not vsrc):
+            out[:, 0], o = self._measured(v, "volt")
+            oflo |= o
+        elif vsrc:
+            out[:, 0] = levels
+        if meas_i or (meas_r and vsrc):
+            out[:, 1], o = self._measured(i, "curr")
+            oflo |= o
+        elif not vsrc:
+            out[:, 1] = levels
+        if meas_r:
+            vv = np.where(out[:, 0] < OVERFLOW, out[:, 0], v)
+            ii = np.where(out[:, 1] < OVERFLOW, out[:, 1], i)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rr = np.where(ii == 0, OVERFLOW, vv / np.where(ii == 0, 1.0, ii))
+            if not st["sens_res_rang_auto"]:
+                over = np.abs(rr) > st["sens_res_rang"]
+                rr[over], oflo = OVERFLOW, oflo | over
+            out[:, 2] = rr
         nf = max(1, len(self.funcs))
         dt = st["trig_del"] + (0.0 if st["sour_del_auto"] else st["sour_del"]) + \
             nf * max(st["volt_nplc"], st["curr_nplc"]) / st["lfr"]
-        levels = self.levels(n) if not self.list_mode() or N == n else self.levels(N)[rows]
-        out = []
-        for j in range(n):
-            oflo = False
-            rv, ri, rr = NAN, NAN, NAN
-            if meas_v or (meas_r and not vsrc):
-                rv, o = self._measured(v[j], "volt")
-                oflo |= o
-            elif vsrc:
-                rv = float(levels[j])
-            if meas_i or (meas_r and vsrc):
-                ri, o = self._measured(i[j], "curr")
-                oflo |= o
-            elif not vsrc:
-                ri = float(levels[j])
-            if meas_r:
-                vv = rv if rv < OVERFLOW else v[j]
-                ii = ri if ri < OVERFLOW else i[j]
-                rr = OVERFLOW if ii == 0 else vv / ii
-                if st["sens_res_rang_auto"] is False and abs(rr) > st["sens_res_rang"]:
-                    rr, oflo = OVERFLOW, True
-            word = (1 if oflo else 0) | (2 if st["aver"] else 0) | (4 if st["term"] == "FRON" else 0) \
-                | (8 if cp[j] else 0) | (1 << 10 if meas_r and st["res_mode"] == "AUTO" else 0) \
-                | (1 << 11 if meas_v else 0) | (1 << 12 if meas_i else 0) | (1 << 13 if meas_r else 0) \
-                | (1 << 14 if vsrc else 0) | (1 << 15 if not vsrc else 0)
-            out.append({"VOLT": rv, "CURR": ri, "RES": rr, "TIME": t_start + j * dt, "STAT": float(word)})
-            self.status.measurement.pulse(RAV | (ROF if oflo else 0))
+        out[:, 3] = time.monotonic() - self.t0 + dt * np.arange(n)
+        word = (2 if st["aver"] else 0) | (4 if st["term"] == "FRON" else 0) \
+            | (1 << 10 if meas_r and st["res_mode"] == "AUTO" else 0) \
+            | (1 << 11 if meas_v else 0) | (1 << 12 if meas_i else 0) | (1 << 13 if meas_r else 0) \
+            | (1 << 14 if vsrc else 1 << 15)
+        out[:, 4] = word + oflo * 1 + cp * 8
+        self.status.measurement.pulse(RAV | (ROF if oflo.any() else 0))
         self.compliance = bool(cp[-1]) if n else False
         self.status.measurement.set(COMP, self.compliance)
         return out
 
-    def _measured(self, value: float, kind: str):
-        """(reading, overflowed): value with the configured noise, at 6.5 digits of its range."""
+    def _measured(self, value: np.ndarray, kind: str):
+        """(readings, overflowed): values with the configured noise, at 6.5 digits of their range."""
         st = self.state
-        ranges = V_RANGES if kind == "volt" else I_RANGES
+        ranges = np.array(V_RANGES if kind == "volt" else I_RANGES)
         noise = self.model.noise[0 if kind == "volt" else 1]
+        value = np.array(value, float)
         if noise:
             n_avg = st["aver_coun"] if st["aver"] else 1
-            value = value + self.rng.normal(0.0, noise / np.sqrt(st[f"{kind}_nplc"] * n_avg))
+            value = value + self.rng.normal(0.0, noise / np.sqrt(st[f"{kind}_nplc"] * n_avg), value.shape)
         if st[f"sens_{kind}_rang_auto"]:
-            rng = next((r for r in ranges if abs(value) <= r), ranges[-1])
+            rng = ranges[np.minimum(np.searchsorted(ranges, np.abs(value)), len(ranges) - 1)]
         else:
-            rng = st[f"sens_{kind}_rang"]
-        if abs(value) > rng * (1 + 1e-12):
-            return OVERFLOW, True
+            rng = np.full(value.shape, st[f"sens_{kind}_rang"])
+        over = np.abs(value) > rng * (1 + 1e-12)
         res = rng / 1.05 / 2e6
-        return float(np.round(value / res) * res), False
+        return np.where(over, OVERFLOW, np.round(value / res) * res), over
 
-    def _format(self, readings) -> str:
-        els = [e for e in ELEMENTS if e in self.state["elements"]]
-        out = []
-        for r in readings:
-            for e in els:
-                out.append(fmt_real(r[e]))
-        return ",".join(out)
+    def _format(self, readings: np.ndarray) -> str:
+        cols = [k for k, e in enumerate(ELEMENTS) if e in self.state["elements"]]
+        return ",".join(map(fmt_real, readings[:, cols].ravel()))
 
     def _clear_trace(self):
-        self.trace = []
+        self.trace = np.zeros((0, 5))
         self.status.measurement.set(BAV | BFL, False)
 
     def _statistic(self) -> str:
         """CALC3:DATA?: the buffer statistic of V, I and R (manual section 9)."""
-        if not self.trace:
+        if not len(self.trace):
             raise SCPIError(+801, "the buffer holds no readings")
         form = self.state["calc3_form"]
         out = []
-        for e in ("VOLT", "CURR", "RES"):
-            x = np.array([r[e] for r in self.trace])
+        for col in range(3):   # V, I, R
+            x = self.trace[:, col]
             if form == "MEAN":
                 v = x.mean()
             elif form == "SDEV":

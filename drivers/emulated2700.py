@@ -70,7 +70,8 @@ class Scanner(Instrument):
 
     def reset(self):
         reset(self.settings, self.state)
-        self.scan, self.closed, self.samples, self.trace = [], set(), [], []
+        self.scan, self.closed = [], set()
+        self.samples = self.trace = np.zeros((0, 4))
         self.func = "VOLT:DC"
 
     def declare(self):
@@ -97,8 +98,8 @@ class Scanner(Instrument):
         s.add("READ?", lambda a: (self._initiate(), self._fetch())[1])
         s.add("MEASure[:VOLTage][:DC]?", lambda a: self._measure(a))
         s.add("CONFigure[:VOLTage][:DC]", lambda a: self._configure())
-        s.add("TRACe:DATA?", lambda a: self._format(self.trace) if self.trace else "")
-        s.add("TRACe:CLEar", lambda a: self.trace.clear())
+        s.add("TRACe:DATA?", lambda a: self._format(self.trace))
+        s.add("TRACe:CLEar", lambda a: setattr(self, "trace", np.zeros((0, 4))))
         s.add("TRACe:POINts:ACTual?", lambda a: str(len(self.trace)))
         s.add("SYSTem:PRESet", lambda a: self.reset())
         s.add("SYSTem:BEEPer[:IMMediate]", lambda a: None)
@@ -138,6 +139,8 @@ class Scanner(Instrument):
         """The channels the next measurement reads, in order."""
         st = self.state
         count = st["samp_coun"] * st["trig_coun"]
+        if count > 55000:  # the reading buffer
+            raise SCPIError(SETTINGS_CONFLICT, f"sample count x trigger count = {count} > 55000")
         if st["lsel"] == "INT" and self.scan:
             return [self.scan[k % len(self.scan)] for k in range(count)], len(self.scan)
         if len(self.closed) > 1:
@@ -146,27 +149,28 @@ class Scanner(Instrument):
         return [ch] * count, 1
 
     def _initiate(self):
+        """One measurement: (count, 4) readings READ, TST, RNUM, CHAN into sample memory (and the trace)."""
         with self.model.lock:
             seq, per = self._sequence()
             V = self.model.solution()[0]
             scans = (len(seq) + per - 1) // per
             if len(V) > 1 and scans != len(V):
                 raise SCPIError(SETTINGS_CONFLICT, f"{scans} scans asked during a {len(V)}-point sweep")
-            out = []
-            t = time.monotonic() - self.t0
+            seq = np.asarray(seq)
+            k = np.arange(len(seq))
+            rows = k // per if len(V) > 1 else np.zeros(len(seq), int)
+            wired = np.isin(seq, list(self.channels))
+            nodes = np.array([self.channels.get(int(ch), 0) for ch in seq])
+            v = np.where(wired, V[rows, nodes], 0.0)   # an unwired channel: an open input, 0 V
             dt = self.state["nplc"] / 60.0 + self.state["trig_del"]
-            for k, ch in enumerate(seq):
-                row = V[k // per] if len(V) > 1 else V[0]
-                v = float(row[self.channels[ch]]) if ch in self.channels else 0.0
-                out.append({"READ": self._measured(v), "TST": t + k * dt, "RNUM": self.rnum, "CHAN": ch, "LIM": 0})
-                self.rnum += 1
+            out = np.column_stack([self._measured(v), time.monotonic() - self.t0 + k * dt, self.rnum + k, seq])
+            self.rnum += len(seq)
             self.samples = out
             if self.state["trac_cont"] in ("NEXT", "ALW"):
-                self.trace.extend(out)
-                del self.trace[:max(0, len(self.trace) - self.state["trac_poin"])]
+                self.trace = np.vstack([self.trace, out])[-self.state["trac_poin"]:]
 
     def _fetch(self):
-        if not self.samples:
+        if not len(self.samples):
             raise SCPIError(-230, "no readings since the last reset")
         return self._format(self.samples)
 
@@ -179,32 +183,35 @@ class Scanner(Instrument):
         self._configure()
         return (self._initiate(), self._fetch())[1]
 
-    def _measured(self, v: float) -> float:
+    def _measured(self, v: np.ndarray) -> np.ndarray:
+        """Readings (V) with the configured noise, at 6.5 digits of the range; +9.9E37 over range."""
         st = self.state
+        v = np.array(v, float)
         if self.model.noise[0]:
             n_avg = st["aver_coun"] if st["aver"] else 1
-            v += self.rng.normal(0.0, self.model.noise[0] / np.sqrt(st["nplc"] * n_avg))
-        rng = next((r for r in V_RANGES if abs(v) <= 1.2 * r), None) if st["rang_auto"] else \
-            (st["rang"] if abs(v) <= 1.2 * st["rang"] else None)
-        if rng is None:
-            return OVERFLOW
-        res = rng / 1e6 if rng < 1000 else rng / 1e5   # 6.5 digits (1000 V: 5.5)
-        return float(np.round(v / res) * res)
+            v = v + self.rng.normal(0.0, self.model.noise[0] / np.sqrt(st["nplc"] * n_avg), v.shape)
+        ranges = np.array(V_RANGES)
+        if st["rang_auto"]:
+            rng = ranges[np.minimum(np.searchsorted(1.2 * ranges, np.abs(v)), len(ranges) - 1)]
+        else:
+            rng = np.full(v.shape, st["rang"])
+        res = np.where(rng < 1000, rng / 1e6, rng / 1e5)   # 6.5 digits (1000 V: 5.5)
+        return np.where(np.abs(v) > 1.2 * rng, OVERFLOW, np.round(v / res) * res)
 
-    def _format(self, readings) -> str:
+    def _format(self, readings: np.ndarray) -> str:
         els = self.state["elements"]
         units = "UNIT" in els
         out = []
-        for r in readings:
+        for read, tst, rnum, chan in readings:
             parts = []
             if "READ" in els:
-                parts.append(f"{r['READ']:+.8E}" + ("VDC" if units and r["READ"] < OVERFLOW else ""))
+                parts.append(f"{read:+.8E}" + ("VDC" if units and read < OVERFLOW else ""))
             if "TST" in els:
-                parts.append(f"{r['TST']:+.3f}" + ("SECS" if units else ""))
+                parts.append(f"{tst:+.3f}" + ("SECS" if units else ""))
             if "RNUM" in els:
-                parts.append(f"{r['RNUM']:+d}" + ("RDNG" if units else ""))
+                parts.append(f"{int(rnum):+d}" + ("RDNG" if units else ""))
             if "CHAN" in els:
-                parts.append(f"{r['CHAN']:03d}")
+                parts.append(f"{int(chan):03d}")
             if "LIM" in els:
                 parts.append("0000" + ("LIMITS" if units else ""))
             out.append(",".join(parts))

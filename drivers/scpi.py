@@ -218,6 +218,7 @@ class Interpreter:
 
     def __init__(self, status: Status | None = None):
         self.table = []
+        self._resolved = {}
         self.status = status or Status()
 
     @property
@@ -227,6 +228,7 @@ class Interpreter:
     def add(self, pattern: str, handler) -> None:
         query = pattern.endswith("?")
         self.table.append((compile_pattern(pattern.rstrip("?")), query, handler))
+        self._resolved.clear()
 
     def push_error(self, code: int, detail: str = "") -> None:
         self.status.push_error(code, detail)
@@ -266,11 +268,20 @@ class Interpreter:
         common = parts[0].startswith("*")
         tries = [parts] if (common or absolute or not path) else [path + parts, parts]
         for full in tries:
-            for nodes, q, handler in self.table:
-                if q == query and _match(nodes, full):
-                    reply = handler(args)
-                    return reply, (path if common else full[:-1])
+            handler = self._lookup(tuple(full), query)
+            if handler is not None:
+                return handler(args), (path if common else full[:-1])
         raise SCPIError(UNDEFINED_HEADER, header[:40])
+
+    def _lookup(self, parts: tuple, query: bool):
+        """The handler of a header (cached: the table is fixed once declared; bounded, as headers are)."""
+        key = (parts, query)
+        if key not in self._resolved:
+            hit = next((h for nodes, q, h in self.table if q == query and _match(nodes, list(parts))), None)
+            if len(self._resolved) < 4096:
+                self._resolved[key] = hit
+            return hit
+        return self._resolved[key]
 
 
 def split_params(arg: str) -> list:

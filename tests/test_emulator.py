@@ -307,6 +307,29 @@ def test_the_ngspice_substrate_solves_the_same_mix(bench, ngspice):
         sim.close()
 
 
+def test_a_nonlinear_device_network_meets_every_instrument_setting(bench, ngspice):
+    """MOSFET edges (ngspice): Newton on the ports until each SMU holds its level or its limit."""
+    from hil.spice.substrate import NgSpiceSubstrate
+    c = load_circuit("bridge")
+    sim = NgSpiceSubstrate(c, device="mosfet")
+    try:
+        emu = bench(sub=sim)
+        a, l, r = Raw(emu, "smu_top"), Raw(emu, "smu_left"), Raw(emu, "smu_right")
+        a.do(":SOUR:VOLT 0.8;:SENS:CURR:PROT 0.05;:SENS:FUNC 'VOLT','CURR';:OUTP ON")
+        l.do(":SOUR:VOLT 0.2;:SENS:CURR:PROT 1e-4;:SENS:FUNC 'VOLT','CURR';:OUTP ON")
+        r.do(":SOUR:FUNC CURR;:SOUR:CURR 1e-4;:SENS:FUNC 'VOLT','CURR';:OUTP ON")
+        va = readings(a.ask(":READ?"))[0]
+        vl = readings(l.ask(":READ?"))[0]
+        vr = readings(r.ask(":READ?"))[0]
+        assert va[0] == pytest.approx(0.8, abs=1e-6)
+        assert vl[1] == pytest.approx(-1e-4, rel=1e-5) and vl[0] > 0.2 and int(vl[4]) & 8   # sinking at its limit
+        assert vr[1] == pytest.approx(1e-4, rel=1e-5) and not int(vr[4]) & 8
+        assert a.errors() == l.errors() == r.errors() == '0,"No error"'
+        emu.stop()
+    finally:
+        sim.close()
+
+
 # -- 2. trigger model, data store, status: scripts from the manual's chapters ----------------
 
 
@@ -318,6 +341,8 @@ def test_trigger_model_chapter(bench):
     k.write(":ARM:COUN 2;:TRIG:COUN 3")
     rd = readings(k.query(":READ?"))
     assert len(rd) == 6 and np.all(np.diff(rd[:, 3]) > 0)          # timestamps advance
+    k.write(":ARM:COUN 100;:TRIG:COUN 100;:INIT")                    # 10,000 > the 2,500-reading buffer
+    assert k.query(":SYST:ERR?").startswith("-221")
     k.write(":ARM:COUN 1;:TRIG:COUN 1;:ARM:SOUR BUS;:INIT")         # waits for a bus trigger
     k.write("*TRG")
     assert readings(k.query(":FETC?"))[0][0] == pytest.approx(0.4, abs=1e-6)
