@@ -110,10 +110,8 @@ class Setting:
         if self.kind == "string":
             return f'"{v}"'
         if self.kind == "list":
-            return ",".join(f'"{x}"' for x in v) if self.quote_list else ",".join(v)
+            return ",".join(v)
         raise AssertionError(self.kind)
-
-    quote_list = False
 
     def query(self, value, arg: str) -> str:
         a = arg.strip(" \t").upper()
@@ -126,11 +124,6 @@ class Setting:
         if a:
             raise SCPIError(-108, f"{arg[:20]}")
         return self.format(value)
-
-
-@dataclass(frozen=True)
-class QuotedList(Setting):
-    quote_list = True
 
 
 def install(interp, table, state: dict, on_set=None) -> None:

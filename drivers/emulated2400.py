@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from hil.drivers.commands import QuotedList, Setting, fmt_real, install, reset
+from hil.drivers.commands import Setting, fmt_real, install, reset
 from hil.drivers.emulator import Instrument
 from hil.drivers.scpi import ILLEGAL_VALUE, OUTPUT_OFF, SETTINGS_CONFLICT, SCPIError, boolean, number, split_params
 
@@ -375,10 +375,9 @@ class SMU(Instrument):
         elif not vsrc:
             out[:, 1] = levels
         if meas_r:
-            vv = np.where(out[:, 0] < OVERFLOW, out[:, 0], v)
-            ii = np.where(out[:, 1] < OVERFLOW, out[:, 1], i)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rr = np.where(ii == 0, OVERFLOW, vv / np.where(ii == 0, 1.0, ii))
+            vv, ii = out[:, 0], out[:, 1]
+            with np.errstate(divide="ignore", invalid="ignore"):   # an overflowed V or I overflows R
+                rr = np.where((ii == 0) | oflo, OVERFLOW, vv / np.where(ii == 0, 1.0, ii))
             if not st["sens_res_rang_auto"]:
                 over = np.abs(rr) > st["sens_res_rang"]
                 rr[over], oflo = OVERFLOW, oflo | over

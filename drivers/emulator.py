@@ -287,7 +287,8 @@ class EmulatedBench:
         for name, inst in self.instruments.items():
             srv = _Server((self.host, (ports or {}).get(name, 0)), _Handler)
             srv.instrument = inst
-            threading.Thread(target=srv.serve_forever, daemon=True, name=f"emulator-{name}").start()
+            threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+                             name=f"emulator-{name}").start()
             self.servers[name] = (srv, srv.server_address[1])
         return self
 

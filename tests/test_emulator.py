@@ -15,6 +15,7 @@ import pytest
 
 from hil.circuit import load_circuit
 from hil.ideal import IdealSubstrate
+from hil.substrate import Free
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -78,6 +79,12 @@ def kirchhoff_residual(c, g, V, port_currents):
         net[node] -= i
     net[c.ground] = 0.0
     return net
+
+
+def delivered(c, g, V, node):
+    """The current (A) a source at ``node`` delivers into the network at node voltages V (KCL)."""
+    I_edge = g * c.drops(V)
+    return float(I_edge[c.a == node].sum() - I_edge[c.b == node].sum())
 
 
 def readings(reply, width=5):
@@ -515,6 +522,60 @@ def test_pymeasure_keithley2400_measures_the_circuit(bench, other):
     assert k.check_errors() == []
 
 
+def test_pymeasure_keithley2400_every_other_method_runs_without_an_instrument_error(bench):
+    emu = bench()
+    k = _k2400(emu, "smu_n1")
+    k.reset()
+    k.reset_data_format()
+    k.apply_current(current_range=1e-3, compliance_voltage=2)
+    assert k.source_mode == "current" and k.compliance_voltage == 2 and k.source_current_range == 1.05e-3
+    k.auto_range_source()
+    assert k.source_current_range_auto_enabled is True
+    k.enable_source()
+    k.ramp_to_current(2e-4, steps=3, pause=0)
+    assert k.source_current == pytest.approx(2e-4)
+    k.apply_voltage(voltage_range=2, compliance_current=0.02)
+    k.ramp_to_voltage(0.3, steps=3, pause=0)
+    assert k.source_voltage == pytest.approx(0.3) and k.voltage == pytest.approx(0.3, abs=1e-6)
+    k.auto_zero_once()
+    k.beep(2000, 0.01)
+    k.triad(1000, 0.001)
+    for call in (k.clear_trigger, k.disable_output_trigger, k.disable_output_triggers, k.sample_continuously,
+                 k.trigger_immediately, k.trigger_on_bus, k.reset_trigger):
+        call()
+    k.trigger_on_external(2)
+    assert k.arm_source == "trigger_link" and k.arm_input_line == 2
+    k.output_trigger_on_external(3, after="SENS")
+    assert k.trigger_output_line == 3 and k.trigger_output_event == "sense"
+    k.set_timed_arm(0.5)
+    assert k.arm_source == "timer" and k.arm_timer == 0.5
+    k.trigger_immediately()
+    k.use_rear_terminals()
+    assert k.front_terminals_enabled is False
+    k.use_front_terminals()
+    assert k.front_terminals_enabled is True
+    k.measure_voltage(nplc=2)
+    k.measure_current(nplc=2, auto_range=False)
+    k.measure_resistance(nplc=2)
+    assert k.voltage_nplc == 2 and k.current_nplc == 2 and k.resistance_nplc == 2
+    # measure_current(auto_range=False) fixed the 105 uA range; ~300 uA flow: overflow, and R with it
+    v, i, r = k.values(":READ?")[:3]
+    assert (i, r) == (9.9e37, 9.9e37) and v == pytest.approx(0.3, abs=1e-6)
+    k.current_range_auto_enabled = True
+    assert (k.auto_output_off, k.auto_zero, k.source_delay_auto, k.line_frequency_auto) == (False, True, True, False)
+    assert k.filter_state in ("ON", "OFF", 0, 1, False, True)
+    k.config_buffer(points=3)
+    k.start_buffer()
+    k.wait_for_buffer(timeout=5, interval=0.01)
+    assert k.is_buffer_full()
+    assert k.minimums[0] <= k.means[0] <= k.maximums[0] and k.std_voltage == 0
+    assert k.min_current <= k.mean_current <= k.max_current and k.std_resistance == 0
+    assert k.mean_resistance == pytest.approx(k.mean_voltage / k.mean_current, rel=1e-5)
+    assert k.complete == "1" and int(k.status) & 65 == 65   # the buffer-full summary still set
+    assert k.next_error[0] == 0
+    assert k.check_errors() == []
+
+
 def test_pymeasure_keithley2700_as_far_as_it_goes_with_a_7700(bench):
     from pymeasure.instruments.keithley import Keithley2700
     emu = bench()
@@ -544,6 +605,27 @@ def test_pymeasure_keithley2700_as_far_as_it_goes_with_a_7700(bench):
     assert d.check_errors() == []
 
 
+def test_2700_scan_chapter_init_fetch_and_the_buffer(bench):
+    emu = bench()
+    for name in ("smu_n1", "smu_n2"):
+        Raw(emu, name).do(":SOUR:VOLT -0.7;:SENS:CURR:PROT 0.05;:OUTP ON")
+    d = visa(emu, "scanner")
+    d.write("*RST;:SENS:FUNC 'VOLT:DC';:SENS:VOLT:NPLC 5;:FORM:ELEM READ,CHAN")
+    d.write(":TRAC:CLE;:TRAC:FEED SENS;:TRAC:FEED:CONT NEXT")
+    d.write(":ROUT:SCAN (@101:103);:ROUT:SCAN:LSEL INT;:SAMP:COUN 3;:INIT")
+    V = emu.model.solution()[0][0]
+    ch = emu.instruments["scanner"].channels
+    fetched = d.query(":FETC?").split(",")
+    assert fetched[1::2] == ["101", "102", "103"]
+    np.testing.assert_allclose([float(x) for x in fetched[0::2]], [V[ch[c]] for c in (101, 102, 103)], atol=1e-6)
+    d.write(":INIT")
+    assert d.query(":TRAC:POIN:ACT?") == "6" and len(d.query(":TRAC:DATA?").split(",")) == 12
+    assert d.query(":SENS:VOLT:NPLC?;:SENS:FUNC?") == '+5.000000E+00;"VOLT:DC"'
+    d.write(":ROUT:SCAN:LSEL NONE;:ROUT:OPEN:ALL;:SAMP:COUN 2")       # no channel closed: the open input
+    assert d.query(":READ?") == "+0.00000000E+00,000,+0.00000000E+00,000"
+    assert d.query(":SYST:ERR?") == '0,"No error"'
+
+
 # -- 4. concurrency ------------------------------------------------------------------------
 
 
@@ -564,10 +646,8 @@ def test_a_reading_reflects_every_setting_made_before_it_by_any_client(bench):
             if check:   # the current fits the other client's level at that moment, one of its two
                 ok = False
                 for vb in levels_b:
-                    V = sub.measure([[v, vb]], [[0, 0]], [__import__("hil.substrate").substrate.Free()])
-                    Vf = V.voltages["free"][0]
-                    i = float(np.sum(emu.model.g[c.a == c.node("n1")] * c.drops(Vf)[c.a == c.node("n1")])
-                              - np.sum(emu.model.g[c.b == c.node("n1")] * c.drops(Vf)[c.b == c.node("n1")]))
+                    Vf = sub.measure([[v, vb]], [[0, 0]], [Free()])[Free()][0]
+                    i = delivered(c, emu.model.g, Vf, c.node("n1"))
                     ok |= abs(i - got_i) <= 1e-5 * abs(i) + 1e-9
                 if not ok:
                     bad.append(("current", v, got_i))
@@ -608,11 +688,8 @@ def test_the_readme_lab_script_runs_unchanged_and_gives_the_circuits_numbers(ben
     smu.write(":OUTP OFF")
     # ---
     c = emu.model.c
-    from hil.substrate import Free
-    V = IdealSubstrate(c).measure([[1.0]], [[0, 0]], [Free()]).voltages["free"][0]
-    top = c.node("top")
-    i_top = float(sum(c.g[e] * (V[c.a[e]] - V[c.b[e]]) * (1 if c.a[e] == top else -1)
-                      for e in range(c.m) if top in (c.a[e], c.b[e])))
+    V = IdealSubstrate(c).measure([[1.0]], [[0, 0]], [Free()])[Free()][0]
+    i_top = delivered(c, c.g, V, c.node("top"))
     rows = readings(data)
     assert rows.shape == (10, 5)
     assert float(mean.split(",")[1]) == pytest.approx(i_top, rel=5e-6)   # 6.5 digits of the 10 mA range
