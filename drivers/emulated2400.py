@@ -188,6 +188,9 @@ class SMU(Instrument):
             self.trace = np.zeros((0, 5))  # a new fill starts from an empty buffer
         if setting.key == "trac_poin" and len(self.trace) > value:
             self.trace = self.trace[:value]
+        for level, rng in (("sour_volt", "sour_volt_rang"), ("sour_curr", "sour_curr_rang")):
+            if setting.key == level and not st[rng + "_auto"] and abs(value) > st[rng] * (1 + 1e-12):
+                raise SCPIError(-222, f"{value:g} beyond the fixed source range {st[rng]:g}")
         if setting.key in ("i_prot", "v_prot"):
             st[setting.key] = abs(value)
         if setting.key in PHYSICAL:

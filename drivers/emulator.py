@@ -335,6 +335,9 @@ def build(substrate, board_range=None, noise=(0.0, 0.0), seed=0) -> EmulatedBenc
     """
     from hil.drivers.emulated2400 import SMU
     from hil.drivers.emulated2700 import Scanner
+    if len(noise) != 2 or not all(np.isfinite(x) and x >= 0 for x in noise):
+        raise ValueError(f"emulated reading noise (--noise VOLTS, --noise-current AMPS) = {tuple(noise)}: "
+                         "each must be a finite rms value >= 0")
     model = BenchModel(substrate, board_range, noise, seed)
     c = model.c
     inst = {"board": ResistorBoard(model)}

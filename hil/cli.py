@@ -322,7 +322,7 @@ def cmd_emulate(args):
     c = load_circuit(args.circuit)
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
-    bench = build(sub)
+    bench = build(sub, noise=(args.noise, args.noise_current))
     bench.host = args.host
     names = list(bench.instruments)
     ports = {n: args.port + k for k, n in enumerate(names)} if args.port else None
@@ -428,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--bench-file", metavar="FILE", help="where to write the bench file (default CIRCUIT-bench.toml)")
     em.add_argument("--port", type=int, default=0, help="first port (default: free ports chosen by the system)")
     em.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    em.add_argument("--noise", type=float, default=0.0, metavar="VOLTS",
+                    help="rms noise of one voltage reading at 1 PLC (averages down as 1/sqrt(NPLC))")
+    em.add_argument("--noise-current", type=float, default=0.0, metavar="AMPS",
+                    help="rms noise of one SMU current reading at 1 PLC")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core.")
     sw.add_argument("circuit")

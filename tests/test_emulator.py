@@ -171,6 +171,9 @@ def test_every_2400_setting_has_its_query_its_default_and_its_limits(bench):
     assert r.ask(":SENS:CURR:PROT?") == "+1.050000E-04" and r.ask(":SENS:VOLT:PROT?") == "+2.100000E+01"
     r.send(":SENS:CURR:RANG 50e-3")          # a range is chosen by the reading it must hold
     assert r.ask(":SENS:CURR:RANG?;RANG:AUTO?") == "+1.050000E-01;0"
+    r.send(":SOUR:VOLT:RANG 2;:SOUR:VOLT 5")      # a fixed 2 V range does not source 5 V
+    assert r.ask(":SOUR:VOLT?;:SOUR:VOLT:RANG?;:SOUR:VOLT:RANG:AUTO?") == "+0.000000E+00;+2.100000E+00;0"
+    assert r.errors().startswith("-222")
     r.send(":SOUR:FUNC CURRENT;:OUTP:SMOD himp;:SENS:FUNC:ALL")
     assert r.ask(":SOUR:FUNC?;:OUTP:SMOD?;:SENS:FUNC?") == 'CURR;HIMP;"VOLT:DC","CURR:DC","RES"'
     r.send("*RST")
@@ -695,3 +698,11 @@ def test_the_readme_lab_script_runs_unchanged_and_gives_the_circuits_numbers(ben
     assert float(mean.split(",")[1]) == pytest.approx(i_top, rel=5e-6)   # 6.5 digits of the 10 mA range
     assert float(sdev.split(",")[1]) == 0.0
     assert smu.query(":SYST:ERR?") == '0,"No error"'
+
+
+def test_hil_emulate_refuses_a_meaningless_noise(tmp_path):
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "hil.cli", "emulate", "bridge", "--noise", "-1e-3",
+                        "--bench-file", str(tmp_path / "b.toml")], capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "--noise VOLTS" in p.stderr and "Traceback" not in p.stderr
