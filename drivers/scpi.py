@@ -18,6 +18,10 @@ One received line is one program message (:meth:`Interpreter.execute`):
 - whitespace (space, tab) separates a header from its parameters and may pad
   units and parameters.
 
+The resistor board's contract (``resistor-board.md``) differs in two points: a
+failing unit does not stop the next, and each reply is a line of its own
+(``Interpreter(ieee488=False)``).
+
 Errors go to a bounded error queue with the numbers and texts of the Keithley
 2400/2700 manuals (Appendix B), and set the Standard Event Status Register's
 bits; :class:`Status` computes the Status Byte from the registers.
@@ -69,12 +73,13 @@ class SCPIError(Exception):
         super().__init__(code, detail)
         self.code, self.detail = int(code), detail
 
-    def entry(self) -> tuple:
-        """(code, text): the manual's text, then ';' and what went wrong (SCPI's device-dependent info)."""
-        msg = ERROR_TEXT.get(self.code, "Device-specific error" if self.code < 0 else "Error")
+    def entry(self, texts: dict | None = None) -> tuple:
+        """(code, text): the manual's text, then '; ' and what went wrong (SCPI's device-dependent info)."""
+        msg = (texts or {}).get(self.code) or ERROR_TEXT.get(self.code, "Device-specific error" if self.code < 0
+                                                             else "Error")
         # no commas or double quotes in the text: clients split <code>,"<text>" on commas
         detail = self.detail.replace(",", " ").replace('"', "'")
-        return self.code, f"{msg};{detail}" if detail else msg
+        return self.code, f"{msg}; {detail}" if detail else msg
 
 
 class Register:
@@ -106,7 +111,8 @@ class Register:
 class Status:
     """The status model: error queue, Standard Event register, event registers, Status Byte."""
 
-    def __init__(self, max_errors: int = 10):
+    def __init__(self, max_errors: int = 10, texts: dict | None = None):
+        self.texts = texts or {}   # an instrument's own error texts, where its manual differs
         self.errors = deque()
         self.max_errors = max_errors
         self.esr = 0
@@ -120,7 +126,7 @@ class Status:
         if len(self.errors) >= self.max_errors:  # the last slot reports the overflow
             self.errors[-1] = (QUEUE_OVERFLOW, ERROR_TEXT[QUEUE_OVERFLOW])
         else:
-            self.errors.append(SCPIError(code, detail).entry())
+            self.errors.append(SCPIError(code, detail).entry(self.texts))
 
     def next_error(self) -> str:
         code, msg = self.errors.popleft() if self.errors else NO_ERROR
@@ -216,7 +222,8 @@ def _split_units(message: str) -> list:
 class Interpreter:
     """Commands: ``add(pattern, handler)``; a handler gets the parameter string and returns a reply or None."""
 
-    def __init__(self, status: Status | None = None):
+    def __init__(self, status: Status | None = None, ieee488: bool = True):
+        self.ieee488 = ieee488   # False: a failing unit does not stop the next (the resistor board's contract)
         self.table = []
         self._resolved = {}
         self.status = status or Status()
@@ -236,8 +243,12 @@ class Interpreter:
     def next_error(self) -> str:
         return self.status.next_error()
 
-    def execute(self, message: str):
-        """Execute one program message; returns its response message (queries' replies joined by ';') or None."""
+    def execute(self, message: str) -> list:
+        """Execute one program message; returns its queries' replies, in order.
+
+        An IEEE 488.2 instrument sends them as one response message joined by ';'
+        (:meth:`response`); the resistor board a line each.
+        """
         replies, path = [], []
         for unit in _split_units(message):
             unit = unit.strip(" \t\r\n")
@@ -247,13 +258,22 @@ class Interpreter:
                 r, path = self._unit(unit, path)
             except SCPIError as exc:
                 self.push_error(exc.code, exc.detail)
-                break  # IEEE 488.2: the rest of the message is discarded
+                if self.ieee488:
+                    break  # IEEE 488.2: the rest of the message is discarded
+                continue
             except Exception as exc:  # a handler's bug must not crash the server
                 self.push_error(-300, f"{type(exc).__name__}")
                 break
             if r is not None:
                 replies.append(r)
-        return ";".join(replies) if replies else None
+        return replies
+
+    def response(self, message: str) -> list:
+        """The lines a message's replies go out as: one joined by ';' (IEEE 488.2), or one per reply."""
+        replies = self.execute(message)
+        if self.ieee488:
+            return [";".join(replies)] if replies else []
+        return replies
 
     def _unit(self, unit: str, path: list):
         m = re.match(r"([^\s]+)(?:[ \t]+(.*))?$", unit, re.S)
@@ -308,6 +328,9 @@ def split_params(arg: str) -> list:
     return out
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)(E[+-]?\d+)?")  # SCPI NR1/NR2/NR3 (upper-cased)
+
+
 def number(arg: str, lo: float = -float("inf"), hi: float = float("inf"), default: float | None = None) -> float:
     """A numeric parameter (SCPI NRf, MINimum, MAXimum, DEFault), range-checked."""
     a = arg.strip(" \t").upper()
@@ -319,10 +342,9 @@ def number(arg: str, lo: float = -float("inf"), hi: float = float("inf"), defaul
         return hi
     if a in ("DEF", "DEFAULT") and default is not None:
         return default
-    try:
-        v = float(a)
-    except ValueError:
-        raise SCPIError(DATA_TYPE_ERROR, arg[:40]) from None
+    if not _DECIMAL.fullmatch(a):  # float() would also take 'inf', 'nan', '1_0'
+        raise SCPIError(DATA_TYPE_ERROR, arg[:40])
+    v = float(a)
     if not (lo <= v <= hi) or v != v:
         raise SCPIError(DATA_OUT_OF_RANGE, f"{v:g} not in [{lo:g} {hi:g}]")
     return v

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -341,18 +342,31 @@ def cmd_emulate(args):
     c = load_circuit(args.circuit)
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
-    bench = build(sub, noise=(args.noise, args.noise_current))
+    fw = _firmware_board(args.firmware, c) if args.firmware else None
+    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current))
+    if fw is not None:  # the firmware is the board; the emulated instruments measure what its pots hold
+        bench.external["board"] = fw.resource
+        fw.attach(bench.model)
     bench.host = args.host
-    names = list(bench.instruments)
-    ports = {n: args.port + k for k, n in enumerate(names)} if args.port else None
+    ports = {n: args.port + k for k, n in enumerate(bench.instruments)} if args.port else None
+    names = list(bench.external) + list(bench.instruments)
     bench.start(ports)
+    if args.serial:
+        bench.serve_serial()
     out = Path(args.bench_file or f"{c.name}-bench.toml")
-    out.write_text(bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source))
+    out.write_text(bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source,
+                                    serial=args.serial))
     lines = [f"emulating {c.name} ({args.backend}{', ' + args.device if args.backend == 'ngspice' else ''}) "
-             f"on {args.host}:"] + [f"  {n:<12} {bench.resource(n)}" for n in names] + \
-            [f"bench file: {out}", f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
-                                   f"--bench {out} --out runs/bench", "Ctrl-C stops."]
-    _emit(args, {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}}, "\n".join(lines))
+             f"on {args.host}" + (" and on pseudo-terminals" if args.serial else "") + ":"] + \
+            [f"  {n:<12} {bench.resource(n)}" + (f"  {bench.resource(n, serial=True)}" if args.serial else "")
+             for n in names] + \
+            [f"bench file{' (the pseudo-terminals)' if args.serial else ''}: {out}",
+             f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
+             f"--bench {out} --out runs/bench", "Ctrl-C stops."]
+    obj = {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}}
+    if args.serial:
+        obj["serial"] = {n: bench.resource(n, serial=True) for n in names}
+    _emit(args, obj, "\n".join(lines))
     sys.stdout.flush()
     try:
         while True:
@@ -360,6 +374,24 @@ def cmd_emulate(args):
     except KeyboardInterrupt:
         bench.stop()
         sub.close()
+        if fw is not None:
+            fw.close()
+
+
+def _firmware_board(executable, circuit):
+    """The board's firmware built for this machine (``make -C firmware host``) on a pty, with the digipot's taps."""
+    from pathlib import Path
+
+    from hil.drivers.firmware import FirmwareBoard, FirmwareError
+    from hil.spice.devices import Digipot
+    from hil.spice.nonideal import NonIdeal
+
+    if not Path(executable).is_file() or not os.access(executable, os.X_OK):
+        raise ValueError(f"--firmware {executable}: not an executable file (build it: make -C firmware host)")
+    try:
+        return FirmwareBoard.host(Path(executable).resolve(), Digipot(circuit, NonIdeal()), circuit.m)
+    except FirmwareError as exc:
+        raise ValueError(f"--firmware {executable}: {exc}") from None
 
 
 def cmd_circuits(args):
@@ -447,10 +479,17 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--bench-file", metavar="FILE", help="where to write the bench file (default CIRCUIT-bench.toml)")
     em.add_argument("--port", type=int, default=0, help="first port (default: free ports chosen by the system)")
     em.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    em.add_argument("--firmware", metavar="EXE",
+                    help="the board is this build of firmware/ for this machine (make -C firmware host: "
+                         "build/board-host) on a pseudo-terminal, with the digipot's taps; the emulated SMUs "
+                         "and scanner measure the circuit its pots make")
     em.add_argument("--noise", type=float, default=0.0, metavar="VOLTS",
                     help="rms noise of one voltage reading at 1 PLC (averages down as 1/sqrt(NPLC))")
     em.add_argument("--noise-current", type=float, default=0.0, metavar="AMPS",
                     help="rms noise of one SMU current reading at 1 PLC")
+    em.add_argument("--serial", action="store_true",
+                    help="also serve every instrument on a pseudo-terminal; the bench file names those "
+                         "(ASRL/dev/pts/K::INSTR, through pyserial) instead of the TCP ports")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core.")
     sw.add_argument("circuit")

@@ -119,7 +119,7 @@ def test_after_an_error_the_rest_of_the_message_is_discarded(bench):
     assert r.ask(":SOUR:VOLT?") == "+0.000000E+00"
     r.send(":SOUR:VOLT 9e9;:SOUR:VOLT 0.3")
     assert r.ask(":SOUR:VOLT?") == "+0.000000E+00"
-    assert r.errors() == '-113,"Undefined header;:BOGUS",-222,"Parameter data out of range;9e+09 not in [-210 210]"'
+    assert r.errors() == '-113,"Undefined header; :BOGUS",-222,"Parameter data out of range; 9e+09 not in [-210 210]"'
 
 
 def test_a_line_longer_than_the_input_buffer_is_rejected_whole(bench):
@@ -144,7 +144,7 @@ def test_error_numbers_texts_and_the_standard_event_register(bench):
     r.send(":FOO")                          # command error
     assert r.ask("*ESR?") == str(16 + 32)   # EXE and CME
     assert r.ask("*ESR?") == "0"            # reading clears it
-    assert r.errors() == '+803,"Not permitted with OUTPUT off",-113,"Undefined header;:FOO"'
+    assert r.errors() == '+803,"Not permitted with OUTPUT off",-113,"Undefined header; :FOO"'
     r.send("*ESE 32;*SRE 32")
     r.send(":FOO")
     assert int(r.ask("*STB?")) == 4 + 32 + 64   # EAV, ESB, and MSS for the enabled summary
