@@ -117,6 +117,7 @@ class BenchSubstrate(Substrate):
             if i != c.ground and i not in c.inputs and i not in c.outputs and c.nodes[i] not in chans:
                 raise BenchError(f"{where}: node '{c.nodes[i]}' is read by no instrument (add it to [scanner.channels])")
         self._chan_nodes = [(c.node(n), ch) for n, ch in chans.items()]
+        self.recorder = None  # a BenchRecorder once record_to is called
         self._open()
         self._g = np.asarray(self._query(self.board, lambda: self.board.conductances), float)
 
@@ -220,6 +221,8 @@ class BenchSubstrate(Substrate):
             got = np.asarray(self._query(self.board, lambda: self.board.conductances, "read-back"), float)
             if np.allclose(got, want, rtol=1e-12, atol=0):
                 self._g = got
+                if self.recorder:
+                    self.recorder.event("write", requested=g, read_back=got)
                 # once a step: an error any instrument queued since the last write stops the run cleanly
                 for inst in [self.board, *self.smus.values()] + ([self.scanner] if self.scanner else []):
                     self._check_errors(inst)
@@ -254,7 +257,27 @@ class BenchSubstrate(Substrate):
                     time.sleep(self.settle)
                 V[rows] = np.mean([self._read_nodes(n) for _ in range(self.average)], axis=0)
             out.append(V)
+        if self.recorder:
+            self.recorder.event("run", inputs=X, V=out, experiments=[
+                {"sources_on": e.sources_on, "mode": e.mode, "values": np.asarray(e.values)} for e in experiments])
         return out
+
+    # -- the record of a run (drivers/record.py) ---------------------------------------
+    def record_to(self, path, max_bytes: int | None = None) -> None:
+        """Record every instrument exchange and every write and run into ``path`` from now on."""
+        from hil.drivers.record import BenchRecorder
+        self.recorder = BenchRecorder(path, max_bytes or int(self.cfg.get("record_max_bytes", 100_000_000)))
+        for node, smu in self.smus.items():
+            self.recorder.wrap(f"smu_{self.circuit.nodes[node]}", smu)
+        self.recorder.wrap("board", self.board)
+        if self.scanner is not None:
+            self.recorder.wrap("scanner", self.scanner)
+        self.recorder.event("start", g=self._g)
+
+    def mark(self, step: int) -> None:
+        """The training loop begins step ``step`` (a boundary in the record)."""
+        if self.recorder:
+            self.recorder.event("mark", step=step)
 
     def _read_nodes(self, points: int) -> np.ndarray:
         """Every node's voltage at each sweep point (points, n), ground at 0 V, after every setting is processed.
@@ -294,7 +317,18 @@ class BenchSubstrate(Substrate):
             V[:, cols] = self._query(self.scanner, lambda: self.scanner.read_scan(chans, points), "scan")
         return V
 
+    def stop_recording(self) -> None:
+        """Close the record (its files complete, ``record.json`` written); exchanges are no longer logged."""
+        if self.recorder:
+            self.recorder.close()
+            self.recorder = None
+            for inst in [self.board, self.scanner, *self.smus.values()]:
+                if inst is not None:  # the adapters' own methods again
+                    inst.adapter.__dict__.pop("write", None)
+                    inst.adapter.__dict__.pop("read", None)
+
     def close(self) -> None:
+        self.stop_recording()
         for inst in [self.board, self.scanner, *self.smus.values()]:
             if inst is None:
                 continue

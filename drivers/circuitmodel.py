@@ -19,6 +19,8 @@ programmed level would no longer drive it past the limit.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from hil.substrate import Experiment, SubstrateError
@@ -41,8 +43,13 @@ class PortSolver:
         """V (B, n), port voltages (B, P) and port currents (B, P) for port variables U (B, P)."""
         c = self.c
         X, C = U[:, :self.ni], U[:, self.ni:]
-        V = self.sub.run(X, [Experiment(True, "current", C)])[0]
-        g = self.sub.read()
+        # the circuit as it is: no voltmeter noise (a non-ideal simulation adds it to readings only),
+        # currents through the parts' actual conductances where the substrate knows them
+        quiet = self.sub.noiseless() if hasattr(self.sub, "noiseless") else contextlib.nullcontext()
+        with quiet:
+            V = self.sub.run(X, [Experiment(True, "current", C)])[0]
+        g = getattr(self.sub, "actual_conductances", lambda: None)()
+        g = self.sub.read() if g is None else g
         I_edge = g * c.drops(V)
         Ip = np.empty((len(U), self.P))
         for k, node in enumerate(c.inputs):  # what the input's source delivers: KCL at its node

@@ -38,7 +38,7 @@ from hil.drivers.scpi import (INPUT_OVERRUN, SETTINGS_CONFLICT, Interpreter, SCP
 
 SCANNER_CHANNELS = range(101, 121)          # 7700 card in slot 1
 MAX_LINE = 65536                            # bytes an instrument's input buffer holds (a longer line is refused)
-HISTORY = 200                               # received messages kept per instrument (each cut to HISTORY_CHARS)
+HISTORY = 5000                              # received messages kept per instrument (each cut to HISTORY_CHARS)
 HISTORY_CHARS = 4096
 
 
@@ -115,7 +115,12 @@ class BenchModel:
                 isV[:, k], val[:, k], lim[:, k] = s.port(N)
             if not np.array_equal(self.sub.read(), self.g):
                 self.sub.write(self.g)
-            sol = self.solver.solve(isV, val, lim)
+            V, Vp, Ip, comp = self.solver.solve(isV, val, lim)
+            voltmeter = getattr(self.sub, "voltmeter", None)
+            if voltmeter is not None:  # a non-ideal simulation: its voltmeters' noise on the readings only
+                V = voltmeter(V)
+                Vp = V[:, self.solver.ports]
+            sol = (V, Vp, Ip, comp)
             self._cache = (self.version, sol)
             return sol
 
