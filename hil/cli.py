@@ -570,7 +570,7 @@ def cmd_emulate(args):
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
     fw = _firmware_board(args.firmware, c) if args.firmware else None
-    bench = build(sub, board=fw is None)
+    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current))
     if fw is not None:  # the firmware is the board; the emulated instruments measure what its pots hold
         bench.external["board"] = fw.resource
         fw.attach(bench.model)
@@ -722,6 +722,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the board is this build of firmware/ for this machine (make -C firmware host: "
                          "build/board-host) on a pseudo-terminal, with the digipot's taps; the emulated SMUs "
                          "and scanner measure the circuit its pots make")
+    em.add_argument("--noise", type=float, default=0.0, metavar="VOLTS",
+                    help="rms noise of one voltage reading at 1 PLC (averages down as 1/sqrt(NPLC))")
+    em.add_argument("--noise-current", type=float, default=0.0, metavar="AMPS",
+                    help="rms noise of one SMU current reading at 1 PLC")
     em.add_argument("--serial", action="store_true",
                     help="also serve every instrument on a pseudo-terminal; the bench file names those "
                          "(ASRL/dev/pts/K::INSTR, through pyserial) instead of the TCP ports")
