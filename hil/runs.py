@@ -69,8 +69,9 @@ class Run:
     def config(self) -> dict:
         return read_json(self.path / "config.json")
 
-    def create(self, config: dict, circuit_toml: str, task: dict, extra_fields=()) -> "Run":
-        """Create the run directory; ``extra_fields``: log columns after LOG_FIELDS (e.g. homeostasis_H)."""
+    def create(self, config: dict, circuit_toml: str, task: dict, fields=LOG_FIELDS) -> "Run":
+        """Create the directory's files; ``fields``: the log's columns (LOG_FIELDS, plus any a trainer adds,
+        e.g. homeostasis_H)."""
         if (self.path / "checkpoint.json").exists():
             raise RunError(f"{self.path}: already holds a run; resume it with `hil train --resume {self.path}` "
                            "or choose another --out")
@@ -79,7 +80,7 @@ class Run:
         atomic_write(self.path / "circuit.toml", circuit_toml)
         write_json(self.path / "task.json", task)
         with open(self.path / "log.csv", "w", newline="") as fh:
-            csv.writer(fh).writerow(LOG_FIELDS + list(extra_fields))
+            csv.writer(fh).writerow(list(fields))
         return self
 
     def log_fields(self) -> list:
@@ -102,11 +103,12 @@ class Run:
             os.fsync(fh.fileno())
 
     def read_log(self) -> dict:
-        """The log as arrays keyed by field."""
+        """The log as arrays keyed by field (LOG_FIELDS and any further column of this run's header)."""
         with open(self.path / "log.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
+        fields = LOG_FIELDS + [k for k in self._log_fields() if k not in LOG_FIELDS]
         return {k: np.array([float(r[k]) if r.get(k) not in (None, "", "nan") else np.nan for r in rows])
-                for k in self._log_fields()}
+                for k in fields}
 
     def truncate_log(self, last_step: int) -> None:
         """Drop log rows after ``last_step`` (they are recomputed on resume)."""

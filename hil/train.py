@@ -32,7 +32,7 @@ import numpy as np
 from hil.circuit import Circuit
 from hil.progress import Progress
 from hil.rules import Rule, make_rule
-from hil.runs import Run, plot_losses
+from hil.runs import LOG_FIELDS, Run, plot_losses
 from hil.substrate import Free, Substrate
 from hil.tasks import Task
 
@@ -275,7 +275,7 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
         cfg.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
                    rule_description=trainer.rule.describe())
         trainer.run.create(cfg, circuit.to_toml(), task.to_dict(),
-                           extra_fields=["homeostasis_H"] if trainer.log_H else [])
+                           fields=LOG_FIELDS + (["homeostasis_H"] if trainer.log_H else []))
         return trainer.train(progress=progress)
     finally:
         if substrate is None:
@@ -294,6 +294,9 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
     run = Run(out)
     ck = run.load_checkpoint()
     raw = run.config
+    if raw.get("circuit_kind") == "layered":
+        from hil.layered_train import resume_layered_run
+        return resume_layered_run(out, steps, progress)
     known = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in raw.items() if k in known})
     if steps is not None:

@@ -146,15 +146,15 @@ def plot_transistor_curves(res: dict, path: Path) -> Path:
     return path
 
 
-def section(out: Path, ngspice: bool = False, progress=print) -> list:
-    """Report section 6 (Markdown lines): the asymmetry sweep, and with ``ngspice`` the transistor comparison."""
+def section(out: Path, ngspice: bool = False, progress=print, number: int = 7) -> list:
+    """Report section ``number`` (Markdown lines): the asymmetry sweep, and with ``ngspice`` the transistor comparison."""
     from hil.circuits import load
 
     progress("non-reciprocal circuits: asymmetry sweep")
     res = asymmetry_sweep(load("net16"), out)
     plot_asymmetry_sweep(res, out / "nonreciprocal.png")
     labels = list(res["rows"][0]["loss"])
-    md = ["## 6. Non-reciprocal circuits: the asymmetry bias and homeostasis", "",
+    md = [f"## {number}. Non-reciprocal circuits: the asymmetry bias and homeostasis", "",
           f"`net16` plus {res['pairs']} VCCS pairs a->b, b->a between free nodes (`hil.circuits.add_vccs`, seed 0: "
           "gm_ab = s, gm_ba = s (1 - asymmetry), s about a quarter of the median edge conductance, every gm "
           "trained), teacher task (seed 1, 16 examples; the teacher has the same transconductances). At the "
