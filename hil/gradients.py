@@ -63,33 +63,33 @@ def reference_gradient(sub: Substrate, X, Y, method: str = "auto") -> np.ndarray
 def error_vectors(sub: Substrate, X, Y) -> tuple:
     """(mu, lambda), each (batch, n) volts: the forward and adjoint networks' responses to r (spec 7.2).
 
-    Every source at 0 V, the current g_adj r injected into the outputs (readings divided
-    by g_adj, as the adjoint state): mu = A^-1 P^T r on the circuit itself, lambda =
-    A^-T P^T r on its adjoint network. Equal when the circuit is reciprocal.
+    mu = A^-1 P^T r = -dV/dbeta at 0 (:meth:`Substrate.nudge_derivative`: an AC analysis on
+    ngspice, a small-signal or sources-off experiment elsewhere); lambda = A^-T P^T r from the
+    current g_adj r injected into the outputs of the adjoint network with every source at 0 V
+    (readings divided by g_adj). Equal when the circuit is reciprocal; lambda is None on a
+    nonlinear substrate, whose adjoint network is not realisable.
     """
-    from hil.substrate import Adjoint, Experiment
-    if sub.small_signal:  # a nonlinear circuit: the small-signal response; its adjoint network is not realisable
-        mu = sub.measure(X, Y, [Free(), Adjoint()])[Adjoint()]
+    from hil.substrate import Experiment
+    mu = -sub.nudge_derivative(X, Y)
+    if sub.small_signal:
         return mu, None
     r = sub.measure(X, Y, [Free()]).residual
     gain = sub.adjoint_gain()
     Xz = np.atleast_2d(np.asarray(X, float))
-    mu, lam = sub.run(Xz, [Experiment(False, "current", gain * r), Experiment(False, "current", gain * r,
-                                                                              transpose=True)])
-    return mu / gain, lam / gain
+    lam = sub.run(Xz, [Experiment(False, "current", gain * r, transpose=True)])[0]
+    return mu, lam / gain
 
 
 def ep_limit(sub: Substrate, X, Y) -> np.ndarray:
     """ghat(0) = mean over the batch of -mu^T dF/dtheta (V^2/S): generalised EP at an infinitesimal nudge.
 
-    dV/dbeta at beta = 0 is -mu, the response to the output error injected as a current
-    (:func:`error_vectors`), so ghat(0) = d/dbeta of the rules' local signal at 0 needs no
-    finite nudge: exact on linear substrates (ideal, ngspice with resistors or VCCS), the
-    small-signal response about the free operating point on nonlinear ones.
+    dV/dbeta at beta = 0 is -mu (:meth:`Substrate.nudge_derivative`), so ghat(0), the derivative
+    of the rules' local signal at 0, needs no finite nudge: on ngspice one AC analysis about the
+    free operating point per example (exact for nonlinear circuits too), exact on the ideal
+    substrate, a small-signal experiment on a nonlinear bench.
     """
     V = sub.measure(X, Y, [Free()])[Free()]
-    mu, _ = error_vectors(sub, X, Y)
-    return -np.mean(sub.circuit.signal_products(V, mu), axis=0)
+    return np.mean(sub.circuit.signal_products(V, sub.nudge_derivative(X, Y)), axis=0)
 
 
 def symmetry_index(sub: Substrate):

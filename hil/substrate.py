@@ -107,6 +107,10 @@ class Experiment:
     beta : the load conductance (S), for mode 'load' only; may be complex.
     transpose : run it on the adjoint network (A_FF^T: every VCCS with its output and
         control ports swapped); the same circuit when it is reciprocal. Sources at 0 V only.
+    linearised : mode 'load' only: the nudged state of the circuit linearised about its free
+        operating point, V = V_free + dV with (A + beta P P^T) dV = beta P^T (y - V_O^free)
+        (a simulator's AC analysis, where beta may be complex). A linear substrate's plain
+        nudged state is this state exactly.
     """
 
     sources_on: bool
@@ -114,6 +118,7 @@ class Experiment:
     values: np.ndarray
     beta: complex = 0.0
     transpose: bool = False
+    linearised: bool = False
 
     @staticmethod
     def free(batch, n_out, sources_on=True):
@@ -243,6 +248,21 @@ class Substrate(ABC):
             a = self.signal_volts / np.maximum(np.abs(resp).max(axis=1), 1e-300)
         return resp
 
+    def nudge_derivative(self, inputs, targets) -> np.ndarray:
+        """dV/dbeta at beta = 0, (batch, n) volts per siemens: -mu = A^-1 P^T (y - V_O) (spec 7.2).
+
+        The response to the current P^T (y - V_O^free) injected into the outputs: with every
+        source at 0 V on a linear circuit (scaled by ``adjoint_gain``, exact at any amplitude), as
+        a small-signal response about each free operating point on a nonlinear one. Simulators
+        with an AC analysis override this with the exact small-signal response.
+        """
+        X = np.atleast_2d(np.asarray(inputs, float))
+        r = self.measure(X, targets, [Free()]).residual
+        if self.small_signal:
+            return -self.small_signal_response(X, r)
+        gain = self.adjoint_gain()
+        return self.run(X, [Experiment(False, "current", -gain * r)])[0] / gain
+
     def kappa_max(self, inputs=None) -> float:
         """kappa_max (ohms): the spectral radius of the measured K; 1/kappa_max is EP's nudge radius.
 
@@ -292,12 +312,15 @@ class Substrate(ABC):
 
         # round 2: everything that depends on the free state only
         round2 = []
+        # with a complex nudge among them, every closed-loop nudge is realised on the linearised
+        # circuit (an AC analysis), so that an estimator combines states of one circuit
+        linear = any(isinstance(s, Nudge) and complex(s.beta).imag != 0 for s in states)
         for s in states:
             if isinstance(s, Nudge):
                 if s.open_loop:
                     round2.append((s.key, Experiment(True, "current", s.beta * (Y - VO))))
                 else:
-                    round2.append((s.key, Experiment(True, "load", Y, beta=s.beta)))
+                    round2.append((s.key, Experiment(True, "load", Y, beta=s.beta, linearised=linear)))
             elif isinstance(s, Clamp):
                 round2.append((s.key, Experiment(True, "clamp", VO + s.eta * (Y - VO))))
         gain = 1.0

@@ -96,11 +96,15 @@ def test_memory_and_plots_stay_flat(pair):
     assert grown < 1024, f"resident memory grew by {grown} KiB over 10,000 solves"
 
 
-def test_complex_nudge_is_refused(pair):
+def test_complex_nudge_is_an_ac_analysis_and_a_complex_current_is_refused(pair):
     c = load_circuit("bridge")
-    _, ng = pair(c)
-    with pytest.raises(SubstrateError, match="cannot realise a complex nudge"):
-        ng.measure([[1.0]], [[0.1, 0.2]], [Nudge(1e-4j)])
+    ide, ng = pair(c)
+    X, Y = [[1.0]], [[0.1, 0.2]]
+    for beta in (1e-4j, 3e-4 - 2e-4j, -2e-4 + 1e-4j):  # negative conductance and susceptance included
+        want = ide.measure(X, Y, [Nudge(beta)])[Nudge(beta)]
+        np.testing.assert_allclose(ng.measure(X, Y, [Nudge(beta)])[Nudge(beta)], want, rtol=1e-9, atol=1e-12)
+    with pytest.raises(SubstrateError, match="complex injected currents"):
+        ng.measure(X, Y, [Nudge(1e-4j, open_loop=True)])
 
 
 def test_unvalidated_names_never_reach_a_deck(ngspice):

@@ -184,7 +184,7 @@ def section(out: Path, ngspice: bool = False, progress=print, number: int = 7) -
            "`netlists/nmos_level1.lib`), gate against ground (`--device mosfet`) or driven at V_c + (V_d + V_s)/2 "
            "by two VCVS of gain 1/2 (`--device mosfet-mid`; on a bench, a follower network). Teacher task "
            f"(seed 1, {tr['examples']} examples) with every signal times {tr['scale']:g} so the channels stay in "
-           "triode; the radius is measured as a small signal about the free operating points (+-0.1 mV). "
+           "triode; the radius is measured as a small signal about the free operating points (AC analyses). "
            "Reference: ngspice's `sens`. Full-size signals (+-1 V inputs) drive channels into saturation and "
            "near pinch-off, shown for contrast.", "",
            "| device | radius 1/kappa_max (S) | asymmetry bias | cos(ghat(0), dC/dtheta) | ep-sym order | "

@@ -71,9 +71,8 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
         for dev in ("resistor", "mosfet"):
             progress(f"bias orders (ngspice, {dev})")
             with NgSpiceSubstrate(c, device=dev) as ng:
-                # ep-holo needs complex nudges: an AC analysis, which the ngspice substrate does not run yet
-                tables[f"ngspice-{dev}"] = bias_section(ng, X, Y, out, f"ngspice-{dev}",
-                                                        ["ep", "ep-sym", "ep-open", "cl", "al"])
+                # ep-holo's complex nudges are complex admittances in an AC analysis about the free operating point
+                tables[f"ngspice-{dev}"] = bias_section(ng, X, Y, out, f"ngspice-{dev}")
     md += ["## 1. Bias order of each estimator in the nudge", "",
            f"Circuit `{c.name}` ({c.n} nodes, {c.m} edges), teacher task, 6 examples. The order p is fitted on "
            "||ghat(beta_k) - ghat(beta_k+1)|| ~ beta^p over a log grid from 1e-3 to 0.5 of the radius "
@@ -94,12 +93,16 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
             md += [f"![bias, {k}](bias-{k}.png)", ""]
     if ngspice:
         md += ["ngspice with ideal resistors reproduces the ideal orders; its errors bottom out near 1e-6, the "
-               "precision of ngspice's perturbative `sens` reference.", "",
+               "precision of ngspice's perturbative `sens` reference. ep-holo runs on ngspice as an AC analysis "
+               "about the free operating point, each complex nudge beta_k a complex admittance (a resistor of "
+               "1/Re beta_k beside a capacitor of Im beta_k / (2 pi f), either possibly negative) from each "
+               "output to a source at y - V_O: the nudged state of the circuit linearised there (spec 7.2), exact "
+               "for resistors.", "",
                "On the mosfet network every estimator misses the circuit's own gradient by an amount that does "
                "not vanish with the nudge: the gate is held against ground, so the channel's current depends on "
                "each node voltage, not only on the drop across it; A is non-symmetric and the error is the "
-               "asymmetry bias of spec 7.2 (section 6 separates it from the nudge bias). The radius and AL's "
-               "adjoint experiment are small-signal measurements about the free operating points; a large "
+               "asymmetry bias of spec 7.2 (section 7 separates it from the nudge bias). The radius and AL's "
+               "adjoint experiment are small-signal (AC) analyses about the free operating points; a large "
                "negative nudge can leave a channel near pinch-off without an operating point (such points are "
                "left out of the sweep).", ""]
 

@@ -13,6 +13,12 @@ bench would:
   negative for beta < 0) to a source ``Vld_<o>`` at the target;
 - ``clamp``: each output is held by a voltage source ``Vcl_<o>``.
 
+With ``ac_loads`` the open deck's loads also serve the AC analysis (the small-signal
+experiments of :class:`hil.spice.substrate.NgSpiceSubstrate`): ``Rld_<o>`` carries an AC
+resistance (``ac=``, open at first) and a capacitor ``Cld_<o>`` (0 F at first) lies
+beside it, so a complex admittance Re beta + j Im beta loads the output in the AC
+analysis only, the DC operating point untouched.
+
 Each input is a voltage source ``Vin_<i>``. A VCCS ``G1`` of the circuit is SPICE's
 ``Gv_G1 out_p out_n ctrl_p ctrl_n gm`` (its ``gain`` is altered on a write); the
 adjoint deck (``adjoint=True``) swaps its output and control ports, which realises
@@ -46,11 +52,13 @@ def element(kind: str, prefix: str, name: str) -> str:
     return f"{kind}{prefix}_{name}".lower()
 
 
-def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None, gm=None, adjoint: bool = False):
+def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None, gm=None, adjoint: bool = False,
+          ac_loads: bool = False):
     """A PySpice ``Circuit`` of ``c``, variant 'open' or 'clamp'.
 
     ``gm`` (k,) siemens: every VCCS's transconductance (default: the circuit's);
-    ``adjoint``: each VCCS with output and control ports swapped (the adjoint network).
+    ``adjoint``: each VCCS with output and control ports swapped (the adjoint network);
+    ``ac_loads``: the open variant's loads with an AC resistance and a capacitor (module docstring).
 
     ``device`` (:mod:`hil.spice.devices`; default: ideal resistors) places each
     edge's elements at parameters ``params``; its non-idealities add a series
@@ -104,7 +112,11 @@ def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None
         name = c.nodes[o]
         if variant == "open":
             sc.I(f"inj_{name}", sc.gnd, nn(o), "0")
-            sc.R(f"ld_{name}", nn(o), f"nl_{name}".lower(), repr(R_OFF))
+            if ac_loads:
+                sc.R(f"ld_{name}", nn(o), f"nl_{name}".lower(), repr(R_OFF), ac=repr(R_OFF))
+                sc.C(f"ld_{name}", nn(o), f"nl_{name}".lower(), "0")
+            else:
+                sc.R(f"ld_{name}", nn(o), f"nl_{name}".lower(), repr(R_OFF))
             sc.V(f"ld_{name}", f"nl_{name}".lower(), sc.gnd, "0")
         else:
             sc.V(f"cl_{name}", nn(o), sc.gnd, "0")

@@ -5,7 +5,9 @@ Two decks of the circuit are loaded once (:mod:`hil.spice.netlist`): ``open``
 by voltage sources). A conductance update becomes device parameters
 (:mod:`hil.spice.devices`) altered in both decks; each solve alters the source
 values that changed, runs ``op``, reads every node voltage from the plot and
-destroys the plot. Nothing is re-parsed per step. Non-idealities
+destroys the plot. Nothing is re-parsed per step. Small-signal quantities (K and the
+adjoint response on a nonlinear device, dV/dbeta at 0, complex nudges) come from AC
+analyses about the free operating point (:meth:`NgSpiceSubstrate._ac_runs`). Non-idealities
 (:mod:`hil.spice.nonideal`) act where they would on a bench: in the parts, on
 each write, and in the voltmeter.
 """
@@ -25,6 +27,9 @@ from hil.spice.session import session
 from hil.substrate import Substrate, SubstrateError
 
 _ids = itertools.count(1)
+#: the AC analyses' one frequency (Hz): the decks hold no reactance but the loads' capacitors
+#: (a BSIM channel's femtofarads admit ~1e-14 S there, far below any edge's conductance)
+AC_FREQUENCY = 1.0
 
 
 class NgSpiceSubstrate(Substrate):
@@ -35,7 +40,8 @@ class NgSpiceSubstrate(Substrate):
     nonideal : a :class:`NonIdeal`, a path to its TOML file, or None (ideal parts).
     """
 
-    supports_complex = False  # a complex nudge needs an AC analysis (not yet)
+    #: complex nudges are realised as complex admittances in an AC analysis (the linearised circuit)
+    supports_complex = True
 
     def __init__(self, circuit: Circuit, g=None, device: str = "resistor", nonideal=None):
         self.circuit = circuit
@@ -55,7 +61,7 @@ class NgSpiceSubstrate(Substrate):
         self._values = {}  # deck -> {(element, param): value} as last written
         for variant, title in self.titles.items():
             deck = netlist.build(circuit, p0, "open" if variant == "adjoint" else variant, title, self.device,
-                                 gm=gm0, adjoint=variant == "adjoint")
+                                 gm=gm0, adjoint=variant == "adjoint", ac_loads=variant == "open")
             self.s.load(title, str(deck) + ".end\n")
             self._values[title] = {}
         self._p = p0.copy()
@@ -68,6 +74,8 @@ class NgSpiceSubstrate(Substrate):
         self._rld = [el("r", "ld", c.nodes[o]) for o in c.outputs]
         self._vld = [el("v", "ld", c.nodes[o]) for o in c.outputs]
         self._vcl = [el("v", "cl", c.nodes[o]) for o in c.outputs]
+        self._cld = [el("c", "ld", c.nodes[o]) for o in c.outputs]
+        self._read_str = [netlist.node_name(c, i) for i in range(c.n) if i != c.ground]
         self._read_idx = np.array([i for i in range(c.n) if i != c.ground])
         self._read_names = [netlist.node_name(c, i).encode("ascii") for i in self._read_idx]
         self.solves = 0
@@ -193,8 +201,14 @@ class NgSpiceSubstrate(Substrate):
         X = np.atleast_2d(np.asarray(inputs, float))
         out = []
         for e in experiments:
-            if np.iscomplexobj(e.values) or complex(e.beta).imag:
-                raise SubstrateError("ngspice substrate: complex values need an AC analysis (not supported)")
+            if e.linearised or complex(e.beta).imag:
+                if e.mode != "load" or not e.sources_on or e.transpose:
+                    raise SubstrateError("ngspice substrate: a linearised (AC) experiment is a closed-loop nudge "
+                                         "with the sources on")
+                out.append(self._linearised_nudge(X, np.asarray(e.values, float), complex(e.beta)))
+                continue
+            if np.iscomplexobj(e.values):
+                raise SubstrateError("ngspice substrate: complex injected currents or clamps are not realisable")
             adj = e.transpose and not c.reciprocal
             if adj and (e.sources_on or e.mode != "current"):
                 raise SubstrateError("the adjoint network is realised with every source at 0 V and injected currents only")
@@ -209,6 +223,95 @@ class NgSpiceSubstrate(Substrate):
                 self.solves += 1
             out.append(self.voltmeter(V) if self._noisy else V)
         return out
+
+    # -- small signals: AC analyses about the free operating point ----------------
+    def _ac_setting(self, inj=None, beta: complex = 0.0, source=None) -> dict:
+        """The AC values of every output's elements, {(element, param): value}: ``inj`` (|O|,) amperes
+        from each Iinj; the load Rld || Cld at admittance ``beta`` (S, complex; conductance Re beta,
+        susceptance Im beta, either may be negative, 0 = open) to Vld at ``source`` (|O|,) volts."""
+        n_out = len(self.circuit.outputs)
+        inj = np.zeros(n_out) if inj is None else np.asarray(inj, float)
+        source = np.zeros(n_out) if source is None else np.asarray(source, float)
+        beta = complex(beta)
+        r_ac = 1.0 / beta.real if beta.real else netlist.R_OFF
+        cap = beta.imag / (2 * np.pi * AC_FREQUENCY)
+        out = {}
+        for k in range(n_out):
+            out[(self._inj[k], "ac")] = inj[k]
+            out[(self._rld[k], "ac")] = r_ac
+            out[(self._cld[k], "")] = cap
+            out[(self._vld[k], "ac")] = source[k]
+        return out
+
+    def _ac_runs(self, X, settings) -> tuple:
+        """For each example x_i: its free operating point V0_i (``op``), then per setting one AC analysis
+        about it at AC_FREQUENCY with the AC values ``setting(i, V0_i)`` (:meth:`_ac_setting`).
+
+        Returns (V0 (batch, n) volts, [complex (batch, n) node phasors per setting]); noiseless, ground 0.
+        """
+        from hil.substrate import Experiment
+        c = self.circuit
+        title = self.titles["open"]
+        self.s.use(title)
+        free = Experiment.free(len(X), len(c.outputs))
+        V0 = np.zeros((len(X), c.n))
+        R = [np.zeros((len(X), c.n), complex) for _ in settings]
+        what = f"circuit '{c.name}' ({title}, device {self.device.name})"
+        for i in range(len(X)):
+            self._set_sources(title, X[i], free, i)
+            self.s.op(what)
+            V0[i, self._read_idx] = self.s.scalars(self._read_names)
+            self.s.destroy_plots()
+            for k, setting in enumerate(settings):
+                for (elem, param), v in setting(i, V0[i]).items():
+                    self._set(title, elem, param, v)
+                self.s.command(f"ac lin 1 {AC_FREQUENCY!r} {AC_FREQUENCY!r}", what=f"ac (small signal) of {what}")
+                R[k][i, self._read_idx] = [self.s.vector(nm)[0] for nm in self._read_str]
+                self.s.destroy_plots()
+            self.solves += 1 + len(settings)
+        for elem_param, v in self._ac_setting().items():  # AC elements back to off
+            self._set(title, *elem_param, v)
+        return V0, R
+
+    def _linearised_nudge(self, X, Y, beta: complex) -> np.ndarray:
+        """The nudged state of the linearised circuit at complex ``beta`` (S), (batch, n) volts:
+        V0 + dV, dV the AC response with the load beta to a source at y - V0_O on every output,
+        i.e. (A + beta P P^T) dV = beta P^T (y - V_O) (spec 7.2). Voltmeter noise on both parts."""
+        out = list(self.circuit.outputs)
+        V0, (dV,) = self._ac_runs(X, [lambda i, v0: self._ac_setting(beta=beta, source=Y[i] - v0[out])])
+        V = V0 + dV
+        return self.voltmeter(V.real) + 1j * self.voltmeter(V.imag) if self._noisy else V
+
+    def nudge_derivative(self, inputs, targets) -> np.ndarray:
+        """dV/dbeta at beta = 0 (batch, n), V/S: one AC analysis per example about its free operating point,
+        the AC current P^T (y - V_O) injected into the outputs (spec 7.2); exact for nonlinear devices too.
+        Noiseless (a quantity of the circuit, as the ``sens`` reference)."""
+        X = np.atleast_2d(np.asarray(inputs, float))
+        Y = np.atleast_2d(np.asarray(targets, float))
+        out = list(self.circuit.outputs)
+        _, (dV,) = self._ac_runs(X, [lambda i, v0: self._ac_setting(inj=Y[i] - v0[out])])
+        return dV.real
+
+    def small_signal_response(self, inputs, currents) -> np.ndarray:
+        """A^-1 P^T c about each example's free operating point (batch, n) volts: one AC analysis each."""
+        X = np.atleast_2d(np.asarray(inputs, float))
+        cur = np.atleast_2d(np.asarray(currents, float))
+        _, (dV,) = self._ac_runs(X, [lambda i, v0: self._ac_setting(inj=cur[i])])
+        return dV.real
+
+    def output_green(self, inputs=None) -> np.ndarray:
+        """K (|O| x |O|, ohms). Linear devices: as :meth:`Substrate.output_green`. Nonlinear ones: the
+        small-signal K about each example's free operating point (``inputs``, default 0 V, at most 32),
+        column k the AC response of the outputs to 1 A AC into output k; the one of largest spectral radius."""
+        if not self.small_signal:
+            return super().output_green()
+        c = self.circuit
+        X = np.zeros((1, len(c.inputs))) if inputs is None else np.atleast_2d(np.asarray(inputs, float))[:32]
+        out, n_out = list(c.outputs), len(c.outputs)
+        _, R = self._ac_runs(X, [lambda i, v0, k=k: self._ac_setting(inj=np.eye(n_out)[k]) for k in range(n_out)])
+        Ks = np.stack([R[k][:, out].real for k in range(n_out)], axis=2)
+        radius = [np.abs(np.linalg.eigvals(K)).max() for K in Ks]
+        return Ks[int(np.argmax(radius))]
 
     def voltmeter(self, V) -> np.ndarray:
         """What the voltmeters report for node voltages V (volts, (batch, n)): noise and ADC, ground exact."""
