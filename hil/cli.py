@@ -20,6 +20,7 @@ UNITS = ("units: conductances and EP's --nudge (beta) in siemens; CL's and AL's 
          "dimensionless; voltages in V; loss = mean over examples of 1/2 ||V_O - y||^2 in V^2; "
          "--lr in S^2/V^2.")
 
+DEVICE_CHOICES = ["resistor", "digipot", "mosfet", "mosfet-mid", "mosfet-bsim", "mosfet-mid-bsim"]
 NUDGE_HELP = ("nudge size: beta in siemens for ep, ep-sym, ep-holo, ep-open, ep-stencil; eta (dimensionless) for cl, al. "
               "Default: beta = 0.05 / kappa_max, 5%% of the convergence radius 1/kappa_max (kappa_max: the "
               "largest eigenvalue of the output Green's matrix K, ohms); eta = 0.05.")
@@ -69,11 +70,12 @@ def _add_backend(p):
                    help="substrate: ideal (exact linear model, default), ngspice (libngspice through PySpice), "
                         "bench (instruments through pyvisa, --bench FILE)")
     p.add_argument("--bench", metavar="FILE", help="bench: the bench file (instruments, VISA resources, limits)")
-    p.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet", "mosfet-mid"],
+    p.add_argument("--device", default="resistor", choices=DEVICE_CHOICES,
                    help="ngspice: the programmable resistor on each edge: resistor (ideal), digipot (N taps, "
                         "netlists/digipot.toml), mosfet (NMOS in triode, gate voltage against ground trained; "
                         "netlists/nmos_level1.lib; non-reciprocal), mosfet-mid (the same channel with its gate at "
-                        "V_c + (V_d + V_s)/2, V_c trained: reciprocal)")
+                        "V_c + (V_d + V_s)/2, V_c trained: reciprocal); mosfet-bsim, mosfet-mid-bsim (the same with a "
+                        "BSIM4 channel, PTM 65 nm: netlists/nmos_bsim4_ptm65.lib)")
     p.add_argument("--nonideal", metavar="FILE", help="ngspice: non-idealities (TOML; see netlists/nonideal-example.toml)")
     p.add_argument("--opamp-gain", type=float, default=None,
                    help="ngspice, layered circuits: the op-amps' open-loop gain A, V/V (default: ideal)")
@@ -286,6 +288,8 @@ def cmd_grad(args):
         est = rule.estimate(sub.measure(X, Y, rule.states()))
         exact = reference_gradient(sub, X, Y, args.reference)
         dec = decomposition(sub, X, Y, reference=exact)
+        auto_ref = "adjoint formula" if args.backend == "ideal" else \
+            "ngspice sens analysis" if getattr(sub, "has_sens", True) else "central differences through the substrate"
     n_exact, n_est, err = np.linalg.norm(exact), np.linalg.norm(est), float(np.linalg.norm(est - exact))
     # at a zero of the reference gradient (e.g. at the teacher) only the absolute error means anything
     cos = float(est @ exact / (n_est * n_exact)) if n_exact > 0 and n_est > 0 else None
@@ -299,7 +303,7 @@ def cmd_grad(args):
            "nudge_bias": nb, "asymmetry_bias": dec["asymmetry_bias"], "cos_limit": dec["cos_limit"],
            "cos_mu_lambda": dec["cos_mu_lambda"], "symmetry_index": dec["symmetry_index"],
            "backend": args.backend, "examples": task.n_train,
-           "reference": {"auto": "adjoint formula" if args.backend == "ideal" else "ngspice sens analysis",
+           "reference": {"auto": auto_ref,
                          "sens": "ngspice sens analysis", "fd": "central differences through the substrate"}[args.reference]}
     summary = (f"cosine {cos:.6f}" if cos is not None else "cosine undefined") + ", " + (
         f"relative error {rel:.3e}" if rel is not None else
@@ -776,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     em = add("emulate", cmd_emulate, "Serve an emulated bench (SCPI over loopback TCP) backed by a simulated circuit.")
     em.add_argument("circuit")
     em.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
-    em.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet", "mosfet-mid"])
+    em.add_argument("--device", default="resistor", choices=DEVICE_CHOICES)
     em.add_argument("--nonideal", metavar="FILE")
     em.add_argument("--bench-file", metavar="FILE", help="where to write the bench file (default CIRCUIT-bench.toml)")
     em.add_argument("--port", type=int, default=0, help="first port (default: free ports chosen by the system)")
@@ -810,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "for a LocalCluster of worker processes (one thread each). Runs come back to this "
                          "machine and are written here: workers need hil, not a shared filesystem")
     sw.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
-    sw.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet", "mosfet-mid"])
+    sw.add_argument("--device", default="resistor", choices=DEVICE_CHOICES)
     sw.add_argument("--out", required=True)
 
     pt = add("perturb", cmd_perturb, "Write a copy of a circuit with every conductance scaled by a random "
@@ -858,7 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = add("netlist", cmd_netlist, "Write a standalone SPICE deck: `ngspice -b FILE` prints the free-state node voltages.")
     n.add_argument("circuit")
-    n.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet", "mosfet-mid"])
+    n.add_argument("--device", default="resistor", choices=DEVICE_CHOICES)
     n.add_argument("--nonideal", metavar="FILE", help="non-idealities (TOML): tolerance, wire and source resistance")
     n.add_argument("--inputs", help="input voltages, comma-separated (default 1 V each)")
     n.add_argument("--opamp-gain", type=float, default=None,

@@ -39,7 +39,7 @@ def reference_gradient(sub: Substrate, X, Y, method: str = "auto") -> np.ndarray
     """The substrate's own dC/dtheta at its current parameters (V^2/S).
 
     method: 'auto' (the adjoint formula on the ideal substrate, the simulator's own
-    ``sens`` analysis where the substrate has one, else finite differences),
+    ``sens`` analysis where the substrate has one that runs on its devices, else finite differences),
     'sens' or 'fd'. Measurement noise is switched off where the substrate can.
     A quantized device (digipot) has no finite differences: use sens.
     """
@@ -51,10 +51,10 @@ def reference_gradient(sub: Substrate, X, Y, method: str = "auto") -> np.ndarray
         return gradient(sub.circuit, X, Y, sub.read())
     quiet = sub.noiseless() if hasattr(sub, "noiseless") else contextlib.nullcontext()
     with quiet:
-        if method in ("auto", "sens") and hasattr(sub, "sens_gradient"):
+        if method == "sens" or (method == "auto" and hasattr(sub, "sens_gradient") and getattr(sub, "has_sens", True)):
+            if not hasattr(sub, "sens_gradient"):
+                raise ValueError(f"{type(sub).__name__} has no sensitivity analysis; use --reference fd")
             return sub.sens_gradient(X, Y)
-        if method == "sens":
-            raise ValueError(f"{type(sub).__name__} has no sensitivity analysis; use --reference fd")
         return finite_difference_gradient(sub, X, Y)
 
 

@@ -93,9 +93,13 @@ def plot_asymmetry_sweep(res: dict, path: Path) -> Path:
     return path
 
 
+TRANSISTOR_DEVICES = ("mosfet", "mosfet-mid", "mosfet-bsim", "mosfet-mid-bsim")
+
+
 def transistor_comparison(circuit, out: Path, scale: float = 0.1, steps: int = 100, examples: int = 8,
-                          nudges=None) -> dict:
-    """mosfet (gate against ground) against mosfet-mid (gate at V_c + (V_d + V_s)/2) on ngspice.
+                          nudges=None, devices=TRANSISTOR_DEVICES) -> dict:
+    """mosfet (gate against ground) against mosfet-mid (gate at V_c + (V_d + V_s)/2) on ngspice, each with
+    the level-1 channel and the BSIM4 one (``devices``).
 
     The task is the teacher task with inputs and targets times ``scale`` (a linear teacher:
     the same task, smaller signals) so that the channels stay in triode. Returns per device:
@@ -110,7 +114,7 @@ def transistor_comparison(circuit, out: Path, scale: float = 0.1, steps: int = 1
                 f"{base.description}, signals x {scale:g}", dict(base.meta, scale=scale))
     X, Y = task.X_train, task.Y_train
     res = {}
-    for dev in ("mosfet", "mosfet-mid"):
+    for dev in devices:
         with NgSpiceSubstrate(circuit, device=dev) as sub:
             kappa = sub.kappa_max(X)
             grid = np.geomspace(1e-3 / kappa, 0.5 / kappa, 8) if nudges is None else nudges
@@ -177,15 +181,18 @@ def section(out: Path, ngspice: bool = False, progress=print, number: int = 7) -
            "moving the transconductances away from where the task alone would put them.", ""]
     if not ngspice:
         return md
-    progress("non-reciprocal circuits: mosfet against mosfet-mid (ngspice)")
+    progress("non-reciprocal circuits: mosfet against mosfet-mid, level 1 and BSIM4 (ngspice)")
     tr = transistor_comparison(load("net16"), out)
     plot_transistor_curves(tr, out / "transistor-curves.png")
     md += [f"Transistor networks on ngspice: `net16` with each edge an NMOS channel (level 1, "
            "`netlists/nmos_level1.lib`), gate against ground (`--device mosfet`) or driven at V_c + (V_d + V_s)/2 "
            "by two VCVS of gain 1/2 (`--device mosfet-mid`; on a bench, a follower network). Teacher task "
            f"(seed 1, {tr['examples']} examples) with every signal times {tr['scale']:g} so the channels stay in "
-           "triode; the radius is measured as a small signal about the free operating points (AC analyses). "
-           "Reference: ngspice's `sens`. Full-size signals (+-1 V inputs) drive channels into saturation and "
+           "triode; the radius is measured as a small signal about the free operating points (AC analyses), "
+           "ghat(0) from one AC analysis per example. The `-bsim` devices replace the level-1 channel by a "
+           "BSIM4 one (ngspice level 54, the PTM 65 nm NMOS card, `netlists/nmos_bsim4_ptm65.lib`; W/L = 20, "
+           "gate 0..4 V). Reference: ngspice's `sens` (level 1), central differences through ngspice (BSIM4, "
+           "where ngspice's sens fails). Full-size signals (+-1 V inputs) drive channels into saturation and "
            "near pinch-off, shown for contrast.", "",
            "| device | radius 1/kappa_max (S) | asymmetry bias | cos(ghat(0), dC/dtheta) | ep-sym order | "
            f"C start | C after {tr['steps']} ep-sym steps | asymmetry bias, full-size signals |",
@@ -198,12 +205,17 @@ def section(out: Path, ngspice: bool = False, progress=print, number: int = 7) -
                   f"{r['run']['final_loss']:.3g} | {r['full']['asymmetry_bias']:.3g} |")
     md += ["", "![mosfet, gate against ground](nonreciprocal-mosfet.png)", "",
            "![mosfet, midpoint gate](nonreciprocal-mosfet-mid.png)", "",
+           "![mosfet, BSIM4, gate against ground](nonreciprocal-mosfet-bsim.png)", "",
+           "![mosfet, BSIM4, midpoint gate](nonreciprocal-mosfet-mid-bsim.png)", "",
            "![training curves](transistor-curves.png)", "",
            "With the gate against ground the channel's current depends on V_d and V_s separately, A is "
            "non-symmetric, and every EP estimate keeps the asymmetry bias however small the nudge; the nudge "
            "bias (dotted) still falls at the estimator's order. The midpoint gate makes the square-law channel "
            "I = k (V_c - V_T)(V_d - V_s): reciprocal and linear in triode, so its asymmetry bias falls to "
-           "ngspice's and the calibration's precision. With full-size signals channels leave triode and the "
+           "ngspice's and the calibration's precision. The BSIM4 channel is not a square law (body effect: "
+           "the threshold follows V_s; mobility falls with the gate field; series resistance; DIBL), so the "
+           "midpoint gate leaves it the asymmetry bias in the table: what a realistic channel keeps. With "
+           "full-size signals channels leave triode and the "
            "midpoint device's bias returns (saturation makes the current a nonlinear function of the drop, "
            "whose co-content derivative is no longer 1/2 dV^2).", ""]
     return md

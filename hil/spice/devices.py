@@ -13,13 +13,19 @@ mosfet      V_gate, V   NMOS channel in triode; g(V_gate) calibrated by an
                         ngspice DC sweep at small V_ds and cached
 mosfet-mid  V_c, V      the same channel, gate driven at V_c + (V_d + V_s)/2
                         (two VCVS of gain 1/2 in series with V_c): reciprocal
+mosfet-bsim V_gate, V   as mosfet, the channel a BSIM4 model (PTM 65 nm card,
+                        netlists/nmos_bsim4_ptm65.lib), W/L = 20, gate 0..4 V
+mosfet-mid-bsim  V_c, V as mosfet-mid with the BSIM4 channel
 ==========  ==========  =====================================================
 
 The ground-referenced ``mosfet`` is non-reciprocal (spec 7.1): its current depends
 on V_d and V_s separately, so A is non-symmetric wherever a channel carries current.
 ``mosfet-mid`` makes the square-law channel linear, I = k (V_c - V_T)(V_d - V_s): on a
 bench the gate drive is a follower network (two buffered 2:1 dividers from drain and
-source summed with V_c by a non-inverting summing amplifier).
+source summed with V_c by a non-inverting summing amplifier). The BSIM4 channel keeps
+what the square law leaves out (body effect, mobility degradation with the gate field,
+series resistance, drain-induced barrier lowering), so the midpoint gate leaves it a
+small asymmetry.
 
 Each device adds its elements to a PySpice circuit (:meth:`Device.add_edge`) and
 says which ``alter`` realises a new parameter (:meth:`Device.alters`). The hidden
@@ -53,6 +59,8 @@ class DeviceRangeError(SubstrateError):
 class Device:
     name = "device"
     unit = ""
+    #: ngspice's ``sens`` analysis handles this device (BSIM4 makes libngspice fail unrecoverably in it)
+    sens = True
 
     def __init__(self, circuit: Circuit, nonideal: NonIdeal):
         self.circuit, self.nonideal = circuit, nonideal
@@ -175,10 +183,12 @@ class Mosfet(Device):
 
     #: gate driven at V_c + (V_d + V_s)/2 (True) or held at V_gate against ground (False)
     midpoint = False
+    #: the file of netlists/ holding the channel's model card (named hil_nmos)
+    model_file = "nmos_level1.lib"
 
     def __init__(self, circuit, nonideal):
         super().__init__(circuit, nonideal)
-        self.model_card = _model_line(folder("netlists") / "nmos_level1.lib")
+        self.model_card = _model_card(folder("netlists") / self.model_file)
         self.vg, self.g = calibrate_mosfet(self.model_card, self.W, self.L, self.VDS_CAL, self.param_range[1], self.V_BULK,
                                            midpoint=self.midpoint)
         on = self.g > 0
@@ -235,11 +245,43 @@ class MosfetMidpoint(Mosfet):
         sc.V(f"ge_{name}", h2, sc.gnd, repr(self._gate(e, p)))
 
 
-def _model_line(path: Path) -> str:
-    lines = [ln for ln in path.read_text().splitlines() if ln.lower().startswith(".model")]
-    if len(lines) != 1:
-        raise SubstrateError(f"{path}: expected exactly one .model line")
-    return lines[0]
+class _Bsim:
+    """The BSIM4 channel (netlists/nmos_bsim4_ptm65.lib): W/L = 20 so that g spans ~1e-8 .. 7e-3 S over
+    a gate of 0 .. 4 V, where g(V_gate) still rises (mobility degradation bends it over above ~4.3 V)."""
+
+    model_file = "nmos_bsim4_ptm65.lib"
+    W, L = 20e-6, 1e-6
+    param_range = (0.0, 4.0)
+    # ngspice 39's sens on a BSIM4 deck fails in DEVsetup and leaves libngspice unusable:
+    # the reference gradient is taken by central differences instead
+    sens = False
+
+
+class MosfetBsim(_Bsim, Mosfet):
+    """:class:`Mosfet` with a BSIM4 channel: gate against ground, non-reciprocal."""
+
+    name = "mosfet-bsim"
+
+
+class MosfetMidpointBsim(_Bsim, MosfetMidpoint):
+    """:class:`MosfetMidpoint` with a BSIM4 channel: reciprocal up to what the square law leaves out."""
+
+    name = "mosfet-mid-bsim"
+
+
+def _model_card(path: Path) -> str:
+    """The one ``.model`` statement of ``path``, with its ``+`` continuation lines (comments dropped)."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("*")]
+    starts = [k for k, ln in enumerate(lines) if ln.lower().startswith(".model")]
+    if len(starts) != 1:
+        raise SubstrateError(f"{path}: expected exactly one .model statement")
+    k = starts[0]
+    card = [lines[k]]
+    for ln in lines[k + 1:]:
+        if not ln.startswith("+"):
+            break
+        card.append(ln)
+    return "\n".join(card)
 
 
 def cache_dir() -> Path:
@@ -283,7 +325,8 @@ def calibrate_mosfet(model_card: str, w: float, l: float, vds: float, vg_max: fl
     return vg, g
 
 
-DEVICES = {"resistor": Resistor, "digipot": Digipot, "mosfet": Mosfet, "mosfet-mid": MosfetMidpoint}
+DEVICES = {"resistor": Resistor, "digipot": Digipot, "mosfet": Mosfet, "mosfet-mid": MosfetMidpoint,
+           "mosfet-bsim": MosfetBsim, "mosfet-mid-bsim": MosfetMidpointBsim}
 
 
 def make_device(name: str, circuit: Circuit, nonideal: NonIdeal) -> Device:

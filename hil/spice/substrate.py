@@ -320,6 +320,11 @@ class NgSpiceSubstrate(Substrate):
             V[:, self._read_idx] = self.nonideal.measure(V[:, self._read_idx], self._rng)
         return V
 
+    @property
+    def has_sens(self) -> bool:
+        """Whether ngspice's ``sens`` analysis can give this circuit's own gradient (not on BSIM4 channels)."""
+        return self.device.sens
+
     def sens_gradient(self, X, Y) -> np.ndarray:
         """dC/dg from ngspice's ``sens`` analysis (V^2/S): the circuit's own gradient, in one run per output.
 
@@ -327,6 +332,9 @@ class NgSpiceSubstrate(Substrate):
         """
         from hil.substrate import Experiment, Free
         c = self.circuit
+        if not self.has_sens:
+            raise SubstrateError(f"device {self.device.name}: ngspice's sens analysis does not run on its model; "
+                                 "use --reference fd (central differences through ngspice)")
         with self.noiseless():
             r = self.measure(X, Y, [Free()]).residual
         title = self.titles["open"]
