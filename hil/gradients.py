@@ -60,20 +60,29 @@ def reference_gradient(sub: Substrate, X, Y, method: str = "auto") -> np.ndarray
 
 # -- the two biases of an EP estimate (spec 7.2) ----------------------------------
 
-def error_vectors(sub: Substrate, X, Y) -> tuple:
+def error_vectors(sub: Substrate, X, Y, jacobians=None) -> tuple:
     """(mu, lambda), each (batch, n) volts: the forward and adjoint networks' responses to r (spec 7.2).
 
     mu = A^-1 P^T r = -dV/dbeta at 0 (:meth:`Substrate.nudge_derivative`: an AC analysis on
     ngspice, a small-signal or sources-off experiment elsewhere); lambda = A^-T P^T r from the
     current g_adj r injected into the outputs of the adjoint network with every source at 0 V
-    (readings divided by g_adj). Equal when the circuit is reciprocal; lambda is None on a
-    nonlinear substrate, whose adjoint network is not realisable.
+    (readings divided by g_adj). Equal when the circuit is reciprocal. On a nonlinear substrate,
+    whose adjoint network is not realisable, lambda is solved from the measured small-signal
+    A_FF of each example (``jacobians``, (batch, |F|, |F|) siemens), or None without them.
     """
     from hil.substrate import Experiment
     mu = -sub.nudge_derivative(X, Y)
-    if sub.small_signal:
-        return mu, None
     r = sub.measure(X, Y, [Free()]).residual
+    if sub.small_signal:
+        if jacobians is None:
+            return mu, None
+        c = sub.circuit
+        lam = np.zeros_like(mu)
+        for i, A in enumerate(jacobians):
+            rhs = np.zeros(len(c.free))
+            rhs[c.out_in_free] = r[i]
+            lam[i, c.free] = np.linalg.solve(A.T, rhs)
+        return mu, lam
     gain = sub.adjoint_gain()
     Xz = np.atleast_2d(np.asarray(X, float))
     lam = sub.run(Xz, [Experiment(False, "current", gain * r, transpose=True)])[0]
@@ -92,11 +101,12 @@ def ep_limit(sub: Substrate, X, Y) -> np.ndarray:
     return np.mean(sub.circuit.signal_products(V, sub.nudge_derivative(X, Y)), axis=0)
 
 
-def symmetry_index(sub: Substrate):
+def symmetry_index(sub: Substrate, jacobians=None):
     """||A_sym|| / (||A_sym|| + ||A_anti||) of A_FF at the substrate's parameters, or None where unknown.
 
     Exact for linear substrates (ideal; ngspice with ideal resistors and VCCS, whose A is the
-    model's); None for nonlinear devices (needs small-signal probes at every node).
+    model's); for a nonlinear one the mean over the examples of the index of each measured
+    small-signal A_FF (``jacobians``), None without them.
     """
     from hil.exact import conductance_matrix
     from hil.exact import symmetry_index as index
@@ -104,11 +114,20 @@ def symmetry_index(sub: Substrate):
     linear = type(sub).__name__ == "IdealSubstrate" or getattr(getattr(sub, "device", None), "name", "") == "resistor"
     inner = getattr(sub, "inner", None)  # a wrapper (noisy readings) around a substrate
     if inner is not None:
-        return symmetry_index(inner)
+        return symmetry_index(inner, jacobians)
     if not linear:
-        return None
+        return None if jacobians is None else float(np.mean([index(A) for A in jacobians]))
     A = conductance_matrix(c, sub.read())
     return index(A[c.free][:, c.free])
+
+
+def small_signal_jacobians(sub: Substrate, X):
+    """Each example's measured small-signal A_FF (batch, |F|, |F|) on a nonlinear substrate that can
+    measure it (ngspice: AC probes at every free node), else None."""
+    inner = getattr(sub, "inner", sub)
+    if not getattr(inner, "small_signal", False) or not hasattr(inner, "small_signal_jacobian"):
+        return None
+    return inner.small_signal_jacobian(X)
 
 
 def _cos(a, b):
@@ -128,12 +147,13 @@ def decomposition(sub: Substrate, X, Y, reference=None, limit=None) -> dict:
     quiet = sub.noiseless() if hasattr(sub, "noiseless") else contextlib.nullcontext()
     with quiet:  # the substrate's own quantities, as its reference gradient: without voltmeter noise
         g0 = ep_limit(sub, X, Y) if limit is None else np.asarray(limit)
-        mu, lam = error_vectors(sub, X, Y)
+        jac = small_signal_jacobians(sub, X)
+        mu, lam = error_vectors(sub, X, Y, jac)
     n = float(np.linalg.norm(ref))
     cos_ml = [_cos(a, b) for a, b in zip(mu, lam)] if lam is not None else [None] * len(mu)
     return {"limit": g0, "reference": ref, "ref_norm": n,
             "asymmetry_bias": float(np.linalg.norm(g0 - ref) / n) if n > 0 else None,
-            "cos_limit": _cos(g0, ref), "cos_mu_lambda": cos_ml, "symmetry_index": symmetry_index(sub)}
+            "cos_limit": _cos(g0, ref), "cos_mu_lambda": cos_ml, "symmetry_index": symmetry_index(sub, jac)}
 
 
 def nudge_bias(estimate, dec: dict):

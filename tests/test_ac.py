@@ -118,3 +118,29 @@ def test_hil_grad_runs_ep_holo_on_ngspice(ngspice, tmp_path):
     assert r.returncode == 0, r.stderr
     g = json.loads(r.stdout.splitlines()[-1])
     assert g["asymmetry_bias"] < 1e-6 and 0 < g["nudge_bias"] < 1e-3  # resistors: only the O(beta^4) nudge bias
+
+
+def test_measured_small_signal_jacobian_is_the_device_equations_one(ngspice):
+    """A_FF from |F| AC probes per example against the level-1 stamps of spec 7.1 (test_vccs's independent
+    computation); with it hil's decomposition gets lambda, cos(mu, lambda) and the symmetry index on the
+    mosfet network, and the midpoint gate makes A symmetric."""
+    from test_vccs import level1_small_signal_A
+
+    from hil.exact import symmetry_index
+    from hil.gradients import decomposition
+    from hil.spice.substrate import NgSpiceSubstrate
+    c = load("net16")
+    t = teacher_task(c, 1, 3)
+    X, Y = 0.1 * t.X_train, 0.1 * t.Y_train
+    with NgSpiceSubstrate(c, device="mosfet") as ng:
+        As = ng.small_signal_jacobian(X)
+        V = ng.measure(X, Y, [Free()])[Free()]
+        for A, v in zip(As, V):
+            want = level1_small_signal_A(c, v, ng.read_params())
+            np.testing.assert_allclose(A, want, rtol=0, atol=1e-7 * np.abs(want).max())
+        dec = decomposition(ng, X, Y, reference=np.ones(c.m))
+    assert dec["symmetry_index"] == pytest.approx(np.mean([symmetry_index(A) for A in As]), rel=1e-12)
+    assert dec["symmetry_index"] < 1 - 1e-4 and min(dec["cos_mu_lambda"]) < 1 - 1e-6
+    with NgSpiceSubstrate(c, device="mosfet-mid") as ng:
+        dec = decomposition(ng, X, Y, reference=np.ones(c.m))
+    assert dec["symmetry_index"] > 1 - 1e-9 and min(dec["cos_mu_lambda"]) > 1 - 1e-12

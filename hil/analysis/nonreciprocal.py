@@ -191,16 +191,18 @@ def section(out: Path, ngspice: bool = False, progress=print, number: int = 7) -
            "triode; the radius is measured as a small signal about the free operating points (AC analyses), "
            "ghat(0) from one AC analysis per example. The `-bsim` devices replace the level-1 channel by a "
            "BSIM4 one (ngspice level 54, the PTM 65 nm NMOS card, `netlists/nmos_bsim4_ptm65.lib`; W/L = 20, "
-           "gate 0..4 V). Reference: ngspice's `sens` (level 1), central differences through ngspice (BSIM4, "
+           "gate 0..4 V). The symmetry index is the mean over the examples of that of A_FF, measured with "
+           "|F| AC probes per example. Reference: ngspice's `sens` (level 1), central differences through ngspice (BSIM4, "
            "where ngspice's sens fails). Full-size signals (+-1 V inputs) drive channels into saturation and "
            "near pinch-off, shown for contrast.", "",
-           "| device | radius 1/kappa_max (S) | asymmetry bias | cos(ghat(0), dC/dtheta) | ep-sym order | "
-           f"C start | C after {tr['steps']} ep-sym steps | asymmetry bias, full-size signals |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| device | radius 1/kappa_max (S) | asymmetry bias | cos(ghat(0), dC/dtheta) | symmetry index | "
+           f"ep-sym order | C start | C after {tr['steps']} ep-sym steps | asymmetry bias, full-size signals |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for dev, r in tr["devices"].items():
         b = r["bias"]
         o = b["rules"]["ep-sym"]["slope"]
         md.append(f"| {dev} | {r['radius']:.3g} | {b['asymmetry_bias']:.2g} | {b['cos_limit']:.6f} | "
+                  f"{b['symmetry_index']:.6f} | "
                   f"{'exact' if o is None else format(o, '.2f')} | {r['run']['initial_loss']:.3g} | "
                   f"{r['run']['final_loss']:.3g} | {r['full']['asymmetry_bias']:.3g} |")
     md += ["", "![mosfet, gate against ground](nonreciprocal-mosfet.png)", "",

@@ -17,7 +17,9 @@ With ``ac_loads`` the open deck's loads also serve the AC analysis (the small-si
 experiments of :class:`hil.spice.substrate.NgSpiceSubstrate`): ``Rld_<o>`` carries an AC
 resistance (``ac=``, open at first) and a capacitor ``Cld_<o>`` (0 F at first) lies
 beside it, so a complex admittance Re beta + j Im beta loads the output in the AC
-analysis only, the DC operating point untouched.
+analysis only, the DC operating point untouched; and every other free node has a current
+source ``Ipr_<node>`` (0 -> node, 0 A) that injects AC probe currents (the measured
+small-signal Jacobian).
 
 Each input is a voltage source ``Vin_<i>``. A VCCS ``G1`` of the circuit is SPICE's
 ``Gv_G1 out_p out_n ctrl_p ctrl_n gm`` (its ``gain`` is altered on a write); the
@@ -108,6 +110,10 @@ def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None
             sc.R(f"s_{name}", f"hs_{name}".lower(), nn(i), repr(ni.source_resistance))
         else:
             sc.V(f"in_{name}", nn(i), sc.gnd, repr(float(v)))
+    if ac_loads and variant == "open":
+        for i in c.free:
+            if i not in c.outputs:
+                sc.I(f"pr_{c.nodes[i]}", sc.gnd, nn(i), "0")
     for o in c.outputs:
         name = c.nodes[o]
         if variant == "open":

@@ -75,6 +75,8 @@ class NgSpiceSubstrate(Substrate):
         self._vld = [el("v", "ld", c.nodes[o]) for o in c.outputs]
         self._vcl = [el("v", "cl", c.nodes[o]) for o in c.outputs]
         self._cld = [el("c", "ld", c.nodes[o]) for o in c.outputs]
+        # the AC current source at each free node (an output's Iinj, another node's Ipr), in c.free's order
+        self._ifree = [el("i", "inj", c.nodes[i]) if i in c.outputs else el("i", "pr", c.nodes[i]) for i in c.free]
         self._read_str = [netlist.node_name(c, i) for i in range(c.n) if i != c.ground]
         self._read_idx = np.array([i for i in range(c.n) if i != c.ground])
         self._read_names = [netlist.node_name(c, i).encode("ascii") for i in self._read_idx]
@@ -225,19 +227,22 @@ class NgSpiceSubstrate(Substrate):
         return out
 
     # -- small signals: AC analyses about the free operating point ----------------
-    def _ac_setting(self, inj=None, beta: complex = 0.0, source=None) -> dict:
+    def _ac_setting(self, inj=None, beta: complex = 0.0, source=None, probe=None) -> dict:
         """The AC values of every output's elements, {(element, param): value}: ``inj`` (|O|,) amperes
         from each Iinj; the load Rld || Cld at admittance ``beta`` (S, complex; conductance Re beta,
-        susceptance Im beta, either may be negative, 0 = open) to Vld at ``source`` (|O|,) volts."""
-        n_out = len(self.circuit.outputs)
+        susceptance Im beta, either may be negative, 0 = open) to Vld at ``source`` (|O|,) volts;
+        ``probe`` (|F|,) amperes into every free node (added to ``inj`` at the outputs)."""
+        c = self.circuit
+        n_out = len(c.outputs)
         inj = np.zeros(n_out) if inj is None else np.asarray(inj, float)
         source = np.zeros(n_out) if source is None else np.asarray(source, float)
+        cur = np.zeros(len(c.free)) if probe is None else np.array(probe, float)
+        cur[c.out_in_free] += inj
         beta = complex(beta)
         r_ac = 1.0 / beta.real if beta.real else netlist.R_OFF
         cap = beta.imag / (2 * np.pi * AC_FREQUENCY)
-        out = {}
+        out = {(el, "ac"): cur[f] for f, el in enumerate(self._ifree)}
         for k in range(n_out):
-            out[(self._inj[k], "ac")] = inj[k]
             out[(self._rld[k], "ac")] = r_ac
             out[(self._cld[k], "")] = cap
             out[(self._vld[k], "ac")] = source[k]
@@ -298,6 +303,19 @@ class NgSpiceSubstrate(Substrate):
         cur = np.atleast_2d(np.asarray(currents, float))
         _, (dV,) = self._ac_runs(X, [lambda i, v0: self._ac_setting(inj=cur[i])])
         return dV.real
+
+    def small_signal_jacobian(self, inputs) -> np.ndarray:
+        """A_FF about each example's free operating point, (batch, |F|, |F|) siemens (spec 7.1).
+
+        |F| AC analyses per example, 1 A AC into each free node in turn: their responses at the
+        free nodes are the columns of A_FF^-1, inverted. Exact small-signal A for any device.
+        """
+        c = self.circuit
+        X = np.atleast_2d(np.asarray(inputs, float))
+        nf = len(c.free)
+        _, R = self._ac_runs(X, [lambda i, v0, f=f: self._ac_setting(probe=np.eye(nf)[f]) for f in range(nf)])
+        Z = np.stack([R[f][:, c.free].real for f in range(nf)], axis=2)  # (batch, |F|, |F|): A^-1
+        return np.linalg.inv(Z)
 
     def output_green(self, inputs=None) -> np.ndarray:
         """K (|O| x |O|, ohms). Linear devices: as :meth:`Substrate.output_green`. Nonlinear ones: the
