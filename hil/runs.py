@@ -5,7 +5,7 @@ A run directory holds
 - ``config.json``: the resolved configuration (defaults filled in);
 - ``circuit.toml``: the circuit as the run started;
 - ``task.json``: the examples (so a resume needs nothing outside the folder);
-- ``log.csv``: one row per step: step, train_loss, test_loss, grad_norm, seconds;
+- ``log.csv``: one row per logged step (:mod:`hil.losslog`): step, train_loss, test_loss, grad_norm, seconds;
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
 - ``loss.png``: the loss curves; ``result.json`` once the run ends.
@@ -130,8 +130,9 @@ def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:
     cfg = run.config
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.semilogy(log["step"], log["train_loss"], label="train")
-    if np.isfinite(log["test_loss"]).any():
-        ax.semilogy(log["step"], log["test_loss"], label="test", alpha=0.8)
+    test = np.isfinite(log["test_loss"])  # logged every log_every steps only
+    if test.any():
+        ax.semilogy(log["step"][test], log["test_loss"][test], label="test", alpha=0.8)
     for label, (x, y) in (extra_lines or {}).items():
         ax.semilogy(x, y, "--", label=label)
     ax.set_xlabel("step")

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from hil.circuit import Circuit
+from hil.losslog import LossLog, default_log_every
 from hil.progress import Progress
 from hil.rules import Rule, make_rule
 from hil.runs import Run, plot_losses
@@ -51,6 +52,7 @@ class TrainConfig:
     backend: str = "ideal"
     backend_options: dict = field(default_factory=dict)
     kappa_max: float | None = None    # ohms; measured on the substrate at the start, then fixed
+    log_every: int | None = None      # steps between logged losses; None: hil.losslog.default_log_every
 
 
 def curvature(circuit: Circuit, g, X, weight=None) -> float:
@@ -102,15 +104,25 @@ class Trainer:
             config.nudge = self.rule.nudge
         if config.lr is None:
             config.lr = default_lr(circuit, substrate.read(), task.X_train, self.rule)
+        if config.log_every is not None and (int(config.log_every) != config.log_every or config.log_every < 1):
+            raise ValueError(f"log_every = {config.log_every!r}: give a whole number of steps >= 1")
+        if config.log_every is None:
+            n = task.n_train
+            config.log_every = default_log_every(self.rule.states(), min(config.batch or n, n), n, len(task.X_test))
 
     def losses(self) -> tuple:
         """(train, test) loss at the conductances now written, V^2."""
-        t = self.task
-        train = self.sub.measure(t.X_train, t.Y_train, [Free()]).loss()
-        test = self.sub.measure(t.X_test, t.Y_test, [Free()]).loss() if len(t.X_test) else float("nan")
-        return train, test
+        return self.train_loss(), self.test_loss()
 
-    def _rates(self, loss, g) -> dict:
+    def train_loss(self) -> float:
+        t = self.task
+        return self.sub.measure(t.X_train, t.Y_train, [Free()]).loss()
+
+    def test_loss(self) -> float:
+        t = self.task
+        return self.sub.measure(t.X_test, t.Y_test, [Free()]).loss() if len(t.X_test) else float("nan")
+
+    def _rates(self, steps, loss, g) -> dict:
         """Measured loss decay rate per step (last quarter of the run) beside the coercivity prediction at g."""
         from hil.analysis.coercivity import measured_rate, pinned
         from hil.exact import coercivity, output_green
@@ -118,7 +130,7 @@ class Trainer:
         c, X = self.circuit, self.task.X_train
         if len(loss) < 20 or len(X) * len(c.outputs) * c.m > 5e6:
             return {}
-        meas = measured_rate(loss)
+        meas = measured_rate(loss, steps=steps)
         try:
             W = np.linalg.inv(output_green(c, g)) if self.rule.descends == "L_K" else None
             cc = coercivity(c, X, g, weight=W, active=~pinned(c, g))
@@ -126,11 +138,12 @@ class Trainer:
             return {"measured_rate": meas}
         pred = float(1 - (1 - self.cfg.lr * cc) ** 2)
         out = {"measured_rate": meas, "predicted_rate": pred, "coercivity": cc}
-        k0 = int(len(loss) * 0.75)
-        if np.isfinite(meas) and loss[k0] > 0:
-            k = np.arange(k0, len(loss))
-            out["_lines"] = {f"predicted decay ({pred:.3g}/step)": (k, loss[k0] * (1 - pred) ** (k - k0)),
-                             f"measured ({meas:.3g}/step)": (k, loss[k0] * (1 - meas) ** (k - k0))}
+        i0 = int(len(loss) * 0.75)
+        if np.isfinite(meas) and loss[i0] > 0:
+            k0 = steps[i0]
+            k = np.arange(k0, steps[-1] + 1)
+            out["_lines"] = {f"predicted decay ({pred:.3g}/step)": (k, loss[i0] * (1 - pred) ** (k - k0)),
+                             f"measured ({meas:.3g}/step)": (k, loss[i0] * (1 - meas) ** (k - k0))}
         return out
 
     def _diagnostics(self, step: int) -> None:
@@ -153,19 +166,18 @@ class Trainer:
         n = t.n_train
         batch = n if not cfg.batch or cfg.batch >= n else cfg.batch
         t0 = time.perf_counter()
-        pending = []
+        book = LossLog(cfg.log_every, cfg.steps, batch == n, self.train_loss, self.test_loss)
         if start_step == 0:
-            tr, te = self.losses()
-            pending.append(dict(step=0, train_loss=tr, test_loss=te, grad_norm=float("nan"), seconds=0.0))
+            book.add(0, float("nan"), 0.0)
             self.run.save_checkpoint(0, g, rng.bit_generator.state)
         else:
             logged = self.run.read_log()["step"]
-            if not len(logged) or logged[-1] < start_step:
+            if len(logged) and logged[-1] == start_step and not book.exists(start_step):
+                self.run.truncate_log(start_step - 1)  # the old last step's row, off the new schedule
+            elif book.exists(start_step) and (not len(logged) or logged[-1] < start_step):
                 # the run stopped after this step's write but before its losses were logged:
                 # they follow from the checkpoint's conductances (the gradient norm is gone)
-                tr, te = self.losses()
-                pending.append(dict(step=start_step, train_loss=tr, test_loss=te, grad_norm=float("nan"),
-                                    seconds=0.0))
+                book.add(start_step, float("nan"), 0.0)
         step = start_step
         rng_before = rng.bit_generator.state
         try:
@@ -174,28 +186,29 @@ class Trainer:
                     rng_before = rng.bit_generator.state  # an unfinished step is redone from here
                     idx = np.arange(n) if batch == n else rng.choice(n, batch, replace=False)
                     meas = self.sub.measure(t.X_train[idx], t.Y_train[idx], self.rule.states())
+                    book.measured(step, meas)
                     ghat = self.rule.estimate(meas)
                     g = self.sub.write(np.clip(g - cfg.lr * ghat, lo, hi))
                     step += 1
                     rng_before = rng.bit_generator.state
-                    tr, te = self.losses()
-                    pending.append(dict(step=step, train_loss=tr, test_loss=te,
-                                        grad_norm=float(np.linalg.norm(ghat)), seconds=time.perf_counter() - t0))
+                    book.add(step, float(np.linalg.norm(ghat)), time.perf_counter() - t0)
                     if step % every == 0 or step == cfg.steps:
                         self._diagnostics(step)
-                        self.run.append_log(pending)
-                        pending = []
+                        self.run.append_log(book.take())
                         self.run.save_checkpoint(step, g, rng.bit_generator.state)
-                    bar.update(step - start_step, loss=tr)
+                    bar.update(step - start_step, loss=book.last_train)
+            if start_step == cfg.steps:
+                self.run.append_log(book.take())
         except BaseException:
             # keep every step that completed: log and checkpoint agree on `step`, and the
             # random state is the one the unfinished step started from
-            if pending:
-                self.run.append_log(pending)
+            rows = book.salvage()
+            if rows:
+                self.run.append_log(rows)
             self.run.save_checkpoint(step, g, rng_before)
             raise
         log = self.run.read_log()
-        rates = self._rates(log["train_loss"], g)
+        rates = self._rates(log["step"], log["train_loss"], g)
         plot_losses(self.run, rates.pop("_lines", None))
         result = {"initial_loss": float(log["train_loss"][0]), "final_loss": float(log["train_loss"][-1]),
                   "steps": int(step), "run_dir": str(self.run.path)}
@@ -237,6 +250,8 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
     raw = run.config
     known = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in raw.items() if k in known})
+    if "log_every" not in raw:
+        config.log_every = 1  # a run from before log_every logged every step
     if steps is not None:
         config.steps = steps
         raw["steps"] = steps
