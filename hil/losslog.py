@@ -6,17 +6,19 @@ instrument traffic, so:
 
 - **full batch** (each step measures the whole training set): step k + 1 measures
   the free state at the conductances of row k, so row k's train loss is that
-  step's own loss: every step is logged, at no extra cost. Only where no next step
-  follows (a checkpoint, the end, an interrupt) is it measured. The test loss is
-  measured every ``log_every`` steps (NaN between).
+  step's own loss: every step is logged, at no extra cost. A checkpoint stores the
+  row still waiting for its loss (a resumed run's first step supplies it); only at
+  the end, or on an interrupt, is it measured. The test loss is measured every
+  ``log_every`` steps (NaN between).
 - **minibatch**: train and test losses are measured every ``log_every`` steps.
 
 Row 0, the last step and every multiple of ``log_every`` are logged in both cases.
 
-:func:`default_log_every` keeps logging under :data:`LOG_FRACTION` of a step's cost,
-counted in solves with :data:`ROUND_COST` solves for each round of experiments (a
-round's fixed cost: on ngspice a deck load and analysis set-up, ~1 ms beside
-~20 us a solve; on the bench a source-list configuration).
+:func:`default_log_every` keeps logging under :data:`LOG_FRACTION` (5 %) of a step's
+cost, counted in solves with :data:`ROUND_COST` solves for each round of experiments
+(a round's fixed cost: on ngspice a deck load, analysis set-up and reads, measured
+1.3-2 ms beside 15-20 us a solve on the 64-node benchmark; on the bench a source-list
+configuration and its read-back).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import math
 
 from hil.substrate import Adjoint, AdjointClamp, Clamp, Nudge
 
-LOG_FRACTION = 0.1
-ROUND_COST = 50
+LOG_FRACTION = 0.05  # half of the 10 % budget: checkpoints and the loop take their share too
+ROUND_COST = 100
 
 
 def step_cost(states, batch: int) -> float:
@@ -82,9 +84,9 @@ class LossLog:
             self.rows.append(self.awaiting)
             self.awaiting = None
 
-    def take(self) -> list:
-        """Every row so far, complete (the awaiting one measured now): for a checkpoint or the end."""
-        if self.awaiting is not None:
+    def take(self, complete: bool = True) -> list:
+        """The complete rows so far; ``complete``: the awaiting one too, measured now (the end, an interrupt)."""
+        if complete and self.awaiting is not None:
             self.awaiting["train_loss"] = self.last_train = self._train()
             self.rows.append(self.awaiting)
             self.awaiting = None
@@ -95,7 +97,17 @@ class LossLog:
         """On an interrupt: the complete rows, and the awaiting one if the substrate still answers."""
         try:
             return self.take()
-        except Exception:  # the substrate failed: resume measures that row from the checkpoint
-            self.awaiting = None
-            rows, self.rows = self.rows, []
-            return rows
+        except Exception:  # the substrate failed: the checkpoint keeps the row (see checkpoint_extra)
+            return self.take(complete=False)
+
+    def checkpoint_extra(self) -> dict:
+        """What a checkpoint stores so that a resumed run logs exactly as this one would: the awaiting row."""
+        return {"awaiting_row": dict(self.awaiting)} if self.awaiting is not None else {}
+
+    def resume(self, extra: dict) -> bool:
+        """Take back a checkpoint's awaiting row (its train loss comes with the first resumed step)."""
+        row = extra.get("awaiting_row")
+        if row is not None and self.full:
+            self.awaiting = {k: float(v) if k != "step" else int(v) for k, v in row.items()}
+            self.awaiting["train_loss"] = float("nan")
+        return self.awaiting is not None

@@ -157,7 +157,7 @@ class Trainer:
                     fh.write(f"step {step}\t{level}\t{line}\n")
                     self.message_counts[level] = self.message_counts.get(level, 0) + 1
 
-    def train(self, start_step: int = 0, rng=None, progress: bool | None = None) -> dict:
+    def train(self, start_step: int = 0, rng=None, progress: bool | None = None, checkpoint: dict | None = None) -> dict:
         cfg, t, c = self.cfg, self.task, self.circuit
         rng = rng or np.random.default_rng(cfg.seed)
         every = cfg.checkpoint_every or max(1, cfg.steps // 20)
@@ -169,10 +169,12 @@ class Trainer:
         book = LossLog(cfg.log_every, cfg.steps, batch == n, self.train_loss, self.test_loss)
         if start_step == 0:
             book.add(0, float("nan"), 0.0)
-            self.run.save_checkpoint(0, g, rng.bit_generator.state)
+            self.run.save_checkpoint(0, g, rng.bit_generator.state, book.checkpoint_extra())
         else:
             logged = self.run.read_log()["step"]
-            if len(logged) and logged[-1] == start_step and not book.exists(start_step):
+            if book.resume(checkpoint or {}):
+                pass  # the checkpoint's row waits for the first step's free state, as it did before the stop
+            elif len(logged) and logged[-1] == start_step and not book.exists(start_step):
                 self.run.truncate_log(start_step - 1)  # the old last step's row, off the new schedule
             elif book.exists(start_step) and (not len(logged) or logged[-1] < start_step):
                 # the run stopped after this step's write but before its losses were logged:
@@ -194,8 +196,8 @@ class Trainer:
                     book.add(step, float(np.linalg.norm(ghat)), time.perf_counter() - t0)
                     if step % every == 0 or step == cfg.steps:
                         self._diagnostics(step)
-                        self.run.append_log(book.take())
-                        self.run.save_checkpoint(step, g, rng.bit_generator.state)
+                        self.run.append_log(book.take(complete=step == cfg.steps))
+                        self.run.save_checkpoint(step, g, rng.bit_generator.state, book.checkpoint_extra())
                     bar.update(step - start_step, loss=book.last_train)
             if start_step == cfg.steps:
                 self.run.append_log(book.take())
@@ -205,7 +207,7 @@ class Trainer:
             rows = book.salvage()
             if rows:
                 self.run.append_log(rows)
-            self.run.save_checkpoint(step, g, rng_before)
+            self.run.save_checkpoint(step, g, rng_before, book.checkpoint_extra())
             raise
         log = self.run.read_log()
         rates = self._rates(log["step"], log["train_loss"], g)
@@ -265,7 +267,7 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
         run.truncate_log(ck["step"])
         rng = np.random.default_rng()
         rng.bit_generator.state = ck["rng"]
-        return trainer.train(start_step=ck["step"], rng=rng, progress=progress)
+        return trainer.train(start_step=ck["step"], rng=rng, progress=progress, checkpoint=ck)
     finally:
         if substrate is None:
             sub.close()

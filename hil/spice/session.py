@@ -19,6 +19,7 @@ means separate processes. The session
 from __future__ import annotations
 
 import collections
+import itertools
 import ctypes.util
 import logging
 import os
@@ -49,12 +50,8 @@ def _lines(deck: str):
     from PySpice.Spice.NgSpice.Shared import FFI, ffi
     lines = [ln for ln in deck.encode("ascii").split(b"\n") if ln]
     buf = ffi.new("char[]", b"\0".join(lines) + b"\0")
-    arr = ffi.new("char*[]", len(lines) + 1)
-    pos = 0
-    for k, ln in enumerate(lines):
-        arr[k] = buf + pos
-        pos += len(ln) + 1
-    arr[len(lines)] = FFI.NULL
+    starts = itertools.accumulate((len(ln) + 1 for ln in lines[:-1]), initial=0)
+    arr = ffi.new("char*[]", [buf + k for k in starts] + [FFI.NULL])
     _keep[0] = buf, arr  # ngspice copies the lines; keep the buffer alive until the next load anyway
     return arr
 
@@ -181,7 +178,7 @@ class Session:
         ng = self.ng
         ng.clear_output()
         before = self.counts["error"]
-        self._lib.ngSpice_Circ(_lines(deck))
+        self._circ(_lines(deck))
         self.current = title
         if self.counts["error"] > before or ng._error_in_stderr or ng._error_in_stdout:
             said = " | ".join(ln for lvl, ln in list(self.messages)[-8:] if lvl == "error")
@@ -204,6 +201,10 @@ class Session:
             self._send(b"destroy all")
             self._send(b"remcirc")  # our deck is the current circuit: nothing in between changed that
             self.current = None
+
+    def _circ(self, lines) -> None:
+        """ngSpice_Circ: ngspice parses the deck (its own function, so that a profile shows the parse)."""
+        self._lib.ngSpice_Circ(lines)
 
     def remove_title(self, title: str) -> None:
         """Unload the circuit ``title`` (one this session did not list in :attr:`decks`)."""

@@ -1,4 +1,4 @@
-"""The ngspice substrate: the circuit simulated by libngspice, changed in place with ``alter``.
+"""The ngspice substrate: the circuit simulated by libngspice, a round of experiments on a batch at a time.
 
 Each round of experiments on a batch is one simulator run (:mod:`hil.spice.sweep`):
 a deck of the network at the current device parameters (:mod:`hil.spice.devices`)
@@ -44,8 +44,6 @@ class NgSpiceSubstrate(Substrate):
     """
 
     supports_complex = False  # a complex nudge needs an AC analysis (not yet)
-    #: options of the sweep decks (the per-example decks carry netlist.OPTIONS)
-    sweep_options = netlist.OPTIONS
 
     def __init__(self, circuit: Circuit, g=None, device: str = "resistor", nonideal=None, batched: bool = True):
         self.circuit = circuit
@@ -205,8 +203,6 @@ class NgSpiceSubstrate(Substrate):
         self._sweep_n += 1
         title = f"{self.titles['open'][:-5]}_sw{self._sweep_n}"
         deck, cmd = self._sweep.deck(title, self._p, X, experiments, clamp)
-        if self.sweep_options != netlist.OPTIONS:
-            deck = deck.replace(netlist.OPTIONS, self.sweep_options, 1)
         what = (f"dc sweep of {E} experiment(s) x {B} example(s) on circuit '{c.name}' "
                 f"({'clamp' if clamp else 'open'}, device {self.device.name})")
         try:

@@ -104,7 +104,7 @@ class SweepDeck:
         if self._cache[0] == key:
             return self._cache[1]
         vals = self.device.element_values(p)[self._edges, self._js]
-        text = self._template % tuple(float(v) for v in vals.tolist())
+        text = self._template % tuple(vals.tolist())
         self._cache = (key, text)
         return text
 
