@@ -132,7 +132,8 @@ def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:
     ax.semilogy(log["step"], log["train_loss"], label="train")
     test = np.isfinite(log["test_loss"])  # logged every log_every steps only
     if test.any():
-        ax.semilogy(log["step"][test], log["test_loss"][test], label="test", alpha=0.8)
+        ax.semilogy(log["step"][test], log["test_loss"][test], label="test", alpha=0.8,
+                    marker="." if test.sum() < 200 else None)
     for label, (x, y) in (extra_lines or {}).items():
         ax.semilogy(x, y, "--", label=label)
     ax.set_xlabel("step")
