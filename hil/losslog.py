@@ -65,12 +65,12 @@ class LossLog:
     def exists(self, step: int) -> bool:
         return self.full or self.logs(step)
 
-    def add(self, step: int, grad_norm: float, seconds: float) -> None:
-        """The row of the state after ``step`` steps (just written)."""
+    def add(self, step: int, grad_norm: float, seconds: float, lr: float) -> None:
+        """The row of the state after ``step`` steps (just written); ``lr``: the step that led to it."""
         if not self.exists(step):
             return
         row = dict(step=step, train_loss=float("nan"), test_loss=self._test() if self.logs(step) else float("nan"),
-                   grad_norm=grad_norm, seconds=seconds)
+                   grad_norm=grad_norm, seconds=seconds, lr=lr)
         if self.full:
             self.awaiting = row
         else:

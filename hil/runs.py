@@ -5,7 +5,8 @@ A run directory holds
 - ``config.json``: the resolved configuration (defaults filled in);
 - ``circuit.toml``: the circuit as the run started;
 - ``task.json``: the examples (so a resume needs nothing outside the folder);
-- ``log.csv``: one row per logged step (:mod:`hil.losslog`): step, train_loss, test_loss, grad_norm, seconds;
+- ``log.csv``: one row per logged step (:mod:`hil.losslog`): step, train_loss, test_loss, grad_norm, seconds, lr
+  (the learning rate of the step that led to the row; row 0: the first step's);
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
 - ``loss.png``: the loss curves; ``result.json`` once the run ends.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-LOG_FIELDS = ["step", "train_loss", "test_loss", "grad_norm", "seconds"]
+LOG_FIELDS = ["step", "train_loss", "test_loss", "grad_norm", "seconds", "lr"]
 
 
 class RunError(RuntimeError):
@@ -79,11 +80,17 @@ class Run:
         return self
 
     # -- the per-step log --------------------------------------------------------
+    def _log_fields(self) -> list:
+        """The columns of this run's log.csv (a run recorded before a column existed keeps its header)."""
+        with open(self.path / "log.csv", newline="") as fh:
+            return next(csv.reader(fh), LOG_FIELDS)
+
     def append_log(self, rows: list) -> None:
+        fields = self._log_fields()
         with open(self.path / "log.csv", "a", newline="") as fh:
             w = csv.writer(fh)
             for r in rows:
-                w.writerow([r[k] for k in LOG_FIELDS])
+                w.writerow([r.get(k, "") for k in fields])
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -91,7 +98,8 @@ class Run:
         """The log as arrays keyed by field."""
         with open(self.path / "log.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
-        return {k: np.array([float(r[k]) if r[k] not in ("", "nan") else np.nan for r in rows]) for k in LOG_FIELDS}
+        return {k: np.array([float(r[k]) if r.get(k) not in (None, "", "nan") else np.nan for r in rows])
+                for k in LOG_FIELDS}
 
     def truncate_log(self, last_step: int) -> None:
         """Drop log rows after ``last_step`` (they are recomputed on resume)."""

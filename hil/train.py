@@ -10,13 +10,16 @@ user need not guess S^2/V^2:
 - nudge: EP's beta = 0.05 / kappa_max (siemens), 5 % of the convergence radius
   1/kappa_max of the nudged state's series (kappa_max = largest eigenvalue of
   K, ohms); CL's and AL's eta = 0.05.
-- lr: alpha = 0.25 / lambda_max(H), H = mean over the training set of J^T W J,
-  the Gauss-Newton curvature of the loss at the initial conductances (W = I;
-  W = K^-1 for CL, whose update descends L_K). 1 / lambda_max is the largest
-  stable step at the start; the curvature grows as small conductances shrink
-  (J ~ dV / g), and on the shipped net16 a full step oscillates, so the default
-  keeps a factor of 4 in hand (measured: every shipped circuit trains without
-  oscillation at 0.25, net16 does not at 0.5).
+- lr: alpha_k = 0.25 / lambda_max(H(g_k)), H = mean over the training set of
+  J^T W J, the Gauss-Newton curvature of the loss (W = I; W = K^-1 for CL, whose
+  update descends L_K), computed on the circuit model at the conductances g_k
+  written at step k and re-estimated every ``lr_every`` steps (default
+  :data:`LR_EVERY`). 1 / lambda_max is the largest stable step of the quadratic
+  model; the curvature grows as small conductances shrink (J ~ dV / g), so a
+  step fixed at the start becomes unstable (net16: a burst of 5x at step ~75
+  with the step of step 0). The step in force is logged per step (log.csv
+  column ``lr``) and checkpointed, so a resumed run repeats it bit for bit.
+  An explicit ``lr`` is a fixed step (``lr_every`` None).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from hil.substrate import Free, Substrate
 from hil.tasks import Task
 
 LR_FRACTION = 0.25
+#: steps between re-estimates of the default learning rate's curvature
+LR_EVERY = 10
 
 
 @dataclass
@@ -44,7 +49,8 @@ class TrainConfig:
     rule: str = "ep-sym"
     nudge: float | None = None
     points: int | None = None
-    lr: float | None = None
+    lr: float | None = None           # None: the curvature default; then lr is the step at step 0
+    lr_every: int | None = None       # steps between curvature re-estimates; None: lr is fixed
     steps: int = 1000
     batch: int | None = None          # None: the whole training set every step
     seed: int = 0
@@ -56,14 +62,13 @@ class TrainConfig:
 
 
 def curvature(circuit: Circuit, g, X, weight=None) -> float:
-    """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g."""
-    from hil.exact import jacobian
+    """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g.
 
-    J = jacobian(circuit, X, g)
-    M = J @ J.T
-    if weight is not None:
-        M = M @ np.kron(np.eye(len(np.atleast_2d(X))), weight)
-    return float(np.max(np.linalg.eigvals(M).real)) / len(np.atleast_2d(X))
+    In memory m x m whatever the number of examples (:func:`hil.exact.gauss_newton`).
+    """
+    from hil.exact import gauss_newton
+
+    return float(np.linalg.eigvalsh(gauss_newton(circuit, X, g, weight)).max())
 
 
 def default_lr(circuit: Circuit, g, X, rule: Rule) -> float:
@@ -103,12 +108,19 @@ class Trainer:
         if config.nudge is None:
             config.nudge = self.rule.nudge
         if config.lr is None:
-            config.lr = default_lr(circuit, substrate.read(), task.X_train, self.rule)
+            config.lr = self.default_lr(substrate.read())
+            config.lr_every = LR_EVERY if config.lr_every is None else config.lr_every
+        if config.lr_every is not None and config.lr_every < 1:
+            raise ValueError(f"lr_every = {config.lr_every}: must be a whole number of steps >= 1")
         if config.log_every is not None and (int(config.log_every) != config.log_every or config.log_every < 1):
             raise ValueError(f"log_every = {config.log_every!r}: give a whole number of steps >= 1")
         if config.log_every is None:
             n = task.n_train
             config.log_every = default_log_every(self.rule.states(), min(config.batch or n, n), n, len(task.X_test))
+
+    def default_lr(self, g) -> float:
+        """The curvature step alpha = LR_FRACTION / lambda_max(H(g)) on the training set (S^2/V^2)."""
+        return default_lr(self.circuit, g, self.task.X_train, self.rule)
 
     def losses(self) -> tuple:
         """(train, test) loss at the conductances now written, V^2."""
@@ -122,7 +134,7 @@ class Trainer:
         t = self.task
         return self.sub.measure(t.X_test, t.Y_test, [Free()]).loss() if len(t.X_test) else float("nan")
 
-    def _rates(self, steps, loss, g) -> dict:
+    def _rates(self, steps, loss, g, lr) -> dict:
         """Measured loss decay rate per step (last quarter of the run) beside the coercivity prediction at g."""
         from hil.analysis.coercivity import measured_rate, pinned
         from hil.exact import coercivity, output_green
@@ -136,7 +148,7 @@ class Trainer:
             cc = coercivity(c, X, g, weight=W, active=~pinned(c, g))
         except Exception:  # a prediction is a courtesy; never lose a run over it
             return {"measured_rate": meas}
-        pred = float(1 - (1 - self.cfg.lr * cc) ** 2)
+        pred = float(1 - (1 - lr * cc) ** 2)
         out = {"measured_rate": meas, "predicted_rate": pred, "coercivity": cc}
         i0 = int(len(loss) * 0.75)
         if np.isfinite(meas) and loss[i0] > 0:
@@ -157,7 +169,10 @@ class Trainer:
                     fh.write(f"step {step}\t{level}\t{line}\n")
                     self.message_counts[level] = self.message_counts.get(level, 0) + 1
 
-    def train(self, start_step: int = 0, rng=None, progress: bool | None = None, checkpoint: dict | None = None) -> dict:
+    def train(self, start_step: int = 0, rng=None, progress: bool | None = None, lr: float | None = None,
+              checkpoint: dict | None = None) -> dict:
+        """Run steps ``start_step`` .. cfg.steps; ``lr``: the step in force at ``start_step``, ``checkpoint``:
+        the checkpoint's extras (a resume)."""
         cfg, t, c = self.cfg, self.task, self.circuit
         rng = rng or np.random.default_rng(cfg.seed)
         every = cfg.checkpoint_every or max(1, cfg.steps // 20)
@@ -166,10 +181,11 @@ class Trainer:
         n = t.n_train
         batch = n if not cfg.batch or cfg.batch >= n else cfg.batch
         t0 = time.perf_counter()
+        alpha = cfg.lr if lr is None else lr
         book = LossLog(cfg.log_every, cfg.steps, batch == n, self.train_loss, self.test_loss)
         if start_step == 0:
-            book.add(0, float("nan"), 0.0)
-            self.run.save_checkpoint(0, g, rng.bit_generator.state, book.checkpoint_extra())
+            book.add(0, float("nan"), 0.0, alpha)
+            self.run.save_checkpoint(0, g, rng.bit_generator.state, {"lr": alpha, **book.checkpoint_extra()})
         else:
             logged = self.run.read_log()["step"]
             if book.resume(checkpoint or {}):
@@ -179,25 +195,28 @@ class Trainer:
             elif book.exists(start_step) and (not len(logged) or logged[-1] < start_step):
                 # the run stopped after this step's write but before its losses were logged:
                 # they follow from the checkpoint's conductances (the gradient norm is gone)
-                book.add(start_step, float("nan"), 0.0)
+                book.add(start_step, float("nan"), 0.0, alpha)
         step = start_step
         rng_before = rng.bit_generator.state
         try:
             with Progress(cfg.steps - start_step, f"train {cfg.rule}", enabled=progress) as bar:
                 while step < cfg.steps:
                     rng_before = rng.bit_generator.state  # an unfinished step is redone from here
+                    if cfg.lr_every and step % cfg.lr_every == 0 and step > 0:
+                        alpha = self.default_lr(g)  # the curvature follows the conductances
                     idx = np.arange(n) if batch == n else rng.choice(n, batch, replace=False)
                     meas = self.sub.measure(t.X_train[idx], t.Y_train[idx], self.rule.states())
                     book.measured(step, meas)
                     ghat = self.rule.estimate(meas)
-                    g = self.sub.write(np.clip(g - cfg.lr * ghat, lo, hi))
+                    g = self.sub.write(np.clip(g - alpha * ghat, lo, hi))
                     step += 1
                     rng_before = rng.bit_generator.state
-                    book.add(step, float(np.linalg.norm(ghat)), time.perf_counter() - t0)
+                    book.add(step, float(np.linalg.norm(ghat)), time.perf_counter() - t0, alpha)
                     if step % every == 0 or step == cfg.steps:
                         self._diagnostics(step)
                         self.run.append_log(book.take(complete=step == cfg.steps))
-                        self.run.save_checkpoint(step, g, rng.bit_generator.state, book.checkpoint_extra())
+                        self.run.save_checkpoint(step, g, rng.bit_generator.state,
+                                                 {"lr": alpha, **book.checkpoint_extra()})
                     bar.update(step - start_step, loss=book.last_train)
             if start_step == cfg.steps:
                 self.run.append_log(book.take())
@@ -207,10 +226,10 @@ class Trainer:
             rows = book.salvage()
             if rows:
                 self.run.append_log(rows)
-            self.run.save_checkpoint(step, g, rng_before, book.checkpoint_extra())
+            self.run.save_checkpoint(step, g, rng_before, {"lr": alpha, **book.checkpoint_extra()})
             raise
         log = self.run.read_log()
-        rates = self._rates(log["step"], log["train_loss"], g)
+        rates = self._rates(log["step"], log["train_loss"], g, alpha)
         plot_losses(self.run, rates.pop("_lines", None))
         result = {"initial_loss": float(log["train_loss"][0]), "final_loss": float(log["train_loss"][-1]),
                   "steps": int(step), "run_dir": str(self.run.path)}
@@ -267,7 +286,7 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
         run.truncate_log(ck["step"])
         rng = np.random.default_rng()
         rng.bit_generator.state = ck["rng"]
-        return trainer.train(start_step=ck["step"], rng=rng, progress=progress, checkpoint=ck)
+        return trainer.train(start_step=ck["step"], rng=rng, progress=progress, lr=ck.get("lr"), checkpoint=ck)
     finally:
         if substrate is None:
             sub.close()
