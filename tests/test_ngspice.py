@@ -111,6 +111,15 @@ def test_complex_nudge_is_refused(pair):
         ng.measure([[1.0]], [[0.1, 0.2]], [Nudge(1e-4j)])
 
 
+def test_non_finite_values_never_reach_a_deck(pair):
+    c = load_circuit("bridge")
+    _, ng = pair(c)
+    with pytest.raises(SubstrateError, match="input voltages must be finite numbers \\(example 1\\)"):
+        ng.measure([[0.5], [np.nan]], [[0.1, 0.2], [0.1, 0.2]], [Free()])
+    with pytest.raises(SubstrateError, match="load values must be finite"):
+        ng.measure([[0.5]], [[np.inf, 0.2]], [Nudge(1e-4)])
+
+
 def test_unvalidated_names_never_reach_a_deck(ngspice):
     from hil.spice.netlist import build
     c = load_circuit("divider")

@@ -173,6 +173,9 @@ class NgSpiceSubstrate(Substrate):
     def run(self, inputs, experiments) -> list:
         """Node voltages (batch, n) of each experiment: one sweep per deck kind (open, clamp), or per example."""
         X = np.atleast_2d(np.asarray(inputs, float))
+        if not np.isfinite(X).all():
+            raise SubstrateError(f"circuit '{self.circuit.name}': input voltages must be finite numbers "
+                                 f"(example {int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])})")
         for e in experiments:
             if np.iscomplexobj(e.values) or complex(e.beta).imag:
                 raise SubstrateError("ngspice substrate: complex values need an AC analysis (not supported)")
@@ -180,6 +183,8 @@ class NgSpiceSubstrate(Substrate):
                 raise SubstrateError(f"unknown experiment mode {e.mode!r}")
             if e.mode == "load" and float(np.real(e.beta)) == 0:
                 raise SubstrateError("a closed-loop nudge needs beta != 0")
+            if not (np.isfinite(np.asarray(e.values, float)).all() and np.isfinite(float(np.real(e.beta)))):
+                raise SubstrateError(f"circuit '{self.circuit.name}': {e.mode} values must be finite numbers")
         out = [None] * len(experiments)
         for clamp in (False, True):
             group = [k for k, e in enumerate(experiments) if (e.mode == "clamp") == clamp]
