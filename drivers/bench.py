@@ -10,9 +10,11 @@ A bench file (TOML) says which instrument drives or reads which node::
     average = 1                   # readings averaged per node and solve
     sweep_points = 100            # examples per source-list sweep (a 2400 holds 100 list points)
     [board]
-    resource = "TCPIP::127.0.0.1::5025::SOCKET"
+    resource = "TCPIP::127.0.0.1::5025::SOCKET"   # or "ASRL/dev/ttyACM0::INSTR" (firmware/)
     g_min = 1e-5                  # never written below / above (S)
     g_max = 1e-2
+    # serial resources only (ASRL...): baud_rate (115200 for the board, 9600 for the
+    # others) and the board's reset_wait (s, default 2: opening the port resets an Arduino)
     [[smu]]                       # one per input node and per output node
     node = "n1"
     resource = "TCPIP::127.0.0.1::5026::SOCKET"
@@ -71,6 +73,13 @@ def load_bench(path) -> dict:
         if not isinstance(r, str) or not RESOURCE_RE.match(r):
             raise BenchError(f"{path}: {r!r} is not a VISA resource string this bench accepts "
                              "(TCPIP::host::port::SOCKET, ASRL...::INSTR, GPIB::n::INSTR, USB...::INSTR)")
+    for where, sec in [("board", b["board"])] + [(f"smu {s.get('node')}", s) for s in b["smu"]] + \
+            ([("scanner", b["scanner"])] if "scanner" in b else []):
+        for key, lo, hi in (("baud_rate", 50, 4_000_000), ("reset_wait", 0.0, 60.0)):
+            v = sec.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi
+                                  or (key == "baud_rate" and v != int(v))):
+                raise BenchError(f"{path}: [{where}] {key} = {v!r} must be a number in [{lo}, {hi}]")
     b["_path"] = str(path)
     return b
 
@@ -108,19 +117,28 @@ class BenchSubstrate(Substrate):
             if i != c.ground and i not in c.inputs and i not in c.outputs and c.nodes[i] not in chans:
                 raise BenchError(f"{where}: node '{c.nodes[i]}' is read by no instrument (add it to [scanner.channels])")
         self._chan_nodes = [(c.node(n), ch) for n, ch in chans.items()]
+        self.recorder = None  # a BenchRecorder once record_to is called
         self._open()
         self._g = np.asarray(self._query(self.board, lambda: self.board.conductances), float)
 
     # -- connections ----------------------------------------------------------------
-    def _adapter_kwargs(self):
-        return dict(visa_library=self.visa_library, read_termination="\n", write_termination="\n",
-                    timeout=self.timeout)
+    def _adapter_kwargs(self, resource: str | None = None):
+        kw = dict(visa_library=self.visa_library, read_termination="\n", write_termination="\n",
+                  timeout=self.timeout)
+        if resource is not None and resource.upper().startswith("ASRL"):
+            kw["baud_rate"] = self._bauds[resource]
+        return kw
 
     def _open(self):
         from hil.drivers.instruments import ResistorBoard, Scanner, SMU
         b = self.cfg["board"]
+        self._bauds = {b["resource"]: int(b.get("baud_rate", 115200))}  # resistor-board.md: 115200 baud
+        for sec in self.cfg["smu"] + ([self.cfg["scanner"]] if "scanner" in self.cfg else []):
+            self._bauds[sec["resource"]] = int(sec.get("baud_rate", 9600))  # the Keithleys' factory setting
+        serial = b["resource"].upper().startswith("ASRL")
         self.board = ResistorBoard(b["resource"], b.get("g_min", self.circuit.g_min), b.get("g_max", self.circuit.g_max),
-                                   **self._adapter_kwargs())
+                                   reset_wait=float(b.get("reset_wait", 2.0 if serial else 0.0)),
+                                   **self._adapter_kwargs(b["resource"]))
         self._nodelay(self.board)
         if self.board.edge_count != self.circuit.m:
             raise BenchError(f"resistor board at {b['resource']} has {self.board.edge_count} edges; "
@@ -128,14 +146,14 @@ class BenchSubstrate(Substrate):
         self.smus = {}
         for s in self.cfg["smu"]:
             smu = SMU(s["resource"], s.get("voltage_limit", 2.0), s.get("current_limit", 0.02),
-                      name=f"SMU on node {s['node']}", **self._adapter_kwargs())
+                      name=f"SMU on node {s['node']}", **self._adapter_kwargs(s["resource"]))
             self._nodelay(smu)
             smu.configure()
             self._check_errors(smu)
             self.smus[self.circuit.node(s["node"])] = smu
         self.scanner = None
         if self._chan_nodes:
-            self.scanner = Scanner(self.cfg["scanner"]["resource"], **self._adapter_kwargs())
+            self.scanner = Scanner(self.cfg["scanner"]["resource"], **self._adapter_kwargs(self.cfg["scanner"]["resource"]))
             self._nodelay(self.scanner)
             self.scanner.write("FORM:ELEM READ")
         self._check_errors(self.board)
@@ -165,10 +183,12 @@ class BenchSubstrate(Substrate):
             inst.adapter.close()
         except Exception:
             pass
-        inst.adapter.connection = inst.adapter.manager.open_resource(inst.adapter.resource_name,
-                                                                      **{k: v for k, v in self._adapter_kwargs().items()
-                                                                         if k != "visa_library"})
+        inst.adapter.connection = inst.adapter.manager.open_resource(
+            inst.adapter.resource_name,
+            **{k: v for k, v in self._adapter_kwargs(inst.adapter.resource_name).items() if k != "visa_library"})
         self._nodelay(inst)
+        if hasattr(inst, "after_open"):  # a serial board reset by the reopened port
+            inst.after_open()
 
     def _query(self, inst, fn, what="query"):
         """Run ``fn`` (a query of ``inst``), retrying a timeout, a dropped link or garbage after a reconnect."""
@@ -193,17 +213,22 @@ class BenchSubstrate(Substrate):
         g = np.asarray(g, float)
         if g.shape != (self.circuit.m,):
             raise BenchError(f"expected {self.circuit.m} conductances, got shape {g.shape}")
-        self.board.set_all(g)  # LimitError before anything is sent
+        self.board.checked(g)  # LimitError before anything is sent
+        # what the board will hold (a digipot's nearest taps)
+        want = np.asarray(self._query(self.board, lambda: self.board.nearest(g), "nearest values"), float)
+        self.board.set_all(g)
         for attempt in range(self.retries + 1):  # write-verify
             got = np.asarray(self._query(self.board, lambda: self.board.conductances, "read-back"), float)
-            if np.allclose(got, g, rtol=1e-12, atol=0):
+            if np.allclose(got, want, rtol=1e-12, atol=0):
                 self._g = got
+                if self.recorder:
+                    self.recorder.event("write", requested=g, read_back=got)
                 # once a step: an error any instrument queued since the last write stops the run cleanly
                 for inst in [self.board, *self.smus.values()] + ([self.scanner] if self.scanner else []):
                     self._check_errors(inst)
                 return got.copy()
             self.board.set_all(g)
-        raise BenchError(f"{self.board.name}: wrote {g.tolist()} but reads back {got.tolist()}")
+        raise BenchError(f"{self.board.name}: wrote {g.tolist()} (held as {want.tolist()}) but reads back {got.tolist()}")
 
     def read(self) -> np.ndarray:
         return self._g.copy()
@@ -232,7 +257,27 @@ class BenchSubstrate(Substrate):
                     time.sleep(self.settle)
                 V[rows] = np.mean([self._read_nodes(n) for _ in range(self.average)], axis=0)
             out.append(V)
+        if self.recorder:
+            self.recorder.event("run", inputs=X, V=out, experiments=[
+                {"sources_on": e.sources_on, "mode": e.mode, "values": np.asarray(e.values)} for e in experiments])
         return out
+
+    # -- the record of a run (drivers/record.py) ---------------------------------------
+    def record_to(self, path, max_bytes: int | None = None) -> None:
+        """Record every instrument exchange and every write and run into ``path`` from now on."""
+        from hil.drivers.record import BenchRecorder
+        self.recorder = BenchRecorder(path, max_bytes or int(self.cfg.get("record_max_bytes", 100_000_000)))
+        for node, smu in self.smus.items():
+            self.recorder.wrap(f"smu_{self.circuit.nodes[node]}", smu)
+        self.recorder.wrap("board", self.board)
+        if self.scanner is not None:
+            self.recorder.wrap("scanner", self.scanner)
+        self.recorder.event("start", g=self._g)
+
+    def mark(self, step: int) -> None:
+        """The training loop begins step ``step`` (a boundary in the record)."""
+        if self.recorder:
+            self.recorder.event("mark", step=step)
 
     def _read_nodes(self, points: int) -> np.ndarray:
         """Every node's voltage at each sweep point (points, n), ground at 0 V, after every setting is processed.
@@ -272,7 +317,18 @@ class BenchSubstrate(Substrate):
             V[:, cols] = self._query(self.scanner, lambda: self.scanner.read_scan(chans, points), "scan")
         return V
 
+    def stop_recording(self) -> None:
+        """Close the record (its files complete, ``record.json`` written); exchanges are no longer logged."""
+        if self.recorder:
+            self.recorder.close()
+            self.recorder = None
+            for inst in [self.board, self.scanner, *self.smus.values()]:
+                if inst is not None:  # the adapters' own methods again
+                    inst.adapter.__dict__.pop("write", None)
+                    inst.adapter.__dict__.pop("read", None)
+
     def close(self) -> None:
+        self.stop_recording()
         for inst in [self.board, self.scanner, *self.smus.values()]:
             if inst is None:
                 continue

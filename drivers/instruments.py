@@ -12,6 +12,8 @@ limit) before it sends a value outside the instrument's range or the user's limi
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.keithley import Keithley2400, Keithley2700
@@ -133,16 +135,31 @@ class ResistorBoard(SCPIMixin, Instrument):
     edge_range = Instrument.measurement("EDGE:RANG?", "The board's conductance range (S): [g_min, g_max].")
     conductances = Instrument.measurement("EDGE:ALL?", "Every edge's conductance (S).")
 
-    def __init__(self, adapter, g_min: float, g_max: float, name="resistor board", **kwargs):
+    def __init__(self, adapter, g_min: float, g_max: float, name="resistor board", reset_wait: float = 0.0, **kwargs):
         super().__init__(adapter, name, **kwargs)
+        self.reset_wait = float(reset_wait)
+        self.after_open()
         lo, hi = self.edge_range
         self.g_min, self.g_max = max(float(g_min), lo), min(float(g_max), hi)
         if not self.g_min < self.g_max:
             raise LimitError(f"{name}: the limits [{g_min}, {g_max}] S do not overlap the board's range [{lo}, {hi}] S")
 
+    def after_open(self) -> None:
+        """A serial board resets when its port opens (Arduino's DTR): wait ``reset_wait`` s, drop what it sent."""
+        if self.reset_wait > 0:
+            time.sleep(self.reset_wait)
+            self.adapter.flush_read_buffer()
+
+    def checked(self, g) -> list:
+        """g as floats, each inside [g_min, g_max]; LimitError naming the edge otherwise."""
+        return [_check(self.name, f"edge {k + 1} conductance", v, self.g_min, self.g_max, "S") for k, v in enumerate(g)]
+
     def set_all(self, g) -> None:
-        g = [_check(self.name, f"edge {k + 1} conductance", v, self.g_min, self.g_max, "S") for k, v in enumerate(g)]
-        self.write("EDGE:ALL " + ",".join(f"{v:.17g}" for v in g))
+        self.write("EDGE:ALL " + ",".join(f"{v:.17g}" for v in self.checked(g)))
+
+    def nearest(self, g) -> np.ndarray:
+        """The conductances (S) the board would hold after ``set_all(g)`` (a digipot's nearest taps); changes nothing."""
+        return np.asarray(self.values("EDGE:NEAR? " + ",".join(f"{v:.17g}" for v in self.checked(g))), float)
 
     def set_edge(self, k: int, g: float) -> None:
         _check(self.name, "edge index", k, 1, self.edge_count, "")

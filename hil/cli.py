@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -314,12 +315,68 @@ def cmd_sweep(args):
     points = grid(rules, nudges, seeds, nonideals)
     with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
         rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
-                         args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch)
+                         args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch,
+                         scheduler=args.scheduler)
     failed = [r for r in rows if r["status"] != "ok"]
     lines = [f"{len(rows)} points, {len(failed)} failed; table: {args.out}/sweep.csv"]
     lines += [f"  point {r['point']} ({r['rule']}, nudge {r['nudge']}, seed {r['seed']}): {r['error']}" for r in failed]
     _emit(args, {"points": len(rows), "failed": len(failed), "table": f"{args.out}/sweep.csv", "rows": rows},
           "\n".join(lines))
+
+
+def cmd_calibrate(args):
+    from hil.analysis.calibration import calibrate_bench
+
+    r = calibrate_bench(args.bench, args.o, args.circuit, args.patterns, args.seed, args.level, args.force)
+    c = r["circuit"]
+    lines = [f"{c.name}: {r['patterns']} probe patterns, KCL fit chi^2/dof = {r['chi2_dof']:.3g}",
+             f"{'edge':>8} {'written (S)':>13} {'actual (S)':>13} {'deviation':>10} {'+-1 sigma':>10}"]
+    lines += [f"{n:>8} {w:13.6g} {g:13.6g} {100 * (s - 1):9.3f}% {100 * e:9.3f}%"
+              for n, w, g, s, e in zip(c.edge_names, r["written"], r["g"], r["scale"], r["sigma"])]
+    lines.append(f"wrote {r['out']} (the twin: hil train {r['out']} ...), {r['plot']}, {r['probes']}")
+    _emit(args, {k: r[k] for k in ("written", "g", "scale", "sigma", "chi2_dof", "out", "plot", "probes")}
+          | {"edges": list(c.edge_names)}, "\n".join(lines))
+
+
+def cmd_replay(args):
+    from pathlib import Path
+
+    from hil.analysis.replay import ReplayError, check_twin_circuit, replay, step_ranges, write_outputs
+    from hil.circuit import load_circuit
+    from hil.train import open_substrate
+
+    run = Path(args.run)
+    if not (run / "config.json").exists():
+        raise ReplayError(f"{run}: not a run directory (no config.json)")
+    out = Path(args.out or f"{run}-replay-{args.backend}")
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ReplayError(f"{out}: already exists; choose another --out or pass --force")
+    c = load_circuit(run / "circuit.toml")
+    twin_c = c
+    if args.circuit:
+        twin_c = load_circuit(args.circuit)
+        check_twin_circuit(c, twin_c)
+    if args.threshold <= 0:
+        raise ValueError(f"--threshold {args.threshold}: must be a positive voltage")
+    with open_substrate(twin_c, args.backend, **_backend_options(args)) as twin:
+        res = replay(run, twin, args.threshold)
+    what = f"{args.backend}" + (f", {args.device}" if args.backend == "ngspice" else "") + \
+        (f", calibrated by {args.circuit}" if twin_c.calibration is not None else "")
+    paths = write_outputs(res, out, f"{run.name} replayed on {what}")
+    worst, k = res["worst"], int(np.argmax(res["worst"]))
+    node = res["nodes"][int(np.argmax(res["max_abs"][k]))]
+    cos = res["cosine"][np.isfinite(res["cosine"])]
+    lines = [f"{run} ({res['rule']}) replayed on {what}: {len(res['steps'])} steps",
+             f"  node divergence max |V_twin - V_bench|: median over steps {np.median(worst):.3g} V, "
+             f"largest {worst[k]:.3g} V (step {res['steps'][k]}, node {node})",
+             f"  steps beyond {args.threshold:g} V: " + (step_ranges(res["parted"]) or "none") +
+             (f" (first: {res['parted'][0]})" if res["parted"] else ""),
+             f"  gradient estimates: cosine bench vs twin median {np.median(cos):.6f}, lowest {cos.min():.6f}"
+             if len(cos) else "  gradient estimates: no training steps recorded",
+             "wrote " + ", ".join(map(str, paths))]
+    _emit(args, {"steps": res["steps"], "worst": res["worst"], "median_divergence": float(np.median(worst)),
+                 "parted": res["parted"], "cosine": res["cosine"], "rel_error": res["rel_error"],
+                 "nodes": res["nodes"], "out": str(out)}, "\n".join(lines))
 
 
 def cmd_report(args):
@@ -341,18 +398,31 @@ def cmd_emulate(args):
     c = load_circuit(args.circuit)
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
-    bench = build(sub)
+    fw = _firmware_board(args.firmware, c) if args.firmware else None
+    bench = build(sub, board=fw is None)
+    if fw is not None:  # the firmware is the board; the emulated instruments measure what its pots hold
+        bench.external["board"] = fw.resource
+        fw.attach(bench.model)
     bench.host = args.host
-    names = list(bench.instruments)
-    ports = {n: args.port + k for k, n in enumerate(names)} if args.port else None
+    ports = {n: args.port + k for k, n in enumerate(bench.instruments)} if args.port else None
+    names = list(bench.external) + list(bench.instruments)
     bench.start(ports)
+    if args.serial:
+        bench.serve_serial()
     out = Path(args.bench_file or f"{c.name}-bench.toml")
-    out.write_text(bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source))
+    out.write_text(bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source,
+                                    serial=args.serial))
     lines = [f"emulating {c.name} ({args.backend}{', ' + args.device if args.backend == 'ngspice' else ''}) "
-             f"on {args.host}:"] + [f"  {n:<12} {bench.resource(n)}" for n in names] + \
-            [f"bench file: {out}", f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
-                                   f"--bench {out} --out runs/bench", "Ctrl-C stops."]
-    _emit(args, {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}}, "\n".join(lines))
+             f"on {args.host}" + (" and on pseudo-terminals" if args.serial else "") + ":"] + \
+            [f"  {n:<12} {bench.resource(n)}" + (f"  {bench.resource(n, serial=True)}" if args.serial else "")
+             for n in names] + \
+            [f"bench file{' (the pseudo-terminals)' if args.serial else ''}: {out}",
+             f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
+             f"--bench {out} --out runs/bench", "Ctrl-C stops."]
+    obj = {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}}
+    if args.serial:
+        obj["serial"] = {n: bench.resource(n, serial=True) for n in names}
+    _emit(args, obj, "\n".join(lines))
     sys.stdout.flush()
     try:
         while True:
@@ -360,6 +430,24 @@ def cmd_emulate(args):
     except KeyboardInterrupt:
         bench.stop()
         sub.close()
+        if fw is not None:
+            fw.close()
+
+
+def _firmware_board(executable, circuit):
+    """The board's firmware built for this machine (``make -C firmware host``) on a pty, with the digipot's taps."""
+    from pathlib import Path
+
+    from hil.drivers.firmware import FirmwareBoard, FirmwareError
+    from hil.spice.devices import Digipot
+    from hil.spice.nonideal import NonIdeal
+
+    if not Path(executable).is_file() or not os.access(executable, os.X_OK):
+        raise ValueError(f"--firmware {executable}: not an executable file (build it: make -C firmware host)")
+    try:
+        return FirmwareBoard.host(Path(executable).resolve(), Digipot(circuit, NonIdeal()), circuit.m)
+    except FirmwareError as exc:
+        raise ValueError(f"--firmware {executable}: {exc}") from None
 
 
 def cmd_circuits(args):
@@ -463,8 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--bench-file", metavar="FILE", help="where to write the bench file (default CIRCUIT-bench.toml)")
     em.add_argument("--port", type=int, default=0, help="first port (default: free ports chosen by the system)")
     em.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    em.add_argument("--firmware", metavar="EXE",
+                    help="the board is this build of firmware/ for this machine (make -C firmware host: "
+                         "build/board-host) on a pseudo-terminal, with the digipot's taps; the emulated SMUs "
+                         "and scanner measure the circuit its pots make")
+    em.add_argument("--serial", action="store_true",
+                    help="also serve every instrument on a pseudo-terminal; the bench file names those "
+                         "(ASRL/dev/pts/K::INSTR, through pyserial) instead of the TCP ports")
 
-    sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core.")
+    sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core or a Dask cluster.")
     sw.add_argument("circuit")
     sw.add_argument("--teacher", type=int, default=1, help="teacher task seed (default 1)")
     sw.add_argument("--examples", type=int, default=16)
@@ -474,7 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--nonideal-files", help="comma-separated non-ideality files (ngspice)")
     sw.add_argument("--steps", type=int, default=200)
     sw.add_argument("--batch", type=int, default=None, help="examples per step (default: all; seeds matter below that)")
-    sw.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    sw.add_argument("--workers", type=int, default=None,
+                    help="processes (default: every core); with --scheduler local, the cluster's worker processes")
+    sw.add_argument("--scheduler", metavar="tcp://HOST:PORT|local", default=None,
+                    help="run each point as a task on a Dask cluster: a running scheduler's address, or 'local' "
+                         "for a LocalCluster of worker processes (one thread each). Runs come back to this "
+                         "machine and are written here: workers need hil, not a shared filesystem")
     sw.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
     sw.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
     sw.add_argument("--out", required=True)
@@ -485,6 +585,33 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--scale", type=float, default=0.1, help="sigma of log g (default 0.1: about 10 %% per edge)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("-o", required=True, metavar="FILE", help="circuit file to write")
+
+    ca = add("calibrate", cmd_calibrate, "Fit each edge's actual conductance on a bench from probe experiments "
+                                         "(KCL with every node voltage and SMU current read); write a calibrated "
+                                         "circuit file its simulated twin uses.")
+    ca.add_argument("circuit", nargs="?", help="circuit file (default: the bench file's 'circuit')")
+    ca.add_argument("--bench", required=True, metavar="FILE", help="the bench file (`hil emulate` writes one)")
+    ca.add_argument("-o", required=True, metavar="FILE", help="calibrated circuit file to write (TOML)")
+    ca.add_argument("--patterns", type=int, default=40, help="probe patterns (default 40)")
+    ca.add_argument("--level", type=float, default=None,
+                    help="probe voltages uniform in [-LEVEL, LEVEL] V (default: half the SMUs' limit, at most 1 V)")
+    ca.add_argument("--seed", type=int, default=0, help="seed of the probe patterns")
+    ca.add_argument("--force", action="store_true", help="overwrite -o if it exists")
+
+    rl = add("replay", cmd_replay, "Re-apply a recorded bench run's conductances and experiments to a simulated "
+                                   "twin: per step and node divergence, the steps where they part, gradient "
+                                   "estimates compared (cosine per step).")
+    rl.add_argument("run", help="a bench run directory (with bench/steps.*.jsonl.gz)")
+    rl.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
+    rl.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
+    rl.add_argument("--nonideal", metavar="FILE", help="ngspice: non-idealities of the twin")
+    rl.add_argument("--circuit", metavar="FILE", help="the twin's circuit, e.g. a calibrated one from `hil calibrate` "
+                                                      "(default: the run's circuit.toml)")
+    rl.add_argument("--threshold", type=float, default=1e-3,
+                    help="volts: a step whose largest node divergence exceeds it is where twin and bench part "
+                         "(default 1e-3)")
+    rl.add_argument("--out", help="directory for divergence.csv, gradients.csv, replay.png (default RUN-replay-BACKEND)")
+    rl.add_argument("--force", action="store_true", help="write into --out even if it holds files")
 
     rp = add("report", cmd_report, "Regenerate the validation report (Markdown and figures) from scratch.")
     rp.add_argument("--out", required=True)
@@ -522,6 +649,7 @@ def main(argv=None) -> int:
     from hil.spice.nonideal import NonIdealError
     from hil.substrate import SubstrateError
     from hil.tasks import TaskError
+    from hil.analysis.replay import ReplayError  # noqa: F401 (a ValueError: reported like the others)
 
     args = build_parser().parse_args(argv)
     try:

@@ -9,7 +9,8 @@ A run directory holds
   (the learning rate of the step that led to the row; row 0: the first step's);
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
-- ``loss.png``: the loss curves; ``result.json`` once the run ends.
+- ``loss.png``: the loss curves; ``result.json`` once the run ends;
+- ``bench/``: a bench run's record (:mod:`hil.drivers.record`).
 """
 
 from __future__ import annotations

@@ -80,7 +80,16 @@ def default_lr(circuit: Circuit, g, X, rule: Rule) -> float:
 
 
 def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Substrate:
-    """The substrate called ``backend`` holding ``circuit``."""
+    """The substrate called ``backend`` holding ``circuit``.
+
+    A calibrated circuit (a ``[calibration]`` table, from ``hil calibrate``) on a
+    simulated backend is its bench's twin: each write g realises scale * g.
+    """
+    cal = circuit.calibration
+    if cal is not None and backend != "bench":
+        from hil.twin import CalibratedSubstrate, actual_circuit
+        inner = open_substrate(actual_circuit(circuit, cal["scale"]), backend, **options)
+        return CalibratedSubstrate(circuit, inner, cal["scale"])
     if backend == "ideal":
         from hil.ideal import IdealSubstrate
         return IdealSubstrate(circuit, **options)
@@ -176,6 +185,8 @@ class Trainer:
         cfg, t, c = self.cfg, self.task, self.circuit
         rng = rng or np.random.default_rng(cfg.seed)
         every = cfg.checkpoint_every or max(1, cfg.steps // 20)
+        if hasattr(self.sub, "record_to"):  # a bench: every exchange and step into the run directory
+            self.sub.record_to(self.run.path / "bench")
         g = self.sub.read()
         lo, hi = c.g_min, c.g_max
         n = t.n_train
@@ -198,9 +209,12 @@ class Trainer:
                 book.add(start_step, float("nan"), 0.0, alpha)
         step = start_step
         rng_before = rng.bit_generator.state
+        mark = getattr(self.sub, "mark", None)  # a recording substrate notes where each step begins
         try:
             with Progress(cfg.steps - start_step, f"train {cfg.rule}", enabled=progress) as bar:
                 while step < cfg.steps:
+                    if mark:
+                        mark(step + 1)
                     rng_before = rng.bit_generator.state  # an unfinished step is redone from here
                     if cfg.lr_every and step % cfg.lr_every == 0 and step > 0:
                         alpha = self.default_lr(g)  # the curvature follows the conductances
@@ -228,6 +242,9 @@ class Trainer:
                 self.run.append_log(rows)
             self.run.save_checkpoint(step, g, rng_before, {"lr": alpha, **book.checkpoint_extra()})
             raise
+        finally:
+            if hasattr(self.sub, "stop_recording"):
+                self.sub.stop_recording()
         log = self.run.read_log()
         rates = self._rates(log["step"], log["train_loss"], g, alpha)
         plot_losses(self.run, rates.pop("_lines", None))

@@ -139,6 +139,17 @@ class NgSpiceSubstrate(Substrate):
     def read(self) -> np.ndarray:
         return self.device.g_from_param(self._p)
 
+    def actual_conductances(self) -> np.ndarray | None:
+        """Each edge's true conductance (S) as simulated: part tolerance and wire resistance included.
+
+        What an ammeter in series with the edge would see; None for devices that are not
+        resistors (a MOSFET channel's conductance depends on its operating point).
+        """
+        if not hasattr(self.device, "_r"):
+            return None
+        r = np.array([self.device._r(e, p) for e, p in enumerate(self._p)])
+        return 1.0 / (r + self.nonideal.wire_resistance)
+
     # -- experiments -------------------------------------------------------------
     @contextlib.contextmanager
     def noiseless(self):
@@ -196,10 +207,8 @@ class NgSpiceSubstrate(Substrate):
                 V = self._run_per_example(X, exps)
             for k, v in zip(group, V):
                 out[k] = v
-        if self._noisy and (self.nonideal.noise or self.nonideal.adc_bits):
-            for V in out:  # in experiment order, as the readings would come
-                V[:, self._read_idx] = self.nonideal.measure(V[:, self._read_idx], self._rng)
-        return out
+        # in experiment order, as the readings would come
+        return [self.voltmeter(V) for V in out] if self._noisy else out
 
     def _run_sweep(self, X, experiments, clamp) -> list | None:
         """The experiments as one DC sweep; None (and a note in the messages) when it fails to converge."""
@@ -242,6 +251,13 @@ class NgSpiceSubstrate(Substrate):
                 self.solves += 1
             out.append(V)
         return out
+
+    def voltmeter(self, V) -> np.ndarray:
+        """What the voltmeters report for node voltages V (volts, (batch, n)): noise and ADC, ground exact."""
+        V = np.array(V, float)
+        if self.nonideal.noise or self.nonideal.adc_bits:
+            V[:, self._read_idx] = self.nonideal.measure(V[:, self._read_idx], self._rng)
+        return V
 
     def sens_gradient(self, X, Y) -> np.ndarray:
         """dC/dg from ngspice's ``sens`` analysis (V^2/S): the circuit's own gradient, in one run per output.
