@@ -61,6 +61,9 @@ class SMU(Keithley2400):
         """Output on, sourcing 0 A with the voltage compliance at the limit (a free node)."""
         self._use("current")
         self.source_current = 0.0
+        # measure volts (and amps): after *RST a 2400 measures current only, and the volts
+        # element of a current source would read NAN
+        self.write(":SENS:FUNC:CONC ON;:SENS:FUNC 'VOLT:DC','CURR:DC'")
         self.source_enabled = True
 
     def source_volts(self, v: float) -> None:

@@ -218,8 +218,19 @@ def _key_line(text: str, key: str) -> int:
 def load_circuit(path) -> Circuit:
     """Read and validate a circuit file (TOML). A bare name finds a shipped circuit.
 
-    Raises CircuitError with ``file:line:`` and the offending edge or node.
+    Raises CircuitError with ``file:line:`` and the offending edge or node; a
+    layered circuit (``kind = "layered"``) is refused here: see :func:`load_any`.
     """
+    c = load_any(path)
+    if getattr(c, "kind", None) == "layered":
+        raise CircuitError(f"{c.source}: kind = \"layered\": this command works on reciprocal networks only "
+                           "(layered circuits: hil train, hil grad, hil info, hil netlist)")
+    return c
+
+
+def load_any(path):
+    """A circuit file of any kind: a :class:`Circuit`, or with ``kind = "layered"`` a
+    :class:`hil.layered.LayeredCircuit`."""
     p = Path(path)
     if not p.exists():
         from hil.circuits import shipped_path
@@ -232,6 +243,13 @@ def load_circuit(path) -> Circuit:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CircuitError(f"{p}: not valid TOML: {exc}") from None
+    kind = data.pop("kind", None)
+    if kind == "layered":
+        from hil.layered import layered_from_dict
+        return layered_from_dict(data, source=str(p), text=text)
+    if kind is not None:
+        raise CircuitError(f"{p}:{_key_line(text, 'kind')}: unknown kind {kind!r} (expected \"layered\", or no "
+                           "kind for a reciprocal network)")
     return circuit_from_dict(data, source=str(p), text=text)
 
 

@@ -68,7 +68,8 @@ class Run:
     def config(self) -> dict:
         return read_json(self.path / "config.json")
 
-    def create(self, config: dict, circuit_toml: str, task: dict) -> "Run":
+    def create(self, config: dict, circuit_toml: str, task: dict, fields=LOG_FIELDS) -> "Run":
+        """Create the directory's files; ``fields``: the log's columns (LOG_FIELDS, plus any a trainer adds)."""
         if (self.path / "checkpoint.json").exists():
             raise RunError(f"{self.path}: already holds a run; resume it with `hil train --resume {self.path}` "
                            "or choose another --out")
@@ -77,7 +78,7 @@ class Run:
         atomic_write(self.path / "circuit.toml", circuit_toml)
         write_json(self.path / "task.json", task)
         with open(self.path / "log.csv", "w", newline="") as fh:
-            csv.writer(fh).writerow(LOG_FIELDS)
+            csv.writer(fh).writerow(list(fields))
         return self
 
     # -- the per-step log --------------------------------------------------------
@@ -96,11 +97,12 @@ class Run:
             os.fsync(fh.fileno())
 
     def read_log(self) -> dict:
-        """The log as arrays keyed by field."""
+        """The log as arrays keyed by field (LOG_FIELDS and any further column of this run's header)."""
         with open(self.path / "log.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
+        fields = LOG_FIELDS + [k for k in self._log_fields() if k not in LOG_FIELDS]
         return {k: np.array([float(r[k]) if r.get(k) not in (None, "", "nan") else np.nan for r in rows])
-                for k in LOG_FIELDS}
+                for k in fields}
 
     def truncate_log(self, last_step: int) -> None:
         """Drop log rows after ``last_step`` (they are recomputed on resume)."""

@@ -286,6 +286,9 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
     run = Run(out)
     ck = run.load_checkpoint()
     raw = run.config
+    if raw.get("circuit_kind") == "layered":
+        from hil.layered_train import resume_layered_run
+        return resume_layered_run(out, steps, progress)
     known = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in raw.items() if k in known})
     if "log_every" not in raw:

@@ -103,10 +103,10 @@ def test_replay_of_an_exact_bench_on_the_ideal_twin(tmp_path, ideal_bench):
         p = hil("replay", tmp_path / rule, "--json")
         assert p.returncode == 0, p.stderr
         r = json.loads(p.stdout.strip().splitlines()[-1])
-        # the bench's inputs reach the emulator at 12 significant digits: that is all that differs
-        assert max(r["worst"]) < 1e-10 and r["parted"] == []
+        # the instruments read at 6.5 digits of their range (1 uV on the 2 V range): all that differs
+        assert max(r["worst"]) < 1e-6 and r["parted"] == []
         cos = [x for x in r["cosine"] if np.isfinite(x)]
-        assert len(cos) == 5 and min(cos) > 1 - 1e-9
+        assert len(cos) == 5 and min(cos) > 1 - 1e-6
         # the playback rebuilt the bench's own estimates: their norms are the run log's
         g = np.genfromtxt(tmp_path / f"{rule}-replay-ideal" / "gradients.csv", delimiter=",", names=True)
         log = Run(tmp_path / rule).read_log()
@@ -118,8 +118,8 @@ def test_replay_of_an_exact_bench_on_the_ideal_twin(tmp_path, ideal_bench):
     p = hil("replay", tmp_path / "gd", "--force", "--json")
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
-    assert r["steps"] == list(range(9)) and max(r["worst"]) < 1e-10
-    assert sum(np.isfinite(r["cosine"])) == 8 and np.nanmin(r["cosine"]) > 1 - 1e-9
+    assert r["steps"] == list(range(9)) and max(r["worst"]) < 1e-6
+    assert sum(np.isfinite(r["cosine"])) == 8 and np.nanmin(r["cosine"]) > 1 - 1e-6
     again = hil("replay", tmp_path / "cl")
     assert again.returncode == 2 and "already exists" in again.stderr
     bad = hil("replay", tmp_path / "nothing")
