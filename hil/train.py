@@ -24,6 +24,7 @@ user need not guess S^2/V^2:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -61,6 +62,29 @@ class TrainConfig:
     log_every: int | None = None      # steps between logged losses; None: hil.losslog.default_log_every
 
 
+#: up to this many edges the curvature runs on one BLAS thread (see :func:`one_blas_thread`)
+ONE_THREAD_EDGES = 1024
+_blas = []
+
+
+@contextlib.contextmanager
+def one_blas_thread(m: int):
+    """Inside: BLAS on one thread when the problem has m <= ONE_THREAD_EDGES edges.
+
+    At these sizes handing work to BLAS threads costs more than the work, and on
+    shared cores their spinning slows the process down: the curvature at 64 nodes
+    took 3-22 ms on two threads, 2 ms on one.
+    """
+    if m > ONE_THREAD_EDGES:
+        yield
+        return
+    if not _blas:
+        from threadpoolctl import ThreadpoolController
+        _blas.append(ThreadpoolController())
+    with _blas[0].limit(limits=1, user_api="blas"):
+        yield
+
+
 def curvature(circuit: Circuit, g, X, weight=None) -> float:
     """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g.
 
@@ -68,14 +92,16 @@ def curvature(circuit: Circuit, g, X, weight=None) -> float:
     """
     from hil.exact import gauss_newton
 
-    return float(np.linalg.eigvalsh(gauss_newton(circuit, X, g, weight)).max())
+    with one_blas_thread(circuit.m):
+        return float(np.linalg.eigvalsh(gauss_newton(circuit, X, g, weight)).max())
 
 
 def default_lr(circuit: Circuit, g, X, rule: Rule) -> float:
     """alpha = LR_FRACTION / lambda_max(H) (S^2/V^2); see the module docstring."""
     from hil.exact import output_green
 
-    W = np.linalg.inv(output_green(circuit, g)) if rule.descends == "L_K" else None
+    with one_blas_thread(circuit.m):
+        W = np.linalg.inv(output_green(circuit, g)) if rule.descends == "L_K" else None
     return LR_FRACTION / curvature(circuit, g, X, W)
 
 
