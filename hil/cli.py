@@ -177,7 +177,7 @@ def cmd_train(args):
             raise SystemExit("hil train: give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
         cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
                           steps=args.steps or 1000, batch=args.batch, seed=args.seed,
-                          checkpoint_every=args.checkpoint_every, backend=args.backend,
+                          checkpoint_every=args.checkpoint_every, log_every=args.log_every, backend=args.backend,
                           backend_options=_backend_options(args), homeostasis=args.homeostasis)
         res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
@@ -722,6 +722,19 @@ def cmd_generate(args):
           f"wrote {args.o}: {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS (symmetry index {si:.4f})" if c.k else ""))
 
 
+def _positive_int(option: str):
+    """An argparse type: a whole number >= 1, or an error naming ``option``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: give a whole number of steps >= 1")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hil", description="Physical learning in electrical circuits. " + UNITS)
     sub = p.add_subparsers(dest="command", required=True)
@@ -741,6 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, default=None, help="examples per step (default: the whole training set)")
     t.add_argument("--seed", type=int, default=0, help="seed for batch sampling and the CSV split")
     t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/20)")
+    t.add_argument("--log-every", type=_positive_int("--log-every"), default=None,
+                   help="steps between logged losses (default: logging under 10%% of a step; a full batch "
+                        "logs its train loss every step at no cost)")
     _add_backend(t)
     t.add_argument("--homeostasis", type=float, default=0.0, metavar="W",
                    help="homeostasis weight w in V^2/S^2 (spec 7.3): the update becomes -alpha (ghat + w dH/dtheta), "

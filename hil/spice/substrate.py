@@ -1,13 +1,20 @@
-"""The ngspice substrate: the circuit simulated by libngspice, changed in place with ``alter``.
+"""The ngspice substrate: the circuit simulated by libngspice, a round of experiments on a batch at a time.
 
-Two decks of the circuit are loaded once (:mod:`hil.spice.netlist`): ``open``
-(outputs with current sources and switchable loads) and ``clamp`` (outputs held
-by voltage sources). A conductance update becomes device parameters
-(:mod:`hil.spice.devices`) altered in both decks; each solve alters the source
-values that changed, runs ``op``, reads every node voltage from the plot and
-destroys the plot. Nothing is re-parsed per step. Small-signal quantities (K and the
-adjoint response on a nonlinear device, dV/dbeta at 0, complex nudges) come from AC
-analyses about the free operating point (:meth:`NgSpiceSubstrate._ac_runs`). Non-idealities
+Each round of experiments on a batch is one simulator run (:mod:`hil.spice.sweep`):
+a deck of the network at the current device parameters (:mod:`hil.spice.devices`)
+with the batch as tables, one ``dc`` sweep over examples and experiments, every
+node voltage read at full precision, plot and deck removed.
+
+The per-example path (``batched=False``, and the fallback where a sweep does not
+converge) keeps two decks loaded (:mod:`hil.spice.netlist`): ``open`` (outputs
+with current sources and switchable loads) and ``clamp`` (outputs held by voltage
+sources). Parameters reach them by ``alter`` (when they are next used); each
+solve alters the source values that changed, runs ``op``, reads every node
+voltage and destroys the plot. A fallback is noted in the substrate's messages
+(``diagnostics``: the run's ``substrate.log``). Circuits with VCCS and the adjoint
+network take the per-example path. Small-signal quantities (K and the adjoint response on a
+nonlinear device, dV/dbeta at 0, complex nudges, the Jacobian) come from AC analyses about
+the free operating point on the open deck (:meth:`NgSpiceSubstrate._ac_runs`). Non-idealities
 (:mod:`hil.spice.nonideal`) act where they would on a bench: in the parts, on
 each write, and in the voltmeter.
 """
@@ -23,7 +30,8 @@ from hil.circuit import Circuit
 from hil.spice import netlist
 from hil.spice.devices import make_device
 from hil.spice.nonideal import NonIdeal, load_nonideal
-from hil.spice.session import session
+from hil.spice.session import NgSpiceError, session
+from hil.spice.sweep import SweepDeck
 from hil.substrate import Substrate, SubstrateError
 
 _ids = itertools.count(1)
@@ -38,12 +46,13 @@ class NgSpiceSubstrate(Substrate):
     device : 'resistor' (ideal resistors: the cross-check against the ideal
         substrate), 'digipot', 'mosfet' (gate against ground) or 'mosfet-mid' (gate at V_c + (V_d + V_s)/2).
     nonideal : a :class:`NonIdeal`, a path to its TOML file, or None (ideal parts).
+    batched : each round as one DC sweep (default) or one ``op`` per example and experiment.
     """
 
     #: complex nudges are realised as complex admittances in an AC analysis (the linearised circuit)
     supports_complex = True
 
-    def __init__(self, circuit: Circuit, g=None, device: str = "resistor", nonideal=None):
+    def __init__(self, circuit: Circuit, g=None, device: str = "resistor", nonideal=None, batched: bool = True):
         self.circuit = circuit
         self.nonideal = nonideal if isinstance(nonideal, NonIdeal) else \
             (load_nonideal(nonideal) if nonideal else NonIdeal())
@@ -66,6 +75,11 @@ class NgSpiceSubstrate(Substrate):
             self._values[title] = {}
         self._p = p0.copy()
         self._gm = gm0.copy()
+        self._in_decks = p0.copy()  # the parameters the loaded decks hold
+        self.batched = bool(batched)
+        self._sweep = SweepDeck(circuit, self.device, p0)
+        self._sweep_n = 0
+        self.fallbacks = 0
         c = circuit
         el = netlist.element
         self._gv = [el("g", "v", nm) for nm in c.vccs_names]
@@ -97,14 +111,22 @@ class NgSpiceSubstrate(Substrate):
         """Set every edge's device parameter (siemens, taps or gate volts); range-checked first."""
         p = np.asarray(p, float)
         self.device.check(p)
-        changed = np.flatnonzero(p != self._p)
+        self._p = p.copy()
+        if not self.batched:
+            self._sync_decks()
+        return p.copy()
+
+    def _sync_decks(self) -> None:
+        """alter the loaded decks to the current parameters (only the edges that changed)."""
+        changed = np.flatnonzero(self._p != self._in_decks)
+        if not len(changed):
+            return
         for title in self.titles.values():
             self.s.use(title)
             for e in changed:
-                for elem, param, value in self.device.alters(e, p[e]):
+                for elem, param, value in self.device.alters(e, self._p[e]):
                     self._set(title, elem, param, value)
-        self._p = p.copy()
-        return p.copy()
+        self._in_decks = self._p.copy()
 
     def read_params(self) -> np.ndarray:
         return self._p.copy()
@@ -199,22 +221,90 @@ class NgSpiceSubstrate(Substrate):
                 raise SubstrateError(f"unknown experiment mode {e.mode!r}")
 
     def run(self, inputs, experiments) -> list:
-        c = self.circuit
+        """Node voltages (batch, n) of each experiment: one sweep per deck kind (open, clamp), or per example."""
         X = np.atleast_2d(np.asarray(inputs, float))
-        out = []
+        if not np.isfinite(X).all():
+            raise SubstrateError(f"circuit '{self.circuit.name}': input voltages must be finite numbers "
+                                 f"(example {int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])})")
         for e in experiments:
             if e.linearised or complex(e.beta).imag:
                 if e.mode != "load" or not e.sources_on or e.transpose:
                     raise SubstrateError("ngspice substrate: a linearised (AC) experiment is a closed-loop nudge "
                                          "with the sources on")
-                out.append(self._linearised_nudge(X, np.asarray(e.values, float), complex(e.beta)))
+                if not np.isfinite(np.asarray(e.values, float)).all():
+                    raise SubstrateError(f"circuit '{self.circuit.name}': load values must be finite numbers")
                 continue
             if np.iscomplexobj(e.values):
                 raise SubstrateError("ngspice substrate: complex injected currents or clamps are not realisable")
-            adj = e.transpose and not c.reciprocal
-            if adj and (e.sources_on or e.mode != "current"):
+            if e.mode not in ("current", "load", "clamp"):
+                raise SubstrateError(f"unknown experiment mode {e.mode!r}")
+            if e.mode == "load" and float(np.real(e.beta)) == 0:
+                raise SubstrateError("a closed-loop nudge needs beta != 0")
+            if not (np.isfinite(np.asarray(e.values, float)).all() and np.isfinite(float(np.real(e.beta)))):
+                raise SubstrateError(f"circuit '{self.circuit.name}': {e.mode} values must be finite numbers")
+            if self._adjoint(e) and (e.sources_on or e.mode != "current"):
                 raise SubstrateError("the adjoint network is realised with every source at 0 V and injected currents only")
-            title = self.titles["adjoint" if adj else "clamp" if e.mode == "clamp" else "open"]
+        out = [None] * len(experiments)
+        linear = [k for k, e in enumerate(experiments) if e.linearised or complex(e.beta).imag]
+        for k in linear:  # AC analyses (voltmeter noise applied there, on both parts)
+            e = experiments[k]
+            out[k] = self._linearised_nudge(X, np.asarray(e.values, float), complex(e.beta))
+        # the sweep deck holds edges only: VCCS circuits and the adjoint network go one example at a time.
+        # So do nonlinear devices: a sweep starts each point from the last solution, and with a negative
+        # load a transistor network has a second equilibrium far away (net16, mosfet, beta = -1e-9 S: a
+        # node at 1.3e6 V in the sweep, the free-state neighbour per example)
+        sweepable = self.batched and not self.circuit.k and not self.small_signal
+        for kind in ("open", "clamp", "adjoint"):
+            group = [k for k, e in enumerate(experiments) if k not in linear and self._deck_kind(e) == kind]
+            if not group:
+                continue
+            exps = [experiments[k] for k in group]
+            V = self._run_sweep(X, exps, kind == "clamp") if sweepable and kind != "adjoint" else None
+            if V is None:
+                V = self._run_per_example(X, exps)
+            for k, v in zip(group, V):
+                out[k] = v
+        # in experiment order, as the readings would come (the AC states have theirs)
+        return [V if k in linear or not self._noisy else self.voltmeter(V) for k, V in enumerate(out)]
+
+    def _adjoint(self, e) -> bool:
+        """Whether experiment e runs on the adjoint network (transposed, and the circuit non-reciprocal)."""
+        return bool(e.transpose) and not self.circuit.reciprocal
+
+    def _deck_kind(self, e) -> str:
+        return "adjoint" if self._adjoint(e) else "clamp" if e.mode == "clamp" else "open"
+
+    def _run_sweep(self, X, experiments, clamp) -> list | None:
+        """The experiments as one DC sweep; None (and a note in the messages) when it fails to converge."""
+        c = self.circuit
+        B, E = len(X), len(experiments)
+        self._sweep_n += 1
+        title = f"{self.titles['open'][:-5]}_sw{self._sweep_n}"
+        deck, cmd = self._sweep.deck(title, self._p, X, experiments, clamp)
+        what = (f"dc sweep of {E} experiment(s) x {B} example(s) on circuit '{c.name}' "
+                f"({'clamp' if clamp else 'open'}, device {self.device.name})")
+        try:
+            V = self.s.sweep(title, deck, cmd, self._read_names, B * E, what)
+        except NgSpiceError as exc:
+            self.fallbacks += 1
+            self.s.messages.append(("fallback", f"{exc}; solving these {B * E} points one example at a time"))
+            self.s.counts["fallback"] += 1
+            return None
+        self.solves += B * E
+        out = []
+        for j in range(E):
+            Vj = np.zeros((B, c.n))
+            Vj[:, self._read_idx] = V[:, j * B:(j + 1) * B].T
+            out.append(Vj)
+        return out
+
+    def _run_per_example(self, X, experiments) -> list:
+        """One ``op`` per example and experiment on the loaded decks."""
+        c = self.circuit
+        self._sync_decks()
+        out = []
+        for e in experiments:
+            title = self.titles[self._deck_kind(e)]
             self.s.use(title)
             V = np.zeros((len(X), c.n))
             for i in range(len(X)):
@@ -223,7 +313,7 @@ class NgSpiceSubstrate(Substrate):
                 V[i, self._read_idx] = self.s.scalars(self._read_names)
                 self.s.destroy_plots()
                 self.solves += 1
-            out.append(self.voltmeter(V) if self._noisy else V)
+            out.append(V)
         return out
 
     # -- small signals: AC analyses about the free operating point ----------------
@@ -257,6 +347,7 @@ class NgSpiceSubstrate(Substrate):
         from hil.substrate import Experiment
         c = self.circuit
         title = self.titles["open"]
+        self._sync_decks()
         self.s.use(title)
         free = Experiment.free(len(X), len(c.outputs))
         V0 = np.zeros((len(X), c.n))
@@ -356,6 +447,7 @@ class NgSpiceSubstrate(Substrate):
         with self.noiseless():
             r = self.measure(X, Y, [Free()]).residual
         title = self.titles["open"]
+        self._sync_decks()
         self.s.use(title)
         names = [self.device.sens_vector(e).encode("ascii") for e in range(c.m)]
         names += [f"{self._gv[j]}_gain".encode("ascii") for j in c.trainable_vccs]
