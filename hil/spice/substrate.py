@@ -246,9 +246,9 @@ class NgSpiceSubstrate(Substrate):
                 raise SubstrateError("the adjoint network is realised with every source at 0 V and injected currents only")
         out = [None] * len(experiments)
         linear = [k for k, e in enumerate(experiments) if e.linearised or complex(e.beta).imag]
-        for k in linear:  # AC analyses (voltmeter noise applied there, on both parts)
-            e = experiments[k]
-            out[k] = self._linearised_nudge(X, np.asarray(e.values, float), complex(e.beta))
+        if linear:  # AC analyses about one operating point per example (voltmeter noise on both parts there)
+            for k, V in zip(linear, self._linearised_nudges(X, [experiments[k] for k in linear])):
+                out[k] = V
         # the sweep deck holds edges only: VCCS circuits and the adjoint network go one example at a time.
         # So do nonlinear devices: a sweep starts each point from the last solution, and with a negative
         # load a transistor network has a second equilibrium far away (net16, mosfet, beta = -1e-9 S: a
@@ -369,14 +369,22 @@ class NgSpiceSubstrate(Substrate):
             self._set(title, *elem_param, v)
         return V0, R
 
-    def _linearised_nudge(self, X, Y, beta: complex) -> np.ndarray:
-        """The nudged state of the linearised circuit at complex ``beta`` (S), (batch, n) volts:
-        V0 + dV, dV the AC response with the load beta to a source at y - V0_O on every output,
-        i.e. (A + beta P P^T) dV = beta P^T (y - V_O) (spec 7.2). Voltmeter noise on both parts."""
+    def _linearised_nudges(self, X, experiments) -> list:
+        """The nudged states of the linearised circuit, (batch, n) volts each, for closed-loop load
+        experiments at complex beta (S) with targets y: V0 + dV, dV the AC response with the load
+        beta to a source at y - V0_O on every output, i.e. (A + beta P P^T) dV = beta P^T (y - V_O)
+        (spec 7.2). All about the same operating point V0 per example, so that an estimator
+        combining them sees one linear circuit. Voltmeter noise on both parts."""
         out = list(self.circuit.outputs)
-        V0, (dV,) = self._ac_runs(X, [lambda i, v0: self._ac_setting(beta=beta, source=Y[i] - v0[out])])
-        V = V0 + dV
-        return self.voltmeter(V.real) + 1j * self.voltmeter(V.imag) if self._noisy else V
+        settings = [lambda i, v0, e=e: self._ac_setting(beta=complex(e.beta),
+                                                        source=np.asarray(e.values, float)[i] - v0[out])
+                    for e in experiments]
+        V0, dVs = self._ac_runs(X, settings)
+        res = []
+        for dV in dVs:
+            V = V0 + dV
+            res.append(self.voltmeter(V.real) + 1j * self.voltmeter(V.imag) if self._noisy else V)
+        return res
 
     def nudge_derivative(self, inputs, targets) -> np.ndarray:
         """dV/dbeta at beta = 0 (batch, n), V/S: one AC analysis per example about its free operating point,
