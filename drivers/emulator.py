@@ -130,6 +130,7 @@ class Instrument:
         self.model = model
         self.faults = Faults()
         self.received = deque(maxlen=5000)  # every line received, for tests and post-mortems
+        self.state_log = deque(maxlen=20000)  # (time, line, state) after each line: every state ever applied
         self.scpi = Interpreter()
         s = self.scpi
         s.add("*IDN?", lambda a: self.idn)
@@ -148,6 +149,15 @@ class Instrument:
 
     def push_error(self, code, message):
         self.scpi.errors.append((int(code), message))
+
+    def state(self):
+        """What the instrument applies now (a dict), or None when it applies nothing worth logging."""
+        return None
+
+    def log_state(self, line: str) -> None:
+        st = self.state()
+        if st is not None:
+            self.state_log.append((time.monotonic(), line, st))
 
 
 class ResistorBoard(Instrument):
@@ -184,6 +194,9 @@ class ResistorBoard(Instrument):
     def reset(self):
         lo, hi = self.model.g_range
         self.model.set_g(np.full(self.model.c.m, np.sqrt(lo * hi)))
+
+    def state(self):
+        return {"g": self.model.g.copy()}
 
 
 class SMU(Instrument):
@@ -297,6 +310,11 @@ class SMU(Instrument):
         for q in ("READ?", "MEASure?", "MEASure:VOLTage[:DC]?", "MEASure:CURRent[:DC]?", "MEASure:RESistance?"):
             s.add(q, lambda a: self.reading())
 
+    def state(self):
+        return {"output": self.output, "func": self.func, "mode": dict(self.mode), "volt": self.volt,
+                "curr": self.curr, "lists": {k: list(v) for k, v in self.lists.items()},
+                "i_prot": self.i_prot, "v_prot": self.v_prot, "trig_count": self.trig_count}
+
     def list_mode(self) -> bool:
         return self.mode[self.func] == "LIST"
 
@@ -408,12 +426,16 @@ class _Handler(socketserver.StreamRequestHandler):
     def handle(self):
         inst: Instrument = self.server.instrument
         while True:
-            line = self.rfile.readline(65536)
+            try:
+                line = self.rfile.readline(65536)
+            except OSError:  # the client reset the link (a bench reconnecting): nothing to answer
+                return
             if not line:
                 return
             text = line.decode("ascii", "replace").strip("\r\n")
             inst.received.append(text)
             replies = inst.scpi.execute(text) if text else []
+            inst.log_state(text)
             for r in replies:
                 f = inst.faults
                 if f.take("drop"):

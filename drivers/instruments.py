@@ -8,6 +8,10 @@
 
 Every driver raises :class:`LimitError` (naming the instrument, the value and the
 limit) before it sends a value outside the instrument's range or the user's limits.
+
+Each driver has the two halves of the bench's lifecycle: ``make_safe()`` (outputs
+off, levels at zero, error queue read and cleared, as the instrument allows)
+and ``configure()`` (the settings a run needs, every one within the limits).
 """
 
 from __future__ import annotations
@@ -20,6 +24,40 @@ from pymeasure.instruments.validators import strict_range
 
 class LimitError(ValueError):
     """A value refused before it was sent: outside the instrument's range or the configured limits."""
+
+
+class ReplyError(ValueError):
+    """An instrument's reply that is not what the command returns (garbage, a wrong count)."""
+
+
+MAX_QUEUED = 32  # a SCPI error queue holds 10 (2400: 10, 2700: 10); more means a broken reply
+
+
+def drain_errors(inst) -> list:
+    """Read ``inst``'s error queue until ``0,"No error"``: the (code, message) entries that were queued."""
+    out = []
+    for _ in range(MAX_QUEUED):
+        reply = inst.ask("SYST:ERR?").strip()
+        code, _, msg = reply.partition(",")
+        try:
+            code = int(float(code))
+        except ValueError:
+            raise ReplyError(f"{inst.name}: {reply[:60]!r} is not an error-queue entry (code,\"message\")") from None
+        if code == 0:
+            return out
+        out.append((code, msg.strip().strip('"')))
+    raise ReplyError(f"{inst.name}: the error queue did not empty after {MAX_QUEUED} reads")
+
+
+def floats(name: str, reply: str, count: int | None = None) -> np.ndarray:
+    """A comma-separated reply as finite floats; ReplyError quoting the reply otherwise."""
+    try:
+        vals = np.array([float(v) for v in reply.strip().split(",")], float)
+    except ValueError:
+        raise ReplyError(f"{name}: reply {reply.strip()[:60]!r} is not a list of numbers") from None
+    if not np.all(np.isfinite(vals)) or (count is not None and len(vals) != count):
+        raise ReplyError(f"{name}: reply {reply.strip()[:60]!r}: expected {count or 'finite'} values, got {len(vals)}")
+    return vals
 
 
 def _check(name: str, what: str, value: float, lo: float, hi: float, unit: str) -> float:
@@ -45,6 +83,35 @@ class SMU(Keithley2400):
         self._mode = None
         super().__init__(adapter, name=name, **kwargs)
 
+    def reset_data_format(self):
+        """Nothing at connect: the first command an SMU gets is :meth:`make_safe`'s; the format is set in configure."""
+
+    def make_safe(self) -> list:
+        """Output off, then the error queue read, then *RST (2400: output off, levels 0) and *CLS.
+
+        Returns the errors that were queued before (what an earlier user left).
+        """
+        self.write(":OUTP OFF")
+        errors = drain_errors(self)
+        self.write("*RST;*CLS")
+        self._mode = None
+        return errors
+
+    def configure(self) -> None:
+        """Output on, sourcing 0 A (a free node), every setting within the limits before the output is on.
+
+        Both compliances at the limits (so a later switch of source function is safe
+        at once), both levels 0, fixed (not list) mode, one trigger.
+        """
+        Keithley2400.reset_data_format(self)
+        self.write(":SOUR:VOLT:MODE FIX;:SOUR:CURR:MODE FIX;:TRIG:COUN 1")
+        self.compliance_current = self.current_limit
+        self.compliance_voltage = self.voltage_limit
+        self.source_voltage = 0.0
+        self.source_current = 0.0
+        self._use("current")
+        self.source_enabled = True
+
     def _use(self, kind: str) -> None:
         """Source ``kind`` ('voltage' or 'current'), the other quantity's compliance at its limit."""
         if self._mode != kind:
@@ -54,12 +121,6 @@ class SMU(Keithley2400):
             else:
                 self.compliance_voltage = self.voltage_limit
             self._mode = kind
-
-    def configure(self) -> None:
-        """Output on, sourcing 0 A with the voltage compliance at the limit (a free node)."""
-        self._use("current")
-        self.source_current = 0.0
-        self.source_enabled = True
 
     def source_volts(self, v: float) -> None:
         v = _check(self.name, "source voltage", v, -self.voltage_limit, self.voltage_limit, "V")
@@ -88,10 +149,10 @@ class SMU(Keithley2400):
 
     def collect_sweep(self, points: int) -> np.ndarray:
         """Volts at each sweep point (the first element of each reading, as FORMAT:ELEMENTS puts it)."""
-        vals = [float(v) for v in self.read().split(",")]
+        vals = floats(self.name, self.read())
         if len(vals) % points:
-            raise ValueError(f"{self.name}: {len(vals)} values for {points} points")
-        return np.asarray(vals).reshape(points, -1)[:, 0]
+            raise ReplyError(f"{self.name}: {len(vals)} values for {points} points")
+        return vals.reshape(points, -1)[:, 0]
 
     def source_amps(self, i: float) -> None:
         i = _check(self.name, "source current", i, -self.current_limit, self.current_limit, "A")
@@ -100,7 +161,22 @@ class SMU(Keithley2400):
 
 
 class Scanner(Keithley2700):
-    """A Keithley 2700 reading DC volts on a 7700 card by a scan list."""
+    """A Keithley 2700 reading DC volts on a 7700 card by a scan list, on the range that covers ``voltage_limit``."""
+
+    def __init__(self, adapter, voltage_limit: float = 10.0, name="scanner", **kwargs):
+        self.voltage_limit = _check(name, "voltage range", voltage_limit, 0, 1010, "V")
+        super().__init__(adapter, name=name, **kwargs)
+
+    def make_safe(self) -> list:
+        """Every channel open, the error queue read, *RST and *CLS; returns the errors that were queued."""
+        self.write("ROUT:OPEN:ALL")
+        errors = drain_errors(self)
+        self.write("*RST;*CLS")
+        return errors
+
+    def configure(self) -> None:
+        """Readings only (no units, time stamps), DC volts on the range covering the voltage limit."""
+        self.write("FORM:ELEM READ;:SENS:FUNC 'VOLT:DC';:SENS:VOLT:DC:RANG %g" % self.voltage_limit)
 
     scan_list = Instrument.control(
         "ROUT:SCAN?", "ROUT:SCAN (@%s)", "The channels (101..120) a READ? returns, in order.",
@@ -120,10 +196,10 @@ class Scanner(Keithley2700):
         self.write("READ?")
 
     def collect_scan(self, channels, points: int = 1) -> np.ndarray:
-        vals = [float(v) for v in self.read().split(",")]
+        vals = floats(self.name, self.read())
         if len(vals) != len(channels) * points:
-            raise ValueError(f"{self.name}: {len(vals)} readings for {len(channels)} channels x {points} points")
-        return np.asarray(vals, float).reshape(points, len(channels))
+            raise ReplyError(f"{self.name}: {len(vals)} readings for {len(channels)} channels x {points} points")
+        return vals.reshape(points, len(channels))
 
 
 class ResistorBoard(SCPIMixin, Instrument):
@@ -131,20 +207,41 @@ class ResistorBoard(SCPIMixin, Instrument):
 
     edge_count = Instrument.measurement("EDGE:COUN?", "Number of programmable edges.", cast=int)
     edge_range = Instrument.measurement("EDGE:RANG?", "The board's conductance range (S): [g_min, g_max].")
-    conductances = Instrument.measurement("EDGE:ALL?", "Every edge's conductance (S).")
 
     def __init__(self, adapter, g_min: float, g_max: float, name="resistor board", **kwargs):
         super().__init__(adapter, name, **kwargs)
-        lo, hi = self.edge_range
+        self.edges = int(floats(name, self.ask("EDGE:COUN?"), 1)[0])
+        lo, hi = floats(name, self.ask("EDGE:RANG?"), 2)
         self.g_min, self.g_max = max(float(g_min), lo), min(float(g_max), hi)
         if not self.g_min < self.g_max:
             raise LimitError(f"{name}: the limits [{g_min}, {g_max}] S do not overlap the board's range [{lo}, {hi}] S")
 
+    def make_safe(self) -> list:
+        """The error queue read, then *CLS; returns the errors that were queued.
+
+        No *RST: it would move every edge (the board sources nothing; its state is the conductances).
+        """
+        errors = drain_errors(self)
+        self.write("*CLS")
+        return errors
+
+    def configure(self) -> None:
+        """Nothing to set: the conductances are written (and verified) by the bench."""
+
+    def read_conductances(self) -> np.ndarray:
+        """Every edge's conductance (S), (m,); ReplyError when the reply is not m finite numbers."""
+        return floats(self.name, self.ask("EDGE:ALL?"), self.edges)
+
+    def check_all(self, g) -> np.ndarray:
+        """``g`` (S) checked against the limits, edge by edge; LimitError naming the first edge outside."""
+        return np.array([_check(self.name, f"edge {k + 1} conductance", v, self.g_min, self.g_max, "S")
+                         for k, v in enumerate(g)])
+
     def set_all(self, g) -> None:
-        g = [_check(self.name, f"edge {k + 1} conductance", v, self.g_min, self.g_max, "S") for k, v in enumerate(g)]
+        g = self.check_all(g)
         self.write("EDGE:ALL " + ",".join(f"{v:.17g}" for v in g))
 
     def set_edge(self, k: int, g: float) -> None:
-        _check(self.name, "edge index", k, 1, self.edge_count, "")
+        _check(self.name, "edge index", k, 1, self.edges, "")
         g = _check(self.name, f"edge {k} conductance", g, self.g_min, self.g_max, "S")
         self.write(f"EDGE:COND {int(k)},{g:.17g}")

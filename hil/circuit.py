@@ -43,6 +43,9 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 #: Names are plain identifiers: they reach SPICE decks and SCPI streams, so
 #: nothing but letters, digits and underscores, starting with a letter.
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+#: A circuit's own name may also hold '.' and '-' (generated names: ``random16_d3.2_s5``), never a
+#: slash, a quote or a line break: it reaches deck titles, file contents and messages.
+CIRCUIT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 
 DEFAULT_G_MIN = 1e-6
 DEFAULT_G_MAX = 1.0
@@ -250,7 +253,14 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
     for k in ("ground", "inputs", "outputs", "edge"):
         if k not in data:
             raise CircuitError(f"{source}: missing key '{k}'")
-    name = str(data.get("name", Path(source).stem))
+    if "name" in data:
+        name = data["name"]
+        if not isinstance(name, str) or not CIRCUIT_NAME_RE.match(name):
+            raise CircuitError(f"{at('name')}: circuit name {name!r} is not a plain name (a letter, then letters, "
+                               "digits, '_', '.' or '-', at most 64 characters)")
+    else:  # the file's stem, made a plain name
+        name = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(source).stem)[:63] or "circuit"
+        name = name if name[0].isalpha() else "c" + name
     edges = data["edge"]
     if not isinstance(edges, list) or not edges:
         raise CircuitError(f"{at('edge')}: 'edge' must be a non-empty array of [[edge]] tables")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 import numpy as np
@@ -311,6 +312,44 @@ def cmd_report(args):
     _emit(args, {"report": str(path)}, f"wrote {path}")
 
 
+FAULT_HELP = ("inject a fault, INSTRUMENT:KIND=VALUE (repeatable; INSTRUMENT as listed at start: board, smu_NODE, "
+              "scanner): garbage=N (the next N replies are garbage), drop=N (the connection closes at the next N "
+              "queries), delay=S or delay=SxN (the next N replies, default 1, wait S seconds), error=CODE (an error "
+              "queued now, e.g. error=-315)")
+
+
+def _fault(spec: str, names) -> tuple:
+    """'smu_n6:delay=0.8x2' -> ('smu_n6', 'delay', (0.8, 2)); ValueError naming the option otherwise."""
+    import math
+    m = re.fullmatch(r"([A-Za-z][A-Za-z0-9_]*):(garbage|drop|delay|error)=([^\s]+)", spec)
+    if not m:
+        raise ValueError(f"--fault {spec!r}: expected INSTRUMENT:KIND=VALUE, KIND one of garbage, drop, delay, error")
+    name, kind, value = m.groups()
+    if name not in names:
+        raise ValueError(f"--fault {spec!r}: no instrument '{name}' (instruments: {', '.join(names)})")
+    try:
+        if kind == "delay":
+            sec, _, count = value.partition("x")
+            val = (float(sec), int(count or 1))
+            ok = math.isfinite(val[0]) and 0 < val[0] <= 3600 and val[1] >= 1
+        else:
+            val = int(value)
+            ok = val >= 1 if kind != "error" else -999 <= val <= -100 or 100 <= val <= 999
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"--fault {spec!r}: {kind} takes " + {
+            "garbage": "a count >= 1", "drop": "a count >= 1", "delay": "seconds in (0, 3600], optionally xCOUNT",
+            "error": "a SCPI error code (e.g. -315)"}[kind])
+    return name, kind, val
+
+
+def _port(port: int, count: int) -> None:
+    if port and not 1024 <= port <= 65536 - count:
+        raise ValueError(f"--port {port}: the {count} instruments need ports {port}..{port + count - 1}, "
+                         f"within 1024..65535")
+
+
 def cmd_emulate(args):
     import time as _time
     from pathlib import Path
@@ -320,20 +359,41 @@ def cmd_emulate(args):
     from hil.train import open_substrate
 
     c = load_circuit(args.circuit)
+    # named after the argument, never after the file's contents; written in the working folder by default
+    out = Path(args.bench_file or f"{Path(args.circuit).stem}-bench.toml")
+    from hil.runs import check_output
+    check_output(out, [c.source], args.force, "--bench-file",
+                 ours="# written by hil emulate: the emulated bench's instruments and limits")
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
     bench = build(sub)
     bench.host = args.host
     names = list(bench.instruments)
+    _port(args.port, len(names))
+    faults = [_fault(f, names) for f in args.fault or []]
     ports = {n: args.port + k for k, n in enumerate(names)} if args.port else None
-    bench.start(ports)
-    out = Path(args.bench_file or f"{c.name}-bench.toml")
-    out.write_text(bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source))
+    try:
+        bench.start(ports)
+    except OSError as exc:
+        bench.stop()
+        raise ValueError(f"--host {args.host} --port {args.port or 'auto'}: cannot listen: {exc.strerror or exc}") from None
+    for name, kind, val in faults:
+        inst = bench.instruments[name]
+        if kind == "delay":
+            inst.faults.delay, inst.faults.delay_count = val
+        elif kind == "error":
+            inst.push_error(val, "injected by hil emulate --fault")
+        else:
+            setattr(inst.faults, kind, val)
+    from hil.runs import atomic_write
+    atomic_write(out, bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source))
     lines = [f"emulating {c.name} ({args.backend}{', ' + args.device if args.backend == 'ngspice' else ''}) "
              f"on {args.host}:"] + [f"  {n:<12} {bench.resource(n)}" for n in names] + \
+            [f"faults: {', '.join(args.fault)}" for _ in [0] if args.fault] + \
             [f"bench file: {out}", f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
                                    f"--bench {out} --out runs/bench", "Ctrl-C stops."]
-    _emit(args, {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}}, "\n".join(lines))
+    _emit(args, {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names},
+                 "faults": args.fault or []}, "\n".join(lines))
     sys.stdout.flush()
     try:
         while True:
@@ -428,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--bench-file", metavar="FILE", help="where to write the bench file (default CIRCUIT-bench.toml)")
     em.add_argument("--port", type=int, default=0, help="first port (default: free ports chosen by the system)")
     em.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    em.add_argument("--fault", action="append", metavar="INSTRUMENT:KIND=VALUE", help=FAULT_HELP)
+    em.add_argument("--force", action="store_true", help="overwrite --bench-file even if hil did not write it")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core.")
     sw.add_argument("circuit")

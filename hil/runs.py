@@ -38,6 +38,39 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     os.replace(tmp, path)
 
 
+def check_output(path, inputs=(), force: bool = False, option: str = "-o", ours: str | None = None) -> Path:
+    """Refuse to write the file ``path`` over an input or a file hil did not write; RunError naming the option.
+
+    ``inputs``: files the command reads (never overwritten without ``force``).
+    ``ours``: the first line of a file this command writes: such a file may be replaced.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{option} {path}: is a folder, not a file")
+    if not path.parent.is_dir():
+        raise RunError(f"{option} {path}: no folder {path.parent}")
+    if not path.exists() or force:
+        return path
+    for i in inputs:
+        try:
+            if Path(i).exists() and path.samefile(i):
+                raise RunError(f"{option} {path}: is an input of this command; refusing to overwrite it "
+                               "(--force to do it anyway)")
+        except OSError:
+            pass
+    if not path.is_file():
+        raise RunError(f"{option} {path}: not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(200).decode("utf-8", "replace").rstrip("\r\n")
+    except OSError:
+        first = ""
+    if ours is None or first != ours:
+        raise RunError(f"{option} {path}: exists and was not written by hil; refusing to overwrite it "
+                       "(--force to do it anyway)")
+    return path
+
+
 def write_json(path: Path, obj) -> None:
     atomic_write(path, json.dumps(obj, indent=2, default=_jsonable))
 

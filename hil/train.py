@@ -84,7 +84,7 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
         from hil.drivers.bench import BenchSubstrate
         if "bench" not in options:
             raise ValueError("backend bench needs a bench file (--bench FILE; `hil emulate` writes one)")
-        return BenchSubstrate(circuit, options["bench"])
+        return BenchSubstrate(circuit, options["bench"], from_board=bool(options.get("from_board")))
     raise ValueError(f"unknown backend '{backend}' (known: ideal, ngspice, bench)")
 
 
@@ -212,6 +212,8 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
     """Train ``circuit`` on ``task`` from scratch, recording into the run directory ``out``."""
     sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
     try:
+        if getattr(sub, "from_board", False):  # the run records where it really started
+            circuit = circuit.with_g(sub.read())
         trainer = Trainer(Run(out), circuit, task, config, sub)
         cfg = asdict(config)
         cfg.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
