@@ -180,11 +180,11 @@ class Circuit:
                       f"b = {q(self.nodes[self.b[e]])}", f"g = {float(self.g[e])!r}", ""]
         return "\n".join(lines)
 
-    def save(self, path) -> Path:
-        """Write the circuit as TOML to ``path`` atomically; returns the path."""
+    def save(self, path, header: str | None = None) -> Path:
+        """Write the circuit as TOML to ``path`` atomically (``header``: a first comment line); returns the path."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_toml())
+        tmp.write_text((f"# {header}\n" if header else "") + self.to_toml())
         os.replace(tmp, path)
         return path
 
@@ -242,6 +242,8 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
                 if key is not None and re.match(rf"^\s*{re.escape(key)}\s*=", lines[ln]):
                     return f"{source}:{ln + 1}"
             return f"{source}:{start}"
+        if edge is not None and text:  # 'edge' given as something other than [[edge]] tables
+            return f"{source}:{_key_line(text, 'edge')}"
         if key is not None and text:
             return f"{source}:{_key_line(text, key)}"
         return source
@@ -340,6 +342,16 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             role = "ground" if o == ground else "an input"
             raise CircuitError(f"{at('outputs')}: output '{nodes[o]}' is also {role}")
 
+    for key, lst in (("outputs", outputs), ("inputs", inputs)):
+        # every output at 0 V whatever g, or every input driving only ground: nothing to learn
+        grounded = [t for t in lst if all(ground in (a[e], b[e]) for e in range(len(a)) if t in (a[e], b[e]))]
+        if lst and len(grounded) == len(lst):
+            t = grounded[0]
+            touching = [names[e] for e in range(len(a)) if t in (a[e], b[e])]
+            what = ("its voltage is 0 V whatever the conductances" if key == "outputs"
+                    else "it drives nothing but ground")
+            raise CircuitError(f"{at(key)}: {key[:-1]} '{nodes[t]}' is joined only to ground "
+                               f"(edge {', '.join(touching)}): {what}" + (" (and so is every other)" if len(lst) > 1 else ""))
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
                       np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source)
     _check_connected(circuit, at)
@@ -360,7 +372,8 @@ def _check_connected(c: Circuit, at=None) -> None:
     for comp in range(ncomp):
         if comp not in anchored:
             members = [c.nodes[i] for i in np.flatnonzero(label == comp)]
-            where = c.source if at is None else at()
+            first = int(np.flatnonzero(label[c.a] == comp)[0])  # the first edge of the floating part
+            where = c.source if at is None else at("name", first)
             shown = ", ".join(members[:8]) + (" ..." if len(members) > 8 else "")
             raise CircuitError(f"{where}: floating subnetwork: node(s) {shown} have no path to ground or an input "
                                "(their voltages are undefined, the circuit is singular)")

@@ -13,6 +13,7 @@ import argparse
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +58,9 @@ def _add_backend(p):
                    help="ngspice: the programmable resistor on each edge: resistor (ideal), digipot (N taps, "
                         "netlists/digipot.toml), mosfet (NMOS in triode, gate voltage trained; netlists/nmos_level1.lib)")
     p.add_argument("--nonideal", metavar="FILE", help="ngspice: non-idealities (TOML; see netlists/nonideal-example.toml)")
+    p.add_argument("--from-board", action="store_true",
+                   help="bench: start from the conductances the board holds (checked against the limits) instead of "
+                        "writing the circuit file's")
 
 
 def _task(args, circuit):
@@ -83,31 +87,45 @@ def cmd_train(args):
     from hil.train import TrainConfig, resume_run, start_run
 
     if args.resume:
-        res = resume_run(args.resume, steps=args.steps, progress=None if not args.json else False)
+        given = {k: v for k, v in getattr(args, "explicit", {}).items() if k not in ("resume", "json")}
+        if "circuit" in given:
+            raise ValueError(f"CIRCUIT {given['circuit']}: a resume takes the run's own circuit.toml; "
+                             "give only --resume DIR (and --steps to extend it)")
+        if "bench" in given:
+            from pathlib import Path
+            given["bench"] = str(Path(given["bench"]).resolve())
+        res = resume_run(args.resume, progress=None if not args.json else False, changes=given)
     else:
         if not args.circuit or not args.out:
             raise SystemExit("hil train: CIRCUIT, a task (--data, --teacher or --teacher-circuit) and --out are needed "
                              "(or --resume DIR)")
+        cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
+                          steps=1000 if args.steps is None else args.steps, batch=args.batch, seed=args.seed,
+                          checkpoint_every=args.checkpoint_every, backend=args.backend,
+                          backend_options=_backend_options(args))
+        from hil.train import check_config
+        check_config(cfg)  # before the task is built: a bad option is named first
         circuit = load_circuit(args.circuit)
         task = _task(args, circuit)
         if task is None:
             raise SystemExit("hil train: give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
-        cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
-                          steps=args.steps or 1000, batch=args.batch, seed=args.seed,
-                          checkpoint_every=args.checkpoint_every, backend=args.backend,
-                          backend_options=_backend_options(args))
-        res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False)
+        res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
             f"run in {res['run_dir']} (loss.png, log.csv)")
     _emit(args, res, text)
 
 
 def _backend_options(args) -> dict:
+    if getattr(args, "from_board", False) and args.backend != "bench":
+        raise ValueError("--from-board needs --backend bench")
     if args.backend == "bench":
         if not getattr(args, "bench", None):
             raise ValueError("--backend bench needs --bench FILE (a bench file; `hil emulate` writes one)")
         from pathlib import Path
-        return {"bench": str(Path(args.bench).resolve())}
+        opts = {"bench": str(Path(args.bench).resolve())}
+        if getattr(args, "from_board", False):
+            opts["from_board"] = True
+        return opts
     if args.backend == "ngspice":
         opts = {"device": args.device}
         if args.nonideal:
@@ -192,14 +210,25 @@ def cmd_netlist(args):
     from hil.spice.devices import make_device
     from hil.spice.nonideal import NonIdeal, load_nonideal
 
+    from hil.runs import atomic_write, check_output
+
     c = load_circuit(args.circuit)
-    inputs = [float(x) for x in args.inputs.split(",")] if args.inputs else [1.0] * len(c.inputs)
+    inputs = [_volts(x, "--inputs") for x in args.inputs.split(",")] if args.inputs else [1.0] * len(c.inputs)
     if len(inputs) != len(c.inputs):
         raise ValueError(f"--inputs: {len(inputs)} values for the {len(c.inputs)} inputs of {c.name}")
+    check_output(args.o, [c.source, args.nonideal] if args.nonideal else [c.source], args.force, "-o", ours="* hil: ")
     device = make_device(args.device, c, load_nonideal(args.nonideal) if args.nonideal else NonIdeal())
-    from pathlib import Path
-    Path(args.o).write_text(standalone_deck(c, device.param_from_g(c.g), inputs, device))
+    atomic_write(args.o, standalone_deck(c, device.param_from_g(c.g), inputs, device))
     _emit(args, {"path": args.o}, f"wrote {args.o}: run it with `ngspice -b {args.o}`")
+
+
+def _volts(text: str, option: str) -> float:
+    """A finite voltage from the command line; ValueError naming the option otherwise."""
+    from hil.tasks import plain_number
+    v = plain_number(text)
+    if v is None:
+        raise ValueError(f"{option}: {text.strip()!r} is not a finite number of volts")
+    return v
 
 
 def _nudge_grid(spec: str | None, kappa: float) -> np.ndarray:
@@ -274,9 +303,12 @@ def cmd_perturb(args):
     from hil.circuit import load_circuit
     from hil.circuits import perturb
 
+    from hil.runs import check_output
+
     c = load_circuit(args.circuit)
+    check_output(args.o, [c.source], args.force, "-o", ours="# written by hil")
     p = perturb(c, args.scale, args.seed)
-    p.save(args.o)
+    p.save(args.o, header=f"written by hil perturb {Path(c.source).name} --scale {args.scale:g} --seed {args.seed}")
     ratio = p.g / c.g
     _emit(args, {"path": args.o, "ratio_min": float(ratio.min()), "ratio_max": float(ratio.max())},
           f"wrote {args.o}: {c.m} conductances times exp({args.scale:g} N(0,1)) (seed {args.seed}), "
@@ -426,7 +458,9 @@ def cmd_generate(args):
         c = gen.lattice(args.rows, args.cols, args.seed, args.inputs, args.outputs)
     else:
         c = gen.crossbar(tuple(int(x) for x in args.layers.split(",")), args.seed)
-    c.save(args.o)
+    from hil.runs import check_output
+    check_output(args.o, [], args.force, "-o", ours="# written by hil")
+    c.save(args.o, header=f"written by hil generate {args.kind}")
     _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m}, f"wrote {args.o}: {c.n} nodes, {c.m} edges")
 
 
@@ -450,8 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seed for batch sampling and the CSV split")
     t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/20)")
     _add_backend(t)
-    t.add_argument("--out", help="run directory to create")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    t.add_argument("--out", help="run directory to create (new or empty)")
+    t.add_argument("--force", action="store_true",
+                   help="--out may hold files: they are moved into OUT/replaced-TIME/ (nothing is deleted)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last good checkpoint; only "
+                                                   "--steps (the new total), --checkpoint-every and --bench may "
+                                                   "change, each recorded in the run")
 
     g = add("grad", cmd_grad, "A rule's gradient estimate at the file's conductances beside the exact gradient.")
     g.add_argument("circuit")
@@ -512,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--scale", type=float, default=0.1, help="sigma of log g (default 0.1: about 10 %% per edge)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("-o", required=True, metavar="FILE", help="circuit file to write")
+    pt.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is the input")
 
     rp = add("report", cmd_report, "Regenerate the validation report (Markdown and figures) from scratch.")
     rp.add_argument("--out", required=True)
@@ -528,10 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--nonideal", metavar="FILE", help="non-idealities (TOML): tolerance, wire and source resistance")
     n.add_argument("--inputs", help="input voltages, comma-separated (default 1 V each)")
     n.add_argument("-o", required=True, metavar="FILE.cir")
+    n.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is an input")
 
     ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar) as TOML.")
     ge.add_argument("kind", choices=["random", "lattice", "crossbar"])
     ge.add_argument("-o", required=True, metavar="FILE")
+    ge.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it")
     ge.add_argument("--nodes", type=int, default=16)
     ge.add_argument("--degree", type=float, default=3.0)
     ge.add_argument("--rows", type=int, default=8)
@@ -543,6 +584,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _explicit(argv) -> dict:
+    """The train options given on the command line (defaults left out): what a resume is asked to change."""
+    p = build_parser()
+    train = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    for action in train._actions:
+        action.default = argparse.SUPPRESS
+    ns = vars(p.parse_args(argv))
+    return {k: v for k, v in ns.items() if k not in ("command", "func")}
+
+
 def main(argv=None) -> int:
     from hil.circuit import CircuitError
     from hil.runs import RunError
@@ -551,10 +602,16 @@ def main(argv=None) -> int:
     from hil.tasks import TaskError
 
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        args.explicit = _explicit(argv)
     try:
         args.func(args)
     except (CircuitError, TaskError, RunError, SubstrateError, NonIdealError, ValueError) as exc:
         print(f"hil {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder that cannot be written, a full disk, a device instead of a file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"hil {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head and closed
         sys.stderr.close()
