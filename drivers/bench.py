@@ -10,6 +10,8 @@ A bench file (TOML) says which instrument drives or reads which node::
     probe_current = 1e-5          # A, the test current that measures K
     average = 1                   # readings averaged per node and solve
     sweep_points = 100            # examples per source-list sweep (a 2400 holds 100 list points)
+    wiring_check = true           # at the start, every node read against the circuit at the board's g ...
+    wiring_tolerance = 0.05       # ... to within this many volts (swapped channels or SMUs stop the run)
     [board]
     resource = "TCPIP::127.0.0.1::5025::SOCKET"
     g_min = 1e-5                  # never written below / above (S)
@@ -83,6 +85,10 @@ def _number(lo, hi, integer=False, lo_open=False):
     return check
 
 
+def _flag(v):
+    return None if isinstance(v, bool) else "must be true or false"
+
+
 def _text(v):
     return None if isinstance(v, str) else "must be a string"
 
@@ -100,7 +106,8 @@ SCHEMA = {
     "": {"circuit": _text, "settle": _number(0, 3600), "timeout_ms": _number(1, 3.6e6, True),
          "retries": _number(0, INF, True), "retry_seconds": _number(0, 86400, lo_open=True),
          "probe_current": _number(0, 1.05, lo_open=True), "average": _number(1, 10000, True),
-         "sweep_points": _number(1, 100, True), "board": None, "smu": None, "scanner": None},
+         "sweep_points": _number(1, 100, True), "wiring_check": _flag, "wiring_tolerance": _number(0, 10, lo_open=True),
+         "board": None, "smu": None, "scanner": None},
     "board": {"resource": _resource, "g_min": _number(0, INF, lo_open=True), "g_max": _number(0, INF, lo_open=True)},
     "smu": {"node": _text, "resource": _resource, "voltage_limit": _number(0, 210, lo_open=True),
             "current_limit": _number(0, 1.05, lo_open=True)},
@@ -398,11 +405,41 @@ class BenchSubstrate(Substrate):
             except LimitError as exc:
                 raise BenchError(f"--from-board: the board holds a value outside the limits: {exc}") from None
             self._g = self._target = g
+        else:
+            try:
+                self.write(self.circuit.g)
+            except LimitError as exc:
+                raise BenchError(f"the starting conductances of {self.circuit.source}: {exc}") from None
+        if self.cfg.get("wiring_check", True):
+            self._wiring_check(float(self.cfg.get("wiring_tolerance", 0.05)))
+
+    def _wiring_check(self, tol: float) -> None:
+        """Every node read at two input patterns against the circuit's free state at the board's g (V).
+
+        Swapped scanner channels or SMU resources read the right voltages at the wrong
+        nodes: the run would train on nonsense. Input levels stay within half the smallest
+        voltage limit (at most 1 V).
+        """
+        from hil.exact import free_state
+        from hil.substrate import Experiment
+        c = self.circuit
+        n_in = len(c.inputs)
+        if not n_in:
             return
-        try:
-            self.write(self.circuit.g)
-        except LimitError as exc:
-            raise BenchError(f"the starting conductances of {self.circuit.source}: {exc}") from None
+        lim = min(float(self.smus[i].voltage_limit) for i in c.inputs)
+        k = np.arange(n_in)
+        X = min(1.0, 0.5 * lim) * np.array([(k + 1) / (n_in + 1), (-1.0) ** k * (n_in - k) / (n_in + 1)])
+        got = self.run(X, [Experiment.free(2, len(c.outputs))])[0]
+        want = free_state(c, X, self._g)
+        chan = {node: ch for node, ch in self._chan_nodes}
+        bad = [i for i in range(c.n) if i != c.ground and np.max(np.abs(got[:, i] - want[:, i])) > tol]
+        if bad:
+            where = lambda i: f"scanner channel {chan[i]}" if i in chan else self.smus[i].name
+            raise BenchError("wiring check failed (swapped channels or SMU resources?): " + "; ".join(
+                f"node {c.nodes[i]} ({where(i)}) reads {', '.join(f'{v:.4g}' for v in got[:, i])} V where the "
+                f"circuit at the board's conductances gives {', '.join(f'{v:.4g}' for v in want[:, i])} V"
+                for i in bad[:4]) + (f"; {len(bad) - 4} more nodes" if len(bad) > 4 else "")
+                + f" (tolerance {tol:g} V, bench file key wiring_tolerance)")
 
     # -- the substrate interface --------------------------------------------------------
     def write(self, g) -> np.ndarray:

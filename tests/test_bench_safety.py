@@ -316,3 +316,54 @@ def test_hil_emulate_port_in_use_and_files_it_must_not_touch(tmp_path):
     emu, info = _emulate(circuit, "--bench-file", circuit)
     assert emu.wait(timeout=60) == 2 and "is an input of this command" in emu.stderr.read()
     assert load_circuit(circuit).name == "divider"
+
+
+def test_swapped_scanner_channels_or_smus_are_caught_at_the_start(tmp_path, emulated):
+    """A read-back of every node against the circuit at the board's conductances catches a wiring swap."""
+    from hil.drivers.bench import BenchError, BenchSubstrate
+    c = load_circuit("net16")
+    emu, path = emulated(IdealSubstrate(c))
+    cfg = bench_of(path)
+    chans = dict(cfg["scanner"]["channels"])
+    a, b = list(chans)[:2]
+    chans[a], chans[b] = chans[b], chans[a]
+    with pytest.raises(BenchError, match=rf"wiring check failed .*node {a} \(scanner channel {chans[a]}\) reads .* "
+                                         rf"node {b} \(scanner channel {chans[b]}\)"):
+        BenchSubstrate(c, {**cfg, "scanner": {**cfg["scanner"], "channels": chans}})
+    smus = [dict(s) for s in cfg["smu"]]
+    smus[0]["resource"], smus[1]["resource"] = smus[1]["resource"], smus[0]["resource"]  # the two inputs
+    # each input SMU reads back what it sources; the nodes beyond see the inputs exchanged. The check's
+    # two patterns (1 V scale: half the 2 V limit): inputs (1/3, 2/3) and (2/3, -1/3)
+    from hil.exact import free_state
+    X = np.array([[1 / 3, 2 / 3], [2 / 3, -1 / 3]])
+    n3 = c.node("n3")
+    fmt = lambda v: ", ".join(f"{x:.4g}" for x in v)
+    got, want = free_state(c, X[:, ::-1])[:, n3], free_state(c, X)[:, n3]
+    with pytest.raises(BenchError, match=r"wiring check failed \(swapped channels or SMU resources\?\): node n3 "
+                                         rf"\(scanner channel 101\) reads {fmt(got)} V where the circuit at the "
+                                         rf"board's conductances gives {fmt(want)} V"):
+        BenchSubstrate(c, {**cfg, "smu": smus})
+    assert not any(inst.output for name, inst in emu.instruments.items() if name.startswith("smu_"))  # left safe
+
+
+def test_a_bench_run_resumes_on_a_restarted_bench_named_by_bench(tmp_path, emulated):
+    """Item 11: --bench may change on resume (a restarted emulator has new ports); the change is recorded."""
+    import json
+    from hil.drivers.bench import BenchError
+    from hil.train import resume_run
+    c = load_circuit("net16")
+    task = teacher_task(c, seed=1, examples=4)
+    cfg = dict(rule="cl", steps=8, checkpoint_every=2)
+    start_run(c, task, TrainConfig(**cfg), tmp_path / "ideal", progress=False)
+    emu, path = emulated(IdealSubstrate(c))
+    start_run(c, task, TrainConfig(**{**cfg, "steps": 4}, backend="bench", backend_options={"bench": str(path)}),
+              tmp_path / "bench", progress=False)
+    emu.stop()
+    with pytest.raises(BenchError, match="cannot connect"):
+        resume_run(tmp_path / "bench", steps=8, progress=False)
+    emu2, path2 = emulated(IdealSubstrate(c))
+    resume_run(tmp_path / "bench", steps=8, progress=False, changes={"bench": str(path2)})
+    np.testing.assert_allclose(Run(tmp_path / "bench").read_log()["train_loss"],
+                               Run(tmp_path / "ideal").read_log()["train_loss"], rtol=1e-6)
+    changes = json.loads((tmp_path / "bench" / "config.json").read_text())["changes"]
+    assert {"option": "bench", "from": str(path), "to": str(path2), "at_step": 4} in changes
