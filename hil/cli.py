@@ -24,13 +24,15 @@ UNITS = ("units: conductances and EP's --nudge (beta) in siemens; CL's and AL's 
 NUDGE_HELP = ("nudge size: beta in siemens for ep, ep-sym, ep-holo, ep-open; eta (dimensionless) for cl, al. "
               "Default: beta = 0.05 / kappa_max, 5%% of the convergence radius 1/kappa_max (kappa_max: the "
               "largest eigenvalue of the output Green's matrix K, ohms); eta = 0.05.")
-LR_HELP = ("learning rate alpha in S^2/V^2 (update: g <- g - alpha * ghat). Default: 0.25 / lambda_max of the "
-           "Gauss-Newton curvature mean_i J_i^T J_i of the loss at the initial conductances (with K^-1 "
-           "weighting for cl): a quarter of the largest stable step at the start, whatever the circuit's "
-           "conductance scale (the curvature grows as small conductances shrink).")
+LR_HELP = ("learning rate alpha in S^2/V^2 (update: g <- g - alpha * ghat), fixed. Default: 0.25 / lambda_max of "
+           "the Gauss-Newton curvature mean_i J_i^T J_i of the loss (with K^-1 weighting for cl) at the "
+           "conductances written, re-estimated every 10 steps (the curvature grows as small conductances "
+           "shrink): a quarter of the largest stable step, whatever the circuit's conductance scale; the step "
+           "in force is logged (log.csv column lr).")
 
 
-def _add_task(p, required=True):
+def _add_task(p, required=True, split=False):
+    """Task options; ``split``: the command trains, so a CSV task holds out --test-fraction of its rows."""
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--data", metavar="CSV", help="CSV task: header names the input and output nodes, one example a row (V)")
     g.add_argument("--teacher", metavar="SEED", type=int,
@@ -39,7 +41,8 @@ def _add_task(p, required=True):
                    help="teacher task: the teacher is this circuit file (same edges and terminals; shipped name or "
                         "path), inputs uniform in [-1, 1] V with seed 0; e.g. the symmetric kite")
     p.add_argument("--examples", type=int, default=16, help="teacher task: training examples (default 16; test split: a quarter more)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="CSV task: held-out fraction (default 0.2)")
+    if split:
+        p.add_argument("--test-fraction", type=float, default=0.2, help="CSV task: held-out fraction (default 0.2)")
 
 
 def _add_rule(p):
@@ -64,15 +67,26 @@ def _add_backend(p):
 
 
 def _task(args, circuit):
+    """The task the options name, or None. A CSV task is split only where the command trains
+    (``--test-fraction``); analyses use every row."""
     from hil.tasks import circuit_teacher_task, load_csv_task, teacher_task
     if getattr(args, "teacher_circuit", None):
         from hil.circuit import load_circuit
         return circuit_teacher_task(circuit, load_circuit(args.teacher_circuit), 0, args.examples)
     if getattr(args, "data", None):
-        return load_csv_task(circuit, args.data, args.test_fraction, seed=getattr(args, "seed", 0) or 0)
+        return load_csv_task(circuit, args.data, getattr(args, "test_fraction", 0.0), seed=getattr(args, "seed", 0) or 0)
     if getattr(args, "teacher", None) is not None:
         return teacher_task(circuit, args.teacher, args.examples)
     return None
+
+
+def _task_line(task, trains=False) -> str:
+    """What a command says about the examples it used."""
+    if trains:
+        return (f"task {task.description}: {task.n_train} training examples, {len(task.X_test)} held out "
+                "for the test loss")
+    csv = " (every row of the file)" if task.description.startswith("csv:") else ""
+    return f"task {task.description}: {task.n_train} examples used{csv}"
 
 
 def _emit(args, obj, text=None):
@@ -112,6 +126,9 @@ def cmd_train(args):
         res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
             f"run in {res['run_dir']} (loss.png, log.csv)")
+    if not args.resume:
+        text = _task_line(task, trains=True) + "\n" + text
+        res.update(examples=task.n_train, test_examples=len(task.X_test))
     _emit(args, res, text)
 
 
@@ -157,13 +174,13 @@ def cmd_grad(args):
     rel = float(err / n_exact) if n_exact > 0 else None
     obj = {"edges": list(circuit.edge_names), "exact": exact.tolist(), "estimate": est.tolist(),
            "cosine": cos, "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge,
-           "backend": args.backend,
+           "backend": args.backend, "examples": task.n_train,
            "reference": {"auto": "adjoint formula" if args.backend == "ideal" else "ngspice sens analysis",
                          "sens": "ngspice sens analysis", "fd": "central differences through the substrate"}[args.reference]}
     summary = (f"cosine {cos:.6f}" if cos is not None else "cosine undefined") + ", " + (
         f"relative error {rel:.3e}" if rel is not None else
         f"the reference gradient is zero; absolute error {err:.3e} V^2/S")
-    lines = [f"{rule.describe()} on {circuit.name}: {summary}",
+    lines = [_task_line(task), f"{rule.describe()} on {circuit.name}: {summary}",
              f"{'edge':>8} {'exact dC/dg (V^2/S)':>22} {'estimate':>14}"]
     lines += [f"{n:>8} {e:22.6g} {s:14.6g}" for n, e, s in zip(circuit.edge_names, exact, est)]
     _emit(args, obj, "\n".join(lines))
@@ -194,7 +211,8 @@ def cmd_info(args):
         rank = int(np.linalg.matrix_rank(J))
         constraints = residual_basis(c, X).shape[1]
         obj.update(coercivity=cc, coercivity_raw=raw, rank=rank, constraints=constraints,
-                   rows=int(J.shape[0]))
+                   rows=int(J.shape[0]), examples=task.n_train)
+        lines.append(_task_line(task))
         lines.append(f"task {task.description}: rank J = {rank} of {constraints} independent output constraints "
                      f"(|O| x rank X; {J.shape[0]} rows)")
         lines.append(f"coercivity c = lambda_min(J J^T on the residual space)/N = {cc:.4g} V^2/S^2 "
@@ -264,7 +282,7 @@ def cmd_bias(args):
             res = sweep(sub, task.X_train, task.Y_train, rules, grid, noise=args.noise, repeats=args.repeats,
                         seed=args.seed, progress=lambda d, t: bar.update(d))
     paths = write_outputs(res, args.out, f"{c.name}: {args.backend}" + (f", noise {args.noise:g} V" if args.noise else ""))
-    lines = [f"{c.name} ({args.backend}): convergence radius 1/kappa_max = {res['radius']:.4g} S; "
+    lines = [_task_line(task), f"{c.name} ({args.backend}): convergence radius 1/kappa_max = {res['radius']:.4g} S; "
              f"reference |dC/dg| = {res['ref_norm']:.4g} V^2/S",
              f"{'rule':<10} {'order':>7} {'best nudge':>12} {'rel. MSE':>10}"]
     for name, r in res["rules"].items():
@@ -272,7 +290,7 @@ def cmd_bias(args):
         lines.append(f"{name:<10} {order:>7} {r['best_nudge']:12.4g} {r['best_mse']:10.3g}")
     lines.append("wrote " + ", ".join(map(str, paths)))
     _emit(args, {"rules": res["rules"], "radius": res["radius"], "kappa_max": res["kappa_max"],
-                 "out": str(args.out)}, "\n".join(lines))
+                 "out": str(args.out), "examples": task.n_train}, "\n".join(lines))
 
 
 def cmd_coercivity(args):
@@ -282,7 +300,8 @@ def cmd_coercivity(args):
     c = load_circuit(args.circuit)
     task = _task(args, c)
     r = co.report(c, task.X_train)
-    lines = [f"{c.name}, task {task.description}:",
+    r["examples"] = task.n_train
+    lines = [_task_line(task) + ":",
              f"  coercivity constant c = {r['constant']:.4g} V^2/S^2 ({'coercive' if r['coercive'] else 'NOT coercive'}; "
              f"largest eigenvalue {r['lambda_max']:.4g}, ratio {r['constant'] / (r['lambda_max'] or 1):.3g})",
              f"  rank J = {r['rank']} of {r['constraints']} independent output constraints (|O| x rank X)"]
@@ -476,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = add("train", cmd_train, "Train a circuit on a task; records a run directory.")
     t.add_argument("circuit", nargs="?", help="circuit file (TOML) or shipped circuit name")
-    _add_task(t, required=False)
+    _add_task(t, required=False, split=True)
     _add_rule(t)
     t.add_argument("--lr", type=float, default=None, help=LR_HELP)
     t.add_argument("--steps", type=int, default=None, help="training steps (default 1000; with --resume: the new total)")

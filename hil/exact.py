@@ -101,6 +101,35 @@ def jacobian(c: Circuit, X, g=None) -> np.ndarray:
     return np.vstack(rows)
 
 
+def edge_transfer(c: Circuit, g=None) -> np.ndarray:
+    """E = B_F L_FF^-1 P^T (m x |O|, ohms): the drop across each edge per ampere injected into each output.
+
+    Per example the Jacobian is J_i = -E^T diag(dV_i) (:func:`jacobian`).
+    """
+    LFF, _ = _blocks(c, g)
+    BF = c.incidence()[:, c.free]
+    return np.asarray(BF @ _solve(LFF, _eye_cols(len(c.free), c.out_in_free)))
+
+
+def gauss_newton(c: Circuit, X, g=None, weight=None, chunk: int = 4096) -> np.ndarray:
+    """H = mean_i J_i^T W J_i (m x m, V^2/S^2), the Gauss-Newton curvature of the mean loss in g.
+
+    With J_i = -E^T diag(dV_i), H = (E W E^T) o (D^T D / N), o the elementwise product and
+    D (N x m) the free-state drops: memory m^2 whatever the number of examples N (the free
+    states are solved ``chunk`` examples at a time). ``weight`` W (|O| x |O|, symmetric;
+    default I; CL: K^-1). H is symmetric positive semi-definite (Schur product theorem).
+    """
+    X = np.atleast_2d(np.asarray(X, float))
+    g = c.g if g is None else np.asarray(g, float)
+    E = edge_transfer(c, g)
+    W = np.eye(len(c.outputs)) if weight is None else np.asarray(weight, float)
+    DtD = np.zeros((c.m, c.m))
+    for k in range(0, len(X), chunk):
+        D = c.drops(free_state(c, X[k:k + chunk], g))
+        DtD += D.T @ D
+    return (E @ W @ E.T) * (DtD / max(len(X), 1))
+
+
 def _eye_cols(n, idx):
     M = np.zeros((n, len(idx)))
     M[idx, np.arange(len(idx))] = 1.0

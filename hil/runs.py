@@ -5,7 +5,8 @@ A run directory holds
 - ``config.json``: the resolved configuration (defaults filled in);
 - ``circuit.toml``: the circuit as the run started;
 - ``task.json``: the examples (so a resume needs nothing outside the folder);
-- ``log.csv``: one row per step: step, train_loss, test_loss, grad_norm, seconds;
+- ``log.csv``: one row per step: step, train_loss, test_loss, grad_norm, seconds, lr
+  (the learning rate of the step that led to the row; row 0: the first step's);
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
 - ``loss.png``: the loss curves; ``result.json`` once the run ends.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-LOG_FIELDS = ["step", "train_loss", "test_loss", "grad_norm", "seconds"]
+LOG_FIELDS = ["step", "train_loss", "test_loss", "grad_norm", "seconds", "lr"]
 
 
 class RunError(RuntimeError):
@@ -220,28 +221,38 @@ class Run:
         return self
 
     # -- the per-step log --------------------------------------------------------
+    def _log_fields(self) -> list:
+        """The columns of this run's log.csv (a run recorded before a column existed keeps its header)."""
+        with open(self.path / "log.csv", newline="") as fh:
+            return next(csv.reader(fh), LOG_FIELDS)
+
     def append_log(self, rows: list) -> None:
+        fields = self._log_fields()
         with open(self.path / "log.csv", "a", newline="") as fh:
             w = csv.writer(fh)
             for r in rows:
-                w.writerow([r[k] for k in LOG_FIELDS])
+                w.writerow([r.get(k, "") for k in fields])
             fh.flush()
             os.fsync(fh.fileno())
 
     def _log_rows(self) -> tuple:
-        """(good rows as float lists, [(line, why)] of rows that are not): a log cut mid-row loses only that row."""
+        """(the run's columns, good rows as float lists, [(line, why)] of rows that are not).
+
+        A log cut mid-row loses only that row.
+        """
         p = self.path / "log.csv"
         try:
             with open(p, newline="") as fh:
                 rows = list(csv.reader(fh))
         except UnicodeDecodeError:
             raise RunError(f"{p}: not a text file") from None
-        if not rows or [h.strip() for h in rows[0]] != LOG_FIELDS:
-            raise RunError(f"{p}: the header is not {','.join(LOG_FIELDS)}")
+        fields = [h.strip() for h in rows[0]] if rows else []
+        if not fields or fields[0] != "step" or any(f not in LOG_FIELDS for f in fields):
+            raise RunError(f"{p}: the header is not {','.join(LOG_FIELDS)} (or an older run's first columns of it)")
         good, bad = [], []
         for line, r in enumerate(rows[1:], start=2):
             try:
-                if len(r) != len(LOG_FIELDS):
+                if len(r) != len(fields):
                     raise ValueError(f"{len(r)} fields")
                 vals = [float(x) if x not in ("", "nan") else np.nan for x in r]
                 if not float(vals[0]).is_integer() or vals[0] < 0:
@@ -249,13 +260,13 @@ class Run:
                 good.append(vals)
             except ValueError as exc:
                 bad.append((line, str(exc)))
-        return good, bad
+        return fields, good, bad
 
     def read_log(self) -> dict:
         """The log as arrays keyed by field (rows that do not parse are left out)."""
-        good, _ = self._log_rows()
-        A = np.array(good, float).reshape(-1, len(LOG_FIELDS))
-        return {k: A[:, i] for i, k in enumerate(LOG_FIELDS)}
+        fields, good, _ = self._log_rows()
+        A = np.array(good, float).reshape(-1, len(fields))
+        return {k: A[:, fields.index(k)] if k in fields else np.full(len(A), np.nan) for k in LOG_FIELDS}
 
     def truncate_log(self, last_step: int) -> list:
         """Keep the log's rows up to ``last_step`` (later ones are recomputed on resume); notes on what was dropped.
@@ -268,7 +279,7 @@ class Run:
         if not p.exists():
             atomic_write(p, ",".join(LOG_FIELDS) + "\r\n")
             return [f"log.csv was missing: a new one starts at step {last_step} (earlier rows are lost)"]
-        good, bad = self._log_rows()
+        fields, good, bad = self._log_rows()
         keep, prev = [], -1
         for vals in good:
             if prev < vals[0] <= last_step:
@@ -281,10 +292,8 @@ class Run:
                 notes.append(f"log.csv: dropped {len(bad)} unreadable row(s) (line {bad[0][0]}: {bad[0][1]})")
             if len(keep) + later != len(good):
                 notes.append(f"log.csv: dropped {len(good) - len(keep) - later} duplicated or out-of-order row(s)")
-        with open(p, newline="") as fh:
-            head = next(csv.reader(fh))
-        buf = ",".join(head) + "\r\n" + "".join(
-            ",".join(_fmt_field(k, v) for k, v in zip(LOG_FIELDS, vals)) + "\r\n" for vals in keep)
+        buf = ",".join(fields) + "\r\n" + "".join(
+            ",".join(_fmt_field(k, v) for k, v in zip(fields, vals)) + "\r\n" for vals in keep)
         atomic_write(p, buf)
         return notes
 
@@ -301,7 +310,7 @@ class Run:
         """Write the conductances and random state after ``step`` steps, atomically (the .npz holds both too)."""
         import io
         buf = io.BytesIO()
-        np.savez(buf, g=g, step=step, rng=json.dumps(rng_state))
+        np.savez(buf, g=g, step=step, rng=json.dumps(rng_state), extra=json.dumps(extra or {}, default=_jsonable))
         atomic_write(self.path / "checkpoints" / f"step_{step:06d}.npz", buf.getvalue())
         write_json(self.path / "checkpoint.json",
                    {"step": step, "g": g.tolist(), "rng": rng_state, **(extra or {})})
@@ -334,7 +343,8 @@ class Run:
         for f in sorted((self.path / "checkpoints").glob("step_*.npz"), reverse=True):
             try:
                 with np.load(f) as z:
-                    ck = {"step": int(z["step"]), "g": np.array(z["g"], float), "rng": json.loads(str(z["rng"]))}
+                    ck = {**json.loads(str(z["extra"])), "step": int(z["step"]), "g": np.array(z["g"], float),
+                          "rng": json.loads(str(z["rng"]))}
                 why = check(ck)
             except Exception as exc:  # a damaged or old-format file: the next one may do
                 why = f"unreadable ({type(exc).__name__}: {exc})"

@@ -10,13 +10,16 @@ user need not guess S^2/V^2:
 - nudge: EP's beta = 0.05 / kappa_max (siemens), 5 % of the convergence radius
   1/kappa_max of the nudged state's series (kappa_max = largest eigenvalue of
   K, ohms); CL's and AL's eta = 0.05.
-- lr: alpha = 0.25 / lambda_max(H), H = mean over the training set of J^T W J,
-  the Gauss-Newton curvature of the loss at the initial conductances (W = I;
-  W = K^-1 for CL, whose update descends L_K). 1 / lambda_max is the largest
-  stable step at the start; the curvature grows as small conductances shrink
-  (J ~ dV / g), and on the shipped net16 a full step oscillates, so the default
-  keeps a factor of 4 in hand (measured: every shipped circuit trains without
-  oscillation at 0.25, net16 does not at 0.5).
+- lr: alpha_k = 0.25 / lambda_max(H(g_k)), H = mean over the training set of
+  J^T W J, the Gauss-Newton curvature of the loss (W = I; W = K^-1 for CL, whose
+  update descends L_K), computed on the circuit model at the conductances g_k
+  written at step k and re-estimated every ``lr_every`` steps (default
+  :data:`LR_EVERY`). 1 / lambda_max is the largest stable step of the quadratic
+  model; the curvature grows as small conductances shrink (J ~ dV / g), so a
+  step fixed at the start becomes unstable (net16: a burst of 5x at step ~75
+  with the step of step 0). The step in force is logged per step (log.csv
+  column ``lr``) and checkpointed, so a resumed run repeats it bit for bit.
+  An explicit ``lr`` is a fixed step (``lr_every`` None).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from hil.substrate import Free, Substrate
 from hil.tasks import Task
 
 LR_FRACTION = 0.25
+#: steps between re-estimates of the default learning rate's curvature
+LR_EVERY = 10
 
 
 @dataclass
@@ -46,7 +51,8 @@ class TrainConfig:
     rule: str = "ep-sym"
     nudge: float | None = None
     points: int | None = None
-    lr: float | None = None
+    lr: float | None = None           # None: the curvature default; then lr is the step at step 0
+    lr_every: int | None = None       # steps between curvature re-estimates; None: lr is fixed
     steps: int = 1000
     batch: int | None = None          # None: the whole training set every step
     seed: int = 0
@@ -85,6 +91,7 @@ def check_config(cfg: TrainConfig, where: str = "") -> TrainConfig:
     whole("seed", 0)
     whole("checkpoint_every", 1, optional=True)
     whole("points", 1, optional=True)
+    whole("lr_every", 1, optional=True)
     positive("lr")
     positive("nudge")
     make_rule(cfg.rule, cfg.nudge, cfg.points)  # an unknown rule names itself
@@ -124,14 +131,13 @@ def sigint_flag():
 
 
 def curvature(circuit: Circuit, g, X, weight=None) -> float:
-    """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g."""
-    from hil.exact import jacobian
+    """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g.
 
-    J = jacobian(circuit, X, g)
-    M = J @ J.T
-    if weight is not None:
-        M = M @ np.kron(np.eye(len(np.atleast_2d(X))), weight)
-    return float(np.max(np.linalg.eigvals(M).real)) / len(np.atleast_2d(X))
+    In memory m x m whatever the number of examples (:func:`hil.exact.gauss_newton`).
+    """
+    from hil.exact import gauss_newton
+
+    return float(np.linalg.eigvalsh(gauss_newton(circuit, X, g, weight)).max())
 
 
 def default_lr(circuit: Circuit, g, X, rule: Rule) -> float:
@@ -172,13 +178,20 @@ class Trainer:
             config.nudge = self.rule.nudge
         if config.lr is None:
             try:
-                config.lr = default_lr(circuit, substrate.read(), task.X_train, self.rule)
+                config.lr = self.default_lr(substrate.read())
             except ZeroDivisionError:
                 config.lr = float("inf")
             if not math.isfinite(config.lr):
                 raise ConfigError(f"{circuit.source}: the outputs do not depend on any conductance for this task "
                                   "(zero curvature: an output or every input tied only to ground, or all inputs 0 V); "
                                   "there is nothing to learn, and no default --lr")
+            config.lr_every = LR_EVERY if config.lr_every is None else config.lr_every
+        if config.lr_every is not None and config.lr_every < 1:
+            raise ValueError(f"lr_every = {config.lr_every}: must be a whole number of steps >= 1")
+
+    def default_lr(self, g) -> float:
+        """The curvature step alpha = LR_FRACTION / lambda_max(H(g)) on the training set (S^2/V^2)."""
+        return default_lr(self.circuit, g, self.task.X_train, self.rule)
 
     def losses(self) -> tuple:
         """(train, test) loss at the conductances now written, V^2."""
@@ -187,7 +200,7 @@ class Trainer:
         test = self.sub.measure(t.X_test, t.Y_test, [Free()]).loss() if len(t.X_test) else float("nan")
         return train, test
 
-    def _rates(self, loss, g) -> dict:
+    def _rates(self, loss, g, lr) -> dict:
         """Measured loss decay rate per step (last quarter of the run) beside the coercivity prediction at g."""
         from hil.analysis.coercivity import measured_rate, pinned
         from hil.exact import coercivity, output_green
@@ -201,7 +214,7 @@ class Trainer:
             cc = coercivity(c, X, g, weight=W, active=~pinned(c, g))
         except Exception:  # a prediction is a courtesy; never lose a run over it
             return {"measured_rate": meas}
-        pred = float(1 - (1 - self.cfg.lr * cc) ** 2)
+        pred = float(1 - (1 - lr * cc) ** 2)
         out = {"measured_rate": meas, "predicted_rate": pred, "coercivity": cc}
         k0 = int(len(loss) * 0.75)
         if np.isfinite(meas) and loss[k0] > 0:
@@ -221,7 +234,8 @@ class Trainer:
                     fh.write(f"step {step}\t{level}\t{line}\n")
                     self.message_counts[level] = self.message_counts.get(level, 0) + 1
 
-    def train(self, start_step: int = 0, rng=None, progress: bool | None = None) -> dict:
+    def train(self, start_step: int = 0, rng=None, progress: bool | None = None, lr: float | None = None) -> dict:
+        """Run steps ``start_step`` .. cfg.steps; ``lr``: the step in force at ``start_step`` (a resume)."""
         cfg, t, c = self.cfg, self.task, self.circuit
         rng = rng or np.random.default_rng(cfg.seed)
         every = cfg.checkpoint_every or max(1, cfg.steps // 20)
@@ -231,10 +245,11 @@ class Trainer:
         batch = n if not cfg.batch or cfg.batch >= n else cfg.batch
         t0 = time.perf_counter()
         pending = []
+        alpha = cfg.lr if lr is None else lr
         if start_step == 0:
             tr, te = self.losses()
-            pending.append(dict(step=0, train_loss=tr, test_loss=te, grad_norm=float("nan"), seconds=0.0))
-            self.run.save_checkpoint(0, g, rng.bit_generator.state)
+            pending.append(dict(step=0, train_loss=tr, test_loss=te, grad_norm=float("nan"), seconds=0.0, lr=alpha))
+            self.run.save_checkpoint(0, g, rng.bit_generator.state, {"lr": alpha})
         else:
             logged = self.run.read_log()["step"]
             if not len(logged) or logged[-1] < start_step:
@@ -242,7 +257,7 @@ class Trainer:
                 # they follow from the checkpoint's conductances (the gradient norm is gone)
                 tr, te = self.losses()
                 pending.append(dict(step=start_step, train_loss=tr, test_loss=te, grad_norm=float("nan"),
-                                    seconds=0.0))
+                                    seconds=0.0, lr=alpha))
         step = start_step
         rng_before = rng.bit_generator.state
         try:
@@ -251,30 +266,33 @@ class Trainer:
                     if stop["hits"]:
                         raise KeyboardInterrupt  # Ctrl-C, taken here between steps
                     rng_before = rng.bit_generator.state  # an unfinished step is redone from here
+                    if cfg.lr_every and step % cfg.lr_every == 0 and step > 0:
+                        alpha = self.default_lr(g)  # the curvature follows the conductances
                     idx = np.arange(n) if batch == n else rng.choice(n, batch, replace=False)
                     meas = self.sub.measure(t.X_train[idx], t.Y_train[idx], self.rule.states())
                     ghat = self.rule.estimate(meas)
-                    g = self.sub.write(np.clip(g - cfg.lr * ghat, lo, hi))
+                    g = self.sub.write(np.clip(g - alpha * ghat, lo, hi))
                     step += 1
                     rng_before = rng.bit_generator.state
                     tr, te = self.losses()
                     pending.append(dict(step=step, train_loss=tr, test_loss=te,
-                                        grad_norm=float(np.linalg.norm(ghat)), seconds=time.perf_counter() - t0))
+                                        grad_norm=float(np.linalg.norm(ghat)), seconds=time.perf_counter() - t0,
+                                        lr=alpha))
                     if step % every == 0 or step == cfg.steps:
                         self._diagnostics(step)
                         self.run.append_log(pending)
                         pending = []
-                        self.run.save_checkpoint(step, g, rng.bit_generator.state)
+                        self.run.save_checkpoint(step, g, rng.bit_generator.state, {"lr": alpha})
                     bar.update(step - start_step, loss=tr)
         except BaseException:
             # keep every step that completed: log and checkpoint agree on `step`, and the
             # random state is the one the unfinished step started from
             if pending:
                 self.run.append_log(pending)
-            self.run.save_checkpoint(step, g, rng_before)
+            self.run.save_checkpoint(step, g, rng_before, {"lr": alpha})
             raise
         log = self.run.read_log()
-        rates = self._rates(log["train_loss"], g)
+        rates = self._rates(log["train_loss"], g, alpha)
         plot_losses(self.run, rates.pop("_lines", None))
         result = {"initial_loss": float(log["train_loss"][0]), "final_loss": float(log["train_loss"][-1]),
                   "steps": int(step), "run_dir": str(self.run.path)}
@@ -340,6 +358,10 @@ def _checkpoint_check(circuit: Circuit, steps: int):
             e = out[0]
             return (f"edge '{circuit.edge_names[e]}' g = {g[e]!r} S is outside [g_min, g_max] = "
                     f"[{circuit.g_min}, {circuit.g_max}]")
+        lr = ck.get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
+                               or lr <= 0):
+            return f"lr {lr!r} is not a positive finite number"
         if not isinstance(rng, dict) or "bit_generator" not in rng:
             return "no random state"
         try:
@@ -428,7 +450,7 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
         trainer = Trainer(run, circuit, task, config, sub)
         rng = np.random.default_rng()
         rng.bit_generator.state = ck["rng"]
-        result = trainer.train(start_step=int(ck["step"]), rng=rng, progress=progress)
+        result = trainer.train(start_step=int(ck["step"]), rng=rng, progress=progress, lr=ck.get("lr"))
         if notes:
             result["recovered"] = notes
         return result

@@ -2,12 +2,12 @@
 
 import json
 import subprocess
-import shutil
 import sys
 
 import numpy as np
 import pytest
 
+from helpers import HIL
 from hil.analysis import coercivity as co
 from hil.analysis.bias import sweep
 from hil.circuit import load_circuit
@@ -97,7 +97,9 @@ def test_kite_loses_a_rank_at_its_symmetric_teacher_and_regains_it_when_perturbe
     assert sorted(d["edge"] for d in r["dead_edges"]) == ["left_out1", "left_out2", "right_out1", "right_out2"]
     (u,) = r["unreachable"]
     assert co.unreachable(kite, X) == r["unreachable"]  # the standalone helper agrees with the report
-    assert np.allclose([u["outputs"]["out1"], u["outputs"]["out2"]], [2 ** -0.5, -(2 ** -0.5)], atol=1e-6)
+    a = np.array([u["outputs"]["out1"], u["outputs"]["out2"]])
+    assert abs(abs(a @ [2 ** -0.5, -(2 ** -0.5)]) - 1) < 1e-6  # the direction out1 - out2, up to sign
+    assert a[0] > 0  # the documented sign: the first of the largest coefficients positive
     # the ground truth, without the adjoint Jacobian: no edge moves out1 - out2 to first order
     common = [_outputs_fd(kite, X, kite.g.copy(), e) for e in range(kite.m)]
     assert max(np.abs(d[:, 0] - d[:, 1]).max() for d in common) < 1e-7 * max(np.abs(d).max() for d in common)
@@ -139,33 +141,69 @@ def test_sweep_survives_a_failing_point(tmp_path):
 
 
 def test_bias_command_json(tmp_path):
-    hil = shutil.which("hil")
-    p = subprocess.run([hil, "bias", "net16", "--teacher", "1", "--rules", "ep,ep-sym", "--out", str(tmp_path),
+    p = subprocess.run(HIL + ["bias", "net16", "--teacher", "1", "--rules", "ep,ep-sym", "--out", str(tmp_path),
                         "--json"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert abs(r["rules"]["ep"]["slope"] - 1) < 0.2 and abs(r["rules"]["ep-sym"]["slope"] - 2) < 0.2
     assert (tmp_path / "bias.png").exists() and (tmp_path / "bias.csv").read_text().startswith("rule,beta")
-    bad = subprocess.run([hil, "bias", "net16", "--teacher", "1", "--nudges", "5:1:3", "--out", str(tmp_path)],
+    bad = subprocess.run(HIL + ["bias", "net16", "--teacher", "1", "--nudges", "5:1:3", "--out", str(tmp_path)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "expected LO:HI:COUNT" in bad.stderr
 
 
 def test_coercivity_command_json():
-    p = subprocess.run([shutil.which("hil"), "coercivity", "bridge", "--teacher", "1", "--json"],
+    p = subprocess.run(HIL + ["coercivity", "bridge", "--teacher", "1", "--json"],
                        capture_output=True, text=True, timeout=120)
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert set(r) >= {"constant", "rank", "constraints", "dead_edges", "rate"} and r["constant"] > 0
     assert 0 < r["rate"]["ep"] < 1 and 0 < r["rate"]["cl"] < 1
 
 
-def test_report_regenerates_with_its_tables_and_figures(tmp_path):
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, ngspice):
+    """The validation report, regenerated from scratch as the README's `hil report --out DIR --ngspice`."""
     from hil.analysis.report import generate
-    path = generate(tmp_path, progress=lambda m: None)
-    md = path.read_text()
+    out = tmp_path_factory.mktemp("report")
+    generate(out, ngspice=True, progress=lambda m: None)
+    return out
+
+
+def test_report_regenerates_with_its_tables_and_figures(report):
+    tmp_path = report
+    md = (report / "report.md").read_text()
     for needle in ("## 1. Bias order", "| ep-sym | 2 | 2.0", "| ep-holo:4 | 4 | 4.0", "## 2. The nudge",
                    "## 3. What each rule descends", "## 4. Coercivity", "![bias, ideal](bias-ideal.png)",
                    "## 5. The kite", "| 0 | 1/2 |", "| 0.2 | 2/2 |", "![kite loss curves](kite.png)"):
         assert needle in md, needle
     for fig in ("bias-ideal.png", "rules.png", "kite.png"):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("v, sign", [([0.7071067811865476, -0.7071067811865475], 1),
+                                     ([-0.7071067811865475, 0.7071067811865476], -1),
+                                     ([0.1, -0.9, 0.3], -1), ([0.0, 0.0, 2.0], 1), ([-1e-300, 1e-300], -1)])
+def test_direction_sign_convention_breaks_ties_by_order(v, sign):
+    assert co.sign_convention(v) == sign
+    assert co.sign_convention(-np.asarray(v)) == -sign
+
+
+def test_readme_quotes_the_numbers_the_report_regenerates(report):
+    """Every table of the README's validation section is the report's, cell for cell (numbers to 5 %)."""
+    from pathlib import Path
+
+    from readme_numbers import compare
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    problems = compare(readme, (report / "report.md").read_text())
+    assert not problems, "\n".join(problems) + "\n(python tests/readme_numbers.py DIR --update rewrites them)"
+
+
+def test_readme_check_catches_a_changed_number():
+    from readme_numbers import compare, update
+    report = "# r\n\n| rule | error |\n|---|---|\n| al | 43 |\n| ep | 1.1e-3 |\n"
+    readme = "x\n\n## Validation\n\n| rule | error |\n|---|---|\n| al | 1.9e8 |\n| ep | 1.1e-3 |\n\n## Next\n"
+    (problem,) = compare(readme, report)
+    assert "row 1 (al), column 'error': README says '1.9e8', the report '43'" in problem
+    assert compare(update(readme, report), report) == [] and update(readme, report).endswith("## Next\n")
+    assert compare(readme.replace("1.9e8", "44"), report) == []  # within 5 %
+    assert "no table with this header" in compare(readme.replace("| rule | error |", "| rule | err |"), report)[0]

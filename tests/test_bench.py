@@ -4,7 +4,6 @@ import json
 import os
 import socket
 import subprocess
-import shutil
 import sys
 import time
 import warnings
@@ -12,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
+from helpers import HIL
 from hil.circuit import load_circuit
 from hil.ideal import IdealSubstrate
 from hil.runs import Run
@@ -202,9 +202,8 @@ def test_bench_file_errors(tmp_path):
 
 
 def test_hil_emulate_and_train_in_two_processes(tmp_path):
-    hil = shutil.which("hil")
     bench_file = tmp_path / "bench.toml"
-    emu = subprocess.Popen([hil, "emulate", "net16", "--bench-file", str(bench_file), "--json"],
+    emu = subprocess.Popen(HIL + ["emulate", "net16", "--bench-file", str(bench_file), "--json"],
                            stdout=subprocess.PIPE, text=True)
     try:
         line = ""
@@ -213,7 +212,7 @@ def test_hil_emulate_and_train_in_two_processes(tmp_path):
             line = emu.stdout.readline()
         info = json.loads(line)
         assert all(r.startswith("TCPIP::127.0.0.1::") for r in info["resources"].values())
-        p = subprocess.run([hil, "train", "net16", "--teacher", "1", "--rule", "cl", "--steps", "5",
+        p = subprocess.run(HIL + ["train", "net16", "--teacher", "1", "--rule", "cl", "--steps", "5",
                             "--backend", "bench", "--bench", str(bench_file), "--out", str(tmp_path / "run"), "--json"],
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr

@@ -1,14 +1,13 @@
 """The `hil` command as a user runs it: the installed entry point, in a subprocess."""
 
 import json
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-HIL = [shutil.which("hil")] if shutil.which("hil") else [sys.executable, "-m", "hil.cli"]
+from helpers import HIL
 
 
 def hil(*args, ok=True):
@@ -87,3 +86,27 @@ def test_kite_coercivity_at_its_symmetric_teacher_and_after_hil_perturb(tmp_path
     res = last_json(hil("train", str(start), "--teacher-circuit", "kite", "--rule", "ep-sym", "--steps", "300",
                         "--out", str(tmp_path / "run"), "--json"))
     assert res["final_loss"] < 1e-3 * res["initial_loss"]
+
+
+def test_analyses_use_every_row_of_a_csv_task_and_say_how_many(tmp_path):
+    from hil.circuit import load_circuit
+    from hil.exact import gradient
+    from hil.tasks import teacher_task, write_csv_task
+
+    c = load_circuit("net16")
+    t = teacher_task(c, seed=3, examples=10, test_examples=0)
+    data = write_csv_task(c, t.X_train, t.Y_train, tmp_path / "d.csv")
+    want = gradient(c, t.X_train, t.Y_train)  # the user's own gradient of the loss over their file
+    g = last_json(hil("grad", "net16", "--data", data, "--rule", "gd", "--json"))
+    assert g["examples"] == 10
+    np.testing.assert_allclose(g["exact"], want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+    assert "task csv:" in hil("grad", "net16", "--data", data, "--rule", "gd").stdout
+    for cmd in (["info"], ["coercivity"], ["bias", "--rules", "ep-sym", "--out", tmp_path / "b"]):
+        p = hil(*cmd[:1], "net16", "--data", data, *cmd[1:], "--json")
+        assert last_json(p)["examples"] == 10 and "10 examples used (every row of the file)" in p.stdout
+    # training holds out --test-fraction, and says so
+    r = hil("train", "net16", "--data", data, "--steps", 5, "--out", tmp_path / "run", "--json")
+    assert "8 training examples, 2 held out" in r.stdout and last_json(r)["examples"] == 8
+    # --test-fraction belongs to training only
+    p = hil("grad", "net16", "--data", data, "--test-fraction", 0.5, ok=False)
+    assert p.returncode == 2 and "unrecognized arguments: --test-fraction" in p.stderr

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import HIL
 from hil.circuit import Circuit, load_circuit
 from hil.circuits import random_network
 from hil.ideal import IdealSubstrate
@@ -125,8 +126,10 @@ def test_standalone_deck_runs_in_ngspice_batch_mode(tmp_path, ngspice):
         pytest.fail("the ngspice program is missing (Debian package `ngspice`)")
     from hil.exact import free_state
     f = tmp_path / "net16.cir"
-    subprocess.run([shutil.which("hil") or "hil", "netlist", "net16", "--inputs", "0.5,-0.25", "-o", str(f)], check=True)
-    out = subprocess.run(["ngspice", "-b", str(f)], capture_output=True, text=True, timeout=60).stdout
+    subprocess.run(HIL + ["netlist", "net16", "--inputs", "0.5,-0.25", "-o", str(f)], check=True)
+    run = subprocess.run(["ngspice", "-b", str(f)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr  # a script may chain on the deck
+    out = run.stdout
     c = load_circuit("net16")
     V = free_state(c, [[0.5, -0.25]])[0]
     got = {ln.split("=")[0].strip(): float(ln.split("=")[1]) for ln in out.splitlines() if ln.startswith("v(nd_")}
@@ -134,6 +137,12 @@ def test_standalone_deck_runs_in_ngspice_batch_mode(tmp_path, ngspice):
     for i, name in enumerate(c.nodes):
         if i != c.ground:
             assert abs(got[f"v(nd_{name})"] - V[i]) < 1e-6
+    # a deck whose operating point fails (two sources fight over one node) exits non-zero
+    deck = f.read_text()
+    bad = tmp_path / "bad.cir"
+    bad.write_text(deck.replace(".control", "Vfight nd_n1 0 3\n.control", 1))
+    run = subprocess.run(["ngspice", "-b", str(bad)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "hil: ngspice found no operating point" in run.stdout
 
 
 def test_missing_library_says_how_to_install(tmp_path):

@@ -91,6 +91,8 @@ def test_interrupted_run_loses_nothing_and_resumes_exactly(tmp_path, teacher):
     whole = Run(tmp_path / "whole")
     np.testing.assert_array_equal(whole.load_checkpoint()["g"], cut.load_checkpoint()["g"])
     np.testing.assert_array_equal(whole.read_log()["train_loss"], cut.read_log()["train_loss"])
+    # the curvature step in force at step 26 (set at step 20) came back from the checkpoint
+    np.testing.assert_array_equal(whole.read_log()["lr"], cut.read_log()["lr"])
 
 
 def test_resume_errors(tmp_path):
@@ -104,3 +106,53 @@ def test_updates_stay_within_bounds(tmp_path, teacher):
     g = Run(tmp_path / "big").load_checkpoint()["g"]
     assert np.all((g >= c.g_min) & (g <= c.g_max))
     assert np.any(g == c.g_min) or np.any(g == c.g_max)  # the huge step really was clipped
+
+
+def _max_step_increase(log):
+    """The largest ratio L_{k+1} / L_k over the steps whose loss is above rounding (1e-12 of the start)."""
+    L = log["train_loss"]
+    above = L[:-1] > 1e-12 * L[0]
+    return float(np.max((L[1:] / L[:-1])[above]))
+
+
+def test_demo_descends_without_a_burst_and_the_step_follows_the_curvature(tmp_path):
+    """The README's demo (net16, ep-sym, 2,000 steps, defaults): a fixed initial step burst 2x per step near step 85."""
+    from hil.circuit import load_circuit
+    from hil.rules import make_rule
+    from hil.train import LR_EVERY, default_lr
+
+    c = load_circuit("net16")
+    task = teacher_task(c, seed=1, examples=16)
+    res = start_run(c, task, TrainConfig(rule="ep-sym", steps=2000), tmp_path / "demo", progress=False)
+    run = Run(tmp_path / "demo")
+    log = run.read_log()
+    assert _max_step_increase(log) < 1.03
+    assert res["final_loss"] < 1e-3 * res["initial_loss"]
+    cfg = run.config
+    assert cfg["lr_every"] == LR_EVERY and cfg["lr"] == log["lr"][0]
+    # the step of steps 101..110 is the curvature step at the conductances written after step 100
+    g100 = np.load(run.path / "checkpoints" / "step_000100.npz")["g"]
+    want = default_lr(c, g100, task.X_train, make_rule("ep-sym"))
+    assert log["lr"][101] == pytest.approx(want, rel=1e-12) and np.all(log["lr"][101:111] == log["lr"][101])
+    assert log["lr"][101] < 0.5 * log["lr"][0]  # the curvature grew as conductances shrank
+
+
+@pytest.mark.parametrize("circuit, rules", [
+    ("net16", ["gd", "ep", "ep-holo", "ep-open", "cl", "al"]),
+    ("lattice4x4", ["ep-sym", "cl"]), ("crossbar3x4x2", ["ep-sym", "al"]), ("bridge", ["ep-sym"]),
+    ("divider", ["ep-sym"]), ("kite", ["ep-sym"]),
+])
+def test_no_default_step_raises_the_loss_more_than_a_few_percent(tmp_path, circuit, rules):
+    from hil.circuit import load_circuit
+    c = load_circuit(circuit)
+    task = teacher_task(c, seed=1, examples=16)
+    for rule in rules:
+        start_run(c, task, TrainConfig(rule=rule, steps=400), tmp_path / rule, progress=False)
+        assert _max_step_increase(Run(tmp_path / rule).read_log()) < 1.03, rule
+
+
+def test_an_explicit_learning_rate_stays_fixed(tmp_path, teacher):
+    c, task = teacher
+    start_run(c, task, TrainConfig(rule="gd", steps=30, lr=1e-6), tmp_path / "r", progress=False)
+    run = Run(tmp_path / "r")
+    assert run.config["lr_every"] is None and np.all(run.read_log()["lr"] == 1e-6)

@@ -48,8 +48,9 @@ def unreachable(c: Circuit, X, g=None, active=None) -> list:
     ``active`` edges' columns) with singular value below numpy's rank tolerance.
     Each direction Q u is a residual r_i = A x_i with A (|O| x |in|) of rank one on
     a single input, A = s a b^T: returned as {'outputs': {node: a_j}, 'inputs':
-    {node: b_k}, 'sigma': singular value (V/S)}, a and b unit vectors, the largest
-    output coefficient positive.
+    {node: b_k}, 'sigma': singular value (V/S)}, a and b unit vectors. A direction is
+    defined up to sign; the sign reported is :func:`sign_convention`'s (the first output
+    coefficient of largest magnitude positive), so every machine prints the same one.
     """
     X = np.atleast_2d(np.asarray(X, float))
     J = exact.jacobian(c, X, g)
@@ -70,11 +71,23 @@ def _directions(c: Circuit, X, Q, J) -> tuple:
         A = np.linalg.lstsq(X, V, rcond=None)[0].T          # V_i = A x_i
         a, _, bt = np.linalg.svd(A)
         a, b = a[:, 0], bt[0]
-        if a[np.argmax(np.abs(a))] < 0:
+        if sign_convention(a) < 0:
             a, b = -a, -b
         out.append({"outputs": dict(zip(c.output_names, np.round(a, 6).tolist())),
                     "inputs": dict(zip(c.input_names, np.round(b, 6).tolist())), "sigma": float(sv[k])})
     return out, float(sv.max())
+
+
+def sign_convention(v, rtol: float = 1e-6) -> float:
+    """+1 or -1: the sign of v's first component whose magnitude is the largest to ``rtol``.
+
+    A singular or eigenvector is defined up to sign, and a tie in magnitude (0.707, -0.707)
+    is broken by rounding differently on each BLAS; the first of the tied components decides.
+    """
+    v = np.asarray(v, float)
+    mag = np.abs(v)
+    k = int(np.flatnonzero(mag >= mag.max() * (1 - rtol))[0])
+    return 1.0 if v[k] >= 0 else -1.0
 
 
 def combination(coef: dict) -> str:

@@ -97,9 +97,15 @@ def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None
 
 
 def standalone_deck(c: Circuit, params, inputs, device=None) -> str:
-    """A deck that ``ngspice -b`` runs on its own: the free state at ``inputs`` (V), printing every node voltage."""
+    """A deck that ``ngspice -b`` runs on its own: the free state at ``inputs`` (V), printing every node voltage.
+
+    ngspice exits 0 when the operating point was found and 1 when it was not (a failed
+    ``op`` leaves an empty plot behind, so the deck tests that a node voltage exists).
+    """
     sc = build(c, params, "open", "hil_deck", device=device, inputs=inputs)
     nodes = [node_name(c, i) for i in range(c.n) if i != c.ground]
     body = str(sc).split("\n", 1)[1]  # PySpice's .title line replaced by a comment naming the circuit
     return (f"* hil: free state of circuit {c.name!r}; edges are resistors of 1/g ohms\n" + body
-            + ".control\nop\nprint " + " ".join(f"v({n})" for n in nodes) + "\n.endc\n.end\n")
+            + ".control\nop\n"
+            + f"if length(v({nodes[0]})) = 1\n  print " + " ".join(f"v({n})" for n in nodes) + "\n  quit 0\nend\n"
+            + 'echo "hil: ngspice found no operating point"\nquit 1\n.endc\n.end\n')
