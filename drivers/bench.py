@@ -13,9 +13,11 @@ A bench file (TOML) says which instrument drives or reads which node::
     wiring_check = true           # at the start, every node read against the circuit at the board's g ...
     wiring_tolerance = 0.05       # ... to within this many volts (swapped channels or SMUs stop the run)
     [board]
-    resource = "TCPIP::127.0.0.1::5025::SOCKET"
+    resource = "TCPIP::127.0.0.1::5025::SOCKET"   # or "ASRL/dev/ttyACM0::INSTR" (firmware/)
     g_min = 1e-5                  # never written below / above (S)
     g_max = 1e-2
+    # serial resources only (ASRL...): baud_rate (115200 for the board, 9600 for the
+    # others) and the board's reset_wait (s, default 2: opening the port resets an Arduino)
     [[smu]]                       # one per input node and per output node
     node = "n1"
     resource = "TCPIP::127.0.0.1::5026::SOCKET"
@@ -89,6 +91,15 @@ def _flag(v):
     return None if isinstance(v, bool) else "must be true or false"
 
 
+def _within(lo, hi, integer=False):
+    """A number in [lo, hi] (the serial settings' wording)."""
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi or (integer and v != int(v)):
+            return f"must be a number in [{lo}, {hi}]"
+        return None
+    return check
+
+
 def _text(v):
     return None if isinstance(v, str) else "must be a string"
 
@@ -108,10 +119,12 @@ SCHEMA = {
          "probe_current": _number(0, 1.05, lo_open=True), "average": _number(1, 10000, True),
          "sweep_points": _number(1, 100, True), "wiring_check": _flag, "wiring_tolerance": _number(0, 10, lo_open=True),
          "board": None, "smu": None, "scanner": None},
-    "board": {"resource": _resource, "g_min": _number(0, INF, lo_open=True), "g_max": _number(0, INF, lo_open=True)},
+    "board": {"resource": _resource, "g_min": _number(0, INF, lo_open=True), "g_max": _number(0, INF, lo_open=True),
+              "baud_rate": _within(50, 4_000_000, True), "reset_wait": _within(0.0, 60.0)},
     "smu": {"node": _text, "resource": _resource, "voltage_limit": _number(0, 210, lo_open=True),
-            "current_limit": _number(0, 1.05, lo_open=True)},
-    "scanner": {"resource": _resource, "voltage_limit": _number(0, 1010, lo_open=True), "channels": None},
+            "current_limit": _number(0, 1.05, lo_open=True), "baud_rate": _within(50, 4_000_000, True)},
+    "scanner": {"resource": _resource, "voltage_limit": _number(0, 1010, lo_open=True), "channels": None,
+                "baud_rate": _within(50, 4_000_000, True)},
 }
 REQUIRED = {"board": ("resource",), "smu": ("node", "resource"), "scanner": ("resource",)}
 
@@ -252,9 +265,12 @@ class BenchSubstrate(Substrate):
             raise
 
     # -- connections ----------------------------------------------------------------
-    def _adapter_kwargs(self):
-        return dict(visa_library=self.visa_library, read_termination="\n", write_termination="\n",
-                    timeout=self.timeout)
+    def _adapter_kwargs(self, resource: str | None = None):
+        kw = dict(visa_library=self.visa_library, read_termination="\n", write_termination="\n",
+                  timeout=self.timeout)
+        if resource is not None and resource.upper().startswith("ASRL"):
+            kw["baud_rate"] = self._bauds[resource]
+        return kw
 
     def _instruments(self) -> list:
         return [i for i in [self.board, *self.smus.values(), self.scanner] if i is not None]
@@ -263,8 +279,13 @@ class BenchSubstrate(Substrate):
         """Connect every instrument, make it safe, configure it (board first: it sources nothing)."""
         from hil.drivers.instruments import ResistorBoard, Scanner, SMU
         b = self.cfg["board"]
+        self._bauds = {b["resource"]: int(b.get("baud_rate", 115200))}  # resistor-board.md: 115200 baud
+        for sec in self.cfg["smu"] + ([self.cfg["scanner"]] if "scanner" in self.cfg else []):
+            self._bauds[sec["resource"]] = int(sec.get("baud_rate", 9600))  # the Keithleys' factory setting
+        serial = b["resource"].upper().startswith("ASRL")
         self.board = self._connect("resistor board", b["resource"], lambda **kw: ResistorBoard(
-            b["resource"], b.get("g_min", self.circuit.g_min), b.get("g_max", self.circuit.g_max), **kw))
+            b["resource"], b.get("g_min", self.circuit.g_min), b.get("g_max", self.circuit.g_max),
+            reset_wait=float(b.get("reset_wait", 2.0 if serial else 0.0)), **kw))
         if self.board.edges != self.circuit.m:
             raise BenchError(f"resistor board at {b['resource']} has {self.board.edges} edges; "
                              f"circuit '{self.circuit.name}' has {self.circuit.m}")
@@ -282,7 +303,7 @@ class BenchSubstrate(Substrate):
     def _connect(self, name, resource, make):
         """Open one instrument (retried like any fault), then make it safe and configure it."""
         def attempt():
-            inst = make(**self._adapter_kwargs())
+            inst = make(**self._adapter_kwargs(resource))
             self._nodelay(inst)
             self._prepare(inst)
             return inst
@@ -331,10 +352,12 @@ class BenchSubstrate(Substrate):
             inst.adapter.close()
         except Exception:
             pass
-        kw = {k: v for k, v in self._adapter_kwargs().items() if k != "visa_library"}
+        kw = {k: v for k, v in self._adapter_kwargs(inst.adapter.resource_name).items() if k != "visa_library"}
         inst.adapter.connection = inst.adapter.manager.open_resource(inst.adapter.resource_name,
                                                                       open_timeout=self.timeout, **kw)
         self._nodelay(inst)
+        if hasattr(inst, "after_open"):  # a serial board reset by the reopened port
+            inst.after_open()
         self._prepare(inst)
 
     def _pause(self, attempt: int, t0: float) -> bool:
@@ -401,7 +424,7 @@ class BenchSubstrate(Substrate):
         if from_board:
             g = self._call(self.board, self.board.read_conductances, "read")
             try:
-                self.board.check_all(g)
+                self.board.checked(g)
             except LimitError as exc:
                 raise BenchError(f"--from-board: the board holds a value outside the limits: {exc}") from None
             self._g = self._target = g
@@ -446,18 +469,27 @@ class BenchSubstrate(Substrate):
         g = np.asarray(g, float)
         if g.shape != (self.circuit.m,):
             raise BenchError(f"expected {self.circuit.m} conductances, got shape {g.shape}")
-        g = self.board.check_all(g)  # LimitError before anything is sent
+        g = self.board.checked(g)  # LimitError before anything is sent
         self._target = g
+        # what the board will hold (a digipot's nearest taps)
+        want = self._call(self.board, lambda: self._counted(self.board.nearest(g)), "nearest values")
         for attempt in range(self.retries + 1):  # write-verify
             self._call(self.board, lambda: self.board.set_all(g), "write")
             got = self._call(self.board, self.board.read_conductances, "read-back")
-            if np.allclose(got, g, rtol=1e-12, atol=0):
+            if np.allclose(got, want, rtol=1e-12, atol=0):
                 self._g = got
                 # once a step: an error any instrument queued since the last write stops the run cleanly
                 for inst in self._instruments():
                     self._check_errors(inst)
                 return got.copy()
-        raise BenchError(f"{self.board.name}: wrote {g.tolist()} but reads back {got.tolist()}")
+        raise BenchError(f"{self.board.name}: wrote {g.tolist()} (held as {want.tolist()}) but reads back {got.tolist()}")
+
+    def _counted(self, g) -> np.ndarray:
+        """A reply of one conductance per edge; ReplyError otherwise (retried like garbage)."""
+        from hil.drivers.instruments import ReplyError
+        if len(g) != self.circuit.m:
+            raise ReplyError(f"{self.board.name}: {len(g)} values for {self.circuit.m} edges")
+        return g
 
     def read(self) -> np.ndarray:
         return self._g.copy()
@@ -537,6 +569,7 @@ class BenchSubstrate(Substrate):
                 if inst in self.smus.values():
                     inst.write(":OUTP OFF")
                     inst.write("*RST")
+                    inst.ask("*OPC?")  # applied before the link closes
                 inst.adapter.close()
             except Exception:
                 pass

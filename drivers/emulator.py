@@ -17,8 +17,11 @@ reply, a dropped connection, a garbage reply, an error pushed into the queue.
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import socketserver
+import tty
 from collections import deque
 import threading
 import time
@@ -64,6 +67,7 @@ class BenchModel:
         self.g_range = (float(lo), float(hi))
         self.smus = {}
         self._cache = None
+        self.g_source = None  # a callable giving g (S) when the board is outside the emulator (firmware)
 
     def set_g(self, g):
         with self.lock:
@@ -88,6 +92,10 @@ class BenchModel:
         """Node voltages (N, n) at each point of the sweep: instruments stepped together, as by a trigger link."""
         from hil.substrate import Experiment
         with self.lock:
+            if self.g_source is not None:
+                g = np.asarray(self.g_source(), float)
+                if not np.array_equal(g, self.g):
+                    self.g, self._cache = g, None
             if self._cache is not None:
                 return self._cache
             c = self.c
@@ -161,42 +169,81 @@ class Instrument:
 
 
 class ResistorBoard(Instrument):
+    """The board of ``resistor-board.md``: holds any conductance in its range, or (``device``, a
+    :class:`hil.spice.devices.Digipot`) the nearest tap, R = R_W + code R_AB / N, as the firmware does."""
+
     idn = "hil,EmulatedResistorBoard,0,1.0"
+
+    def __init__(self, model: BenchModel, device=None):
+        self.device = device
+        if device is not None:
+            model.g_range = (float(device.g_from_param(device.taps)), float(device.g_from_param(0)))
+        super().__init__(model)
+
+    def held(self, g) -> np.ndarray:
+        """The conductances (S) the board holds when asked for g: g itself, or each edge's nearest tap."""
+        g = np.asarray(g, float)
+        return g.copy() if self.device is None else self.device.g_from_param(self.device.param_from_g(g))
 
     def declare(self):
         s, m = self.scpi, self.model
-        s.add("EDGE:COUNt?", lambda a: str(m.c.m))
-        s.add("EDGE:RANGe?", lambda a: f"{_fmt(m.g_range[0])},{_fmt(m.g_range[1])}")
+        s.add("EDGE:COUNt?", _no_args(lambda: str(m.c.m)))
+        s.add("EDGE:RANGe?", _no_args(lambda: f"{_fmt(m.g_range[0])},{_fmt(m.g_range[1])}"))
         s.add("EDGE:CONDuctance", self._set_one)
-        s.add("EDGE:CONDuctance?", lambda a: _fmt(m.g[self._edge(a) - 1]))
-        s.add("EDGE:ALL", self._set_all)
-        s.add("EDGE:ALL?", lambda a: ",".join(_fmt(v) for v in m.g))
+        s.add("EDGE:CONDuctance?", lambda a: _fmt(m.g[self._edge(_fields(a, 1)[0]) - 1]))
+        s.add("EDGE:ALL", lambda a: m.set_g(self._values(a)))
+        s.add("EDGE:ALL?", _no_args(lambda: ",".join(_fmt(v) for v in m.g)))
+        s.add("EDGE:NEARest?", lambda a: ",".join(_fmt(v) for v in self._values(a)))
 
-    def _edge(self, a):
-        return int(number(a, 1, self.model.c.m))
+    def _edge(self, a) -> int:
+        k = number(a, 1, self.model.c.m)
+        if k != int(k):
+            raise SCPIError(-104, f"edge index {k:g} is not a whole number")
+        return int(k)
+
+    def _value(self, a, k) -> float:
+        try:
+            return number(a, *self.model.g_range)
+        except SCPIError as exc:
+            raise SCPIError(exc.code, f"edge {k} conductance {exc.detail}".strip()) from None
 
     def _set_one(self, a):
-        parts = a.split(",")
-        if len(parts) != 2:
-            raise SCPIError(-109, "EDGE:COND needs edge,value")
-        k = self._edge(parts[0])
-        v = number(parts[1], *self.model.g_range)
+        k, v = _fields(a, 2)
+        k = self._edge(k)
         g = self.model.g.copy()
-        g[k - 1] = v
+        g[k - 1] = self.held([self._value(v, k)])[0]
         self.model.set_g(g)
 
-    def _set_all(self, a):
-        vals = [number(x, *self.model.g_range) for x in a.split(",")]
-        if len(vals) != self.model.c.m:
-            raise SCPIError(-109, f"EDGE:ALL needs {self.model.c.m} values, got {len(vals)}")
-        self.model.set_g(vals)
+    def _values(self, a) -> np.ndarray:
+        """EDGE:ALL's values, the count checked first, then every value, before any is used."""
+        fields = _fields(a, self.model.c.m, "one value per edge")
+        return self.held([self._value(x, k + 1) for k, x in enumerate(fields)])
 
     def reset(self):
         lo, hi = self.model.g_range
-        self.model.set_g(np.full(self.model.c.m, np.sqrt(lo * hi)))
+        self.model.set_g(self.held(np.full(self.model.c.m, np.sqrt(lo * hi))))
 
     def state(self):
         return {"g": self.model.g.copy()}
+
+
+def _fields(a: str, want: int, what: str = "") -> list:
+    """The comma-separated parameters, exactly ``want`` of them (-109 for fewer, -108 for more)."""
+    fields = a.split(",") if a.strip() else []
+    if len(fields) < want:
+        raise SCPIError(-109, f"{what} {len(fields)} of {want}".strip())
+    if len(fields) > want:
+        raise SCPIError(-108, f"{what} {len(fields)} of {want}".strip())
+    return fields
+
+
+def _no_args(fn):
+    """A handler for a command that takes no parameters (-108 otherwise)."""
+    def handler(a):
+        if a.strip():
+            raise SCPIError(-108, a[:40])
+        return fn()
+    return handler
 
 
 class SMU(Instrument):
@@ -417,6 +464,65 @@ class Scanner(Instrument):
 # -- serving ----------------------------------------------------------------------
 
 
+def _faulted(inst: Instrument, reply: str):
+    """The reply as the injected faults leave it: delayed, garbled, or None (the link drops)."""
+    f = inst.faults
+    if f.take("drop"):
+        return None
+    if f.delay_count > 0:
+        f.delay_count -= 1
+        time.sleep(f.delay)
+    return "\x07#?garbage?#" if f.take("garbage") else reply
+
+
+class _Pty:
+    """An instrument on a pseudo-terminal: a client opens ``path`` as ``ASRL<path>::INSTR`` (pyserial).
+
+    The emulator holds the terminal side open too, so a client closing and reopening the
+    port (as a driver's reconnect does) finds the instrument still there. A dropped link
+    (fault) loses that reply, as a serial glitch would.
+    """
+
+    def __init__(self, inst: Instrument):
+        self.inst = inst
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)  # no echo, no CR/LF translation: bytes pass as on a UART
+        self.path = os.ttyname(self.slave)
+        self._stop = threading.Event()
+
+    def start(self) -> "_Pty":
+        threading.Thread(target=self._serve, daemon=True, name=f"emulator-pty-{self.path}").start()
+        return self
+
+    def _serve(self):
+        buf = b""
+        while not self._stop.is_set():
+            if not select.select([self.master], [], [], 0.1)[0]:
+                continue
+            try:
+                buf += os.read(self.master, 65536)
+            except OSError:
+                return
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode("ascii", "replace").strip("\r")
+                self.inst.received.append(text)
+                for r in (self.inst.scpi.execute(text) if text else []):
+                    r = _faulted(self.inst, r)
+                    if r is not None:
+                        os.write(self.master, (r + "\n").encode("ascii", "replace"))
+
+    def stop(self, wait: bool = True):
+        self._stop.set()
+        if wait:  # the server thread notices within its 0.1 s poll
+            time.sleep(0.15)
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class _Handler(socketserver.StreamRequestHandler):
     def setup(self):
         super().setup()
@@ -437,14 +543,9 @@ class _Handler(socketserver.StreamRequestHandler):
             replies = inst.scpi.execute(text) if text else []
             inst.log_state(text)
             for r in replies:
-                f = inst.faults
-                if f.take("drop"):
+                r = _faulted(inst, r)
+                if r is None:
                     return
-                if f.delay_count > 0:
-                    f.delay_count -= 1
-                    time.sleep(f.delay)
-                if f.take("garbage"):
-                    r = "\x07#?garbage?#"
                 try:
                     self.wfile.write((r + "\n").encode("ascii", "replace"))
                     self.wfile.flush()
@@ -465,6 +566,8 @@ class EmulatedBench:
     instruments: dict = field(default_factory=dict)   # name -> Instrument
     host: str = "127.0.0.1"
     servers: dict = field(default_factory=dict)       # name -> (server, port)
+    ptys: dict = field(default_factory=dict)          # name -> _Pty, after serve_serial()
+    external: dict = field(default_factory=dict)      # name -> resource of an instrument served elsewhere
 
     def start(self, ports: dict | None = None) -> "EmulatedBench":
         for name, inst in self.instruments.items():
@@ -474,7 +577,17 @@ class EmulatedBench:
             self.servers[name] = (srv, srv.server_address[1])
         return self
 
-    def resource(self, name: str) -> str:
+    def serve_serial(self) -> "EmulatedBench":
+        """Serve every instrument on a pseudo-terminal too (``ASRL/dev/pts/K::INSTR``)."""
+        for name, inst in self.instruments.items():
+            self.ptys[name] = _Pty(inst).start()
+        return self
+
+    def resource(self, name: str, serial: bool = False) -> str:
+        if name in self.external:
+            return self.external[name]
+        if serial:
+            return f"ASRL{self.ptys[name].path}::INSTR"
         return f"TCPIP::{self.host}::{self.servers[name][1]}::SOCKET"
 
     def stop(self):
@@ -482,6 +595,11 @@ class EmulatedBench:
             srv.shutdown()
             srv.server_close()
         self.servers.clear()
+        for p in self.ptys.values():
+            p._stop.set()
+        for k, p in enumerate(self.ptys.values()):
+            p.stop(wait=k == 0)
+        self.ptys.clear()
 
     def __enter__(self):
         return self
@@ -489,30 +607,44 @@ class EmulatedBench:
     def __exit__(self, *exc):
         self.stop()
 
-    def bench_toml(self, circuit_path: str, settle: float = 0.0) -> str:
-        """The bench file a :class:`hil.drivers.bench.BenchSubstrate` reads to drive this bench."""
+    def bench_toml(self, circuit_path: str, settle: float = 0.0, serial: bool = False) -> str:
+        """The bench file a :class:`hil.drivers.bench.BenchSubstrate` reads to drive this bench.
+
+        ``serial``: the instruments' pseudo-terminals (``serve_serial``) instead of their TCP ports.
+        """
         c = self.model.c
+
+        def where(name):
+            r = self.resource(name, serial)
+            # an emulated or host-built board does not reset when its port opens
+            return [f'resource = "{r}"'] + (["reset_wait = 0.0"] if name == "board" and r.startswith("ASRL") else [])
+
+        lo, hi = self.model.g_range
         lines = ["# written by hil emulate: the emulated bench's instruments and limits",
                  f"circuit = {str(circuit_path)!r}".replace("'", '"'), f"settle = {settle!r}", "",
-                 "[board]", f'resource = "{self.resource("board")}"',
-                 f"g_min = {self.model.g_range[0]!r}", f"g_max = {self.model.g_range[1]!r}", ""]
+                 "[board]", *where("board"), f"g_min = {max(lo, c.g_min)!r}", f"g_max = {min(hi, c.g_max)!r}", ""]
         for name, inst in self.instruments.items():
             if isinstance(inst, SMU):
-                lines += ["[[smu]]", f'node = "{inst.node_name}"', f'resource = "{self.resource(name)}"',
+                lines += ["[[smu]]", f'node = "{inst.node_name}"', *where(name),
                           "voltage_limit = 2.0", "current_limit = 0.02", ""]
         scan = self.instruments.get("scanner")
         if scan is not None:
-            lines += ["[scanner]", f'resource = "{self.resource("scanner")}"', "voltage_limit = 2.0", "",
+            lines += ["[scanner]", *where("scanner"), "voltage_limit = 2.0", "",
                       "[scanner.channels]"]
             lines += [f'{c.nodes[n]} = {ch}' for ch, n in sorted(scan.channels.items())]
         return "\n".join(lines) + "\n"
 
 
-def build(substrate, board_range=None) -> EmulatedBench:
-    """An emulated bench for ``substrate``'s circuit: a board, an SMU per input and output, a scanner."""
+def build(substrate, board_range=None, board_device=None, board=True) -> EmulatedBench:
+    """An emulated bench for ``substrate``'s circuit: a board, an SMU per input and output, a scanner.
+
+    ``board_device``: a :class:`hil.spice.devices.Digipot` whose taps the board holds (default:
+    any conductance in its range). ``board=False``: no emulated board; the circuit's
+    conductances then come from ``model.g_source`` (a firmware board, :mod:`hil.drivers.firmware`).
+    """
     model = BenchModel(substrate, board_range)
     c = model.c
-    inst = {"board": ResistorBoard(model)}
+    inst = {"board": ResistorBoard(model, board_device)} if board else {}
     for i in list(c.inputs) + list(c.outputs):
         inst[f"smu_{c.nodes[i]}"] = SMU(model, c.nodes[i])
     others = [i for i in range(c.n) if i != c.ground and i not in c.inputs and i not in c.outputs]
@@ -520,5 +652,5 @@ def build(substrate, board_range=None) -> EmulatedBench:
         raise ValueError(f"circuit '{c.name}' has {len(others)} inner nodes; one 7700 card reads {len(SCANNER_CHANNELS)}")
     if others:
         inst["scanner"] = Scanner(model, {101 + k: c.nodes[i] for k, i in enumerate(others)})
-    model.set_g(substrate.read())
+    model.set_g(inst["board"].held(substrate.read()) if board else substrate.read())
     return EmulatedBench(model, inst)

@@ -16,6 +16,8 @@ and ``configure()`` (the settings a run needs, every one within the limits).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.keithley import Keithley2400, Keithley2700
@@ -207,14 +209,30 @@ class ResistorBoard(SCPIMixin, Instrument):
 
     edge_count = Instrument.measurement("EDGE:COUN?", "Number of programmable edges.", cast=int)
     edge_range = Instrument.measurement("EDGE:RANG?", "The board's conductance range (S): [g_min, g_max].")
+    conductances = Instrument.measurement("EDGE:ALL?", "Every edge's conductance (S), as the reply parses.")
 
-    def __init__(self, adapter, g_min: float, g_max: float, name="resistor board", **kwargs):
+    @property
+    def edges(self) -> int:
+        """Number of edges, asked once (ReplyError when the reply is not a number)."""
+        if self._edges is None:
+            self._edges = int(floats(self.name, self.ask("EDGE:COUN?"), 1)[0])
+        return self._edges
+
+    def __init__(self, adapter, g_min: float, g_max: float, name="resistor board", reset_wait: float = 0.0, **kwargs):
         super().__init__(adapter, name, **kwargs)
-        self.edges = int(floats(name, self.ask("EDGE:COUN?"), 1)[0])
+        self.reset_wait = float(reset_wait)
+        self.after_open()
+        self._edges = None
         lo, hi = floats(name, self.ask("EDGE:RANG?"), 2)
         self.g_min, self.g_max = max(float(g_min), lo), min(float(g_max), hi)
         if not self.g_min < self.g_max:
             raise LimitError(f"{name}: the limits [{g_min}, {g_max}] S do not overlap the board's range [{lo}, {hi}] S")
+
+    def after_open(self) -> None:
+        """A serial board resets when its port opens (Arduino's DTR): wait ``reset_wait`` s, drop what it sent."""
+        if self.reset_wait > 0:
+            time.sleep(self.reset_wait)
+            self.adapter.flush_read_buffer()
 
     def make_safe(self) -> list:
         """The error queue read, then *CLS; returns the errors that were queued.
@@ -232,14 +250,17 @@ class ResistorBoard(SCPIMixin, Instrument):
         """Every edge's conductance (S), (m,); ReplyError when the reply is not m finite numbers."""
         return floats(self.name, self.ask("EDGE:ALL?"), self.edges)
 
-    def check_all(self, g) -> np.ndarray:
-        """``g`` (S) checked against the limits, edge by edge; LimitError naming the first edge outside."""
+    def checked(self, g) -> np.ndarray:
+        """g (S) as floats, each inside [g_min, g_max]; LimitError naming the first edge outside."""
         return np.array([_check(self.name, f"edge {k + 1} conductance", v, self.g_min, self.g_max, "S")
                          for k, v in enumerate(g)])
 
     def set_all(self, g) -> None:
-        g = self.check_all(g)
-        self.write("EDGE:ALL " + ",".join(f"{v:.17g}" for v in g))
+        self.write("EDGE:ALL " + ",".join(f"{v:.17g}" for v in self.checked(g)))
+
+    def nearest(self, g) -> np.ndarray:
+        """The conductances (S) the board would hold after ``set_all(g)`` (a digipot's nearest taps); changes nothing."""
+        return floats(self.name, self.ask("EDGE:NEAR? " + ",".join(f"{v:.17g}" for v in self.checked(g))))
 
     def set_edge(self, k: int, g: float) -> None:
         _check(self.name, "edge index", k, 1, self.edges, "")

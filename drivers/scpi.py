@@ -141,6 +141,9 @@ def _split(line: str) -> list:
     return out
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)(E[+-]?\d+)?")  # SCPI NR1/NR2/NR3 (upper-cased)
+
+
 def number(arg: str, lo: float = -float("inf"), hi: float = float("inf")) -> float:
     """A numeric parameter (SCPI NR1/NR2/NR3, MIN, MAX, DEF), range-checked."""
     a = arg.strip().upper()
@@ -150,10 +153,9 @@ def number(arg: str, lo: float = -float("inf"), hi: float = float("inf")) -> flo
         return lo
     if a in ("MAX", "MAXIMUM"):
         return hi
-    try:
-        v = float(a)
-    except ValueError:
-        raise SCPIError(DATA_TYPE_ERROR, arg[:40]) from None
+    if not _DECIMAL.fullmatch(a):  # float() would also take 'inf', '1_0', ' 0x1p3'-like forms
+        raise SCPIError(DATA_TYPE_ERROR, arg[:40])
+    v = float(a)
     if not (lo <= v <= hi) or v != v:
         raise SCPIError(DATA_OUT_OF_RANGE, f"{v:g} not in [{lo:g}, {hi:g}]")
     return v

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -417,17 +418,23 @@ def cmd_emulate(args):
                  ours="# written by hil emulate: the emulated bench's instruments and limits")
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
-    bench = build(sub)
+    fw = _firmware_board(args.firmware, c) if args.firmware else None
+    bench = build(sub, board=fw is None)
+    if fw is not None:  # the firmware is the board; the emulated instruments measure what its pots hold
+        bench.external["board"] = fw.resource
+        fw.attach(bench.model)
     bench.host = args.host
-    names = list(bench.instruments)
-    _port(args.port, len(names))
-    faults = [_fault(f, names) for f in args.fault or []]
-    ports = {n: args.port + k for k, n in enumerate(names)} if args.port else None
+    names = list(bench.external) + list(bench.instruments)
+    _port(args.port, len(bench.instruments))
+    faults = [_fault(f, list(bench.instruments)) for f in args.fault or []]  # emulated instruments only
+    ports = {n: args.port + k for k, n in enumerate(bench.instruments)} if args.port else None
     try:
         bench.start(ports)
     except OSError as exc:
         bench.stop()
         raise ValueError(f"--host {args.host} --port {args.port or 'auto'}: cannot listen: {exc.strerror or exc}") from None
+    if args.serial:
+        bench.serve_serial()
     for name, kind, val in faults:
         inst = bench.instruments[name]
         if kind == "delay":
@@ -437,14 +444,20 @@ def cmd_emulate(args):
         else:
             setattr(inst.faults, kind, val)
     from hil.runs import atomic_write
-    atomic_write(out, bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source))
+    atomic_write(out, bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source,
+                                       serial=args.serial))
     lines = [f"emulating {c.name} ({args.backend}{', ' + args.device if args.backend == 'ngspice' else ''}) "
-             f"on {args.host}:"] + [f"  {n:<12} {bench.resource(n)}" for n in names] + \
+             f"on {args.host}" + (" and on pseudo-terminals" if args.serial else "") + ":"] + \
+            [f"  {n:<12} {bench.resource(n)}" + (f"  {bench.resource(n, serial=True)}" if args.serial else "")
+             for n in names] + \
             [f"faults: {', '.join(args.fault)}" for _ in [0] if args.fault] + \
-            [f"bench file: {out}", f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
-                                   f"--bench {out} --out runs/bench", "Ctrl-C stops."]
-    _emit(args, {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names},
-                 "faults": args.fault or []}, "\n".join(lines))
+            [f"bench file{' (the pseudo-terminals)' if args.serial else ''}: {out}",
+             f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
+             f"--bench {out} --out runs/bench", "Ctrl-C stops."]
+    obj = {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}, "faults": args.fault or []}
+    if args.serial:
+        obj["serial"] = {n: bench.resource(n, serial=True) for n in names}
+    _emit(args, obj, "\n".join(lines))
     sys.stdout.flush()
     try:
         while True:
@@ -452,6 +465,24 @@ def cmd_emulate(args):
     except KeyboardInterrupt:
         bench.stop()
         sub.close()
+        if fw is not None:
+            fw.close()
+
+
+def _firmware_board(executable, circuit):
+    """The board's firmware built for this machine (``make -C firmware host``) on a pty, with the digipot's taps."""
+    from pathlib import Path
+
+    from hil.drivers.firmware import FirmwareBoard, FirmwareError
+    from hil.spice.devices import Digipot
+    from hil.spice.nonideal import NonIdeal
+
+    if not Path(executable).is_file() or not os.access(executable, os.X_OK):
+        raise ValueError(f"--firmware {executable}: not an executable file (build it: make -C firmware host)")
+    try:
+        return FirmwareBoard.host(Path(executable).resolve(), Digipot(circuit, NonIdeal()), circuit.m)
+    except FirmwareError as exc:
+        raise ValueError(f"--firmware {executable}: {exc}") from None
 
 
 def cmd_circuits(args):
@@ -545,6 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--bench-file", metavar="FILE", help="where to write the bench file (default CIRCUIT-bench.toml)")
     em.add_argument("--port", type=int, default=0, help="first port (default: free ports chosen by the system)")
     em.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    em.add_argument("--firmware", metavar="EXE",
+                    help="the board is this build of firmware/ for this machine (make -C firmware host: "
+                         "build/board-host) on a pseudo-terminal, with the digipot's taps; the emulated SMUs "
+                         "and scanner measure the circuit its pots make")
+    em.add_argument("--serial", action="store_true",
+                    help="also serve every instrument on a pseudo-terminal; the bench file names those "
+                         "(ASRL/dev/pts/K::INSTR, through pyserial) instead of the TCP ports")
     em.add_argument("--fault", action="append", metavar="INSTRUMENT:KIND=VALUE", help=FAULT_HELP)
     em.add_argument("--force", action="store_true", help="overwrite --bench-file even if hil did not write it")
 

@@ -198,7 +198,8 @@ def test_garbage_on_the_read_back_is_retried_then_named(emulated):
         emu.instruments["board"].faults.garbage = 1
         np.testing.assert_allclose(bench.write(g), g, rtol=1e-15)  # the reply's 16 digits
         emu.instruments["board"].faults.garbage = 10 ** 6
-        with pytest.raises(BenchError, match=r"resistor board at TCPIP::127.0.0.1::\d+::SOCKET: read-back failed "
+        # the first query of a write asks which values the board will hold (EDGE:NEAR?), then the read-back
+        with pytest.raises(BenchError, match=r"resistor board at TCPIP::127.0.0.1::\d+::SOCKET: nearest values failed "
                                              r"after 3 tries .*ReplyError: resistor board: reply '\\x07#\?garbage\?#' "
                                              r"is not a list of numbers"):
             bench.write(c.g)
