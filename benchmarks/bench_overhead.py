@@ -10,9 +10,9 @@ one example at a time), then ideal batched for reference; medians of repeats.
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -24,6 +24,10 @@ from hil.circuit import load_circuit
 from hil.drivers.bench import BenchSubstrate
 from hil.ideal import IdealSubstrate
 from hil.substrate import Free
+
+# the entry point of the interpreter running this script, never whatever PATH holds
+_ENTRY = Path(sys.executable).with_name("hil")
+HIL = [str(_ENTRY)] if _ENTRY.is_file() else [sys.executable, "-m", "hil"]
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -45,7 +49,7 @@ def main():
     for name in ("net16", "bridge"):
         c = load_circuit(name)
         bench_file = Path(tempfile.mkdtemp()) / "bench.toml"
-        emu = subprocess.Popen([shutil.which("hil"), "emulate", name, "--bench-file", str(bench_file), "--json"],
+        emu = subprocess.Popen(HIL + ["emulate", name, "--bench-file", str(bench_file), "--json"],
                                stdout=subprocess.PIPE, text=True)
         try:
             line = ""

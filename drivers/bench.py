@@ -12,6 +12,7 @@ A bench file (TOML) says which instrument drives or reads which node::
     sweep_points = 100            # examples per source-list sweep (a 2400 holds 100 list points)
     wiring_check = true           # at the start, every node read against the circuit at the board's g ...
     wiring_tolerance = 0.05       # ... to within this many volts (swapped channels or SMUs stop the run)
+    record_max_bytes = 100000000  # a run's record of exchanges (RUN/bench/) stops growing here
     [board]
     resource = "TCPIP::127.0.0.1::5025::SOCKET"   # or "ASRL/dev/ttyACM0::INSTR" (firmware/)
     g_min = 1e-5                  # never written below / above (S)
@@ -118,7 +119,7 @@ SCHEMA = {
          "retries": _number(0, INF, True), "retry_seconds": _number(0, 86400, lo_open=True),
          "probe_current": _number(0, 1.05, lo_open=True), "average": _number(1, 10000, True),
          "sweep_points": _number(1, 100, True), "wiring_check": _flag, "wiring_tolerance": _number(0, 10, lo_open=True),
-         "board": None, "smu": None, "scanner": None},
+         "record_max_bytes": _number(0, INF, True), "board": None, "smu": None, "scanner": None},
     "board": {"resource": _resource, "g_min": _number(0, INF, lo_open=True), "g_max": _number(0, INF, lo_open=True),
               "baud_rate": _within(50, 4_000_000, True), "reset_wait": _within(0.0, 60.0)},
     "smu": {"node": _text, "resource": _resource, "voltage_limit": _number(0, 210, lo_open=True),
@@ -255,6 +256,7 @@ class BenchSubstrate(Substrate):
         if chans and "scanner" not in self.cfg:
             raise BenchError(f"{where}: [scanner.channels] without a [scanner] resource")
         self._chan_nodes = [(c.node(n), ch) for n, ch in chans.items()]
+        self.recorder = None  # a BenchRecorder once record_to is called
         self.board, self.smus, self.scanner = None, {}, None
         self._target = None  # the conductances last sent to the board (S), restored after a reconnect
         try:
@@ -478,6 +480,8 @@ class BenchSubstrate(Substrate):
             got = self._call(self.board, self.board.read_conductances, "read-back")
             if np.allclose(got, want, rtol=1e-12, atol=0):
                 self._g = got
+                if self.recorder:
+                    self.recorder.event("write", requested=g, read_back=got)
                 # once a step: an error any instrument queued since the last write stops the run cleanly
                 for inst in self._instruments():
                     self._check_errors(inst)
@@ -516,6 +520,9 @@ class BenchSubstrate(Substrate):
                 rows = slice(start, min(start + self.chunk, len(X)))
                 V[rows] = self._retry(lambda rows=rows: self._sweep(e, X[rows], vals[rows]), self._instruments())
             out.append(V)
+        if self.recorder:
+            self.recorder.event("run", inputs=X, V=out, experiments=[
+                {"sources_on": e.sources_on, "mode": e.mode, "values": np.asarray(e.values)} for e in experiments])
         return out
 
     def _sweep(self, e, X, vals) -> np.ndarray:
@@ -530,6 +537,23 @@ class BenchSubstrate(Substrate):
         if self.settle:
             time.sleep(self.settle)
         return np.mean([self._read_nodes(n) for _ in range(self.average)], axis=0)
+
+    # -- the record of a run (drivers/record.py) ---------------------------------------
+    def record_to(self, path, max_bytes: int | None = None) -> None:
+        """Record every instrument exchange and every write and run into ``path`` from now on."""
+        from hil.drivers.record import BenchRecorder
+        self.recorder = BenchRecorder(path, max_bytes or int(self.cfg.get("record_max_bytes", 100_000_000)))
+        for node, smu in self.smus.items():
+            self.recorder.wrap(f"smu_{self.circuit.nodes[node]}", smu)
+        self.recorder.wrap("board", self.board)
+        if self.scanner is not None:
+            self.recorder.wrap("scanner", self.scanner)
+        self.recorder.event("start", g=self._g)
+
+    def mark(self, step: int) -> None:
+        """The training loop begins step ``step`` (a boundary in the record)."""
+        if self.recorder:
+            self.recorder.event("mark", step=step)
 
     def _read_nodes(self, points: int) -> np.ndarray:
         """Every node's voltage at each sweep point (points, n), ground at 0 V, after every setting is processed.
@@ -562,8 +586,19 @@ class BenchSubstrate(Substrate):
                 V[:, cols] = self.scanner.collect_scan(chans, points)
         return V
 
+    def stop_recording(self) -> None:
+        """Close the record (its files complete, ``record.json`` written); exchanges are no longer logged."""
+        if self.recorder:
+            self.recorder.close()
+            self.recorder = None
+            for inst in [self.board, self.scanner, *self.smus.values()]:
+                if inst is not None:  # the adapters' own methods again
+                    inst.adapter.__dict__.pop("write", None)
+                    inst.adapter.__dict__.pop("read", None)
+
     def close(self) -> None:
         """Every SMU made safe (output off, level 0), every connection closed."""
+        self.stop_recording()
         for inst in self._instruments():
             try:
                 if inst in self.smus.values():

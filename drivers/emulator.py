@@ -1,18 +1,22 @@
 """The emulated bench: each instrument a raw-SCPI socket server on loopback, backed by a simulated circuit.
 
-Instruments (one TCP port each, ``TCPIP::127.0.0.1::PORT::SOCKET``, lines end in ``\\n``):
+Instruments (one TCP port each, ``TCPIP::127.0.0.1::PORT::SOCKET``, lines end in ``\\n``;
+open them from pyvisa with ``read_termination="\\n"``):
 
 - the resistor board (protocol: ``drivers/resistor-board.md``);
-- one Keithley 2400-class SMU per input node and per output node (the subset of
-  the 2400 command set that sourcing and measuring use, short and long forms);
-- one Keithley 2700-class scanner with a 7700 multiplexer card (channels 101..120)
-  reading every other node.
+- one Keithley 2400 SourceMeter per input node and per output node
+  (:mod:`hil.drivers.emulated2400`);
+- one Keithley 2700 with a 7700 multiplexer card (channels 101..120) reading
+  every other node (:mod:`hil.drivers.emulated2700`).
 
-The circuit's node voltages come from a substrate (ideal or ngspice) given what
-the instruments hold: input SMUs source voltages; an output SMU that is off
-leaves its node free, sourcing a current injects it (open-loop nudge, adjoint),
-sourcing a voltage clamps it. Faults can be injected per instrument: a delayed
-reply, a dropped connection, a garbage reply, an error pushed into the queue.
+The node voltages come from a substrate (ideal or ngspice) given what every SMU
+is doing (:mod:`hil.drivers.circuitmodel`): sourcing a voltage or a current, in
+compliance (a source at its limit), or off (the manual's output-off states:
+HIMPedance is an open node, NORMal a 0 V source limited to 0.5 % of the current
+range). One lock serialises every instrument's messages, so a reading reflects
+every setting made before it by any client. Faults can be injected per
+instrument: a delayed reply, a dropped connection, a garbage reply, an error
+pushed into the queue.
 """
 
 from __future__ import annotations
@@ -21,19 +25,21 @@ import os
 import select
 import socket
 import socketserver
-import tty
-from collections import deque
 import threading
 import time
+import tty
+from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from hil.drivers.scpi import SETTINGS_CONFLICT, Interpreter, SCPIError, boolean, channel_list, number
+from hil.drivers.circuitmodel import PortSolver
+from hil.drivers.scpi import (INPUT_OVERRUN, SETTINGS_CONFLICT, Interpreter, SCPIError, Status, number)
 
-SMU_V_MAX, SMU_I_MAX = 210.0, 1.05          # Keithley 2400 source ranges
 SCANNER_CHANNELS = range(101, 121)          # 7700 card in slot 1
+MAX_LINE = 65536                            # bytes an instrument's input buffer holds (a longer line is refused)
+HISTORY = 5000                              # received messages kept per instrument (each cut to HISTORY_CHARS)
+HISTORY_CHARS = 4096
 
 
 def _fmt(v: float) -> str:
@@ -58,7 +64,7 @@ class Faults:
 class BenchModel:
     """The state of every instrument and the circuit behind them; one lock for all."""
 
-    def __init__(self, substrate, board_range=None):
+    def __init__(self, substrate, board_range=None, noise=(0.0, 0.0), seed=0):
         self.sub = substrate
         self.c = substrate.circuit
         self.lock = threading.RLock()
@@ -66,88 +72,111 @@ class BenchModel:
         lo, hi = board_range or (self.c.g_min, self.c.g_max)
         self.g_range = (float(lo), float(hi))
         self.smus = {}
+        self.noise = (float(noise[0]), float(noise[1]))   # V rms, A rms of one reading at 1 PLC
+        self.rng = np.random.default_rng(seed)
+        self.solver = PortSolver(substrate)
+        self.version = 0
         self._cache = None
         self.g_source = None  # a callable giving g (S) when the board is outside the emulator (firmware)
 
     def set_g(self, g):
         with self.lock:
             self.g = np.array(g, float)
-            self._cache = None
+            self.changed()
 
     def changed(self):
-        self._cache = None
-
-    def solve(self) -> np.ndarray:
-        """Node voltages (n,) for the instruments' present state (the first point of a list sweep)."""
-        return self.sweep()[0]
+        with self.lock:
+            self.version += 1
+            self._cache = None
 
     def points(self) -> int:
-        """Trigger count of the sweep the SMUs are set up for (1 unless they hold source lists)."""
-        counts = {s.trig_count for s in self.smus.values() if s.output and s.list_mode()}
+        """Points of the sweep the SMUs are set up for (1 unless some hold source lists)."""
+        counts = {s.sweep_count() for s in self.smus.values() if s.state["output"] and s.list_mode()}
         if len(counts) > 1:
             raise SCPIError(SETTINGS_CONFLICT, f"SMUs in list mode disagree on the trigger count {sorted(counts)}")
         return counts.pop() if counts else 1
 
-    def sweep(self) -> np.ndarray:
-        """Node voltages (N, n) at each point of the sweep: instruments stepped together, as by a trigger link."""
-        from hil.substrate import Experiment
+    def solution(self):
+        """(V (N, n), port volts (N, P), port amps (N, P), in compliance (N, P)) for the instruments' state."""
         with self.lock:
             if self.g_source is not None:
                 g = np.asarray(self.g_source(), float)
                 if not np.array_equal(g, self.g):
-                    self.g, self._cache = g, None
-            if self._cache is not None:
-                return self._cache
-            c = self.c
+                    self.set_g(g)
+            if self._cache is not None and self._cache[0] == self.version:
+                return self._cache[1]
             N = self.points()
-            X = np.zeros((N, len(c.inputs)))
-            for k, i in enumerate(c.inputs):
-                s = self.smus.get(c.nodes[i])
-                if s is None or not s.output or s.func != "VOLT":
-                    raise SCPIError(SETTINGS_CONFLICT, f"input '{c.nodes[i]}' is not sourcing a voltage")
-                X[:, k] = s.levels(N)
-            modes, vals = set(), np.zeros((N, len(c.outputs)))
-            for k, o in enumerate(c.outputs):
-                s = self.smus.get(c.nodes[o])
-                if s is None or not s.output:
-                    modes.add("current")
-                else:
-                    modes.add("current" if s.func == "CURR" else "clamp")
-                    vals[:, k] = s.levels(N)
-            if len(modes) > 1:
-                raise SCPIError(SETTINGS_CONFLICT, "outputs partly clamped and partly free are not emulated")
-            if not np.allclose(self.sub.read(), self.g, rtol=0, atol=0):
+            P = self.solver.P
+            isV, val, lim = np.zeros((N, P), bool), np.zeros((N, P)), np.full((N, P), np.inf)
+            for k, node in enumerate(self.solver.ports):
+                s = self.smus.get(self.c.nodes[node])
+                if s is None:
+                    continue  # no instrument: an open node
+                isV[:, k], val[:, k], lim[:, k] = s.port(N)
+            if not np.array_equal(self.sub.read(), self.g):
                 self.sub.write(self.g)
-            V = self.sub.run(X, [Experiment(True, modes.pop(), vals)])[0]
-            self._cache = V
-            return V
+            V, Vp, Ip, comp = self.solver.solve(isV, val, lim)
+            voltmeter = getattr(self.sub, "voltmeter", None)
+            if voltmeter is not None:  # a non-ideal simulation: its voltmeters' noise on the readings only
+                V = voltmeter(V)
+                Vp = V[:, self.solver.ports]
+            sol = (V, Vp, Ip, comp)
+            self._cache = (self.version, sol)
+            return sol
 
-    def node_current(self, node: int, V) -> float:
-        """Current (A) the instrument at ``node`` delivers into the network."""
-        c = self.c
-        I = self.g * c.drops(V)
-        return float(np.sum(I[c.a == node]) - np.sum(I[c.b == node]))
+    def port_index(self, node: int) -> int:
+        return self.solver.ports.index(node)
 
 
 class Instrument:
-    """An emulated instrument: an interpreter, an error queue, faults."""
+    """An emulated instrument: an interpreter, the status model, IEEE 488.2 common commands, faults."""
 
     idn = "hil,EmulatedInstrument,0,1.0"
+    max_line = MAX_LINE
+    ieee488 = True        # IEEE 488.2 message exchange (the Keithleys); the board has its own contract
+    error_texts = None    # texts where the instrument's manual differs from the Keithleys'
 
     def __init__(self, model: BenchModel):
         self.model = model
         self.faults = Faults()
-        self.received = deque(maxlen=5000)  # every line received, for tests and post-mortems
-        self.state_log = deque(maxlen=20000)  # (time, line, state) after each line: every state ever applied
-        self.scpi = Interpreter()
-        s = self.scpi
+        self.received = deque(maxlen=HISTORY)  # recent messages (cut to HISTORY_CHARS), for tests and post-mortems
+        self.state_log = deque(maxlen=20000)  # (time, message, applied()) after each message: every state applied
+        self.status = Status(texts=self.error_texts)
+        self.scpi = Interpreter(self.status, ieee488=self.ieee488)
+        s, st = self.scpi, self.status
         s.add("*IDN?", lambda a: self.idn)
         s.add("*RST", lambda a: self.reset())
-        s.add("*CLS", lambda a: self.scpi.errors.clear())
+        s.add("*CLS", lambda a: st.clear())
+        s.add("*OPC", lambda a: setattr(st, "esr", st.esr | 1))  # every operation completes at once
         s.add("*OPC?", lambda a: "1")
-        s.add("SYSTem:ERRor[:NEXT]?", lambda a: self.scpi.next_error())
+        s.add("*WAI", lambda a: None)
+        s.add("*TST?", lambda a: "0")
+        s.add("*ESE", lambda a: setattr(st, "ese", int(number(a, 0, 255))))
+        s.add("*ESE?", lambda a: str(st.ese))
+        s.add("*ESR?", lambda a: str(self._read_esr()))
+        s.add("*SRE", lambda a: setattr(st, "sre", int(number(a, 0, 255)) & ~64))
+        s.add("*SRE?", lambda a: str(st.sre))
+        s.add("*STB?", lambda a: str(st.stb()))
+        s.add("SYSTem:ERRor[:NEXT]?", lambda a: st.next_error())
+        s.add("SYSTem:ERRor:ALL?", lambda a: st.all_errors())
+        s.add("SYSTem:ERRor:COUNt?", lambda a: str(len(st.errors)))
+        s.add("SYSTem:CLEar", lambda a: st.errors.clear())
+        s.add("SYSTem:VERSion?", lambda a: "1996.0")
+        for name, reg in (("MEASurement", st.measurement), ("OPERation", st.operation),
+                          ("QUEStionable", st.questionable)):
+            s.add(f"STATus:{name}[:EVENt]?", lambda a, r=reg: str(r.read_event()))
+            s.add(f"STATus:{name}:ENABle", lambda a, r=reg: setattr(r, "enable", int(number(a, 0, 65535))))
+            s.add(f"STATus:{name}:ENABle?", lambda a, r=reg: str(r.enable))
+            s.add(f"STATus:{name}:CONDition?", lambda a, r=reg: str(r.condition))
+        s.add("STATus:PRESet", lambda a: st.preset())
+        s.add("STATus:QUEue[:NEXT]?", lambda a: st.next_error())
+        s.add("STATus:QUEue:CLEar", lambda a: st.errors.clear())
         self.declare()
         self.reset()
+
+    def _read_esr(self) -> int:
+        e, self.status.esr = self.status.esr, 0
+        return e
 
     def declare(self):
         pass
@@ -156,16 +185,31 @@ class Instrument:
         pass
 
     def push_error(self, code, message):
-        self.scpi.errors.append((int(code), message))
+        with self.model.lock:
+            self.status.push_error(int(code), message)
 
-    def state(self):
-        """What the instrument applies now (a dict), or None when it applies nothing worth logging."""
+    def execute(self, message: str):
+        """One program message, atomically with respect to every other instrument's (one bench, one lock).
+
+        Returns the reply line (queries' replies joined by ';', IEEE 488.2) or None; the
+        board, whose replies go out a line each, joins them with newlines.
+        """
+        lines = self.respond(message)
+        return "\n".join(lines) if lines else None
+
+    def respond(self, message: str) -> list:
+        """The reply lines of one program message; what the instrument then applies goes to ``state_log``."""
+        with self.model.lock:
+            try:
+                return self.scpi.response(message)
+            finally:
+                st = self.applied()
+                if st is not None:
+                    self.state_log.append((time.monotonic(), message[:HISTORY_CHARS], st))
+
+    def applied(self):
+        """What the instrument applies to the circuit now (a dict), or None when it applies nothing."""
         return None
-
-    def log_state(self, line: str) -> None:
-        st = self.state()
-        if st is not None:
-            self.state_log.append((time.monotonic(), line, st))
 
 
 class ResistorBoard(Instrument):
@@ -173,11 +217,15 @@ class ResistorBoard(Instrument):
     :class:`hil.spice.devices.Digipot`) the nearest tap, R = R_W + code R_AB / N, as the firmware does."""
 
     idn = "hil,EmulatedResistorBoard,0,1.0"
+    ieee488 = False                              # its contract: a failing command does not stop the next,
+    error_texts = {-222: "Data out of range"}    # each query's reply a line of its own
 
     def __init__(self, model: BenchModel, device=None):
         self.device = device
         if device is not None:
             model.g_range = (float(device.g_from_param(device.taps)), float(device.g_from_param(0)))
+        # a line holds every edge's conductance (EDGE:ALL): the input buffer grows with the board
+        self.max_line = max(MAX_LINE, 40 * model.c.m + 1024)
         super().__init__(model)
 
     def held(self, g) -> np.ndarray:
@@ -223,7 +271,7 @@ class ResistorBoard(Instrument):
         lo, hi = self.model.g_range
         self.model.set_g(self.held(np.full(self.model.c.m, np.sqrt(lo * hi))))
 
-    def state(self):
+    def applied(self):
         return {"g": self.model.g.copy()}
 
 
@@ -246,221 +294,6 @@ def _no_args(fn):
     return handler
 
 
-class SMU(Instrument):
-    """Keithley 2400 subset: source voltage or current, compliance, output, :READ? and :MEAS?."""
-
-    idn = "KEITHLEY INSTRUMENTS INC.,MODEL 2400,0000000,C30 EMULATED (hil)"
-    ELEMENTS = ("VOLT", "CURR", "RES", "TIME", "STAT")
-
-    def __init__(self, model, node: str):
-        self.node_name = node
-        self.node = model.c.node(node)
-        super().__init__(model)
-        model.smus[node] = self
-        self.t0 = time.monotonic()
-
-    def reset(self):
-        self.func, self.volt, self.curr = "VOLT", 0.0, 0.0
-        self.mode = {"VOLT": "FIX", "CURR": "FIX"}
-        self.lists = {"VOLT": [], "CURR": []}
-        self.trig_count = 1
-        self.i_prot, self.v_prot = 1.05e-4, 21.0
-        self.output = False
-        self.elements = list(self.ELEMENTS)
-        self.model.changed()
-
-    def declare(self):
-        s = self.scpi
-
-        def setter(attr, lo, hi):
-            def f(a):
-                setattr(self, attr, number(a, lo, hi))
-                self.model.changed()
-            return f
-
-        def func(a):
-            v = a.strip().strip("'\"").upper()
-            if v in ("VOLT", "VOLTAGE"):
-                self.func = "VOLT"
-            elif v in ("CURR", "CURRENT"):
-                self.func = "CURR"
-            else:
-                raise SCPIError(-224, f"illegal source function {a[:20]!r}")
-            self.model.changed()
-
-        def elements(a):
-            names = []
-            for x in a.replace("'", "").split(","):
-                x = x.strip().upper()
-                hit = [e for e in self.ELEMENTS if x.startswith(e)]
-                if not hit:
-                    raise SCPIError(-224, f"illegal element {x[:20]}")
-                names.append(hit[0])
-            if not names:
-                raise SCPIError(-109, "no elements")
-            self.elements = names
-
-        def output(a):
-            self.output = boolean(a)
-            self.model.changed()
-
-        s.add("SOURce:FUNCtion[:MODE]", func)
-        s.add("SOURce:FUNCtion[:MODE]?", lambda a: self.func)
-        s.add("SOURce:VOLTage[:LEVel][:IMMediate][:AMPLitude]", setter("volt", -SMU_V_MAX, SMU_V_MAX))
-        s.add("SOURce:VOLTage[:LEVel][:IMMediate][:AMPLitude]?", lambda a: _fmt(self.volt))
-        s.add("SOURce:CURRent[:LEVel][:IMMediate][:AMPLitude]", setter("curr", -SMU_I_MAX, SMU_I_MAX))
-        s.add("SOURce:CURRent[:LEVel][:IMMediate][:AMPLitude]?", lambda a: _fmt(self.curr))
-        s.add("SENSe:CURRent[:DC]:PROTection[:LEVel]", setter("i_prot", 1e-9, SMU_I_MAX))
-        s.add("SENSe:CURRent[:DC]:PROTection[:LEVel]?", lambda a: _fmt(self.i_prot))
-        s.add("SENSe:VOLTage[:DC]:PROTection[:LEVel]", setter("v_prot", 0.2, SMU_V_MAX))
-        s.add("SENSe:VOLTage[:DC]:PROTection[:LEVel]?", lambda a: _fmt(self.v_prot))
-        def mode(kind):
-            def f(a):
-                v = a.strip().upper()
-                if v not in ("FIX", "FIXED", "LIST", "SWE", "SWEEP"):
-                    raise SCPIError(-224, f"illegal source mode {a[:20]}")
-                if v.startswith("SWE"):
-                    raise SCPIError(-221, "staircase sweeps are not emulated")
-                self.mode[kind] = v[:4].replace("FIXE", "FIX")
-                self.model.changed()
-            return f
-
-        def source_list(kind, lo, hi):
-            def f(a):
-                vals = [number(x, lo, hi) for x in a.split(",")]
-                if not 1 <= len(vals) <= 100:  # the 2400 holds up to 100 list points
-                    raise SCPIError(-223, f"{len(vals)} list points (1 to 100)")
-                self.lists[kind] = vals
-                self.model.changed()
-            return f
-
-        def trig_count(a):
-            self.trig_count = int(number(a, 1, 2500))
-            self.model.changed()
-
-        s.add("SOURce:VOLTage:MODE", mode("VOLT"))
-        s.add("SOURce:CURRent:MODE", mode("CURR"))
-        s.add("SOURce:LIST:VOLTage", source_list("VOLT", -SMU_V_MAX, SMU_V_MAX))
-        s.add("SOURce:LIST:CURRent", source_list("CURR", -SMU_I_MAX, SMU_I_MAX))
-        s.add("TRIGger:COUNt", trig_count)
-        s.add("TRIGger:COUNt?", lambda a: str(self.trig_count))
-        s.add("OUTPut[:STATe]", output)
-        s.add("OUTPut[:STATe]?", lambda a: "1" if self.output else "0")
-        s.add("FORMat:ELEMents[:SENSe1]", elements)
-        s.add("FORMat:ELEMents[:SENSe1]?", lambda a: ",".join(self.elements))
-        for node in ("SENSe:FUNCtion", "SENSe:FUNCtion:CONCurrent", "SOURce:VOLTage:RANGe", "SOURce:CURRent:RANGe",
-                     "SOURce:VOLTage:RANGe:AUTO", "SOURce:CURRent:RANGe:AUTO", "SENSe:VOLTage:NPLCycles",
-                     "SENSe:CURRent:NPLCycles", "SENSe:VOLTage:RANGe", "SENSe:CURRent:RANGe",
-                     "SENSe:VOLTage:RANGe:AUTO", "SENSe:CURRent:RANGe:AUTO", "SOURce:DELay", "SOURce:DELay:AUTO",
-                     "SYSTem:RSENse", "SENSe:AVERage", "SENSe:AVERage:COUNt", "ARM:COUNt"):
-            s.add(node, lambda a: None)  # accepted: ranges and timing do not change an emulated reading
-        for q in ("READ?", "MEASure?", "MEASure:VOLTage[:DC]?", "MEASure:CURRent[:DC]?", "MEASure:RESistance?"):
-            s.add(q, lambda a: self.reading())
-
-    def state(self):
-        return {"output": self.output, "func": self.func, "mode": dict(self.mode), "volt": self.volt,
-                "curr": self.curr, "lists": {k: list(v) for k, v in self.lists.items()},
-                "i_prot": self.i_prot, "v_prot": self.v_prot, "trig_count": self.trig_count}
-
-    def list_mode(self) -> bool:
-        return self.mode[self.func] == "LIST"
-
-    def levels(self, n: int) -> np.ndarray:
-        """The source level at each of n sweep points (the fixed level, or the list)."""
-        if not self.list_mode():
-            return np.full(n, self.volt if self.func == "VOLT" else self.curr)
-        lst = self.lists[self.func]
-        if len(lst) != n:
-            raise SCPIError(SETTINGS_CONFLICT, f"source list of {len(lst)} points for a trigger count of {n}")
-        return np.asarray(lst)
-
-    def reading(self) -> str:
-        m = self.model
-        with m.lock:
-            if not self.output:
-                raise SCPIError(-221, "output off: no reading")
-            Vs = m.sweep() if self.list_mode() else m.sweep()[:1]
-            out = []
-            for V in Vs:
-                v = float(V[self.node])
-                i = m.node_current(self.node, V)
-                status = 0
-                if (self.func == "VOLT" and abs(i) > self.i_prot) or (self.func == "CURR" and abs(v) > self.v_prot):
-                    status |= 1 << 3  # in compliance
-                vals = {"VOLT": v, "CURR": i, "RES": 9.91e37, "TIME": time.monotonic() - self.t0,
-                        "STAT": float(status)}
-                out.append(",".join(_fmt(vals[e]) for e in self.elements))
-        return ",".join(out)
-
-
-class Scanner(Instrument):
-    """Keithley 2700 with a 7700 card: DC volts on channels 101..120, a scan list, :READ?."""
-
-    idn = "KEITHLEY INSTRUMENTS INC.,MODEL 2700,0000000,B06 EMULATED (hil)"
-
-    def __init__(self, model, channels: dict):
-        self.channels = {int(ch): model.c.node(n) for ch, n in channels.items()}
-        super().__init__(model)
-
-    def reset(self):
-        self.scan, self.closed, self.count = [], None, 1
-
-    def declare(self):
-        s = self.scpi
-
-        def scan(a):
-            chans = channel_list(a)
-            bad = [ch for ch in chans if ch not in SCANNER_CHANNELS]
-            if bad:
-                raise SCPIError(-222, f"channel {bad[0]} is not on the 7700 card")
-            self.scan = chans
-
-        def close(a):
-            chans = channel_list(a)
-            if len(chans) != 1 or chans[0] not in SCANNER_CHANNELS:
-                raise SCPIError(-222, "close exactly one channel of the card")
-            self.closed = chans[0]
-
-        def count(a):
-            self.count = int(number(a, 1, 55000))
-
-        s.add("*OPT?", lambda a: "7700,NONE")
-        s.add("ROUTe:SCAN[:INTernal]", scan)
-        s.add("ROUTe:SCAN[:INTernal]?", lambda a: "(@" + ",".join(map(str, self.scan)) + ")")
-        s.add("ROUTe:CLOSe", close)
-        s.add("ROUTe:OPEN:ALL", lambda a: setattr(self, "closed", None))
-        s.add("SAMPle:COUNt", count)
-        for node in ("ROUTe:SCAN:LSELect", "ROUTe:SCAN:TSOurce", "FORMat:ELEMents", "SENSe:FUNCtion",
-                     "SENSe:VOLTage[:DC]:NPLCycles", "SENSe:VOLTage[:DC]:RANGe", "TRIGger:COUNt", "INITiate"):
-            s.add(node, lambda a: None)
-        s.add("READ?", lambda a: self._read_scan())
-        s.add("MEASure[:VOLTage][:DC]?", lambda a: self._read_closed())
-
-    def _value(self, ch):
-        if ch not in self.channels:
-            return 0.0  # an unwired channel reads its open input as 0 V
-        return float(self.model.solve()[self.channels[ch]])
-
-    def _read_scan(self):
-        """One scan of the list per sweep point (SAMPle:COUNt = points x channels), triggered with the SMUs."""
-        if not self.scan:
-            raise SCPIError(-221, "no scan list")
-        with self.model.lock:
-            Vs = self.model.sweep()
-            per = len(self.scan)
-            n = max(1, self.count // per)
-            if n > len(Vs):
-                raise SCPIError(-221, f"sample count {self.count} exceeds the sweep's {len(Vs)} points")
-            return ",".join(_fmt(float(V[self.channels[ch]]) if ch in self.channels else 0.0)
-                            for V in Vs[:n] for ch in self.scan)
-
-    def _read_closed(self):
-        if self.closed is None:
-            raise SCPIError(-221, "no channel closed")
-        with self.model.lock:
-            return _fmt(self._value(self.closed))
-
-
 # -- serving ----------------------------------------------------------------------
 
 
@@ -473,6 +306,18 @@ def _faulted(inst: Instrument, reply: str):
         f.delay_count -= 1
         time.sleep(f.delay)
     return "\x07#?garbage?#" if f.take("garbage") else reply
+
+
+def _received(inst: Instrument, line: bytes):
+    """The message text of a received line, or None if it overran the input buffer (-363, discarded whole)."""
+    if len(line) > inst.max_line:
+        inst.push_error(INPUT_OVERRUN, f"message longer than {inst.max_line} bytes discarded")
+        return None
+    text = line.decode("ascii", "replace").rstrip("\r")
+    if text.strip():
+        inst.received.append(text[:HISTORY_CHARS])
+        return text
+    return None
 
 
 class _Pty:
@@ -495,7 +340,7 @@ class _Pty:
         return self
 
     def _serve(self):
-        buf = b""
+        buf, overrun = b"", False
         while not self._stop.is_set():
             if not select.select([self.master], [], [], 0.1)[0]:
                 continue
@@ -505,12 +350,18 @@ class _Pty:
                 return
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
-                text = line.decode("ascii", "replace").strip("\r")
-                self.inst.received.append(text)
-                for r in (self.inst.scpi.execute(text) if text else []):
+                if overrun:  # the tail of an over-long line
+                    overrun = False
+                    continue
+                text = _received(self.inst, line)
+                for r in (self.inst.respond(text) if text is not None else []):
                     r = _faulted(self.inst, r)
                     if r is not None:
                         os.write(self.master, (r + "\n").encode("ascii", "replace"))
+            if len(buf) > self.inst.max_line:  # bounded: an over-long line is dropped as it arrives
+                if not overrun:
+                    _received(self.inst, buf)
+                buf, overrun = b"", True
 
     def stop(self, wait: bool = True):
         self._stop.set()
@@ -529,20 +380,32 @@ class _Handler(socketserver.StreamRequestHandler):
         # small replies must leave at once (Nagle's algorithm would hold them ~40 ms)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def _read_line(self, inst):
+        """One line (without its newline), or None at EOF; an over-long one is read and dropped in bounded pieces."""
+        line = self.rfile.readline(inst.max_line + 1)
+        if not line:
+            return None
+        if len(line) > inst.max_line and not line.endswith(b"\n"):
+            while not line.endswith(b"\n"):
+                line = self.rfile.readline(65536)
+                if not line:
+                    break
+            return b"x" * (inst.max_line + 1)  # stands for the over-long line
+        return line.rstrip(b"\n")
+
     def handle(self):
         inst: Instrument = self.server.instrument
         while True:
             try:
-                line = self.rfile.readline(65536)
+                line = self._read_line(inst)
             except OSError:  # the client reset the link (a bench reconnecting): nothing to answer
                 return
-            if not line:
+            if line is None:
                 return
-            text = line.decode("ascii", "replace").strip("\r\n")
-            inst.received.append(text)
-            replies = inst.scpi.execute(text) if text else []
-            inst.log_state(text)
-            for r in replies:
+            text = _received(inst, line)
+            if text is None:
+                continue
+            for r in inst.respond(text):
                 r = _faulted(inst, r)
                 if r is None:
                     return
@@ -573,7 +436,8 @@ class EmulatedBench:
         for name, inst in self.instruments.items():
             srv = _Server((self.host, (ports or {}).get(name, 0)), _Handler)
             srv.instrument = inst
-            threading.Thread(target=srv.serve_forever, daemon=True, name=f"emulator-{name}").start()
+            threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+                             name=f"emulator-{name}").start()
             self.servers[name] = (srv, srv.server_address[1])
         return self
 
@@ -612,6 +476,7 @@ class EmulatedBench:
 
         ``serial``: the instruments' pseudo-terminals (``serve_serial``) instead of their TCP ports.
         """
+        from hil.drivers.emulated2400 import SMU
         c = self.model.c
 
         def where(name):
@@ -635,14 +500,21 @@ class EmulatedBench:
         return "\n".join(lines) + "\n"
 
 
-def build(substrate, board_range=None, board_device=None, board=True) -> EmulatedBench:
+def build(substrate, board_range=None, board_device=None, board=True, noise=(0.0, 0.0), seed=0) -> EmulatedBench:
     """An emulated bench for ``substrate``'s circuit: a board, an SMU per input and output, a scanner.
 
     ``board_device``: a :class:`hil.spice.devices.Digipot` whose taps the board holds (default:
     any conductance in its range). ``board=False``: no emulated board; the circuit's
     conductances then come from ``model.g_source`` (a firmware board, :mod:`hil.drivers.firmware`).
+    ``noise``: (V rms, A rms) of one SMU or scanner reading at 1 PLC; integrating over
+    NPLC line cycles (and the filter's count) averages it down by the square root.
     """
-    model = BenchModel(substrate, board_range)
+    from hil.drivers.emulated2400 import SMU
+    from hil.drivers.emulated2700 import Scanner
+    if len(noise) != 2 or not all(np.isfinite(x) and x >= 0 for x in noise):
+        raise ValueError(f"emulated reading noise (--noise VOLTS, --noise-current AMPS) = {tuple(noise)}: "
+                         "each must be a finite rms value >= 0")
+    model = BenchModel(substrate, board_range, noise, seed)
     c = model.c
     inst = {"board": ResistorBoard(model, board_device)} if board else {}
     for i in list(c.inputs) + list(c.outputs):

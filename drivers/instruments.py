@@ -106,6 +106,9 @@ class SMU(Keithley2400):
         at once), both levels 0, fixed (not list) mode, one trigger.
         """
         Keithley2400.reset_data_format(self)
+        # measure volts (and amps): after *RST a 2400 measures current only, and the volts
+        # element of a current source would read NAN
+        self.write(":SENS:FUNC:CONC ON;:SENS:FUNC 'VOLT:DC','CURR:DC'")
         self.write(":SOUR:VOLT:MODE FIX;:SOUR:CURR:MODE FIX;:TRIG:COUN 1")
         self.compliance_current = self.current_limit
         self.compliance_voltage = self.voltage_limit

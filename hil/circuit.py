@@ -71,6 +71,9 @@ class Circuit:
     outputs : int tuple, the output nodes (free nodes that are read).
     g_min, g_max : float, bounds on every trainable conductance, siemens.
     source : str, where the circuit came from (a path, or a generator call).
+    calibration : dict or None, a calibrated circuit's per-edge record (``hil calibrate``): ``written``
+        (S, what the bench was told), ``scale`` (actual / written, 1) and ``sigma`` (the
+        scale's standard uncertainty, 1), plus ``bench`` (the bench file it came from).
     """
 
     name: str
@@ -86,6 +89,7 @@ class Circuit:
     g_max: float = DEFAULT_G_MAX
     source: str = "<memory>"
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
+    calibration: dict | None = field(default=None, compare=False, repr=False)
 
     # -- sizes and index sets ------------------------------------------------
     @property
@@ -178,6 +182,12 @@ class Circuit:
         for e in range(self.m):
             lines += ["[[edge]]", f"name = {q(self.edge_names[e])}", f"a = {q(self.nodes[self.a[e]])}",
                       f"b = {q(self.nodes[self.b[e]])}", f"g = {float(self.g[e])!r}", ""]
+        if self.calibration:
+            cal = self.calibration
+            lines += ["# per edge, in the order of the [[edge]] tables: actual = scale x written", "[calibration]",
+                      f"bench = {q(str(cal.get('bench', '')))}"]
+            lines += [f"{k} = [" + ", ".join(repr(float(v)) for v in cal[k]) + "]" for k in CALIBRATION_ARRAYS]
+            lines.append("")
         return "\n".join(lines)
 
     def save(self, path, header: str | None = None) -> Path:
@@ -211,8 +221,19 @@ def _key_line(text: str, key: str) -> int:
 def load_circuit(path) -> Circuit:
     """Read and validate a circuit file (TOML). A bare name finds a shipped circuit.
 
-    Raises CircuitError with ``file:line:`` and the offending edge or node.
+    Raises CircuitError with ``file:line:`` and the offending edge or node; a
+    layered circuit (``kind = "layered"``) is refused here: see :func:`load_any`.
     """
+    c = load_any(path)
+    if getattr(c, "kind", None) == "layered":
+        raise CircuitError(f"{c.source}: kind = \"layered\": this command works on reciprocal networks only "
+                           "(layered circuits: hil train, hil grad, hil info, hil netlist)")
+    return c
+
+
+def load_any(path):
+    """A circuit file of any kind: a :class:`Circuit`, or with ``kind = "layered"`` a
+    :class:`hil.layered.LayeredCircuit`."""
     p = Path(path)
     if not p.exists():
         from hil.circuits import shipped_path
@@ -225,6 +246,13 @@ def load_circuit(path) -> Circuit:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CircuitError(f"{p}: not valid TOML: {exc}") from None
+    kind = data.pop("kind", None)
+    if kind == "layered":
+        from hil.layered import layered_from_dict
+        return layered_from_dict(data, source=str(p), text=text)
+    if kind is not None:
+        raise CircuitError(f"{p}:{_key_line(text, 'kind')}: unknown kind {kind!r} (expected \"layered\", or no "
+                           "kind for a reciprocal network)")
     return circuit_from_dict(data, source=str(p), text=text)
 
 
@@ -248,7 +276,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             return f"{source}:{_key_line(text, key)}"
         return source
 
-    known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge"}
+    known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge", "calibration"}
     for k in data:
         if k not in known:
             raise CircuitError(f"{at(k)}: unknown key '{k}' (expected one of {', '.join(sorted(known))})")
@@ -352,10 +380,37 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
                     else "it drives nothing but ground")
             raise CircuitError(f"{at(key)}: {key[:-1]} '{nodes[t]}' is joined only to ground "
                                f"(edge {', '.join(touching)}): {what}" + (" (and so is every other)" if len(lst) > 1 else ""))
+    calibration = _calibration(data["calibration"], len(names), at) if "calibration" in data else None
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
-                      np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source)
+                      np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source,
+                      calibration=calibration)
     _check_connected(circuit, at)
     return circuit
+
+
+CALIBRATION_ARRAYS = ("written", "scale", "sigma")
+
+
+def _calibration(cal, m: int, at) -> dict:
+    """A [calibration] table checked: one positive finite written conductance and scale per edge, sigma >= 0."""
+    if not isinstance(cal, dict):
+        raise CircuitError(f"{at('calibration')}: 'calibration' must be a table")
+    for k in cal:
+        if k not in ("bench",) + CALIBRATION_ARRAYS:
+            raise CircuitError(f"{at(k)}: [calibration]: unknown key '{k}' (expected bench, written, scale, sigma)")
+    out = {"bench": str(cal.get("bench", ""))}
+    for k in CALIBRATION_ARRAYS:
+        v = cal.get(k)
+        if not isinstance(v, list) or len(v) != m or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+            raise CircuitError(f"{at(k)}: [calibration]: '{k}' must be a list of {m} finite numbers, one per edge")
+        arr = np.array(v, float)
+        if (arr < 0).any() or (k != "sigma" and (arr <= 0).any()):
+            e = int(np.flatnonzero(arr <= 0 if k != "sigma" else arr < 0)[0])
+            raise CircuitError(f"{at(k)}: [calibration]: {k}[{e}] = {v[e]!r} must be "
+                               f"{'non-negative' if k == 'sigma' else 'positive'}")
+        out[k] = arr
+    return out
 
 
 def _positive(v, what) -> float:

@@ -38,17 +38,27 @@ def _add_task(p, required=True, split=False):
     g.add_argument("--data", metavar="CSV", help="CSV task: header names the input and output nodes, one example a row (V)")
     g.add_argument("--teacher", metavar="SEED", type=int,
                    help="teacher task: random teacher conductances (log-uniform in [g_min, g_max]) on the same topology")
+    g.add_argument("--task", choices=["factorize"],
+                   help="layered circuits: factorize, targets y = Y x for a map Y of rank --rank (spec section 8)")
     g.add_argument("--teacher-circuit", metavar="FILE",
                    help="teacher task: the teacher is this circuit file (same edges and terminals; shipped name or "
                         "path), inputs uniform in [-1, 1] V with seed 0; e.g. the symmetric kite")
-    p.add_argument("--examples", type=int, default=16, help="teacher task: training examples (default 16; test split: a quarter more)")
+    p.add_argument("--examples", type=int, default=None,
+                   help="teacher task: training examples (default 16; test split: a quarter more); "
+                        "factorize with --inputs random: default 4 x inputs")
+    p.add_argument("--rank", type=int, default=None, help="factorize: rank of Y")
+    p.add_argument("--scale", type=float, default=1.0, help="factorize: largest singular value of Y (V/V, default 1; "
+                                                            "the others down to half of it)")
+    p.add_argument("--inputs", dest="task_inputs", default="onehot", choices=["onehot", "random"],
+                   help="factorize: one-hot inputs (Y's columns are the targets) or random N(0,1) inputs")
+    p.add_argument("--task-seed", type=int, default=0, help="factorize: seed of Y (and of random inputs)")
     if split:
         p.add_argument("--test-fraction", type=float, default=0.2, help="CSV task: held-out fraction (default 0.2)")
 
 
 def _add_rule(p):
     p.add_argument("--rule", default="ep-sym", help="gd, ep, ep-sym, ep-holo, ep-open, cl, al (default ep-sym); "
-                                                     "ep-holo:N sets the points")
+                                                     "ep-holo:N sets the points; layered circuits: gd, fa, ep-sym")
     p.add_argument("--nudge", type=float, default=None, help=NUDGE_HELP)
     p.add_argument("--points", type=int, default=None, help="ep-holo: number of points N on the circle (default 4)")
 
@@ -65,12 +75,21 @@ def _add_backend(p):
     p.add_argument("--from-board", action="store_true",
                    help="bench: start from the conductances the board holds (checked against the limits) instead of "
                         "writing the circuit file's")
+    p.add_argument("--opamp-gain", type=float, default=None,
+                   help="ngspice, layered circuits: the op-amps' open-loop gain A, V/V (default: ideal)")
+    p.add_argument("--opamp-rin", type=float, default=None,
+                   help="ngspice, layered circuits: the op-amps' input resistance, ohms (default: infinite)")
 
 
 def _task(args, circuit):
     """The task the options name, or None. A CSV task is split only where the command trains
     (``--test-fraction``); analyses use every row."""
     from hil.tasks import circuit_teacher_task, load_csv_task, teacher_task
+    layered = getattr(circuit, "kind", None) == "layered"
+    if getattr(args, "task", None) == "factorize" or layered:
+        return _layered_task(args, circuit)
+    if args.examples is None:
+        args.examples = 16
     if getattr(args, "teacher_circuit", None):
         from hil.circuit import load_circuit
         return circuit_teacher_task(circuit, load_circuit(args.teacher_circuit), 0, args.examples)
@@ -79,6 +98,22 @@ def _task(args, circuit):
     if getattr(args, "teacher", None) is not None:
         return teacher_task(circuit, args.teacher, args.examples)
     return None
+
+
+def _layered_task(args, circuit):
+    """The factorisation task on a layered circuit (the only task layered circuits take so far)."""
+    from hil.layered_train import factorize_task
+    if getattr(circuit, "kind", None) != "layered":
+        raise ValueError(f"--task factorize needs a layered circuit (kind = \"layered\"; `hil generate layered`), "
+                         f"and {circuit.source} is a reciprocal network")
+    if getattr(args, "task", None) != "factorize":
+        if getattr(args, "data", None) or getattr(args, "teacher", None) is not None or \
+                getattr(args, "teacher_circuit", None):
+            raise ValueError(f"{circuit.source} is a layered circuit: its task is --task factorize --rank K")
+        return None
+    if args.rank is None:
+        raise ValueError("--task factorize needs --rank K (the rank of Y)")
+    return factorize_task(circuit, args.rank, args.task_seed, args.scale, args.task_inputs, args.examples)
 
 
 def _task_line(task, trains=False) -> str:
@@ -97,8 +132,33 @@ def _emit(args, obj, text=None):
         print(json.dumps(obj, default=lambda x: x.tolist() if isinstance(x, np.ndarray) else float(x)))
 
 
+def _train_layered(args, circuit, task):
+    from hil.layered_train import LayeredConfig, start_layered_run
+
+    if task is None:
+        raise ValueError("hil train: a layered circuit needs --task factorize --rank K")
+    if args.batch is not None or args.device != "resistor" or args.nonideal or args.from_board:  # op-amps: --opamp-gain, --opamp-rin
+        raise ValueError("hil train: --batch, --device, --nonideal and --from-board do not apply to layered circuits yet")
+    if args.backend == "bench":
+        from hil.layered_train import open_layered_substrate
+        open_layered_substrate(circuit, args.backend)  # the bench's own refusal
+    op = _opamp(args)
+    if args.backend != "ngspice" and (args.opamp_gain or args.opamp_rin):
+        raise ValueError("--opamp-gain and --opamp-rin need --backend ngspice")
+    cfg = LayeredConfig(rule=args.rule, nudge=args.nudge, lr=args.lr, steps=1000 if args.steps is None else args.steps,
+                        seed=args.seed, checkpoint_every=args.checkpoint_every, backend=args.backend,
+                        opamp_gain=args.opamp_gain, opamp_rin=args.opamp_rin)
+    res = start_layered_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
+    text = (f"{_task_line(task, trains=True)}\nloss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in "
+            f"{res['steps']} steps; rank-{circuit.sizes[1]} optimum (Eckart-Young) {res['eckart_young']:.4g} V^2, "
+            f"relative excess {res['relative_excess']:.3g}; angle(Z, B^T) {res['angle_start']:.1f} -> "
+            f"{res['angle_end']:.1f} deg; run in {res['run_dir']} (loss.png, log.csv, feedback.json)")
+    res.update(examples=task.n_train, test_examples=len(task.X_test))
+    _emit(args, res, text)
+
+
 def cmd_train(args):
-    from hil.circuit import load_circuit
+    from hil.circuit import load_any
     from hil.train import TrainConfig, resume_run, start_run
 
     if args.resume:
@@ -114,14 +174,18 @@ def cmd_train(args):
         if not args.circuit or not args.out:
             raise SystemExit("hil train: CIRCUIT, a task (--data, --teacher or --teacher-circuit) and --out are needed "
                              "(or --resume DIR)")
-        cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
-                          steps=1000 if args.steps is None else args.steps, batch=args.batch, seed=args.seed,
-                          checkpoint_every=args.checkpoint_every, backend=args.backend,
-                          backend_options=_backend_options(args))
-        from hil.train import check_config
-        check_config(cfg)  # before the task is built: a bad option is named first
-        circuit = load_circuit(args.circuit)
+        circuit = load_any(args.circuit)
+        layered = getattr(circuit, "kind", None) == "layered"
+        if not layered:
+            cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
+                              steps=1000 if args.steps is None else args.steps, batch=args.batch, seed=args.seed,
+                              checkpoint_every=args.checkpoint_every, backend=args.backend,
+                              backend_options=_backend_options(args))
+            from hil.train import check_config
+            check_config(cfg)  # before the task is built: a bad option is named first
         task = _task(args, circuit)
+        if layered:
+            return _train_layered(args, circuit, task)
         if task is None:
             raise SystemExit("hil train: give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
         res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
@@ -136,6 +200,8 @@ def cmd_train(args):
 def _backend_options(args) -> dict:
     if getattr(args, "from_board", False) and args.backend != "bench":
         raise ValueError("--from-board needs --backend bench")
+    if getattr(args, "opamp_gain", None) is not None or getattr(args, "opamp_rin", None) is not None:
+        raise ValueError("--opamp-gain and --opamp-rin apply to layered circuits only")
     if args.backend == "bench":
         if not getattr(args, "bench", None):
             raise ValueError("--backend bench needs --bench FILE (a bench file; `hil emulate` writes one)")
@@ -155,14 +221,79 @@ def _backend_options(args) -> dict:
     return {}
 
 
+def _grad_layered(args, circuit, task):
+    from hil import layered as ly
+    from hil.layered_train import (Forward, draw_feedback, feedback_matrices, make_layered_rule,
+                                   open_layered_substrate)
+
+    if task is None:
+        raise ValueError("hil grad: a layered circuit needs --task factorize --rank K")
+    X, Y = task.X_train, task.Y_train
+    rule = make_layered_rule(args.rule, args.nudge).configure(circuit)
+    if args.backend != "ngspice" and (args.opamp_gain or args.opamp_rin):
+        raise ValueError("--opamp-gain and --opamp-rin need --backend ngspice")
+    with open_layered_substrate(circuit, args.backend, opamp=_opamp(args)) as sub:
+        fb = draw_feedback(circuit, args.seed)
+        sub.feedback, sub.feedback_pairs = feedback_matrices(fb), fb["crossbars"]
+        est = rule.estimate(sub.measure(X, Y, rule.states()))
+        if args.reference == "fd" or (args.backend == "ngspice" and args.reference == "auto"):
+            # central differences of the loss through the node-level KCL solve, with the op-amp model
+            exact = _fd_layered(circuit, X, Y, opamp=_opamp(args))
+        elif args.reference == "sens":
+            raise ValueError("--reference sens: layered circuits run on the ideal substrate only; use auto or fd")
+        else:
+            exact = ly.gradient(circuit, X, Y)
+    n_exact, n_est, err = np.linalg.norm(exact), np.linalg.norm(est), float(np.linalg.norm(est - exact))
+    cos = float(est @ exact / (n_est * n_exact)) if n_exact > 0 and n_est > 0 else None
+    rel = float(err / n_exact) if n_exact > 0 else None
+    names = circuit.param_names
+    per_layer = {}
+    k = 0
+    for nm, gp in zip(circuit.layer_names, circuit.g_plus):
+        sl = slice(k, k + 2 * gp.size); k += 2 * gp.size
+        a, b = est[sl], exact[sl]
+        per_layer[nm] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) if np.linalg.norm(a) > 0 and \
+            np.linalg.norm(b) > 0 else None
+    obj = {"edges": list(names), "exact": exact.tolist(), "estimate": est.tolist(), "cosine": cos,
+           "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge, "backend": args.backend,
+           "examples": task.n_train, "cosine_per_layer": per_layer, "feedback_seed": args.seed,
+           "reference": "central differences through the node-level KCL solve (op-amp model included)"
+           if args.reference == "fd" or args.backend == "ngspice"
+           else "backpropagation with the transposed weights (exact)"}
+    fmt = lambda v: "undefined (zero update)" if v is None else f"{v:.6f}"
+    lines = [_task_line(task), f"{rule.describe()} on {circuit.name}: cosine {fmt(cos)}, relative error "
+             f"{rel:.3e}" if rel is not None else "reference gradient is zero",
+             "cosine per layer: " + ", ".join(f"{nm} {fmt(v)}" for nm, v in per_layer.items()),
+             f"{'crosspoint':>12} {'exact dC/dg (V^2/S)':>22} {'estimate':>14}"]
+    lines += [f"{n:>12} {e:22.6g} {s_:14.6g}" for n, e, s_ in zip(names, exact, est)]
+    _emit(args, obj, "\n".join(lines))
+
+
+def _fd_layered(circuit, X, Y, rel_step=1e-4, opamp=None):
+    from hil import layered as ly
+    g0 = circuit.g
+    out = np.zeros_like(g0)
+    for e in range(len(g0)):
+        h = rel_step * g0[e]
+        L = []
+        for sgn in (1, -1):
+            g = g0.copy(); g[e] += sgn * h
+            r = ly.outputs_kcl(circuit, X, g, opamp or ly.OpAmp()) - Y
+            L.append(np.mean(0.5 * np.sum(r * r, axis=1)))
+        out[e] = (L[0] - L[1]) / (2 * h)
+    return out
+
+
 def cmd_grad(args):
-    from hil.circuit import load_circuit
+    from hil.circuit import load_any
     from hil.gradients import reference_gradient
     from hil.rules import make_rule
     from hil.train import open_substrate
 
-    circuit = load_circuit(args.circuit)
+    circuit = load_any(args.circuit)
     task = _task(args, circuit)
+    if getattr(circuit, "kind", None) == "layered":
+        return _grad_layered(args, circuit, task)
     X, Y = task.X_train, task.Y_train
     with open_substrate(circuit, args.backend, **_backend_options(args)) as sub:
         kappa = float(np.linalg.eigvalsh(sub.output_green()).max())
@@ -187,11 +318,28 @@ def cmd_grad(args):
     _emit(args, obj, "\n".join(lines))
 
 
+def _info_layered(args, c):
+    W = c.weights()
+    bound = [float(np.max(r) * (c.g_max - c.g_min)) for r in c.r_f]
+    obj = {"name": c.name, "source": c.source, "kind": "layered", "sizes": list(c.sizes),
+           "layers": list(c.layer_names), "conductances": c.n_params, "g_min": c.g_min, "g_max": c.g_max,
+           "r_f": [r.tolist() for r in c.r_f], "weight_bound": bound,
+           "weight_norms": [float(np.linalg.norm(w)) for w in W]}
+    lines = [f"{c.name} ({c.source}): layered, widths {'-'.join(map(str, c.sizes))}, {c.n_params} conductances "
+             f"in [{c.g_min:g}, {c.g_max:g}] S",
+             *[f"layer {nm}: {w.shape[0]} x {w.shape[1]}, R_f {np.min(r):g}..{np.max(r):g} ohm, |W| = "
+               f"{np.linalg.norm(w):.4g}, each weight within +-{b:.4g} V/V" for nm, w, r, b in
+               zip(c.layer_names, W, c.r_f, bound)]]
+    _emit(args, obj, "\n".join(lines))
+
+
 def cmd_info(args):
-    from hil.circuit import load_circuit
+    from hil.circuit import load_any
     from hil.exact import coercivity, jacobian, output_green, residual_basis
 
-    c = load_circuit(args.circuit)
+    c = load_any(args.circuit)
+    if getattr(c, "kind", None) == "layered":
+        return _info_layered(args, c)
     K = output_green(c)
     ev = np.linalg.eigvalsh(K)
     obj = {"name": c.name, "source": c.source, "nodes": list(c.nodes), "edges": list(c.edge_names),
@@ -222,8 +370,29 @@ def cmd_info(args):
     _emit(args, obj, "\n".join(lines))
 
 
+def _opamp(args):
+    from hil.layered import OpAmp
+    for name, v in (("--opamp-gain", args.opamp_gain), ("--opamp-rin", args.opamp_rin)):
+        if v is not None and not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} {v}: must be a positive finite number ({'V/V' if 'gain' in name else 'ohms'})")
+    return OpAmp(args.opamp_gain or float("inf"), args.opamp_rin or float("inf"))
+
+
+def _netlist_layered(args, c):
+    from hil.runs import atomic_write, check_output
+    from hil.spice.layered import standalone_layered_deck
+    if args.device != "resistor" or args.nonideal:
+        raise ValueError("--device and --nonideal do not apply to layered circuits (op-amps: --opamp-gain, --opamp-rin)")
+    inputs = [_volts(x, "--inputs") for x in args.inputs.split(",")] if args.inputs else [1.0] * c.sizes[0]
+    if len(inputs) != c.sizes[0]:
+        raise ValueError(f"--inputs: {len(inputs)} values for the {c.sizes[0]} inputs of {c.name}")
+    check_output(args.o, [c.source], args.force, "-o", ours="* hil: ")
+    atomic_write(args.o, standalone_layered_deck(c, inputs, _opamp(args)))
+    _emit(args, {"path": args.o}, f"wrote {args.o}: run it with `ngspice -b {args.o}` (prints every stage's output)")
+
+
 def cmd_netlist(args):
-    from hil.circuit import load_circuit
+    from hil.circuit import load_any
     from hil.spice.netlist import standalone_deck
 
     from hil.spice.devices import make_device
@@ -231,7 +400,11 @@ def cmd_netlist(args):
 
     from hil.runs import atomic_write, check_output
 
-    c = load_circuit(args.circuit)
+    c = load_any(args.circuit)
+    if getattr(c, "kind", None) == "layered":
+        return _netlist_layered(args, c)
+    if args.opamp_gain is not None or args.opamp_rin is not None:
+        raise ValueError("--opamp-gain and --opamp-rin apply to layered circuits only")
     inputs = [_volts(x, "--inputs") for x in args.inputs.split(",")] if args.inputs else [1.0] * len(c.inputs)
     if len(inputs) != len(c.inputs):
         raise ValueError(f"--inputs: {len(inputs)} values for the {len(c.inputs)} inputs of {c.name}")
@@ -348,12 +521,68 @@ def cmd_sweep(args):
     points = grid(rules, nudges, seeds, nonideals)
     with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
         rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
-                         args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch)
+                         args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch,
+                         scheduler=args.scheduler)
     failed = [r for r in rows if r["status"] != "ok"]
     lines = [f"{len(rows)} points, {len(failed)} failed; table: {args.out}/sweep.csv"]
     lines += [f"  point {r['point']} ({r['rule']}, nudge {r['nudge']}, seed {r['seed']}): {r['error']}" for r in failed]
     _emit(args, {"points": len(rows), "failed": len(failed), "table": f"{args.out}/sweep.csv", "rows": rows},
           "\n".join(lines))
+
+
+def cmd_calibrate(args):
+    from hil.analysis.calibration import calibrate_bench
+
+    r = calibrate_bench(args.bench, args.o, args.circuit, args.patterns, args.seed, args.level, args.force)
+    c = r["circuit"]
+    lines = [f"{c.name}: {r['patterns']} probe patterns, KCL fit chi^2/dof = {r['chi2_dof']:.3g}",
+             f"{'edge':>8} {'written (S)':>13} {'actual (S)':>13} {'deviation':>10} {'+-1 sigma':>10}"]
+    lines += [f"{n:>8} {w:13.6g} {g:13.6g} {100 * (s - 1):9.3f}% {100 * e:9.3f}%"
+              for n, w, g, s, e in zip(c.edge_names, r["written"], r["g"], r["scale"], r["sigma"])]
+    lines.append(f"wrote {r['out']} (the twin: hil train {r['out']} ...), {r['plot']}, {r['probes']}")
+    _emit(args, {k: r[k] for k in ("written", "g", "scale", "sigma", "chi2_dof", "out", "plot", "probes")}
+          | {"edges": list(c.edge_names)}, "\n".join(lines))
+
+
+def cmd_replay(args):
+    from pathlib import Path
+
+    from hil.analysis.replay import ReplayError, check_twin_circuit, replay, step_ranges, write_outputs
+    from hil.circuit import load_circuit
+    from hil.train import open_substrate
+
+    run = Path(args.run)
+    if not (run / "config.json").exists():
+        raise ReplayError(f"{run}: not a run directory (no config.json)")
+    out = Path(args.out or f"{run}-replay-{args.backend}")
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ReplayError(f"{out}: already exists; choose another --out or pass --force")
+    c = load_circuit(run / "circuit.toml")
+    twin_c = c
+    if args.circuit:
+        twin_c = load_circuit(args.circuit)
+        check_twin_circuit(c, twin_c)
+    if args.threshold <= 0:
+        raise ValueError(f"--threshold {args.threshold}: must be a positive voltage")
+    with open_substrate(twin_c, args.backend, **_backend_options(args)) as twin:
+        res = replay(run, twin, args.threshold)
+    what = f"{args.backend}" + (f", {args.device}" if args.backend == "ngspice" else "") + \
+        (f", calibrated by {args.circuit}" if twin_c.calibration is not None else "")
+    paths = write_outputs(res, out, f"{run.name} replayed on {what}")
+    worst, k = res["worst"], int(np.argmax(res["worst"]))
+    node = res["nodes"][int(np.argmax(res["max_abs"][k]))]
+    cos = res["cosine"][np.isfinite(res["cosine"])]
+    lines = [f"{run} ({res['rule']}) replayed on {what}: {len(res['steps'])} steps",
+             f"  node divergence max |V_twin - V_bench|: median over steps {np.median(worst):.3g} V, "
+             f"largest {worst[k]:.3g} V (step {res['steps'][k]}, node {node})",
+             f"  steps beyond {args.threshold:g} V: " + (step_ranges(res["parted"]) or "none") +
+             (f" (first: {res['parted'][0]})" if res["parted"] else ""),
+             f"  gradient estimates: cosine bench vs twin median {np.median(cos):.6f}, lowest {cos.min():.6f}"
+             if len(cos) else "  gradient estimates: no training steps recorded",
+             "wrote " + ", ".join(map(str, paths))]
+    _emit(args, {"steps": res["steps"], "worst": res["worst"], "median_divergence": float(np.median(worst)),
+                 "parted": res["parted"], "cosine": res["cosine"], "rel_error": res["rel_error"],
+                 "nodes": res["nodes"], "out": str(out)}, "\n".join(lines))
 
 
 def cmd_report(args):
@@ -419,7 +648,7 @@ def cmd_emulate(args):
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
     fw = _firmware_board(args.firmware, c) if args.firmware else None
-    bench = build(sub, board=fw is None)
+    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current))
     if fw is not None:  # the firmware is the board; the emulated instruments measure what its pots hold
         bench.external["board"] = fw.resource
         fw.attach(bench.model)
@@ -502,6 +731,19 @@ def cmd_circuits(args):
 def cmd_generate(args):
     from hil import circuits as gen
 
+    if args.kind == "layered":
+        from hil.layered import generate_layered
+        try:
+            sizes = tuple(int(x) for x in args.sizes.split(","))
+        except ValueError:
+            raise ValueError(f"--sizes {args.sizes!r}: expected comma-separated widths, e.g. 8,3,6") from None
+        c = generate_layered(sizes, args.seed)
+        from hil.runs import check_output
+        check_output(args.o, [], args.force, "-o", ours='kind = "layered"')
+        c.save(args.o)
+        return _emit(args, {"path": args.o, "sizes": list(c.sizes), "conductances": c.n_params},
+                     f"wrote {args.o}: layered circuit {'-'.join(map(str, c.sizes))} ({c.n_params} conductances, "
+                     f"{c.n_layers} transimpedance stages)")
     if args.kind == "random":
         c = gen.random_network(args.nodes, args.degree, args.seed, args.inputs, args.outputs)
     elif args.kind == "lattice":
@@ -546,6 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task(g)
     _add_rule(g)
     _add_backend(g)
+    g.add_argument("--seed", type=int, default=0, help="layered circuits, fa: seed of the feedback crossbars")
     g.add_argument("--reference", default="auto", choices=["auto", "sens", "fd"],
                    help="the circuit's own gradient: auto (adjoint formula on ideal, ngspice sens otherwise), "
                         "sens, or fd (central differences through the substrate)")
@@ -580,13 +823,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the board is this build of firmware/ for this machine (make -C firmware host: "
                          "build/board-host) on a pseudo-terminal, with the digipot's taps; the emulated SMUs "
                          "and scanner measure the circuit its pots make")
+    em.add_argument("--noise", type=float, default=0.0, metavar="VOLTS",
+                    help="rms noise of one voltage reading at 1 PLC (averages down as 1/sqrt(NPLC))")
+    em.add_argument("--noise-current", type=float, default=0.0, metavar="AMPS",
+                    help="rms noise of one SMU current reading at 1 PLC")
     em.add_argument("--serial", action="store_true",
                     help="also serve every instrument on a pseudo-terminal; the bench file names those "
                          "(ASRL/dev/pts/K::INSTR, through pyserial) instead of the TCP ports")
     em.add_argument("--fault", action="append", metavar="INSTRUMENT:KIND=VALUE", help=FAULT_HELP)
     em.add_argument("--force", action="store_true", help="overwrite --bench-file even if hil did not write it")
 
-    sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core.")
+    sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core or a Dask cluster.")
     sw.add_argument("circuit")
     sw.add_argument("--teacher", type=int, default=1, help="teacher task seed (default 1)")
     sw.add_argument("--examples", type=int, default=16)
@@ -596,7 +843,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--nonideal-files", help="comma-separated non-ideality files (ngspice)")
     sw.add_argument("--steps", type=int, default=200)
     sw.add_argument("--batch", type=int, default=None, help="examples per step (default: all; seeds matter below that)")
-    sw.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    sw.add_argument("--workers", type=int, default=None,
+                    help="processes (default: every core); with --scheduler local, the cluster's worker processes")
+    sw.add_argument("--scheduler", metavar="tcp://HOST:PORT|local", default=None,
+                    help="run each point as a task on a Dask cluster: a running scheduler's address, or 'local' "
+                         "for a LocalCluster of worker processes (one thread each). Runs come back to this "
+                         "machine and are written here: workers need hil, not a shared filesystem")
     sw.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
     sw.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
     sw.add_argument("--out", required=True)
@@ -608,6 +860,33 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("-o", required=True, metavar="FILE", help="circuit file to write")
     pt.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is the input")
+
+    ca = add("calibrate", cmd_calibrate, "Fit each edge's actual conductance on a bench from probe experiments "
+                                         "(KCL with every node voltage and SMU current read); write a calibrated "
+                                         "circuit file its simulated twin uses.")
+    ca.add_argument("circuit", nargs="?", help="circuit file (default: the bench file's 'circuit')")
+    ca.add_argument("--bench", required=True, metavar="FILE", help="the bench file (`hil emulate` writes one)")
+    ca.add_argument("-o", required=True, metavar="FILE", help="calibrated circuit file to write (TOML)")
+    ca.add_argument("--patterns", type=int, default=40, help="probe patterns (default 40)")
+    ca.add_argument("--level", type=float, default=None,
+                    help="probe voltages uniform in [-LEVEL, LEVEL] V (default: half the SMUs' limit, at most 1 V)")
+    ca.add_argument("--seed", type=int, default=0, help="seed of the probe patterns")
+    ca.add_argument("--force", action="store_true", help="overwrite -o if it exists")
+
+    rl = add("replay", cmd_replay, "Re-apply a recorded bench run's conductances and experiments to a simulated "
+                                   "twin: per step and node divergence, the steps where they part, gradient "
+                                   "estimates compared (cosine per step).")
+    rl.add_argument("run", help="a bench run directory (with bench/steps.*.jsonl.gz)")
+    rl.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
+    rl.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
+    rl.add_argument("--nonideal", metavar="FILE", help="ngspice: non-idealities of the twin")
+    rl.add_argument("--circuit", metavar="FILE", help="the twin's circuit, e.g. a calibrated one from `hil calibrate` "
+                                                      "(default: the run's circuit.toml)")
+    rl.add_argument("--threshold", type=float, default=1e-3,
+                    help="volts: a step whose largest node divergence exceeds it is where twin and bench part "
+                         "(default 1e-3)")
+    rl.add_argument("--out", help="directory for divergence.csv, gradients.csv, replay.png (default RUN-replay-BACKEND)")
+    rl.add_argument("--force", action="store_true", help="write into --out even if it holds files")
 
     rp = add("report", cmd_report, "Regenerate the validation report (Markdown and figures) from scratch.")
     rp.add_argument("--out", required=True)
@@ -623,11 +902,15 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--device", default="resistor", choices=["resistor", "digipot", "mosfet"])
     n.add_argument("--nonideal", metavar="FILE", help="non-idealities (TOML): tolerance, wire and source resistance")
     n.add_argument("--inputs", help="input voltages, comma-separated (default 1 V each)")
+    n.add_argument("--opamp-gain", type=float, default=None,
+                   help="layered circuits: the op-amps' open-loop gain A, V/V (default: ideal, an E source of gain 1e12)")
+    n.add_argument("--opamp-rin", type=float, default=None,
+                   help="layered circuits: the op-amps' input resistance, ohms (default: infinite)")
     n.add_argument("-o", required=True, metavar="FILE.cir")
     n.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is an input")
 
-    ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar) as TOML.")
-    ge.add_argument("kind", choices=["random", "lattice", "crossbar"])
+    ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar, layered) as TOML.")
+    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered"])
     ge.add_argument("-o", required=True, metavar="FILE")
     ge.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it")
     ge.add_argument("--nodes", type=int, default=16)
@@ -635,6 +918,8 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--rows", type=int, default=8)
     ge.add_argument("--cols", type=int, default=8)
     ge.add_argument("--layers", default="2,4,2")
+    ge.add_argument("--sizes", default="8,3,6", help="layered: widths m,r,n (inputs, hidden, outputs; more for "
+                                                      "deeper circuits)")
     ge.add_argument("--inputs", type=int, default=2)
     ge.add_argument("--outputs", type=int, default=2)
     ge.add_argument("--seed", type=int, default=0)
@@ -657,6 +942,7 @@ def main(argv=None) -> int:
     from hil.spice.nonideal import NonIdealError
     from hil.substrate import SubstrateError
     from hil.tasks import TaskError
+    from hil.analysis.replay import ReplayError  # noqa: F401 (a ValueError: reported like the others)
 
     args = build_parser().parse_args(argv)
     if args.command == "train":

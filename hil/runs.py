@@ -9,7 +9,8 @@ A run directory holds
   (the learning rate of the step that led to the row; row 0: the first step's);
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
-- ``loss.png``: the loss curves; ``result.json`` once the run ends.
+- ``loss.png``: the loss curves; ``result.json`` once the run ends;
+- ``bench/``: a bench run's record (:mod:`hil.drivers.record`).
 """
 
 from __future__ import annotations
@@ -210,14 +211,16 @@ class Run:
             except OSError:
                 pass
 
-    def create(self, config: dict, circuit_toml: str, task: dict, force: bool = False) -> "Run":
+    def create(self, config: dict, circuit_toml: str, task: dict, fields=LOG_FIELDS, force: bool = False) -> "Run":
+        """Create the directory's files (locking a new or empty folder first, see :meth:`prepare`);
+        ``fields``: the log's columns (LOG_FIELDS, plus any a trainer adds)."""
         if not self._locked:
             self.prepare(force)
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_json(self.path / "config.json", config)
         atomic_write(self.path / "circuit.toml", circuit_toml)
         write_json(self.path / "task.json", task)
-        atomic_write(self.path / "log.csv", ",".join(LOG_FIELDS) + "\r\n")
+        atomic_write(self.path / "log.csv", ",".join(fields) + "\r\n")
         return self
 
     # -- the per-step log --------------------------------------------------------
@@ -247,8 +250,10 @@ class Run:
         except UnicodeDecodeError:
             raise RunError(f"{p}: not a text file") from None
         fields = [h.strip() for h in rows[0]] if rows else []
-        if not fields or fields[0] != "step" or any(f not in LOG_FIELDS for f in fields):
-            raise RunError(f"{p}: the header is not {','.join(LOG_FIELDS)} (or an older run's first columns of it)")
+        lead = fields[:len(LOG_FIELDS)]
+        if len(fields) < 2 or lead != LOG_FIELDS[:len(lead)] or len(set(fields)) != len(fields):
+            raise RunError(f"{p}: the header does not begin with {','.join(LOG_FIELDS)} (or an older run's first "
+                           "columns of it)")
         good, bad = [], []
         for line, r in enumerate(rows[1:], start=2):
             try:
@@ -263,12 +268,14 @@ class Run:
         return fields, good, bad
 
     def read_log(self) -> dict:
-        """The log as arrays keyed by field (rows that do not parse are left out)."""
+        """The log as arrays keyed by field: LOG_FIELDS and any further column of this run's header
+        (rows that do not parse are left out)."""
         fields, good, _ = self._log_rows()
         A = np.array(good, float).reshape(-1, len(fields))
-        return {k: A[:, fields.index(k)] if k in fields else np.full(len(A), np.nan) for k in LOG_FIELDS}
+        return {k: A[:, fields.index(k)] if k in fields else np.full(len(A), np.nan)
+                for k in LOG_FIELDS + [f for f in fields if f not in LOG_FIELDS]}
 
-    def truncate_log(self, last_step: int) -> list:
+    def truncate_log(self, last_step: int, fields=LOG_FIELDS) -> list:
         """Keep the log's rows up to ``last_step`` (later ones are recomputed on resume); notes on what was dropped.
 
         Rows that do not parse, and rows out of order, are dropped too; the log as it was is kept in
@@ -277,7 +284,7 @@ class Run:
         p = self.path / "log.csv"
         notes = []
         if not p.exists():
-            atomic_write(p, ",".join(LOG_FIELDS) + "\r\n")
+            atomic_write(p, ",".join(fields) + "\r\n")
             return [f"log.csv was missing: a new one starts at step {last_step} (earlier rows are lost)"]
         fields, good, bad = self._log_rows()
         keep, prev = [], -1

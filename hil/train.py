@@ -66,39 +66,39 @@ class ConfigError(ValueError):
     """A training option with a meaningless value; the message names the option (or the file and key)."""
 
 
-def check_config(cfg: TrainConfig, where: str = "") -> TrainConfig:
-    """Refuse meaningless options before any work: names each as ``--option`` (or ``where: key`` for a file)."""
+def check_fields(cfg, where: str = "", whole=(), optional=(), positive=()) -> None:
+    """ConfigError unless each ``whole`` field is a whole number >= its bound (``optional`` ones may be None)
+    and each ``positive`` field is None or a positive finite number; named ``--option`` (or ``where: key``)."""
     def bad(key, value, what):
         name = f"{where}: {key} =" if where else "--" + key.replace("_", "-")
         raise ConfigError(f"{name} {value!r}: {key.replace('_', ' ')} {what}")
 
-    def whole(key, lo, optional=False):
+    for key, lo in whole:
         v = getattr(cfg, key)
-        if v is None and optional:
-            return
+        if v is None and key in optional:
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             bad(key, v, f"must be a whole number >= {lo}")
-
-    def positive(key):
+    for key in positive:
         v = getattr(cfg, key)
         if v is None:
-            return
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             bad(key, v, "must be a positive finite number" + (" (S^2/V^2)" if key == "lr" else ""))
 
-    whole("steps", 1)
-    whole("batch", 1, optional=True)
-    whole("seed", 0)
-    whole("checkpoint_every", 1, optional=True)
-    whole("points", 1, optional=True)
-    whole("lr_every", 1, optional=True)
-    positive("lr")
-    positive("nudge")
+
+def check_config(cfg: TrainConfig, where: str = "") -> TrainConfig:
+    """Refuse meaningless options before any work: names each as ``--option`` (or ``where: key`` for a file)."""
+    check_fields(cfg, where, whole=(("steps", 1), ("batch", 1), ("seed", 0), ("checkpoint_every", 1),
+                                    ("points", 1), ("lr_every", 1)),
+                 optional=("batch", "checkpoint_every", "points", "lr_every"), positive=("lr", "nudge"))
     make_rule(cfg.rule, cfg.nudge, cfg.points)  # an unknown rule names itself
     if cfg.backend not in ("ideal", "ngspice", "bench"):
-        bad("backend", cfg.backend, "known backends: ideal, ngspice, bench")
+        name = f"{where}: backend =" if where else "--backend"
+        raise ConfigError(f"{name} {cfg.backend!r}: known backends: ideal, ngspice, bench")
     if not isinstance(cfg.backend_options, dict):
-        bad("backend_options", cfg.backend_options, "must be a table")
+        name = f"{where}: backend_options =" if where else "backend options"
+        raise ConfigError(f"{name} {cfg.backend_options!r}: must be a table")
     return cfg
 
 
@@ -149,7 +149,16 @@ def default_lr(circuit: Circuit, g, X, rule: Rule) -> float:
 
 
 def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Substrate:
-    """The substrate called ``backend`` holding ``circuit``."""
+    """The substrate called ``backend`` holding ``circuit``.
+
+    A calibrated circuit (a ``[calibration]`` table, from ``hil calibrate``) on a
+    simulated backend is its bench's twin: each write g realises scale * g.
+    """
+    cal = circuit.calibration
+    if cal is not None and backend != "bench":
+        from hil.twin import CalibratedSubstrate, actual_circuit
+        inner = open_substrate(actual_circuit(circuit, cal["scale"]), backend, **options)
+        return CalibratedSubstrate(circuit, inner, cal["scale"])
     if backend == "ideal":
         from hil.ideal import IdealSubstrate
         return IdealSubstrate(circuit, **options)
@@ -239,6 +248,8 @@ class Trainer:
         cfg, t, c = self.cfg, self.task, self.circuit
         rng = rng or np.random.default_rng(cfg.seed)
         every = cfg.checkpoint_every or max(1, cfg.steps // 20)
+        if hasattr(self.sub, "record_to"):  # a bench: every exchange and step into the run directory
+            self.sub.record_to(self.run.path / "bench")
         g = self.sub.read()
         lo, hi = c.g_min, c.g_max
         n = t.n_train
@@ -260,11 +271,14 @@ class Trainer:
                                     seconds=0.0, lr=alpha))
         step = start_step
         rng_before = rng.bit_generator.state
+        mark = getattr(self.sub, "mark", None)  # a recording substrate notes where each step begins
         try:
             with sigint_flag() as stop, Progress(cfg.steps - start_step, f"train {cfg.rule}", enabled=progress) as bar:
                 while step < cfg.steps:
                     if stop["hits"]:
                         raise KeyboardInterrupt  # Ctrl-C, taken here between steps
+                    if mark:
+                        mark(step + 1)
                     rng_before = rng.bit_generator.state  # an unfinished step is redone from here
                     if cfg.lr_every and step % cfg.lr_every == 0 and step > 0:
                         alpha = self.default_lr(g)  # the curvature follows the conductances
@@ -291,6 +305,9 @@ class Trainer:
                 self.run.append_log(pending)
             self.run.save_checkpoint(step, g, rng_before, {"lr": alpha})
             raise
+        finally:
+            if hasattr(self.sub, "stop_recording"):
+                self.sub.stop_recording()
         log = self.run.read_log()
         rates = self._rates(log["train_loss"], g, alpha)
         plot_losses(self.run, rates.pop("_lines", None))
@@ -347,29 +364,88 @@ def _load_task(run: Run) -> Task:
 
 
 def _checkpoint_check(circuit: Circuit, steps: int):
+    return checkpoint_check(circuit.m, circuit.g_min, circuit.g_max, lambda e: f"edge '{circuit.edge_names[e]}'")
+
+
+def checkpoint_check(m: int, g_min: float, g_max: float, name_of, rng: bool = True):
+    """A check of one checkpoint (for :meth:`Run.recover_checkpoint`): None, or why it is refused.
+
+    ``m`` conductances in [g_min, g_max] S (``name_of(e)``: how parameter e is named), a
+    whole step >= 0, a positive finite lr if any, a numpy random state when ``rng``.
+    """
     def check(ck):
-        step, g, rng = ck.get("step"), np.asarray(ck.get("g"), float), ck.get("rng")
+        step, g = ck.get("step"), np.asarray(ck.get("g"), float)
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             return f"step {step!r} is not a whole number >= 0"
-        if g.shape != (circuit.m,) or not np.all(np.isfinite(g)):
-            return f"g is not {circuit.m} finite conductances"
-        out = np.flatnonzero((g < circuit.g_min) | (g > circuit.g_max))
+        if g.shape != (m,) or not np.all(np.isfinite(g)):
+            return f"g is not {m} finite conductances"
+        out = np.flatnonzero((g < g_min) | (g > g_max))
         if out.size:
             e = out[0]
-            return (f"edge '{circuit.edge_names[e]}' g = {g[e]!r} S is outside [g_min, g_max] = "
-                    f"[{circuit.g_min}, {circuit.g_max}]")
+            return f"{name_of(e)} g = {g[e]!r} S is outside [g_min, g_max] = [{g_min}, {g_max}]"
         lr = ck.get("lr")
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
                                or lr <= 0):
             return f"lr {lr!r} is not a positive finite number"
-        if not isinstance(rng, dict) or "bit_generator" not in rng:
+        if not rng:
+            return None
+        state = ck.get("rng")
+        if not isinstance(state, dict) or "bit_generator" not in state:
             return "no random state"
         try:
-            np.random.default_rng().bit_generator.state = rng
+            np.random.default_rng().bit_generator.state = state
         except Exception:
             return "the random state is not one numpy accepts"
         return None
     return check
+
+
+def apply_changes(run: Run, raw: dict, config, at_step: int, steps, changes, check) -> list:
+    """Apply a resume's option changes to ``config`` (only RESUMABLE ones; RunError naming any other).
+
+    Each change is recorded in config.json ("changes": option, from, to, at_step);
+    ``check(config)`` validates the result. Returns the notes saying what changed.
+    """
+    wanted = dict(changes or {})
+    if steps is not None:
+        wanted["steps"] = steps
+    for key in wanted:
+        if key not in RESUMABLE:
+            raise RunError(f"--{key.replace('_', '-')}: a resume continues the run with its recorded options "
+                           f"and can change only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)}")
+    if "steps" in wanted and wanted["steps"] < at_step:
+        raise RunError(f"--steps {wanted['steps']}: the run already has {at_step} steps; a resume continues "
+                       "it (--steps is the new total, at least that)")
+    done = []
+    for key, value in wanted.items():
+        old = raw.get("backend_options", {}).get("bench") if key == "bench" else raw.get(key)
+        if value is None or value == old:
+            continue
+        if key == "bench":
+            if config.backend != "bench":
+                raise RunError(f"--bench: the run's backend is {config.backend}, not bench")
+            config.backend_options = {**config.backend_options, "bench": value}
+            raw["backend_options"] = config.backend_options
+        else:
+            setattr(config, key, value)
+            raw[key] = value
+        done.append({"option": key, "from": old, "to": value, "at_step": at_step})
+    check(config)
+    if done:
+        from hil.runs import write_json
+        raw.setdefault("changes", []).extend(done)
+        write_json(run.path / "config.json", raw)
+    return [f"--{d['option'].replace('_', '-')} changed from {d['from']} to {d['to']} at step {d['at_step']}"
+            for d in done]
+
+
+def say_recovered(run: Run, step: int, notes: list) -> None:
+    """Record a resume at ``step`` and each note in history.log; print the notes (stderr)."""
+    import os
+    run.note(f"resume at step {step} (pid {os.getpid()})")
+    for n in notes:
+        run.note(n)
+        print(f"hil: {run.path}: {n}", file=sys.stderr)
 
 
 def resume_run(out, steps: int | None = None, progress: bool | None = None,
@@ -383,13 +459,20 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
     nothing is deleted (replaced files go to recovered/).
     """
     from hil.circuit import CircuitError, load_circuit
-    from hil.runs import RunError, write_json
 
     run = Run(out)
     if not run.path.is_dir():
         raise RunError(f"--resume {out}: no such run folder (no checkpoint.json to resume from)")
     if not (run.path / "checkpoint.json").exists() and not any((run.path / "checkpoints").glob("step_*.npz")):
         raise RunError(f"{run.path}: no checkpoint.json; not a run directory, or the run never reached its first checkpoint")
+    if (run.path / "config.json").is_file():
+        try:
+            kind = run.config.get("circuit_kind")
+        except (RunError, AttributeError):
+            kind = None  # the checks below say what is wrong
+        if kind == "layered":
+            from hil.layered_train import resume_layered_run
+            return resume_layered_run(out, steps, progress, changes=changes)
     run.lock()
     sub = None
     try:
@@ -410,41 +493,9 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
             raise RunError(f"the run's circuit: {exc}") from None
         task = _load_task(run)
         ck, notes = run.recover_checkpoint(_checkpoint_check(circuit, config.steps))
-        wanted = dict(changes or {})
-        if steps is not None:
-            wanted["steps"] = steps
-        for key in wanted:
-            if key not in RESUMABLE:
-                raise RunError(f"--{key.replace('_', '-')}: a resume continues the run with its recorded options "
-                               f"and can change only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)}")
-        if "steps" in wanted and wanted["steps"] < ck["step"]:
-            raise RunError(f"--steps {wanted['steps']}: the run already has {ck['step']} steps; a resume continues "
-                           "it (--steps is the new total, at least that)")
-        done = []
-        for key, value in wanted.items():
-            old = raw.get("backend_options", {}).get("bench") if key == "bench" else raw.get(key)
-            if value is None or value == old:
-                continue
-            if key == "bench":
-                if config.backend != "bench":
-                    raise RunError(f"--bench: the run's backend is {config.backend}, not bench")
-                config.backend_options = {**config.backend_options, "bench": value}
-                raw["backend_options"] = config.backend_options
-            else:
-                setattr(config, key, value)
-                raw[key] = value
-            done.append({"option": key, "from": old, "to": value, "at_step": int(ck["step"])})
-        check_config(config)
-        if done:
-            raw.setdefault("changes", []).extend(done)
-            write_json(run.path / "config.json", raw)
-            notes += [f"--{d['option'].replace('_', '-')} changed from {d['from']} to {d['to']} at step {d['at_step']}"
-                      for d in done]
+        notes += apply_changes(run, raw, config, int(ck["step"]), steps, changes, check_config)
         notes += run.truncate_log(ck["step"])
-        run.note(f"resume at step {ck['step']} (pid {__import__('os').getpid()})")
-        for n in notes:
-            run.note(n)
-            print(f"hil: {run.path}: {n}", file=sys.stderr)
+        say_recovered(run, int(ck["step"]), notes)
         sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
         sub.write(ck["g"])
         trainer = Trainer(run, circuit, task, config, sub)

@@ -174,9 +174,10 @@ def test_report_regenerates_with_its_tables_and_figures(report):
     md = (report / "report.md").read_text()
     for needle in ("## 1. Bias order", "| ep-sym | 2 | 2.0", "| ep-holo:4 | 4 | 4.0", "## 2. The nudge",
                    "## 3. What each rule descends", "## 4. Coercivity", "![bias, ideal](bias-ideal.png)",
-                   "## 5. The kite", "| 0 | 1/2 |", "| 0.2 | 2/2 |", "![kite loss curves](kite.png)"):
+                   "## 5. The kite", "| 0 | 1/2 |", "| 0.2 | 2/2 |", "![kite loss curves](kite.png)",
+                   "## 6. Layered circuits: feedback alignment", "(below 1e-3)", "![angle](factorize-angle.png)"):
         assert needle in md, needle
-    for fig in ("bias-ideal.png", "rules.png", "kite.png"):
+    for fig in ("bias-ideal.png", "rules.png", "kite.png", "factorize-excess.png", "factorize-angle.png"):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
 
 

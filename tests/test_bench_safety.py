@@ -24,6 +24,7 @@ from hil.train import TrainConfig, start_run
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 V_LIM, I_LIM = 2.0, 0.02  # what `hil emulate`'s bench file sets for every SMU
+READING_ATOL = 2e-6  # V: the emulated instruments read at 6.5 digits of their range (1 uV on 2 V)
 
 
 @pytest.fixture
@@ -126,23 +127,23 @@ def test_instruments_are_made_safe_on_connect_and_old_errors_cleared(emulated):
     c = load_circuit("net16")
     emu, path = emulated(IdealSubstrate(c))
     script(emu, "smu_n1", [":SOUR:FUNC VOLT;:SOUR:VOLT 150;:SENS:CURR:PROT 0.5;:OUTP ON",
-                           ":SOUR:VOLT:MODE SWE"])  # a -221 left in the queue
+                           ":SOUR:VOLT:MODE SWE"])  # a -224 left in the queue (SWE: no staircase sweep emulated)
     script(emu, "board", ["EDGE:COND 99,1e-3"])       # a -222
-    assert not safe(emu.instruments["smu_n1"].state())
+    assert not safe(emu.instruments["smu_n1"].applied())
     t0 = time.monotonic()
     X = np.random.default_rng(0).uniform(-1, 1, (3, 2))
     with BenchSubstrate(c, path) as bench:
         got = bench.measure(X, np.zeros((3, 2)), [Free()])[Free()]
         notes = "\n".join(line for _, line in bench.diagnostics())
-    np.testing.assert_allclose(got, IdealSubstrate(c).measure(X, np.zeros((3, 2)), [Free()])[Free()], rtol=1e-9)
+    np.testing.assert_allclose(got, IdealSubstrate(c).measure(X, np.zeros((3, 2)), [Free()])[Free()], rtol=0, atol=READING_ATOL)
     log = since(emu.instruments["smu_n1"], t0)
     assert log[0][1] == ":OUTP OFF" and not log[0][2]["output"]  # hil's first word to it
     for name, inst in emu.instruments.items():
         if name.startswith("smu_"):
             bad = [(line, st) for _, line, st in since(inst, t0) if not safe(st)]
             assert not bad, f"{name} applied an unsafe state: {bad[0]}"
-            assert not inst.output  # left off when the bench closed
-    assert "SMU on node n1: error queued before connecting, cleared: -221" in notes
+            assert not inst.state["output"]  # left off when the bench closed
+    assert "SMU on node n1: error queued before connecting, cleared: -224" in notes
     assert "resistor board: error queued before connecting, cleared: -222" in notes
 
 
@@ -155,14 +156,14 @@ def test_a_restarted_instrument_is_made_safe_and_reconfigured(emulated):
     Y = np.zeros((4, 2))
     ref = IdealSubstrate(c).measure(X, Y, [Free()])[Free()]
     with BenchSubstrate(c, bench_of(path, timeout_ms=300, retries=3)) as bench:
-        np.testing.assert_allclose(bench.measure(X, Y, [Free()])[Free()], ref, rtol=1e-9)
+        np.testing.assert_allclose(bench.measure(X, Y, [Free()])[Free()], ref, rtol=0, atol=READING_ATOL)
         t0 = time.monotonic()
         for name in ("smu_n1", "smu_n6", "board"):  # a restart: defaults, and the link is gone
             inst = emu.instruments[name]
             inst.reset()
             inst.faults.drop = 1
         assert not np.allclose(emu.model.g, c.g)  # the board's *RST moved every edge
-        np.testing.assert_allclose(bench.measure(X, Y, [Free()])[Free()], ref, rtol=1e-9)
+        np.testing.assert_allclose(bench.measure(X, Y, [Free()])[Free()], ref, rtol=0, atol=READING_ATOL)
         np.testing.assert_allclose(emu.model.g, c.g, rtol=1e-15)  # restored after the reconnect
         for name in ("smu_n1", "smu_n6"):
             log = since(emu.instruments[name], t0)
@@ -276,7 +277,7 @@ def test_hil_emulate_injects_faults_from_the_command_line(tmp_path):
         with BenchSubstrate(c, bench_of(bench_file, timeout_ms=300)) as bench:
             got = bench.measure(X, np.zeros((3, 2)), [Free()])[Free()]
             notes = "\n".join(line for _, line in bench.diagnostics())
-        np.testing.assert_allclose(got, IdealSubstrate(c).measure(X, np.zeros((3, 2)), [Free()])[Free()], rtol=1e-9)
+        np.testing.assert_allclose(got, IdealSubstrate(c).measure(X, np.zeros((3, 2)), [Free()])[Free()], rtol=0, atol=READING_ATOL)
         assert "resistor board: error queued before connecting, cleared: -315" in notes
     finally:
         emu.terminate()
@@ -344,7 +345,7 @@ def test_swapped_scanner_channels_or_smus_are_caught_at_the_start(tmp_path, emul
                                          rf"\(scanner channel 101\) reads {fmt(got)} V where the circuit at the "
                                          rf"board's conductances gives {fmt(want)} V"):
         BenchSubstrate(c, {**cfg, "smu": smus})
-    assert not any(inst.output for name, inst in emu.instruments.items() if name.startswith("smu_"))  # left safe
+    assert not any(inst.state["output"] for name, inst in emu.instruments.items() if name.startswith("smu_"))  # left safe
 
 
 def test_a_bench_run_resumes_on_a_restarted_bench_named_by_bench(tmp_path, emulated):
@@ -365,6 +366,6 @@ def test_a_bench_run_resumes_on_a_restarted_bench_named_by_bench(tmp_path, emula
     emu2, path2 = emulated(IdealSubstrate(c))
     resume_run(tmp_path / "bench", steps=8, progress=False, changes={"bench": str(path2)})
     np.testing.assert_allclose(Run(tmp_path / "bench").read_log()["train_loss"],
-                               Run(tmp_path / "ideal").read_log()["train_loss"], rtol=1e-6)
+                               Run(tmp_path / "ideal").read_log()["train_loss"], rtol=2e-4)
     changes = json.loads((tmp_path / "bench" / "config.json").read_text())["changes"]
     assert {"option": "bench", "from": str(path), "to": str(path2), "at_step": 4} in changes

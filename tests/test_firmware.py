@@ -345,8 +345,8 @@ def test_hil_emulate_serial_serves_every_instrument_on_a_pty_and_a_run_trains_th
         c = load_circuit("bridge")
         start_run(c, teacher_task(c, seed=1), TrainConfig(rule="cl", steps=5), tmp_path / "ideal", progress=False)
         assert r["steps"] == 5 and r["final_loss"] < r["initial_loss"]
-        # the same run on the ideal substrate, in this process
-        np.testing.assert_allclose(Run(tmp_path / "ideal").read_log()["train_loss"][-1], r["final_loss"], rtol=1e-6)
+        # the same run on the ideal substrate, in this process (to the instruments' 6.5 digits, carried through 5 steps)
+        np.testing.assert_allclose(Run(tmp_path / "ideal").read_log()["train_loss"][-1], r["final_loss"], rtol=2e-4)
     finally:
         emu.terminate()
         emu.wait(timeout=30)

@@ -9,7 +9,9 @@
 3. gd, EP, CL and AL trained side by side: which loss each descends, and how
    well each conserves ||g||^2 ("mass");
 4. coercivity: the predicted loss decay rate beside the measured one;
-5. the kite: a mirror symmetry that removes a rank of J and slows training.
+5. the kite: a mirror symmetry that removes a rank of J and slows training;
+6. layered circuits: gd and feedback alignment on a low-rank factorisation
+   (:mod:`hil.analysis.factorize`).
 """
 
 from __future__ import annotations
@@ -156,6 +158,9 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
                       f"{res['measured_rate'] / res['predicted_rate']:.3f} |")
     progress("the kite")
     md += [""] + kite_section(out)
+    progress("layered circuits: feedback alignment")
+    from hil.analysis.factorize import section as factorize_section
+    md += [""] + factorize_section(out, number=6)
     md += ["",
            f"Generated in {time.perf_counter() - t0:.0f} s."]
     path = out / "report.md"

@@ -78,7 +78,11 @@ def load_nonideal(path) -> NonIdeal:
     path = Path(path)
     if not path.exists():
         raise NonIdealError(f"{path}: no such non-ideality file")
-    text = path.read_text()
+    return nonideal_from_text(path.read_text(), str(path))
+
+
+def nonideal_from_text(text: str, path: str = "<text>") -> NonIdeal:
+    """Parse and validate a non-ideality file's text; errors name ``path`` (e.g. a file on another machine)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -118,6 +118,17 @@ class NgSpiceSubstrate(Substrate):
     def read(self) -> np.ndarray:
         return self.device.g_from_param(self._p)
 
+    def actual_conductances(self) -> np.ndarray | None:
+        """Each edge's true conductance (S) as simulated: part tolerance and wire resistance included.
+
+        What an ammeter in series with the edge would see; None for devices that are not
+        resistors (a MOSFET channel's conductance depends on its operating point).
+        """
+        if not hasattr(self.device, "_r"):
+            return None
+        r = np.array([self.device._r(e, p) for e, p in enumerate(self._p)])
+        return 1.0 / (r + self.nonideal.wire_resistance)
+
     # -- experiments -------------------------------------------------------------
     @contextlib.contextmanager
     def noiseless(self):
@@ -165,10 +176,15 @@ class NgSpiceSubstrate(Substrate):
                 V[i, self._read_idx] = self.s.scalars(self._read_names)
                 self.s.destroy_plots()
                 self.solves += 1
-            if self._noisy and (self.nonideal.noise or self.nonideal.adc_bits):
-                V[:, self._read_idx] = self.nonideal.measure(V[:, self._read_idx], self._rng)
-            out.append(V)
+            out.append(self.voltmeter(V) if self._noisy else V)
         return out
+
+    def voltmeter(self, V) -> np.ndarray:
+        """What the voltmeters report for node voltages V (volts, (batch, n)): noise and ADC, ground exact."""
+        V = np.array(V, float)
+        if self.nonideal.noise or self.nonideal.adc_bits:
+            V[:, self._read_idx] = self.nonideal.measure(V[:, self._read_idx], self._rng)
+        return V
 
     def sens_gradient(self, X, Y) -> np.ndarray:
         """dC/dg from ngspice's ``sens`` analysis (V^2/S): the circuit's own gradient, in one run per output.
