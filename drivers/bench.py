@@ -133,6 +133,12 @@ REQUIRED = {"board": ("resource",), "smu": ("node", "resource"), "scanner": ("re
 def _unknown(where, key, known):
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'? " if close else ""
+    if not close:  # a key of another table, misplaced or misspelt there
+        for table, keys in SCHEMA.items():
+            near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+            if table and near:
+                hint = f"did you mean '{near[0]}' in [{'[smu]' if table == 'smu' else table}]? "
+                break
     return BenchError(f"{where}: unknown key '{key}' ({hint}known: {', '.join(sorted(known))})")
 
 

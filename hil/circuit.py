@@ -256,6 +256,19 @@ def load_any(path):
     return circuit_from_dict(data, source=str(p), text=text)
 
 
+def circuit_name(data: dict, source: str, at) -> str:
+    """The circuit's ``name`` (a plain name: it reaches file names, SPICE titles and TOML), or the file's stem
+    made one; CircuitError at the key's line (``at('name')``) otherwise."""
+    if "name" in data:
+        name = data["name"]
+        if not isinstance(name, str) or not CIRCUIT_NAME_RE.match(name):
+            raise CircuitError(f"{at('name')}: circuit name {name!r} is not a plain name (a letter, then letters, "
+                               "digits, '_', '.' or '-', at most 64 characters)")
+        return name
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(source).stem)[:63] or "circuit"
+    return name if name[0].isalpha() else "c" + name
+
+
 def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> Circuit:
     """Validate a parsed circuit definition (the TOML schema as a dict) into a Circuit."""
     edge_lines = _edge_lines(text)
@@ -283,14 +296,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
     for k in ("ground", "inputs", "outputs", "edge"):
         if k not in data:
             raise CircuitError(f"{source}: missing key '{k}'")
-    if "name" in data:
-        name = data["name"]
-        if not isinstance(name, str) or not CIRCUIT_NAME_RE.match(name):
-            raise CircuitError(f"{at('name')}: circuit name {name!r} is not a plain name (a letter, then letters, "
-                               "digits, '_', '.' or '-', at most 64 characters)")
-    else:  # the file's stem, made a plain name
-        name = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(source).stem)[:63] or "circuit"
-        name = name if name[0].isalpha() else "c" + name
+    name = circuit_name(data, source, at)
     edges = data["edge"]
     if not isinstance(edges, list) or not edges:
         raise CircuitError(f"{at('edge')}: 'edge' must be a non-empty array of [[edge]] tables")

@@ -952,13 +952,14 @@ def main(argv=None) -> int:
     except (CircuitError, TaskError, RunError, SubstrateError, NonIdealError, ValueError) as exc:
         print(f"hil {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a folder that cannot be written, a full disk, a device instead of a file
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"hil {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into head and closed
+    except BrokenPipeError:  # output piped into head and closed (an OSError: caught first)
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a folder that cannot be written, a full disk, a device instead of a file
+        out = getattr(args, "out", None) or getattr(args, "o", None) or getattr(args, "resume", None)
+        where = f"{exc.filename}: " if exc.filename else (f"writing {out}: " if out else "")
+        print(f"hil {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\nhil {args.command}: interrupted; the last checkpoint was written"
               + (f" (resume: hil train --resume {args.out or args.resume})" if args.command == "train" else ""),

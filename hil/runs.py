@@ -33,11 +33,20 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old or the new file, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # the old file stands; no half-written copy is left beside it
+        raise named(exc, path) from None
     os.replace(tmp, path)
+
+
+def named(exc: OSError, path) -> OSError:
+    """``exc`` naming ``path`` (a failed write, a full disk, raises without a file name)."""
+    return exc if exc.filename else type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def check_output(path, inputs=(), force: bool = False, option: str = "-o", ours: str | None = None) -> Path:
@@ -231,12 +240,15 @@ class Run:
 
     def append_log(self, rows: list) -> None:
         fields = self._log_fields()
-        with open(self.path / "log.csv", "a", newline="") as fh:
-            w = csv.writer(fh)
-            for r in rows:
-                w.writerow([r.get(k, "") for k in fields])
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path / "log.csv", "a", newline="") as fh:
+                w = csv.writer(fh)
+                for r in rows:
+                    w.writerow([r.get(k, "") for k in fields])
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # a row cut short is dropped on resume
+            raise named(exc, self.path / "log.csv") from None
 
     def _log_rows(self) -> tuple:
         """(the run's columns, good rows as float lists, [(line, why)] of rows that are not).

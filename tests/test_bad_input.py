@@ -5,10 +5,11 @@ Each row ran to a traceback or was silently accepted before (issue 12's list).
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import HIL
 
 SHIPPED = Path(__file__).parent.parent / "circuits"
 
@@ -37,6 +38,8 @@ def files(tmp: Path) -> dict:
                                        'edge = [["R1", "vin", "out", 1e-3]]\n')
     (tmp / "newline.toml").write_text('name = "t\\n.control"\n' + DIVIDER_BODY)
     (tmp / "dotdot.toml").write_text('name = "../../x"\n' + DIVIDER_BODY)
+    (tmp / "layered.toml").write_text('kind = "layered"\nname = "t\\n.control"\n[[layer]]\nr_f = [1e5]\n'
+                                      'g_plus = [[1e-5, 1e-5]]\ng_minus = [[1e-5, 1e-5]]\n')
     (tmp / "noise.toml").write_text("noise = 1e6\n")
     (tmp / "adc.toml").write_text("adc_bits = 12\nadc_range = 1e-9\n")
     (tmp / "wire.toml").write_text("wire_resistance = 1e300\n")
@@ -91,6 +94,7 @@ CASES = [
      "newline.toml:1: circuit name 't\\n.control' is not a plain name"),
     (["perturb", "{tmp}/newline.toml", "-o", "{tmp}/p.toml"], "circuit name 't\\n.control' is not a plain name"),
     (["emulate", "{tmp}/dotdot.toml"], "dotdot.toml:1: circuit name '../../x' is not a plain name"),
+    (["netlist", "{tmp}/layered.toml", "-o", "{tmp}/l.cir"], "layered.toml:2: circuit name 't\\n.control' is not a plain name"),
 ]
 
 
@@ -99,7 +103,7 @@ def test_bad_input_is_a_clear_error(tmp_path, args, message):
     extra = files(tmp_path)
     fill = lambda s: s.replace("{tmp}", str(tmp_path)).replace("{port}", str(extra["port"]))
     before = sorted(p.name for p in tmp_path.iterdir())
-    p = subprocess.run([sys.executable, "-m", "hil.cli", *map(fill, args)], capture_output=True, text=True,
+    p = subprocess.run(HIL + [*map(fill, args)], capture_output=True, text=True,
                        timeout=300, cwd=tmp_path / "folder")
     assert p.returncode == 2, p.stderr + p.stdout
     assert "Traceback" not in p.stderr and fill(message) in p.stderr, p.stderr

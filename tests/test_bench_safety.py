@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
+from helpers import HIL
 from hil.circuit import load_circuit
 from hil.ideal import IdealSubstrate
 from hil.runs import Run
@@ -227,6 +228,7 @@ BASE = ('[board]\nresource = "TCPIP::127.0.0.1::5025::SOCKET"\n'
 @pytest.mark.parametrize("top, tail, message", [
     ("", 'voltage_limt = 2.0\n', r"\[\[smu\]\] #1: unknown key 'voltage_limt' \(did you mean 'voltage_limit'\?"),
     ("retrys = 3\n", "", r"\(top level\): unknown key 'retrys' \(did you mean 'retries'\?"),
+    ("voltage_limt = 5\n", "", r"\(top level\): unknown key 'voltage_limt' \(did you mean 'voltage_limit' in \[\[smu\]\]\?"),
     ("settle = -1\n", "", r"\(top level\) settle = -1 must be a number >= 0"),
     ("retries = -1\n", "", r"\(top level\) retries = -1 must be a whole number >= 0"),
     ("retries = 1.5\n", "", r"\(top level\) retries = 1.5 must be a whole number"),
@@ -255,8 +257,7 @@ def test_bench_file_keys_and_values_are_checked(tmp_path, top, tail, message):
 def _emulate(*args, cwd=None):
     import json
     import subprocess
-    import sys
-    p = subprocess.Popen([sys.executable, "-m", "hil.cli", "emulate", *map(str, args), "--json"],
+    p = subprocess.Popen(HIL + ["emulate", *map(str, args), "--json"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd or Path.home())
     line, deadline = "", time.time() + 60
     while not line.startswith("{") and time.time() < deadline and p.poll() is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import HIL
 from hil.circuits import random_network
 from hil.runs import Run, RunError
 from hil.tasks import teacher_task
@@ -22,7 +23,7 @@ from hil.train import TrainConfig, resume_run, start_run
 
 
 def hil(*args, cwd=None, **kw):
-    return subprocess.run([sys.executable, "-m", "hil.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run(HIL + [str(a) for a in args], capture_output=True, text=True,
                           timeout=300, cwd=cwd or Path.home(), **kw)
 
 
@@ -66,7 +67,7 @@ def same_as(run, whole):
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     out = tmp_path / "run"
     assert hil("train", "net16", "--teacher", 1, "--steps", 20, "--out", out).returncode == 0
-    first = subprocess.Popen([sys.executable, "-m", "hil.cli", "train", "--resume", str(out), "--steps", str(10 ** 7)],
+    first = subprocess.Popen(HIL + ["train", "--resume", str(out), "--steps", str(10 ** 7)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path.home())
     try:
         deadline = time.time() + 60
@@ -231,7 +232,7 @@ def test_ctrl_c_stops_an_ngspice_run_every_time(tmp_path, ngspice):
         args = (["train", "--resume", out] if k else
                 ["train", "net16", "--teacher", 1, "--rule", "ep-sym", "--backend", "ngspice", "--out", out,
                  "--checkpoint-every", 10])
-        p = subprocess.Popen([sys.executable, "-m", "hil.cli", *map(str, args), "--steps", str(10 ** 6)],
+        p = subprocess.Popen(HIL + [*map(str, args), "--steps", str(10 ** 6)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path.home())
         seen = 0 if k == 0 else Run(out).load_checkpoint()["step"]
         deadline = time.time() + 120
@@ -256,3 +257,66 @@ def test_ctrl_c_stops_an_ngspice_run_every_time(tmp_path, ngspice):
         log = run.read_log()["step"]
         assert step > seen and log[-1] == step  # every completed step kept, log and checkpoint agree
         np.testing.assert_array_equal(log, np.arange(step + 1))
+
+
+# -- layered runs (issue 15) share the run directory's rules -------------------------------------
+
+def test_a_layered_run_has_one_writer_a_fresh_out_and_a_validated_resume(tmp_path):
+    """The same run-directory promises for a layered circuit: --out refused when it holds user files,
+    a damaged checkpoint.json replaced by the newest good .npz (the resume then equals the whole run),
+    an option change refused and the log left as it was, a lock held by a live process refused."""
+    lt = tmp_path / "l.toml"
+    assert hil("generate", "layered", "--sizes", "4,2,3", "-o", lt).returncode == 0
+    p = hil("generate", "layered", "--sizes", "4,2,3", "-o", lt, "--seed", 1)  # its own file: replaced
+    assert p.returncode == 0, p.stderr
+    train = ["train", lt, "--task", "factorize", "--rank", 2, "--rule", "fa", "--checkpoint-every", 10]
+    whole, out, mine = tmp_path / "whole", tmp_path / "run", tmp_path / "mine"
+    assert hil(*train, "--steps", 40, "--out", whole).returncode == 0
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    p = hil(*train, "--steps", 20, "--out", mine)
+    assert p.returncode == 2 and "not empty (notes.txt) and not a new run" in p.stderr
+    assert [f.name for f in mine.iterdir()] == ["notes.txt"]
+    assert hil(*train, "--steps", 20, "--out", out).returncode == 0
+    before = snapshot(out)
+    for args, message in [(["--rule", "gd"], "--rule: a resume continues the run with its recorded options"),
+                          (["--steps", 10], "--steps 10: the run already has 20 steps")]:
+        p = hil("train", "--resume", out, *args)
+        assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert snapshot(out) == before
+    (out / "run.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "since": "now"}))
+    p = hil("train", "--resume", out, "--steps", 40)
+    assert p.returncode == 2 and f"in use by process {os.getpid()}" in p.stderr
+    (out / "run.lock").unlink()
+    (out / "checkpoint.json").write_text('{"step": 20, "g": [')  # cut mid-write
+    p = hil("train", "--resume", out, "--steps", 40)
+    assert p.returncode == 0, p.stderr
+    assert "resumed from checkpoints/step_000020.npz (step 20)" in p.stderr
+    np.testing.assert_array_equal(Run(out).load_checkpoint()["g"], Run(whole).load_checkpoint()["g"])
+    np.testing.assert_array_equal(Run(out).read_log()["angle"], Run(whole).read_log()["angle"])
+    assert any((out / "recovered").iterdir()) and not (out / "run.lock").exists()
+
+
+def test_a_full_disk_is_named_and_the_run_resumes_from_what_was_written(tmp_path):
+    """--out on a full disk: a file-size limit makes every write past 20 kB fail as a full disk does
+    (an OSError with no file name); the message names the file, and the run resumes to the whole run."""
+    import resource
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead of killing hil
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    out = tmp_path / "run"
+    p = subprocess.run(HIL + ["train", "net16", "--teacher", "1", "--steps", "200", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, preexec_fn=small_disk, cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert f"hil train: error: {out}/" in p.stderr and "File too large" in p.stderr
+    assert not list(out.rglob(".*.tmp")) and not (out / "run.lock").exists()
+    run = Run(out)
+    assert run.load_checkpoint()["step"] < 200
+    p = hil("train", "--resume", out, "--steps", 200)
+    assert p.returncode == 0, p.stderr
+    np.testing.assert_array_equal(run.read_log()["step"], np.arange(201))
+    ref = tmp_path / "ref"
+    assert hil("train", "net16", "--teacher", 1, "--steps", 200, "--out", ref).returncode == 0
+    np.testing.assert_array_equal(run.load_checkpoint()["g"], Run(ref).load_checkpoint()["g"])
