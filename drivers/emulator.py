@@ -140,9 +140,10 @@ class Instrument:
         self.model = model
         self.faults = Faults()
         self.received = deque(maxlen=HISTORY)  # recent messages (cut to HISTORY_CHARS), for tests and post-mortems
-        self.state_log = deque(maxlen=20000)  # (time, message, applied()) after each message: every state applied
+        self.state_log = deque(maxlen=20000)  # (time, command, applied()) after each command: every state applied
         self.status = Status(texts=self.error_texts)
         self.scpi = Interpreter(self.status, ieee488=self.ieee488)
+        self.scpi.after_unit = self._log_applied
         s, st = self.scpi, self.status
         s.add("*IDN?", lambda a: self.idn)
         s.add("*RST", lambda a: self.reset())
@@ -198,14 +199,15 @@ class Instrument:
         return "\n".join(lines) if lines else None
 
     def respond(self, message: str) -> list:
-        """The reply lines of one program message; what the instrument then applies goes to ``state_log``."""
+        """The reply lines of one program message."""
         with self.model.lock:
-            try:
-                return self.scpi.response(message)
-            finally:
-                st = self.applied()
-                if st is not None:
-                    self.state_log.append((time.monotonic(), message[:HISTORY_CHARS], st))
+            return self.scpi.response(message)
+
+    def _log_applied(self, unit: str) -> None:
+        """After each command of a message: what the instrument applies then, into ``state_log``."""
+        st = self.applied()
+        if st is not None:
+            self.state_log.append((time.monotonic(), unit[:HISTORY_CHARS], st))
 
     def applied(self):
         """What the instrument applies to the circuit now (a dict), or None when it applies nothing."""

@@ -68,6 +68,7 @@ CASES = [
     (CSV + ["{tmp}/ok.csv", "--test-fraction", "nan", "--out", "{tmp}/r"], "--test-fraction nan: must be at least 0"),
     (T + ["--steps", "5", "--out", "{tmp}/afile"], "--out {tmp}/afile: exists and is not a folder"),
     (T + ["--steps", "5", "--out", "/dev/null"], "--out /dev/null: exists and is not a folder"),
+    (T + ["--steps", "5", "--out", "/proc/hil-run"], "--out /proc/hil-run: cannot create the folder"),  # unwritable
     (T + ["--backend", "bench", "--bench", "{tmp}/nobody.toml", "--rule", "cl", "--out", "{tmp}/r"],
      "resistor board at TCPIP::127.0.0.1::{port}::SOCKET: cannot connect (1 tries"),
     (["info", "{tmp}/floating.toml"], "floating.toml:15: floating subnetwork: node(s) x, y"),

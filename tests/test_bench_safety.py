@@ -1,6 +1,6 @@
 """Bench safety against the emulator, its state log inspected: a known, safe, verified start; bounded retries.
 
-Every state an emulated SMU applied is logged after each received line
+Every state an emulated SMU applied is logged after each command it executes
 (``Instrument.state_log``); an SMU state is safe when its output is off, or when
 every level it can source (the fixed level, or the list in list mode) is within
 the bench file's limit and the compliance of the other quantity is too.
