@@ -519,6 +519,7 @@ def cmd_sweep(args):
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [0]
     nonideals = [x or None for x in args.nonideal_files.split(",")] if args.nonideal_files else None
     points = grid(rules, nudges, seeds, nonideals)
+    _check_sweep(args, points)
     with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
         rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
                          args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch,
@@ -528,6 +529,18 @@ def cmd_sweep(args):
     lines += [f"  point {r['point']} ({r['rule']}, nudge {r['nudge']}, seed {r['seed']}): {r['error']}" for r in failed]
     _emit(args, {"points": len(rows), "failed": len(failed), "table": f"{args.out}/sweep.csv", "rows": rows},
           "\n".join(lines))
+
+
+def _check_sweep(args, points) -> None:
+    """Every point's options checked before any worker starts (a bad --steps fails the sweep, not each point)."""
+    from hil.train import TrainConfig, check_config
+    for name in ("examples", "workers"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name} {v}: must be a whole number >= 1")
+    for p in points:
+        check_config(TrainConfig(rule=p["rule"], nudge=p["nudge"], steps=args.steps, seed=p["seed"], batch=args.batch,
+                                 backend=args.backend))
 
 
 def cmd_calibrate(args):

@@ -90,6 +90,8 @@ CASES = [
      "adc.toml:2: adc_range = 1e-09 is outside [0.001, 1000]"),
     (["grad", "divider", "--teacher", "1", "--backend", "ngspice", "--nonideal", "{tmp}/wire.toml"],
      "wire.toml:1: wire_resistance = 1e+300 is outside [0, 1e+06]: a wire of more than 1 Mohm is an open circuit"),
+    (["sweep", "divider", "--steps", "0", "--out", "{tmp}/s"], "--steps 0: steps must be a whole number >= 1"),
+    (["sweep", "divider", "--nudges", "-1", "--out", "{tmp}/s"], "--nudge -1.0: nudge must be a positive finite number"),
     # item 13: a circuit's name is a plain name
     (["train", "{tmp}/newline.toml", "--teacher", "1", "--out", "{tmp}/r"],
      "newline.toml:1: circuit name 't\\n.control' is not a plain name"),

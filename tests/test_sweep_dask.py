@@ -190,6 +190,8 @@ def test_sweep_cli_on_the_cluster_and_a_bad_scheduler(cluster, tmp_path):
                            timeout=120, cwd=tmp_path)
     r2 = json.loads(again.stdout.strip().splitlines()[-1])
     assert r2["failed"] == 1 and "already holds a run" in r2["rows"][0]["error"]
+    kept = list(out.glob("replaced-*/sweep.csv"))  # the first sweep's table is kept, not overwritten
+    assert len(kept) == 1 and "ok" in kept[0].read_text()
     bad = subprocess.run(HIL + ["sweep", "divider", "--scheduler", "http://x:1",
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert bad.returncode == 2 and "--scheduler 'http://x:1'" in bad.stderr and "Traceback" not in bad.stderr
