@@ -179,8 +179,8 @@ def cmd_train(args):
         if not layered:
             cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
                               steps=1000 if args.steps is None else args.steps, batch=args.batch, seed=args.seed,
-                              checkpoint_every=args.checkpoint_every, backend=args.backend,
-                              backend_options=_backend_options(args))
+                              checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                              backend=args.backend, backend_options=_backend_options(args))
             from hil.train import check_config
             check_config(cfg)  # before the task is built: a bad option is named first
         task = _task(args, circuit)
@@ -769,6 +769,19 @@ def cmd_generate(args):
     _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m}, f"wrote {args.o}: {c.n} nodes, {c.m} edges")
 
 
+def _positive_int(option: str):
+    """An argparse type: a whole number >= 1, or an error naming ``option``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: give a whole number of steps >= 1")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hil", description="Physical learning in electrical circuits. " + UNITS)
     sub = p.add_subparsers(dest="command", required=True)
@@ -788,6 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, default=None, help="examples per step (default: the whole training set)")
     t.add_argument("--seed", type=int, default=0, help="seed for batch sampling and the CSV split")
     t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/20)")
+    t.add_argument("--log-every", type=_positive_int("--log-every"), default=None,
+                   help="steps between logged losses (default: logging under 10%% of a step; a full batch "
+                        "logs its train loss every step at no cost)")
     _add_backend(t)
     t.add_argument("--out", help="run directory to create (new or empty)")
     t.add_argument("--force", action="store_true",

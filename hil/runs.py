@@ -5,7 +5,7 @@ A run directory holds
 - ``config.json``: the resolved configuration (defaults filled in);
 - ``circuit.toml``: the circuit as the run started;
 - ``task.json``: the examples (so a resume needs nothing outside the folder);
-- ``log.csv``: one row per step: step, train_loss, test_loss, grad_norm, seconds, lr
+- ``log.csv``: one row per logged step (:mod:`hil.losslog`): step, train_loss, test_loss, grad_norm, seconds, lr
   (the learning rate of the step that led to the row; row 0: the first step's);
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
@@ -393,8 +393,10 @@ def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:
     cfg = run.config
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.semilogy(log["step"], log["train_loss"], label="train")
-    if np.isfinite(log["test_loss"]).any():
-        ax.semilogy(log["step"], log["test_loss"], label="test", alpha=0.8)
+    test = np.isfinite(log["test_loss"])  # logged every log_every steps only
+    if test.any():
+        ax.semilogy(log["step"][test], log["test_loss"][test], label="test", alpha=0.8,
+                    marker="." if test.sum() < 200 else None)
     for label, (x, y) in (extra_lines or {}).items():
         ax.semilogy(x, y, "--", label=label)
     ax.set_xlabel("step")

@@ -15,9 +15,10 @@ would set it up:
   nudge), or clamped by a voltage source (V).
 
 :meth:`Substrate.measure` turns the requested states into experiments in
-rounds (a nudge or clamp depends on the measured free state; AL's clamp on the
-measured adjoint state) and hands each round to :meth:`Substrate.run` at once,
-so each substrate solves a round its fastest way.
+rounds (an open-loop nudge or a clamp depends on the measured free state; AL's
+clamp on the measured adjoint state; a closed-loop nudge depends on nothing
+measured and joins the free state's round) and hands each round to
+:meth:`Substrate.run` at once, so each substrate solves a round its fastest way.
 """
 
 from __future__ import annotations
@@ -221,18 +222,19 @@ class Substrate(ABC):
                 raise SubstrateError(f"{type(self).__name__} cannot realise a complex nudge (beta = {s.beta}); "
                                      "use the ideal substrate or an AC-capable one")
 
-        V = {"free": self.run(X, [Experiment.free(batch, n_out)])[0]}
+        # round 1: the free state and the closed-loop nudges (their loads need only y)
+        round1 = [("free", Experiment.free(batch, n_out))]
+        round1 += [(s.key, Experiment(True, "load", Y, beta=s.beta)) for s in states
+                   if isinstance(s, Nudge) and not s.open_loop]
+        V = {key: v for (key, _), v in zip(round1, self.run(X, [e for _, e in round1]))}
         VO = V["free"][:, out]
         r = VO - Y
 
         # round 2: everything that depends on the free state only
         round2 = []
         for s in states:
-            if isinstance(s, Nudge):
-                if s.open_loop:
-                    round2.append((s.key, Experiment(True, "current", s.beta * (Y - VO))))
-                else:
-                    round2.append((s.key, Experiment(True, "load", Y, beta=s.beta)))
+            if isinstance(s, Nudge) and s.open_loop:
+                round2.append((s.key, Experiment(True, "current", s.beta * (Y - VO))))
             elif isinstance(s, Clamp):
                 round2.append((s.key, Experiment(True, "clamp", VO + s.eta * (Y - VO))))
         gain = 1.0

@@ -24,6 +24,7 @@ user need not guess S^2/V^2:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -33,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from hil.circuit import Circuit
+from hil.losslog import LossLog, default_log_every
 from hil.progress import Progress
 from hil.rules import Rule, make_rule
 from hil.runs import Run, RunError, plot_losses
@@ -60,6 +62,30 @@ class TrainConfig:
     backend: str = "ideal"
     backend_options: dict = field(default_factory=dict)
     kappa_max: float | None = None    # ohms; measured on the substrate at the start, then fixed
+    log_every: int | None = None      # steps between logged losses; None: hil.losslog.default_log_every
+
+
+#: up to this many edges the curvature runs on one BLAS thread (see :func:`one_blas_thread`)
+ONE_THREAD_EDGES = 1024
+_blas = []
+
+
+@contextlib.contextmanager
+def one_blas_thread(m: int):
+    """Inside: BLAS on one thread when the problem has m <= ONE_THREAD_EDGES edges.
+
+    At these sizes handing work to BLAS threads costs more than the work, and on
+    shared cores their spinning slows the process down: the curvature at 64 nodes
+    took 3-22 ms on two threads, 2 ms on one.
+    """
+    if m > ONE_THREAD_EDGES:
+        yield
+        return
+    if not _blas:
+        from threadpoolctl import ThreadpoolController
+        _blas.append(ThreadpoolController())
+    with _blas[0].limit(limits=1, user_api="blas"):
+        yield
 
 
 class ConfigError(ValueError):
@@ -90,8 +116,8 @@ def check_fields(cfg, where: str = "", whole=(), optional=(), positive=()) -> No
 def check_config(cfg: TrainConfig, where: str = "") -> TrainConfig:
     """Refuse meaningless options before any work: names each as ``--option`` (or ``where: key`` for a file)."""
     check_fields(cfg, where, whole=(("steps", 1), ("batch", 1), ("seed", 0), ("checkpoint_every", 1),
-                                    ("points", 1), ("lr_every", 1)),
-                 optional=("batch", "checkpoint_every", "points", "lr_every"), positive=("lr", "nudge"))
+                                    ("points", 1), ("lr_every", 1), ("log_every", 1)),
+                 optional=("batch", "checkpoint_every", "points", "lr_every", "log_every"), positive=("lr", "nudge"))
     make_rule(cfg.rule, cfg.nudge, cfg.points)  # an unknown rule names itself
     if cfg.backend not in ("ideal", "ngspice", "bench"):
         name = f"{where}: backend =" if where else "--backend"
@@ -137,14 +163,16 @@ def curvature(circuit: Circuit, g, X, weight=None) -> float:
     """
     from hil.exact import gauss_newton
 
-    return float(np.linalg.eigvalsh(gauss_newton(circuit, X, g, weight)).max())
+    with one_blas_thread(circuit.m):
+        return float(np.linalg.eigvalsh(gauss_newton(circuit, X, g, weight)).max())
 
 
 def default_lr(circuit: Circuit, g, X, rule: Rule) -> float:
     """alpha = LR_FRACTION / lambda_max(H) (S^2/V^2); see the module docstring."""
     from hil.exact import output_green
 
-    W = np.linalg.inv(output_green(circuit, g)) if rule.descends == "L_K" else None
+    with one_blas_thread(circuit.m):
+        W = np.linalg.inv(output_green(circuit, g)) if rule.descends == "L_K" else None
     return LR_FRACTION / curvature(circuit, g, X, W)
 
 
@@ -197,6 +225,11 @@ class Trainer:
             config.lr_every = LR_EVERY if config.lr_every is None else config.lr_every
         if config.lr_every is not None and config.lr_every < 1:
             raise ValueError(f"lr_every = {config.lr_every}: must be a whole number of steps >= 1")
+        if config.log_every is not None and (int(config.log_every) != config.log_every or config.log_every < 1):
+            raise ValueError(f"log_every = {config.log_every!r}: give a whole number of steps >= 1")
+        if config.log_every is None:
+            n = task.n_train
+            config.log_every = default_log_every(self.rule.states(), min(config.batch or n, n), n, len(task.X_test))
 
     def default_lr(self, g) -> float:
         """The curvature step alpha = LR_FRACTION / lambda_max(H(g)) on the training set (S^2/V^2)."""
@@ -204,12 +237,17 @@ class Trainer:
 
     def losses(self) -> tuple:
         """(train, test) loss at the conductances now written, V^2."""
-        t = self.task
-        train = self.sub.measure(t.X_train, t.Y_train, [Free()]).loss()
-        test = self.sub.measure(t.X_test, t.Y_test, [Free()]).loss() if len(t.X_test) else float("nan")
-        return train, test
+        return self.train_loss(), self.test_loss()
 
-    def _rates(self, loss, g, lr) -> dict:
+    def train_loss(self) -> float:
+        t = self.task
+        return self.sub.measure(t.X_train, t.Y_train, [Free()]).loss()
+
+    def test_loss(self) -> float:
+        t = self.task
+        return self.sub.measure(t.X_test, t.Y_test, [Free()]).loss() if len(t.X_test) else float("nan")
+
+    def _rates(self, steps, loss, g, lr) -> dict:
         """Measured loss decay rate per step (last quarter of the run) beside the coercivity prediction at g."""
         from hil.analysis.coercivity import measured_rate, pinned
         from hil.exact import coercivity, output_green
@@ -217,7 +255,7 @@ class Trainer:
         c, X = self.circuit, self.task.X_train
         if len(loss) < 20 or len(X) * len(c.outputs) * c.m > 5e6:
             return {}
-        meas = measured_rate(loss)
+        meas = measured_rate(loss, steps=steps)
         try:
             W = np.linalg.inv(output_green(c, g)) if self.rule.descends == "L_K" else None
             cc = coercivity(c, X, g, weight=W, active=~pinned(c, g))
@@ -225,11 +263,12 @@ class Trainer:
             return {"measured_rate": meas}
         pred = float(1 - (1 - lr * cc) ** 2)
         out = {"measured_rate": meas, "predicted_rate": pred, "coercivity": cc}
-        k0 = int(len(loss) * 0.75)
-        if np.isfinite(meas) and loss[k0] > 0:
-            k = np.arange(k0, len(loss))
-            out["_lines"] = {f"predicted decay ({pred:.3g}/step)": (k, loss[k0] * (1 - pred) ** (k - k0)),
-                             f"measured ({meas:.3g}/step)": (k, loss[k0] * (1 - meas) ** (k - k0))}
+        i0 = int(len(loss) * 0.75)
+        if np.isfinite(meas) and loss[i0] > 0:
+            k0 = steps[i0]
+            k = np.arange(k0, steps[-1] + 1)
+            out["_lines"] = {f"predicted decay ({pred:.3g}/step)": (k, loss[i0] * (1 - pred) ** (k - k0)),
+                             f"measured ({meas:.3g}/step)": (k, loss[i0] * (1 - meas) ** (k - k0))}
         return out
 
     def _diagnostics(self, step: int) -> None:
@@ -243,8 +282,10 @@ class Trainer:
                     fh.write(f"step {step}\t{level}\t{line}\n")
                     self.message_counts[level] = self.message_counts.get(level, 0) + 1
 
-    def train(self, start_step: int = 0, rng=None, progress: bool | None = None, lr: float | None = None) -> dict:
-        """Run steps ``start_step`` .. cfg.steps; ``lr``: the step in force at ``start_step`` (a resume)."""
+    def train(self, start_step: int = 0, rng=None, progress: bool | None = None, lr: float | None = None,
+              checkpoint: dict | None = None) -> dict:
+        """Run steps ``start_step`` .. cfg.steps; ``lr``: the step in force at ``start_step``, ``checkpoint``:
+        the checkpoint's extras (a resume)."""
         cfg, t, c = self.cfg, self.task, self.circuit
         rng = rng or np.random.default_rng(cfg.seed)
         every = cfg.checkpoint_every or max(1, cfg.steps // 20)
@@ -255,20 +296,21 @@ class Trainer:
         n = t.n_train
         batch = n if not cfg.batch or cfg.batch >= n else cfg.batch
         t0 = time.perf_counter()
-        pending = []
         alpha = cfg.lr if lr is None else lr
+        book = LossLog(cfg.log_every, cfg.steps, batch == n, self.train_loss, self.test_loss)
         if start_step == 0:
-            tr, te = self.losses()
-            pending.append(dict(step=0, train_loss=tr, test_loss=te, grad_norm=float("nan"), seconds=0.0, lr=alpha))
-            self.run.save_checkpoint(0, g, rng.bit_generator.state, {"lr": alpha})
+            book.add(0, float("nan"), 0.0, alpha)
+            self.run.save_checkpoint(0, g, rng.bit_generator.state, {"lr": alpha, **book.checkpoint_extra()})
         else:
             logged = self.run.read_log()["step"]
-            if not len(logged) or logged[-1] < start_step:
+            if book.resume(checkpoint or {}):
+                pass  # the checkpoint's row waits for the first step's free state, as it did before the stop
+            elif len(logged) and logged[-1] == start_step and not book.exists(start_step):
+                self.run.truncate_log(start_step - 1)  # the old last step's row, off the new schedule
+            elif book.exists(start_step) and (not len(logged) or logged[-1] < start_step):
                 # the run stopped after this step's write but before its losses were logged:
                 # they follow from the checkpoint's conductances (the gradient norm is gone)
-                tr, te = self.losses()
-                pending.append(dict(step=start_step, train_loss=tr, test_loss=te, grad_norm=float("nan"),
-                                    seconds=0.0, lr=alpha))
+                book.add(start_step, float("nan"), 0.0, alpha)
         step = start_step
         rng_before = rng.bit_generator.state
         mark = getattr(self.sub, "mark", None)  # a recording substrate notes where each step begins
@@ -284,32 +326,33 @@ class Trainer:
                         alpha = self.default_lr(g)  # the curvature follows the conductances
                     idx = np.arange(n) if batch == n else rng.choice(n, batch, replace=False)
                     meas = self.sub.measure(t.X_train[idx], t.Y_train[idx], self.rule.states())
+                    book.measured(step, meas)
                     ghat = self.rule.estimate(meas)
                     g = self.sub.write(np.clip(g - alpha * ghat, lo, hi))
                     step += 1
                     rng_before = rng.bit_generator.state
-                    tr, te = self.losses()
-                    pending.append(dict(step=step, train_loss=tr, test_loss=te,
-                                        grad_norm=float(np.linalg.norm(ghat)), seconds=time.perf_counter() - t0,
-                                        lr=alpha))
+                    book.add(step, float(np.linalg.norm(ghat)), time.perf_counter() - t0, alpha)
                     if step % every == 0 or step == cfg.steps:
                         self._diagnostics(step)
-                        self.run.append_log(pending)
-                        pending = []
-                        self.run.save_checkpoint(step, g, rng.bit_generator.state, {"lr": alpha})
-                    bar.update(step - start_step, loss=tr)
+                        self.run.append_log(book.take(complete=step == cfg.steps))
+                        self.run.save_checkpoint(step, g, rng.bit_generator.state,
+                                                 {"lr": alpha, **book.checkpoint_extra()})
+                    bar.update(step - start_step, loss=book.last_train)
+            if start_step == cfg.steps:
+                self.run.append_log(book.take())
         except BaseException:
             # keep every step that completed: log and checkpoint agree on `step`, and the
             # random state is the one the unfinished step started from
-            if pending:
-                self.run.append_log(pending)
-            self.run.save_checkpoint(step, g, rng_before, {"lr": alpha})
+            rows = book.salvage()
+            if rows:
+                self.run.append_log(rows)
+            self.run.save_checkpoint(step, g, rng_before, {"lr": alpha, **book.checkpoint_extra()})
             raise
         finally:
             if hasattr(self.sub, "stop_recording"):
                 self.sub.stop_recording()
         log = self.run.read_log()
-        rates = self._rates(log["train_loss"], g, alpha)
+        rates = self._rates(log["step"], log["train_loss"], g, alpha)
         plot_losses(self.run, rates.pop("_lines", None))
         result = {"initial_loss": float(log["train_loss"][0]), "final_loss": float(log["train_loss"][-1]),
                   "steps": int(step), "run_dir": str(self.run.path)}
@@ -484,6 +527,8 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
             config = TrainConfig(**{k: v for k, v in raw.items() if k in known})
         except TypeError as exc:
             raise RunError(f"{run.path / 'config.json'}: {exc}") from None
+        if "log_every" not in raw:
+            config.log_every = 1  # a run from before log_every logged every step
         check_config(config, str(run.path / "config.json"))
         if not (run.path / "circuit.toml").is_file():
             raise RunError(f"{run.path / 'circuit.toml'}: missing; the run cannot be resumed without it")
@@ -494,14 +539,15 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
         task = _load_task(run)
         ck, notes = run.recover_checkpoint(_checkpoint_check(circuit, config.steps))
         notes += apply_changes(run, raw, config, int(ck["step"]), steps, changes, check_config)
-        notes += run.truncate_log(ck["step"])
+        # a checkpoint awaiting its step's train loss (hil.losslog) logs that row again: the log keeps the rows before it
+        notes += run.truncate_log(ck["step"] - 1 if ck.get("awaiting_row") else ck["step"])
         say_recovered(run, int(ck["step"]), notes)
         sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
         sub.write(ck["g"])
         trainer = Trainer(run, circuit, task, config, sub)
         rng = np.random.default_rng()
         rng.bit_generator.state = ck["rng"]
-        result = trainer.train(start_step=int(ck["step"]), rng=rng, progress=progress, lr=ck.get("lr"))
+        result = trainer.train(start_step=int(ck["step"]), rng=rng, progress=progress, lr=ck.get("lr"), checkpoint=ck)
         if notes:
             result["recovered"] = notes
         return result

@@ -76,9 +76,10 @@ class Interrupting(IdealSubstrate):
         return super().write(g)
 
 
-def test_interrupted_run_loses_nothing_and_resumes_exactly(tmp_path, teacher):
+@pytest.mark.parametrize("batch", [4, None])
+def test_interrupted_run_loses_nothing_and_resumes_exactly(tmp_path, teacher, batch):
     c, task = teacher
-    cfg = dict(rule="cl", steps=50, batch=4, seed=9, checkpoint_every=20)
+    cfg = dict(rule="cl", steps=50, batch=batch, seed=9, checkpoint_every=20, log_every=4)
     start_run(c, task, TrainConfig(**cfg), tmp_path / "whole", progress=False)
     with pytest.raises(KeyboardInterrupt):
         # the 27th update write is refused: steps 1..26 completed, step 27 did not
@@ -86,13 +87,14 @@ def test_interrupted_run_loses_nothing_and_resumes_exactly(tmp_path, teacher):
                   substrate=Interrupting(c, after=26))
     cut = Run(tmp_path / "cut")
     assert cut.load_checkpoint()["step"] == 26  # every completed step was kept
-    assert cut.read_log()["step"][-1] == 26
+    # every logged step that completed: all of them with a full batch, else every 4th
+    assert cut.read_log()["step"][-1] == (26 if batch is None else 24)
     resume_run(tmp_path / "cut", progress=False)
     whole = Run(tmp_path / "whole")
     np.testing.assert_array_equal(whole.load_checkpoint()["g"], cut.load_checkpoint()["g"])
-    np.testing.assert_array_equal(whole.read_log()["train_loss"], cut.read_log()["train_loss"])
-    # the curvature step in force at step 26 (set at step 20) came back from the checkpoint
-    np.testing.assert_array_equal(whole.read_log()["lr"], cut.read_log()["lr"])
+    for col in ("step", "train_loss", "test_loss", "grad_norm", "lr"):
+        np.testing.assert_array_equal(whole.read_log()[col], cut.read_log()[col], err_msg=col)
+    # the curvature step in force at step 26 (set at step 20) came back from the checkpoint (lr column)
 
 
 def test_resume_errors(tmp_path):
@@ -106,6 +108,116 @@ def test_updates_stay_within_bounds(tmp_path, teacher):
     g = Run(tmp_path / "big").load_checkpoint()["g"]
     assert np.all((g >= c.g_min) & (g <= c.g_max))
     assert np.any(g == c.g_min) or np.any(g == c.g_max)  # the huge step really was clipped
+
+
+class Counting(IdealSubstrate):
+    """Counts the free-state passes measure() makes, by the batch it was given."""
+
+    def __init__(self, circuit):
+        super().__init__(circuit)
+        self.passes = []
+
+    def measure(self, inputs, targets, states):
+        self.passes.append((len(inputs), tuple(type(s).__name__ for s in states)))
+        return super().measure(inputs, targets, states)
+
+
+def test_full_batch_logs_every_train_loss_from_the_steps_own_free_state(tmp_path, teacher):
+    """The logged losses are the exact losses at each step's conductances, with no extra training-set pass."""
+    from hil.exact import free_state
+    c, task = teacher
+    sub = Counting(c)
+    steps, every = 30, 10
+    start_run(c, task, TrainConfig(rule="ep-sym", steps=steps, checkpoint_every=every, log_every=5),
+              tmp_path / "r", progress=False, substrate=sub)
+    run = Run(tmp_path / "r")
+    log = run.read_log()
+    np.testing.assert_array_equal(log["step"], np.arange(steps + 1))
+    for k in (0, 10, 20, 30):  # checkpointed conductances: the loss recomputed from scratch
+        g = np.load(run.path / "checkpoints" / f"step_{k:06d}.npz")["g"]
+        r = free_state(c, task.X_train, g)[:, list(c.outputs)] - task.Y_train
+        assert log["train_loss"][k] == pytest.approx(0.5 * np.mean(np.sum(r * r, axis=1)), rel=1e-12)
+    assert np.isfinite(log["test_loss"][::5]).all() and np.isnan(log["test_loss"][1:5]).all()
+    n, n_test = task.n_train, len(task.X_test)
+    train_passes = [p for p in sub.passes if p == (n, ("Free",))]
+    test_passes = [p for p in sub.passes if p[0] == n_test]
+    assert len(train_passes) == 1  # only at the end, where no next step follows
+    assert len(test_passes) == steps // 5 + 1
+
+
+def test_minibatch_logs_every_log_every_steps_and_the_rate_fit_still_works(tmp_path, teacher):
+    from hil.rules import make_rule
+    from hil.train import LR_FRACTION, default_lr
+    c, task = teacher
+    lr = default_lr(c, c.g, task.X_train, make_rule("gd")) / LR_FRACTION
+    cfg = dict(rule="gd", steps=400, batch=6, seed=1, lr=lr)
+    a = start_run(c, task, TrainConfig(**cfg, log_every=1), tmp_path / "a", progress=False)
+    b = start_run(c, task, TrainConfig(**cfg, log_every=7), tmp_path / "b", progress=False)
+    la, lb = Run(tmp_path / "a").read_log(), Run(tmp_path / "b").read_log()
+    assert list(lb["step"]) == list(range(0, 400, 7)) + [400]
+    np.testing.assert_array_equal(la["train_loss"][lb["step"].astype(int)], lb["train_loss"])  # same run, fewer rows
+    assert a["final_loss"] == b["final_loss"]
+    assert np.isfinite(a["measured_rate"]) and b["measured_rate"] == pytest.approx(a["measured_rate"], rel=0.05)
+    assert Run(tmp_path / "b").config["log_every"] == 7
+    assert (tmp_path / "b" / "loss.png").exists()
+
+
+def test_default_log_every_keeps_logging_under_a_tenth_of_a_step(tmp_path, teacher):
+    from hil.losslog import ROUND_COST, default_log_every, step_cost
+    from hil.rules import make_rule
+    c, task = teacher
+    n, n_test = task.n_train, len(task.X_test)
+    for rule in ("ep-sym", "cl", "al", "gd"):
+        states = make_rule(rule).configure(1.0).states()
+        for batch in (2, 6, n):
+            k = default_log_every(states, batch, n, n_test)
+            logging = ROUND_COST + n_test + (0 if batch == n else ROUND_COST + n)
+            assert logging / k <= 0.05 * step_cost(states, batch) < logging / max(k - 1, 1e-9), (rule, batch, k)
+    start_run(c, task, TrainConfig(rule="cl", steps=3, batch=4), tmp_path / "r", progress=False)
+    states = make_rule("cl").configure(1.0).states()
+    assert Run(tmp_path / "r").config["log_every"] == default_log_every(states, 4, n, n_test)
+    with pytest.raises(ValueError, match="--log-every 0: log every must be a whole number >= 1"):
+        start_run(c, task, TrainConfig(rule="cl", steps=3, log_every=0), tmp_path / "bad", progress=False)
+
+
+KILLER = """
+import os, signal, sys
+from hil.circuits import random_network
+from hil.ideal import IdealSubstrate
+from hil.tasks import teacher_task
+from hil.train import TrainConfig, start_run
+
+class Killed(IdealSubstrate):
+    writes = 0
+    def write(self, g):
+        Killed.writes += 1
+        if Killed.writes == 1 + int(sys.argv[2]):  # the constructor's write, then the updates
+            os.kill(os.getpid(), signal.SIGKILL)   # no handler runs: what is on disk is what a kill leaves
+        return super().write(g)
+
+c = random_network(20, 4.0, seed=5)
+start_run(c, teacher_task(c, seed=1, examples=16), TrainConfig(**eval(sys.argv[3])), sys.argv[1],
+          progress=False, substrate=Killed(c))
+"""
+
+
+@pytest.mark.parametrize("batch", [None, 5])
+def test_killed_run_resumes_to_the_uninterrupted_log(tmp_path, teacher, batch):
+    """SIGKILL mid-run (between checkpoints), then --resume: log and conductances as if never stopped."""
+    import subprocess
+    import sys
+    c, task = teacher
+    cfg = dict(rule="ep-sym", steps=40, batch=batch, seed=4, checkpoint_every=10, log_every=3)
+    start_run(c, task, TrainConfig(**cfg), tmp_path / "whole", progress=False)
+    p = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "cut"), "23", repr(cfg)], capture_output=True)
+    assert p.returncode == -9, p.stderr
+    cut = Run(tmp_path / "cut")
+    assert cut.load_checkpoint()["step"] == 20 and cut.read_log()["step"][-1] < 20
+    resume_run(tmp_path / "cut", progress=False)
+    whole = Run(tmp_path / "whole")
+    np.testing.assert_array_equal(whole.load_checkpoint()["g"], cut.load_checkpoint()["g"])
+    for col in ("step", "train_loss", "test_loss", "grad_norm", "lr"):
+        np.testing.assert_array_equal(whole.read_log()[col], cut.read_log()[col], err_msg=col)
 
 
 def _max_step_increase(log):

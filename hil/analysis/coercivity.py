@@ -130,12 +130,16 @@ def report(c: Circuit, X, g=None, lr: dict | None = None) -> dict:
             "pinned_edges": [c.edge_names[e] for e in np.flatnonzero(~active)], "lr": lr, "rate": rate}
 
 
-def measured_rate(loss: np.ndarray, window: float = 0.25, floor: float = 1e-28) -> float:
-    """Loss decay rate per step, 1 - exp(slope of log loss), fitted over the last ``window`` of the run."""
+def measured_rate(loss: np.ndarray, window: float = 0.25, floor: float = 1e-28, steps=None) -> float:
+    """Loss decay rate per step, 1 - exp(slope of log loss), fitted over the last ``window`` of the logged rows.
+
+    ``steps``: the step of each row (default 0, 1, 2, ...: every step logged).
+    """
     loss = np.asarray(loss, float)
     n = len(loss)
+    x = np.arange(n, dtype=float) if steps is None else np.asarray(steps, float)
     k = np.arange(int(n * (1 - window)), n)
     k = k[np.isfinite(loss[k]) & (loss[k] > floor)]
     if len(k) < 5:
         return float("nan")
-    return float(1 - np.exp(np.polyfit(k, np.log(loss[k]), 1)[0]))
+    return float(1 - np.exp(np.polyfit(x[k], np.log(loss[k]), 1)[0]))

@@ -81,6 +81,10 @@ class Device:
         """[(element, parameter, value)] that set edge e to parameter p."""
         raise NotImplementedError
 
+    def element_values(self, p: np.ndarray) -> np.ndarray:
+        """(m, k): the values :meth:`alters` writes for every edge at parameters p, in its order."""
+        return np.array([[v for _, _, v in self.alters(e, float(p[e]))] for e in range(self.circuit.m)])
+
     def sens_vector(self, e: int) -> str:
         """ngspice's sensitivity vector for edge e's parameter element."""
         raise NotImplementedError
@@ -110,6 +114,9 @@ class Resistor(Device):
 
     def alters(self, e, p):
         return [(f"re_{self.circuit.edge_names[e]}".lower(), "", self._r(e, p))]
+
+    def element_values(self, p):
+        return (1.0 / (np.asarray(p, float) * self.truth["scale"]))[:, None]  # _r, every edge at once
 
     def sens_vector(self, e):
         return f"re_{self.circuit.edge_names[e]}".lower()
@@ -142,6 +149,9 @@ class Digipot(Resistor):
 
     def _r(self, e, p):
         return float(self.r_w + p * self.r_ab * self.truth["scale"][e] / self.taps)
+
+    def element_values(self, p):
+        return (self.r_w + np.asarray(p, float) * self.r_ab * self.truth["scale"] / self.taps)[:, None]
 
     def check(self, p):
         super().check(p)
@@ -193,6 +203,9 @@ class Mosfet(Device):
 
     def alters(self, e, p):
         return [(f"vge_{self.circuit.edge_names[e]}".lower(), "dc", self._gate(e, p))]
+
+    def element_values(self, p):
+        return (np.asarray(p, float) - self.truth["dvth"])[:, None]
 
     def sens_vector(self, e):
         return f"vge_{self.circuit.edge_names[e]}".lower()

@@ -11,9 +11,11 @@ bench would:
 - ``open``: each output has a current source ``Iinj_<o>`` (0 -> o, amperes) and a
   load resistor ``Rld_<o>`` (1e30 ohm = off; 1/beta for a closed-loop nudge,
   negative for beta < 0) to a source ``Vld_<o>`` at the target;
-- ``clamp``: each output is held by a voltage source ``Vcl_<o>``.
+- ``clamp``: each output is held by a voltage source ``Vcl_<o>``;
+- ``network``: the edges and the source resistances only; the batched sweep
+  (:mod:`hil.spice.sweep`) adds its own sources at :func:`input_drive` and the outputs.
 
-Each input is a voltage source ``Vin_<i>``.
+Each input is a voltage source ``Vin_<i>`` (at :func:`input_drive`).
 """
 
 from __future__ import annotations
@@ -43,8 +45,13 @@ def element(kind: str, prefix: str, name: str) -> str:
     return f"{kind}{prefix}_{name}".lower()
 
 
+def input_drive(c: Circuit, i: int, nonideal) -> str:
+    """The node input i's source drives: behind the source resistance ('hs_<name>') if there is one."""
+    return f"hs_{c.nodes[i]}".lower() if nonideal.source_resistance else node_name(c, i)
+
+
 def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None):
-    """A PySpice ``Circuit`` of ``c``, variant 'open' or 'clamp'.
+    """A PySpice ``Circuit`` of ``c``, variant 'open', 'clamp' or 'network'.
 
     ``device`` (:mod:`hil.spice.devices`; default: ideal resistors) places each
     edge's elements at parameters ``params``; its non-idealities add a series
@@ -57,7 +64,7 @@ def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None
         from hil.spice.devices import Resistor
         from hil.spice.nonideal import NonIdeal
         device = Resistor(c, NonIdeal())
-    if variant not in ("open", "clamp"):
+    if variant not in ("open", "clamp", "network"):
         raise ValueError(f"unknown deck variant {variant!r}")
     if not NAME_RE.match(title):
         raise ValueError(f"deck title {title!r} is not a plain identifier")
@@ -80,12 +87,11 @@ def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None
     values = np.zeros(len(c.inputs)) if inputs is None else np.asarray(inputs, float).reshape(len(c.inputs))
     for i, v in zip(c.inputs, values):
         name = c.nodes[i]
+        if variant != "network":
+            sc.V(f"in_{name}", input_drive(c, i, ni), sc.gnd, repr(float(v)))
         if ni.source_resistance:
-            sc.V(f"in_{name}", f"hs_{name}".lower(), sc.gnd, repr(float(v)))
-            sc.R(f"s_{name}", f"hs_{name}".lower(), nn(i), repr(ni.source_resistance))
-        else:
-            sc.V(f"in_{name}", nn(i), sc.gnd, repr(float(v)))
-    for o in c.outputs:
+            sc.R(f"s_{name}", input_drive(c, i, ni), nn(i), repr(ni.source_resistance))
+    for o in ([] if variant == "network" else c.outputs):
         name = c.nodes[o]
         if variant == "open":
             sc.I(f"inj_{name}", sc.gnd, nn(o), "0")

@@ -19,6 +19,7 @@ means separate processes. The session
 from __future__ import annotations
 
 import collections
+import itertools
 import ctypes.util
 import logging
 import os
@@ -42,6 +43,20 @@ class NgSpiceError(SubstrateError):
 
 
 _session = None
+
+
+def _lines(deck: str):
+    """The deck as ngSpice_Circ wants it: a NULL-terminated char* array, one line each (one buffer)."""
+    from PySpice.Spice.NgSpice.Shared import FFI, ffi
+    lines = [ln for ln in deck.encode("ascii").split(b"\n") if ln]
+    buf = ffi.new("char[]", b"\0".join(lines) + b"\0")
+    starts = itertools.accumulate((len(ln) + 1 for ln in lines[:-1]), initial=0)
+    arr = ffi.new("char*[]", [buf + k for k in starts] + [FFI.NULL])
+    _keep[0] = buf, arr  # ngspice copies the lines; keep the buffer alive until the next load anyway
+    return arr
+
+
+_keep = [None]
 
 
 def session() -> "Session":
@@ -151,6 +166,51 @@ class Session:
             raise NgSpiceError(f"ngspice rejected the deck of circuit {title}: {said or self.ng.stdout.strip()[-500:]}")
         self.decks.insert(0, title)
         self.current = title
+
+    def sweep(self, title: str, deck: str, command: str, names_ascii: list, points: int, what: str) -> np.ndarray:
+        """Load ``deck``, run ``command`` (a DC sweep of ``points`` points), read the vectors, unload.
+
+        Returns (len(names), points) at full double precision. The plot is destroyed and
+        the deck removed whatever happens, so nothing is left behind. NgSpiceError when the
+        deck is rejected, the sweep fails or stops short.
+        """
+        from PySpice.Spice.NgSpice.Shared import FFI, ffi
+        ng = self.ng
+        ng.clear_output()
+        before = self.counts["error"]
+        self._circ(_lines(deck))
+        self.current = title
+        if self.counts["error"] > before or ng._error_in_stderr or ng._error_in_stdout:
+            said = " | ".join(ln for lvl, ln in list(self.messages)[-8:] if lvl == "error")
+            if title in self.loaded():  # parsed with errors: still a circuit to remove
+                self.remove_title(title)
+            raise NgSpiceError(f"ngspice rejected the sweep deck {title}: {said or ng.stdout.strip()[-500:]}")
+        try:
+            self.command(command, what=what)
+            get = self._lib.ngGet_Vec_Info
+            out = np.empty((len(names_ascii), points))
+            for k, nb in enumerate(names_ascii):
+                info = get(nb)
+                if info == FFI.NULL or info.v_realdata == FFI.NULL:
+                    raise NgSpiceError(f"ngspice has no real vector {nb.decode()!r} after {what}")
+                if info.v_length != points:
+                    raise NgSpiceError(f"{what} stopped after {info.v_length} of {points} points")
+                out[k] = np.frombuffer(ffi.buffer(info.v_realdata, points * 8), dtype=np.float64)
+            return out
+        finally:
+            self._send(b"destroy all")
+            self._send(b"remcirc")  # our deck is the current circuit: nothing in between changed that
+            self.current = None
+
+    def _circ(self, lines) -> None:
+        """ngSpice_Circ: ngspice parses the deck (its own function, so that a profile shows the parse)."""
+        self._lib.ngSpice_Circ(lines)
+
+    def remove_title(self, title: str) -> None:
+        """Unload the circuit ``title`` (one this session did not list in :attr:`decks`)."""
+        self.use(title)
+        self.command("remcirc")
+        self.current = None
 
     def loaded(self) -> list:
         """Titles of every circuit ngspice holds, in its own numbering (index 0 is number 1).

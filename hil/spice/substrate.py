@@ -1,11 +1,17 @@
-"""The ngspice substrate: the circuit simulated by libngspice, changed in place with ``alter``.
+"""The ngspice substrate: the circuit simulated by libngspice, a round of experiments on a batch at a time.
 
-Two decks of the circuit are loaded once (:mod:`hil.spice.netlist`): ``open``
-(outputs with current sources and switchable loads) and ``clamp`` (outputs held
-by voltage sources). A conductance update becomes device parameters
-(:mod:`hil.spice.devices`) altered in both decks; each solve alters the source
-values that changed, runs ``op``, reads every node voltage from the plot and
-destroys the plot. Nothing is re-parsed per step. Non-idealities
+Each round of experiments on a batch is one simulator run (:mod:`hil.spice.sweep`):
+a deck of the network at the current device parameters (:mod:`hil.spice.devices`)
+with the batch as tables, one ``dc`` sweep over examples and experiments, every
+node voltage read at full precision, plot and deck removed.
+
+The per-example path (``batched=False``, and the fallback where a sweep does not
+converge) keeps two decks loaded (:mod:`hil.spice.netlist`): ``open`` (outputs
+with current sources and switchable loads) and ``clamp`` (outputs held by voltage
+sources). Parameters reach them by ``alter`` (when they are next used); each
+solve alters the source values that changed, runs ``op``, reads every node
+voltage and destroys the plot. A fallback is noted in the substrate's messages
+(``diagnostics``: the run's ``substrate.log``). Non-idealities
 (:mod:`hil.spice.nonideal`) act where they would on a bench: in the parts, on
 each write, and in the voltmeter.
 """
@@ -21,7 +27,8 @@ from hil.circuit import Circuit
 from hil.spice import netlist
 from hil.spice.devices import make_device
 from hil.spice.nonideal import NonIdeal, load_nonideal
-from hil.spice.session import session
+from hil.spice.session import NgSpiceError, session
+from hil.spice.sweep import SweepDeck
 from hil.substrate import Substrate, SubstrateError
 
 _ids = itertools.count(1)
@@ -33,11 +40,12 @@ class NgSpiceSubstrate(Substrate):
     device : 'resistor' (ideal resistors: the cross-check against the ideal
         substrate), 'digipot' or 'mosfet'.
     nonideal : a :class:`NonIdeal`, a path to its TOML file, or None (ideal parts).
+    batched : each round as one DC sweep (default) or one ``op`` per example and experiment.
     """
 
     supports_complex = False  # a complex nudge needs an AC analysis (not yet)
 
-    def __init__(self, circuit: Circuit, g=None, device: str = "resistor", nonideal=None):
+    def __init__(self, circuit: Circuit, g=None, device: str = "resistor", nonideal=None, batched: bool = True):
         self.circuit = circuit
         self.nonideal = nonideal if isinstance(nonideal, NonIdeal) else \
             (load_nonideal(nonideal) if nonideal else NonIdeal())
@@ -55,6 +63,11 @@ class NgSpiceSubstrate(Substrate):
             self.s.load(title, str(netlist.build(circuit, p0, variant, title, self.device)) + ".end\n")
             self._values[title] = {}
         self._p = p0.copy()
+        self._in_decks = p0.copy()  # the parameters the loaded decks hold
+        self.batched = bool(batched)
+        self._sweep = SweepDeck(circuit, self.device, p0)
+        self._sweep_n = 0
+        self.fallbacks = 0
         c = circuit
         el = netlist.element
         self._vin = [el("v", "in", c.nodes[i]) for i in c.inputs]
@@ -81,14 +94,22 @@ class NgSpiceSubstrate(Substrate):
         """Set every edge's device parameter (siemens, taps or gate volts); range-checked first."""
         p = np.asarray(p, float)
         self.device.check(p)
-        changed = np.flatnonzero(p != self._p)
+        self._p = p.copy()
+        if not self.batched:
+            self._sync_decks()
+        return p.copy()
+
+    def _sync_decks(self) -> None:
+        """alter the loaded decks to the current parameters (only the edges that changed)."""
+        changed = np.flatnonzero(self._p != self._in_decks)
+        if not len(changed):
+            return
         for title in self.titles.values():
             self.s.use(title)
             for e in changed:
-                for elem, param, value in self.device.alters(e, p[e]):
+                for elem, param, value in self.device.alters(e, self._p[e]):
                     self._set(title, elem, param, value)
-        self._p = p.copy()
-        return p.copy()
+        self._in_decks = self._p.copy()
 
     def read_params(self) -> np.ndarray:
         return self._p.copy()
@@ -161,12 +182,64 @@ class NgSpiceSubstrate(Substrate):
                 raise SubstrateError(f"unknown experiment mode {e.mode!r}")
 
     def run(self, inputs, experiments) -> list:
-        c = self.circuit
+        """Node voltages (batch, n) of each experiment: one sweep per deck kind (open, clamp), or per example."""
         X = np.atleast_2d(np.asarray(inputs, float))
-        out = []
+        if not np.isfinite(X).all():
+            raise SubstrateError(f"circuit '{self.circuit.name}': input voltages must be finite numbers "
+                                 f"(example {int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])})")
         for e in experiments:
             if np.iscomplexobj(e.values) or complex(e.beta).imag:
                 raise SubstrateError("ngspice substrate: complex values need an AC analysis (not supported)")
+            if e.mode not in ("current", "load", "clamp"):
+                raise SubstrateError(f"unknown experiment mode {e.mode!r}")
+            if e.mode == "load" and float(np.real(e.beta)) == 0:
+                raise SubstrateError("a closed-loop nudge needs beta != 0")
+            if not (np.isfinite(np.asarray(e.values, float)).all() and np.isfinite(float(np.real(e.beta)))):
+                raise SubstrateError(f"circuit '{self.circuit.name}': {e.mode} values must be finite numbers")
+        out = [None] * len(experiments)
+        for clamp in (False, True):
+            group = [k for k, e in enumerate(experiments) if (e.mode == "clamp") == clamp]
+            if not group:
+                continue
+            exps = [experiments[k] for k in group]
+            V = self._run_sweep(X, exps, clamp) if self.batched else None
+            if V is None:
+                V = self._run_per_example(X, exps)
+            for k, v in zip(group, V):
+                out[k] = v
+        # in experiment order, as the readings would come
+        return [self.voltmeter(V) for V in out] if self._noisy else out
+
+    def _run_sweep(self, X, experiments, clamp) -> list | None:
+        """The experiments as one DC sweep; None (and a note in the messages) when it fails to converge."""
+        c = self.circuit
+        B, E = len(X), len(experiments)
+        self._sweep_n += 1
+        title = f"{self.titles['open'][:-5]}_sw{self._sweep_n}"
+        deck, cmd = self._sweep.deck(title, self._p, X, experiments, clamp)
+        what = (f"dc sweep of {E} experiment(s) x {B} example(s) on circuit '{c.name}' "
+                f"({'clamp' if clamp else 'open'}, device {self.device.name})")
+        try:
+            V = self.s.sweep(title, deck, cmd, self._read_names, B * E, what)
+        except NgSpiceError as exc:
+            self.fallbacks += 1
+            self.s.messages.append(("fallback", f"{exc}; solving these {B * E} points one example at a time"))
+            self.s.counts["fallback"] += 1
+            return None
+        self.solves += B * E
+        out = []
+        for j in range(E):
+            Vj = np.zeros((B, c.n))
+            Vj[:, self._read_idx] = V[:, j * B:(j + 1) * B].T
+            out.append(Vj)
+        return out
+
+    def _run_per_example(self, X, experiments) -> list:
+        """One ``op`` per example and experiment on the loaded decks."""
+        c = self.circuit
+        self._sync_decks()
+        out = []
+        for e in experiments:
             title = self.titles["clamp" if e.mode == "clamp" else "open"]
             self.s.use(title)
             V = np.zeros((len(X), c.n))
@@ -176,7 +249,7 @@ class NgSpiceSubstrate(Substrate):
                 V[i, self._read_idx] = self.s.scalars(self._read_names)
                 self.s.destroy_plots()
                 self.solves += 1
-            out.append(self.voltmeter(V) if self._noisy else V)
+            out.append(V)
         return out
 
     def voltmeter(self, V) -> np.ndarray:
@@ -196,6 +269,7 @@ class NgSpiceSubstrate(Substrate):
         with self.noiseless():
             r = self.measure(X, Y, [Free()]).residual
         title = self.titles["open"]
+        self._sync_decks()
         self.s.use(title)
         names = [self.device.sens_vector(e).encode("ascii") for e in range(c.m)]
         free = Experiment.free(len(X), len(c.outputs))
