@@ -4,11 +4,15 @@ A bench file (TOML) says which instrument drives or reads which node::
 
     circuit = "circuits/net16.toml"
     settle = 0.0                  # seconds to wait after a change before reading
-    timeout_ms = 2000
-    retries = 2                   # a query that times out, drops or answers garbage is retried
+    timeout_ms = 2000             # per read
+    retries = 2                   # a query that times out, drops or answers garbage is retried ...
+    retry_seconds = 30.0          # ... at most this long (s), whatever `retries` says
     probe_current = 1e-5          # A, the test current that measures K
     average = 1                   # readings averaged per node and solve
     sweep_points = 100            # examples per source-list sweep (a 2400 holds 100 list points)
+    wiring_check = true           # at the start, every node read against the circuit at the board's g ...
+    wiring_tolerance = 0.05       # ... to within this many volts (swapped channels or SMUs stop the run)
+    record_max_bytes = 100000000  # a run's record of exchanges (RUN/bench/) stops growing here
     [board]
     resource = "TCPIP::127.0.0.1::5025::SOCKET"   # or "ASRL/dev/ttyACM0::INSTR" (firmware/)
     g_min = 1e-5                  # never written below / above (S)
@@ -22,8 +26,21 @@ A bench file (TOML) says which instrument drives or reads which node::
     current_limit = 0.02          # A, never sourced past; compliance when sourcing voltage
     [scanner]                     # reads every other node
     resource = "..."
+    voltage_limit = 2.0           # V, the DC range it measures on
     [scanner.channels]
     n3 = 101
+
+An unknown key is an error naming the key and the closest known one.
+
+The lifecycle, the same at the start and after every reconnect: connect ->
+make safe (SMU outputs off then *RST, scanner channels open, every error queue
+read and cleared; what was queued goes to the run's ``substrate.log``) ->
+configure (limits and compliances set before an output is switched on) -> the
+board's conductances written and verified by read-back (at the start: the
+circuit file's, unless ``from_board``; after a reconnect: the last ones written)
+-> run. A fault (timeout, dropped link, garbage) is retried after reconnecting,
+at most ``retries`` times and ``retry_seconds`` in all; then the run stops with
+a message naming the instrument.
 
 Experiments (:mod:`hil.substrate`): input SMUs source the inputs (0 V for the
 adjoint experiment); an output SMU sources 0 A (free), a current (open-loop
@@ -33,8 +50,11 @@ resistor the bench does not have: asking for one is an error, as is a complex nu
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,72 +83,203 @@ def refuse_vccs(c: Circuit) -> None:
                          "resistor networks only (a programmable-resistor board): use --backend ideal or ngspice")
 
 
+# -- the bench file ---------------------------------------------------------------------
+
+def _number(lo, hi, integer=False, lo_open=False):
+    """A check that a value is a (whole) number in [lo, hi] ((lo, hi] when lo_open); returns an error text or None."""
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                (integer and v != int(v)) or v < lo or v > hi or (lo_open and v == lo):
+            kind = "a whole number" if integer else "a number"
+            return f"must be {kind} {'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi < math.inf else "")
+        return None
+    return check
+
+
+def _flag(v):
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def _within(lo, hi, integer=False):
+    """A number in [lo, hi] (the serial settings' wording)."""
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi or (integer and v != int(v)):
+            return f"must be a number in [{lo}, {hi}]"
+        return None
+    return check
+
+
+def _text(v):
+    return None if isinstance(v, str) else "must be a string"
+
+
+def _resource(v):
+    if isinstance(v, str) and RESOURCE_RE.match(v):
+        return None
+    return ("is not a VISA resource string this bench accepts "
+            "(TCPIP::host::port::SOCKET, ASRL...::INSTR, GPIB::n::INSTR, USB...::INSTR)")
+
+
+INF = math.inf
+#: every key a bench file may hold, per table, with its check; the defaults are BenchSubstrate's
+SCHEMA = {
+    "": {"circuit": _text, "settle": _number(0, 3600), "timeout_ms": _number(1, 3.6e6, True),
+         "retries": _number(0, INF, True), "retry_seconds": _number(0, 86400, lo_open=True),
+         "probe_current": _number(0, 1.05, lo_open=True), "average": _number(1, 10000, True),
+         "sweep_points": _number(1, 100, True), "wiring_check": _flag, "wiring_tolerance": _number(0, 10, lo_open=True),
+         "record_max_bytes": _number(0, INF, True), "board": None, "smu": None, "scanner": None},
+    "board": {"resource": _resource, "g_min": _number(0, INF, lo_open=True), "g_max": _number(0, INF, lo_open=True),
+              "baud_rate": _within(50, 4_000_000, True), "reset_wait": _within(0.0, 60.0)},
+    "smu": {"node": _text, "resource": _resource, "voltage_limit": _number(0, 210, lo_open=True),
+            "current_limit": _number(0, 1.05, lo_open=True), "baud_rate": _within(50, 4_000_000, True)},
+    "scanner": {"resource": _resource, "voltage_limit": _number(0, 1010, lo_open=True), "channels": None,
+                "baud_rate": _within(50, 4_000_000, True)},
+}
+REQUIRED = {"board": ("resource",), "smu": ("node", "resource"), "scanner": ("resource",)}
+
+
+def _unknown(where, key, known):
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    if not close:  # a key of another table, misplaced or misspelt there
+        for table, keys in SCHEMA.items():
+            near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+            if table and near:
+                hint = f"did you mean '{near[0]}' in [{'[smu]' if table == 'smu' else table}]? "
+                break
+    return BenchError(f"{where}: unknown key '{key}' ({hint}known: {', '.join(sorted(known))})")
+
+
+def _check_table(path, where, table, kind):
+    if not isinstance(table, dict):
+        raise BenchError(f"{path}: {where} must be a table")
+    for key, value in table.items():
+        if key not in SCHEMA[kind]:
+            raise _unknown(f"{path}: {where}", key, SCHEMA[kind])
+        check = SCHEMA[kind][key]
+        problem = check(value) if check else None
+        if problem:
+            raise BenchError(f"{path}: {where} {key} = {value!r} {problem}")
+    for key in REQUIRED.get(kind, ()):
+        if key not in table:
+            raise BenchError(f"{path}: {where}: missing '{key}'")
+
+
+def check_bench(b: dict, path="bench") -> dict:
+    """Check a parsed bench file: every key known, every value in range; BenchError naming file, table and key."""
+    top = {k: v for k, v in b.items() if k != "_path"}
+    _check_table(path, "(top level)", {k: v for k, v in top.items() if k not in ("board", "smu", "scanner")}, "")
+    for key in ("board", "smu"):
+        if key not in b:
+            raise BenchError(f"{path}: missing [{key}]" if key == "board" else f"{path}: missing [[smu]]")
+    _check_table(path, "[board]", b["board"], "board")
+    if not isinstance(b["smu"], list):
+        raise BenchError(f"{path}: smu must be an array of [[smu]] tables")
+    for k, s in enumerate(b["smu"]):
+        _check_table(path, f"[[smu]] #{k + 1}", s, "smu")
+    if "scanner" in b:
+        _check_table(path, "[scanner]", b["scanner"], "scanner")
+        chans = b["scanner"].get("channels", {})
+        if not isinstance(chans, dict):
+            raise BenchError(f"{path}: [scanner.channels] must be a table of node = channel")
+        for node, ch in chans.items():
+            if isinstance(ch, bool) or not isinstance(ch, int) or not 101 <= ch <= 120:
+                raise BenchError(f"{path}: [scanner.channels] {node} = {ch!r}: a 7700 channel is a whole number 101 to 120")
+        dup = [ch for ch in set(chans.values()) if list(chans.values()).count(ch) > 1]
+        if dup:
+            raise BenchError(f"{path}: [scanner.channels]: channel {dup[0]} is given to "
+                             f"{' and '.join(n for n, c in chans.items() if c == dup[0])}")
+    nodes = [s["node"] for s in b["smu"]]
+    for n in nodes:
+        if nodes.count(n) > 1:
+            raise BenchError(f"{path}: two [[smu]] tables on node '{n}'")
+    res = [b["board"]["resource"]] + [s["resource"] for s in b["smu"]] + \
+          ([b["scanner"]["resource"]] if "scanner" in b else [])
+    for r in res:
+        if res.count(r) > 1:
+            raise BenchError(f"{path}: resource {r} is given to two instruments")
+    board = b["board"]
+    if "g_min" in board and "g_max" in board and not board["g_min"] < board["g_max"]:
+        raise BenchError(f"{path}: [board] g_min = {board['g_min']!r} must be below g_max = {board['g_max']!r}")
+    return b
+
+
 def load_bench(path) -> dict:
     """Read and check a bench file; errors name the file and the key."""
     path = Path(path)
-    if not path.exists():
-        raise BenchError(f"{path}: no such bench file")
+    if not path.is_file():
+        raise BenchError(f"{path}: no such bench file" if not path.exists() else f"{path}: not a file")
     try:
         b = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: not valid TOML: {exc}") from None
-    for key in ("board", "smu"):
-        if key not in b:
-            raise BenchError(f"{path}: missing [{key}]")
-    resources = [b["board"].get("resource")] + [s.get("resource") for s in b["smu"]] + \
-                ([b["scanner"].get("resource")] if "scanner" in b else [])
-    for r in resources:
-        if not isinstance(r, str) or not RESOURCE_RE.match(r):
-            raise BenchError(f"{path}: {r!r} is not a VISA resource string this bench accepts "
-                             "(TCPIP::host::port::SOCKET, ASRL...::INSTR, GPIB::n::INSTR, USB...::INSTR)")
-    for where, sec in [("board", b["board"])] + [(f"smu {s.get('node')}", s) for s in b["smu"]] + \
-            ([("scanner", b["scanner"])] if "scanner" in b else []):
-        for key, lo, hi in (("baud_rate", 50, 4_000_000), ("reset_wait", 0.0, 60.0)):
-            v = sec.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi
-                                  or (key == "baud_rate" and v != int(v))):
-                raise BenchError(f"{path}: [{where}] {key} = {v!r} must be a number in [{lo}, {hi}]")
+    check_bench(b, path)
     b["_path"] = str(path)
     return b
 
 
+class _Fault(Exception):
+    """An instrument did not answer as it should: which one, doing what, and why."""
+
+    def __init__(self, inst, what, exc):
+        super().__init__(inst, what, exc)
+        self.inst, self.what, self.exc = inst, what, exc
+
+
 class BenchSubstrate(Substrate):
-    """A circuit on a bench: a resistor board, SMUs on the inputs and outputs, a scanner for the rest."""
+    """A circuit on a bench: a resistor board, SMUs on the inputs and outputs, a scanner for the rest.
+
+    ``from_board``: start from the conductances the board holds (checked against the
+    limits) instead of writing the circuit's (the default).
+    """
 
     supports_complex = False
 
-    def __init__(self, circuit: Circuit, bench, visa_library: str = "@py"):
+    def __init__(self, circuit: Circuit, bench, visa_library: str = "@py", from_board: bool = False):
         self.circuit = c = circuit
         refuse_vccs(c)
-        self.cfg = bench if isinstance(bench, dict) else load_bench(bench)
-        self.settle = float(self.cfg.get("settle", 0.0))
-        self.probe_current = float(self.cfg.get("probe_current", 1e-5))  # A, measures K gently
-        self.average = int(self.cfg.get("average", 1))  # readings averaged per node
-        self.chunk = int(self.cfg.get("sweep_points", 100))  # examples per source-list sweep (2400: <= 100)
-        if not 1 <= self.chunk <= 100:
-            raise BenchError(f"{self.cfg.get('_path', 'bench')}: sweep_points = {self.chunk} must be 1 to 100")
-        if self.average < 1:
-            raise BenchError(f"{self.cfg.get('_path', 'bench')}: average = {self.average} must be at least 1")
-        self.retries = int(self.cfg.get("retries", 2))
-        self.timeout = int(self.cfg.get("timeout_ms", 2000))
+        self.cfg = check_bench(bench, bench.get("_path", "bench")) if isinstance(bench, dict) else load_bench(bench)
+        get = self.cfg.get
+        self.settle = float(get("settle", 0.0))
+        self.probe_current = float(get("probe_current", 1e-5))  # A, measures K gently
+        self.average = int(get("average", 1))  # readings averaged per node
+        self.chunk = int(get("sweep_points", 100))  # examples per source-list sweep (2400: <= 100)
+        self.retries = int(get("retries", 2))
+        self.retry_seconds = float(get("retry_seconds", 30.0))
+        self.timeout = int(get("timeout_ms", 2000))
         self.visa_library = visa_library
-        where = self.cfg.get("_path", "bench")
+        self.from_board = bool(from_board)
+        self.notes = []  # (level, line) for the run's substrate.log
+        where = get("_path", "bench")
         smu_nodes = {s["node"]: s for s in self.cfg["smu"]}
         for i in list(c.inputs) + list(c.outputs):
             if c.nodes[i] not in smu_nodes:
                 raise BenchError(f"{where}: no [[smu]] for {'input' if i in c.inputs else 'output'} node '{c.nodes[i]}'")
         for name in smu_nodes:
+            if name not in c.nodes:
+                raise BenchError(f"{where}: [[smu]] on node '{name}', which circuit '{c.name}' does not have")
             idx = c.node(name)
             if idx not in c.inputs and idx not in c.outputs:
                 raise BenchError(f"{where}: [[smu]] on node '{name}', which is neither an input nor an output")
-        chans = {n: int(ch) for n, ch in self.cfg.get("scanner", {}).get("channels", {}).items()}
+        chans = dict(self.cfg.get("scanner", {}).get("channels", {}))
+        for n in chans:
+            if n not in c.nodes:
+                raise BenchError(f"{where}: [scanner.channels] names node '{n}', which circuit '{c.name}' does not have")
         for i in range(c.n):
             if i != c.ground and i not in c.inputs and i not in c.outputs and c.nodes[i] not in chans:
                 raise BenchError(f"{where}: node '{c.nodes[i]}' is read by no instrument (add it to [scanner.channels])")
+        if chans and "scanner" not in self.cfg:
+            raise BenchError(f"{where}: [scanner.channels] without a [scanner] resource")
         self._chan_nodes = [(c.node(n), ch) for n, ch in chans.items()]
         self.recorder = None  # a BenchRecorder once record_to is called
-        self._open()
-        self._g = np.asarray(self._query(self.board, lambda: self.board.conductances), float)
+        self.board, self.smus, self.scanner = None, {}, None
+        self._target = None  # the conductances last sent to the board (S), restored after a reconnect
+        try:
+            self._open()
+            self._start(from_board)
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections ----------------------------------------------------------------
     def _adapter_kwargs(self, resource: str | None = None):
@@ -138,34 +289,59 @@ class BenchSubstrate(Substrate):
             kw["baud_rate"] = self._bauds[resource]
         return kw
 
+    def _instruments(self) -> list:
+        return [i for i in [self.board, *self.smus.values(), self.scanner] if i is not None]
+
     def _open(self):
+        """Connect every instrument, make it safe, configure it (board first: it sources nothing)."""
         from hil.drivers.instruments import ResistorBoard, Scanner, SMU
         b = self.cfg["board"]
         self._bauds = {b["resource"]: int(b.get("baud_rate", 115200))}  # resistor-board.md: 115200 baud
         for sec in self.cfg["smu"] + ([self.cfg["scanner"]] if "scanner" in self.cfg else []):
             self._bauds[sec["resource"]] = int(sec.get("baud_rate", 9600))  # the Keithleys' factory setting
         serial = b["resource"].upper().startswith("ASRL")
-        self.board = ResistorBoard(b["resource"], b.get("g_min", self.circuit.g_min), b.get("g_max", self.circuit.g_max),
-                                   reset_wait=float(b.get("reset_wait", 2.0 if serial else 0.0)),
-                                   **self._adapter_kwargs(b["resource"]))
-        self._nodelay(self.board)
-        if self.board.edge_count != self.circuit.m:
-            raise BenchError(f"resistor board at {b['resource']} has {self.board.edge_count} edges; "
+        self.board = self._connect("resistor board", b["resource"], lambda **kw: ResistorBoard(
+            b["resource"], b.get("g_min", self.circuit.g_min), b.get("g_max", self.circuit.g_max),
+            reset_wait=float(b.get("reset_wait", 2.0 if serial else 0.0)), **kw))
+        if self.board.edges != self.circuit.m:
+            raise BenchError(f"resistor board at {b['resource']} has {self.board.edges} edges; "
                              f"circuit '{self.circuit.name}' has {self.circuit.m}")
-        self.smus = {}
         for s in self.cfg["smu"]:
-            smu = SMU(s["resource"], s.get("voltage_limit", 2.0), s.get("current_limit", 0.02),
-                      name=f"SMU on node {s['node']}", **self._adapter_kwargs(s["resource"]))
-            self._nodelay(smu)
-            smu.configure()
-            self._check_errors(smu)
-            self.smus[self.circuit.node(s["node"])] = smu
-        self.scanner = None
+            name = f"SMU on node {s['node']}"
+            self.smus[self.circuit.node(s["node"])] = self._connect(name, s["resource"], lambda name=name, s=s, **kw: SMU(
+                s["resource"], s.get("voltage_limit", 2.0), s.get("current_limit", 0.02), name=name, **kw))
         if self._chan_nodes:
-            self.scanner = Scanner(self.cfg["scanner"]["resource"], **self._adapter_kwargs(self.cfg["scanner"]["resource"]))
-            self._nodelay(self.scanner)
-            self.scanner.write("FORM:ELEM READ")
-        self._check_errors(self.board)
+            sc = self.cfg["scanner"]
+            self.scanner = self._connect("scanner", sc["resource"], lambda **kw: Scanner(
+                sc["resource"], sc.get("voltage_limit", 10.0), **kw))
+        for inst in self._instruments():
+            self._check_errors(inst)
+
+    def _connect(self, name, resource, make):
+        """Open one instrument (retried like any fault), then make it safe and configure it."""
+        def attempt():
+            inst = make(**self._adapter_kwargs(resource))
+            self._nodelay(inst)
+            self._prepare(inst)
+            return inst
+        t0, last = time.monotonic(), None
+        for k in range(self.retries + 1):
+            try:
+                return attempt()
+            except Exception as exc:  # pyvisa, socket and reply errors: retried, then named
+                last = exc
+            if not self._pause(k, t0):
+                break
+        raise BenchError(f"{name} at {resource}: cannot connect ({k + 1} tries, {time.monotonic() - t0:.1f} s): "
+                         f"{type(last).__name__}: {last}")
+
+    def _prepare(self, inst):
+        """Make ``inst`` safe, note what its error queue held, configure it; the board gets its conductances back."""
+        for code, msg in inst.make_safe():
+            self.notes.append(("info", f"{inst.name}: error queued before connecting, cleared: {code} {msg}"))
+        inst.configure()
+        if inst is self.board and self._target is not None:
+            self.board.set_all(self._target)
 
     @staticmethod
     def _nodelay(inst):
@@ -188,63 +364,163 @@ class BenchSubstrate(Substrate):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _reconnect(self, inst):
+        """A fresh connection, then the whole lifecycle again: an instrument may have restarted with defaults."""
         try:
             inst.adapter.close()
         except Exception:
             pass
-        inst.adapter.connection = inst.adapter.manager.open_resource(
-            inst.adapter.resource_name,
-            **{k: v for k, v in self._adapter_kwargs(inst.adapter.resource_name).items() if k != "visa_library"})
+        kw = {k: v for k, v in self._adapter_kwargs(inst.adapter.resource_name).items() if k != "visa_library"}
+        inst.adapter.connection = inst.adapter.manager.open_resource(inst.adapter.resource_name,
+                                                                      open_timeout=self.timeout, **kw)
         self._nodelay(inst)
         if hasattr(inst, "after_open"):  # a serial board reset by the reopened port
             inst.after_open()
+        self._prepare(inst)
 
-    def _query(self, inst, fn, what="query"):
-        """Run ``fn`` (a query of ``inst``), retrying a timeout, a dropped link or garbage after a reconnect."""
-        last = None
-        for attempt in range(self.retries + 1):
+    def _pause(self, attempt: int, t0: float) -> bool:
+        """Wait before retry ``attempt + 1`` (50 ms, doubling, at most 1 s); False when retries or time are spent."""
+        left = self.retry_seconds - (time.monotonic() - t0)
+        if attempt >= self.retries or left <= 0:
+            return False
+        time.sleep(min(0.05 * 2 ** min(attempt, 5), 1.0, left))
+        return True
+
+    @contextmanager
+    def _talk(self, inst, what):
+        """Any failure talking to ``inst`` becomes a fault naming it; refused values pass through."""
+        from hil.drivers.instruments import LimitError
+        try:
+            yield
+        except (LimitError, BenchError, _Fault):
+            raise
+        except Exception as exc:
+            raise _Fault(inst, what, exc) from exc
+
+    def _retry(self, fn, insts):
+        """``fn()``, retried after reconnecting ``insts`` on a fault, at most ``retries`` times and ``retry_seconds``.
+
+        A try starts by reconnecting every instrument still due (one that failed to come
+        back is tried again), so no instrument is used half-restored.
+        """
+        t0, due, cause, last = time.monotonic(), [], None, None
+        for k in range(self.retries + 1):
             try:
+                while due:
+                    with self._talk(due[0], "reconnect"):
+                        self._reconnect(due[0])
+                    due.pop(0)
                 return fn()
-            except Exception as exc:  # pyvisa errors, socket errors, parse errors of garbage
-                last = exc
-                self._reconnect(inst)
-        raise BenchError(f"{inst.name} at {inst.adapter.resource_name}: {what} failed after "
-                         f"{self.retries + 1} tries: {type(last).__name__}: {last}")
+            except _Fault as f:
+                last = f
+                cause = f if due == [] else cause  # what the operation itself ran into
+            if not self._pause(k, t0):
+                break
+            due = due or list(insts)
+        f = cause or last
+        tail = "" if last is f else f"; then {last.inst.name}: {last.what}: {type(last.exc).__name__}: {last.exc}"
+        raise BenchError(f"{f.inst.name} at {f.inst.adapter.resource_name}: {f.what} failed after {k + 1} tries "
+                         f"({time.monotonic() - t0:.1f} s): {type(f.exc).__name__}: {f.exc}{tail}") from None
+
+    def _call(self, inst, fn, what):
+        """``fn()``, a conversation with ``inst`` alone, retried after reconnecting it."""
+        def once():
+            with self._talk(inst, what):
+                return fn()
+        return self._retry(once, [inst])
 
     def _check_errors(self, inst):
-        errs = self._query(inst, inst.check_errors, "error queue") if hasattr(inst, "check_errors") else []
+        from hil.drivers.instruments import drain_errors
+        errs = self._call(inst, lambda: drain_errors(inst), "error queue")
         if errs:
             raise BenchError(f"{inst.name} at {inst.adapter.resource_name} reports: "
-                             + "; ".join(f"{int(float(e[0]))} {','.join(map(str, e[1:])).strip()}" for e in errs))
+                             + "; ".join(f"{code} {msg}" for code, msg in errs))
+
+    def _start(self, from_board: bool) -> None:
+        """The starting conductances: the circuit's, written and verified, or (``from_board``) the board's, checked."""
+        from hil.drivers.instruments import LimitError
+        if from_board:
+            g = self._call(self.board, self.board.read_conductances, "read")
+            try:
+                self.board.checked(g)
+            except LimitError as exc:
+                raise BenchError(f"--from-board: the board holds a value outside the limits: {exc}") from None
+            self._g = self._target = g
+        else:
+            try:
+                self.write(self.circuit.g)
+            except LimitError as exc:
+                raise BenchError(f"the starting conductances of {self.circuit.source}: {exc}") from None
+        if self.cfg.get("wiring_check", True):
+            self._wiring_check(float(self.cfg.get("wiring_tolerance", 0.05)))
+
+    def _wiring_check(self, tol: float) -> None:
+        """Every node read at two input patterns against the circuit's free state at the board's g (V).
+
+        Swapped scanner channels or SMU resources read the right voltages at the wrong
+        nodes: the run would train on nonsense. Input levels stay within half the smallest
+        voltage limit (at most 1 V).
+        """
+        from hil.exact import free_state
+        from hil.substrate import Experiment
+        c = self.circuit
+        n_in = len(c.inputs)
+        if not n_in:
+            return
+        lim = min(float(self.smus[i].voltage_limit) for i in c.inputs)
+        k = np.arange(n_in)
+        X = min(1.0, 0.5 * lim) * np.array([(k + 1) / (n_in + 1), (-1.0) ** k * (n_in - k) / (n_in + 1)])
+        got = self.run(X, [Experiment.free(2, len(c.outputs))])[0]
+        want = free_state(c, X, self._g)
+        chan = {node: ch for node, ch in self._chan_nodes}
+        bad = [i for i in range(c.n) if i != c.ground and np.max(np.abs(got[:, i] - want[:, i])) > tol]
+        if bad:
+            where = lambda i: f"scanner channel {chan[i]}" if i in chan else self.smus[i].name
+            raise BenchError("wiring check failed (swapped channels or SMU resources?): " + "; ".join(
+                f"node {c.nodes[i]} ({where(i)}) reads {', '.join(f'{v:.4g}' for v in got[:, i])} V where the "
+                f"circuit at the board's conductances gives {', '.join(f'{v:.4g}' for v in want[:, i])} V"
+                for i in bad[:4]) + (f"; {len(bad) - 4} more nodes" if len(bad) > 4 else "")
+                + f" (tolerance {tol:g} V, bench file key wiring_tolerance)")
 
     # -- the substrate interface --------------------------------------------------------
     def write(self, g) -> np.ndarray:
         g = np.asarray(g, float)
         if g.shape != (self.circuit.m,):
             raise BenchError(f"expected {self.circuit.m} conductances, got shape {g.shape}")
-        self.board.checked(g)  # LimitError before anything is sent
+        g = self.board.checked(g)  # LimitError before anything is sent
+        self._target = g
         # what the board will hold (a digipot's nearest taps)
-        want = np.asarray(self._query(self.board, lambda: self.board.nearest(g), "nearest values"), float)
-        self.board.set_all(g)
+        want = self._call(self.board, lambda: self._counted(self.board.nearest(g)), "nearest values")
         for attempt in range(self.retries + 1):  # write-verify
-            got = np.asarray(self._query(self.board, lambda: self.board.conductances, "read-back"), float)
+            self._call(self.board, lambda: self.board.set_all(g), "write")
+            got = self._call(self.board, self.board.read_conductances, "read-back")
             if np.allclose(got, want, rtol=1e-12, atol=0):
                 self._g = got
                 if self.recorder:
                     self.recorder.event("write", requested=g, read_back=got)
                 # once a step: an error any instrument queued since the last write stops the run cleanly
-                for inst in [self.board, *self.smus.values()] + ([self.scanner] if self.scanner else []):
+                for inst in self._instruments():
                     self._check_errors(inst)
                 return got.copy()
-            self.board.set_all(g)
         raise BenchError(f"{self.board.name}: wrote {g.tolist()} (held as {want.tolist()}) but reads back {got.tolist()}")
 
     def homeostasis(self) -> tuple:
         """(0, 0): a resistor board is reciprocal (VCCS circuits are refused), so A is symmetric."""
         return 0.0, np.zeros(self.circuit.n_params)
 
+    def _counted(self, g) -> np.ndarray:
+        """A reply of one conductance per edge; ReplyError otherwise (retried like garbage)."""
+        from hil.drivers.instruments import ReplyError
+        if len(g) != self.circuit.m:
+            raise ReplyError(f"{self.board.name}: {len(g)} values for {self.circuit.m} edges")
+        return g
+
     def read(self) -> np.ndarray:
         return self._g.copy()
+
+    def diagnostics(self) -> list:
+        """(level, line) notes since the last call: what the instruments' error queues held on (re)connect."""
+        out, self.notes = self.notes, []
+        return out
 
     def run(self, inputs, experiments) -> list:
         c = self.circuit
@@ -261,19 +537,25 @@ class BenchSubstrate(Substrate):
             # a source-list sweep per chunk of examples: one trigger steps every instrument together
             for start in range(0, len(X), self.chunk):
                 rows = slice(start, min(start + self.chunk, len(X)))
-                n = rows.stop - rows.start
-                for k, node in enumerate(c.inputs):
-                    self.smus[node].source_list("voltage", X[rows, k] if e.sources_on else np.zeros(n))
-                for k, node in enumerate(c.outputs):
-                    self.smus[node].source_list("voltage" if e.mode == "clamp" else "current", vals[rows, k])
-                if self.settle:
-                    time.sleep(self.settle)
-                V[rows] = np.mean([self._read_nodes(n) for _ in range(self.average)], axis=0)
+                V[rows] = self._retry(lambda rows=rows: self._sweep(e, X[rows], vals[rows]), self._instruments())
             out.append(V)
         if self.recorder:
             self.recorder.event("run", inputs=X, V=out, experiments=[
                 {"sources_on": e.sources_on, "mode": e.mode, "values": np.asarray(e.values)} for e in experiments])
         return out
+
+    def _sweep(self, e, X, vals) -> np.ndarray:
+        """Set every SMU's source list for one chunk of examples, then read every node (points, n)."""
+        c, n = self.circuit, len(X)
+        for k, node in enumerate(c.inputs):
+            with self._talk(self.smus[node], "source list"):
+                self.smus[node].source_list("voltage", X[:, k] if e.sources_on else np.zeros(n))
+        for k, node in enumerate(c.outputs):
+            with self._talk(self.smus[node], "source list"):
+                self.smus[node].source_list("voltage" if e.mode == "clamp" else "current", vals[:, k])
+        if self.settle:
+            time.sleep(self.settle)
+        return np.mean([self._read_nodes(n) for _ in range(self.average)], axis=0)
 
     # -- the record of a run (drivers/record.py) ---------------------------------------
     def record_to(self, path, max_bytes: int | None = None) -> None:
@@ -295,39 +577,32 @@ class BenchSubstrate(Substrate):
     def _read_nodes(self, points: int) -> np.ndarray:
         """Every node's voltage at each sweep point (points, n), ground at 0 V, after every setting is processed.
 
-        Fast path: ask every instrument, then collect every reply (the round trips
-        overlap). On any fault: reconnect, then one instrument at a time with retries.
+        Every instrument is asked first, then every reply collected (the round trips overlap).
         """
         c = self.circuit
         V = np.zeros((points, c.n))
         chans = [ch for _, ch in self._chan_nodes]
         cols = [node for node, _ in self._chan_nodes]
-        insts = list(self.smus.values()) + ([self.scanner] if self.scanner else [])
-        try:
-            for smu in self.smus.values():
-                smu.write("*OPC?")
-            for smu in self.smus.values():
-                if smu.read().strip() != "1":
-                    raise ValueError(f"{smu.name}: *OPC? did not answer 1")
-            for smu in self.smus.values():
-                smu.request_sweep()
-            if self.scanner is not None:
-                self.scanner.request_scan(chans, points)
-            for node, smu in self.smus.items():
-                V[:, node] = smu.collect_sweep(points)
-            if self.scanner is not None:
-                V[:, cols] = self.scanner.collect_scan(chans, points)
-            return V
-        except Exception:
-            for inst in insts:
-                self._reconnect(inst)
         for smu in self.smus.values():
-            self._query(smu, lambda smu=smu: smu.ask("*OPC?"), "operation complete")
-        for node, smu in self.smus.items():
-            V[:, node] = self._query(smu, lambda smu=smu: (smu.request_sweep(), smu.collect_sweep(points))[1],
-                                     "voltage reading")
+            with self._talk(smu, "operation complete"):
+                smu.write("*OPC?")
+        for smu in self.smus.values():
+            with self._talk(smu, "operation complete"):
+                reply = smu.read().strip()
+                if reply != "1":
+                    raise ValueError(f"*OPC? answered {reply[:40]!r}, not 1")
+        for smu in self.smus.values():
+            with self._talk(smu, "reading"):
+                smu.request_sweep()
         if self.scanner is not None:
-            V[:, cols] = self._query(self.scanner, lambda: self.scanner.read_scan(chans, points), "scan")
+            with self._talk(self.scanner, "scan"):
+                self.scanner.request_scan(chans, points)
+        for node, smu in self.smus.items():
+            with self._talk(smu, "reading"):
+                V[:, node] = smu.collect_sweep(points)
+        if self.scanner is not None:
+            with self._talk(self.scanner, "scan"):
+                V[:, cols] = self.scanner.collect_scan(chans, points)
         return V
 
     def stop_recording(self) -> None:
@@ -341,14 +616,15 @@ class BenchSubstrate(Substrate):
                     inst.adapter.__dict__.pop("read", None)
 
     def close(self) -> None:
+        """Every SMU made safe (output off, level 0), every connection closed."""
         self.stop_recording()
-        for inst in [self.board, self.scanner, *self.smus.values()]:
-            if inst is None:
-                continue
+        for inst in self._instruments():
             try:
-                if inst in self.smus.values():  # leave every output at a fixed 0 A
-                    inst.write(":SOUR:VOLT:MODE FIX;:SOUR:CURR:MODE FIX;:TRIG:COUN 1")
-                    inst.source_amps(0.0)
+                if inst in self.smus.values():
+                    inst.write(":OUTP OFF")
+                    inst.write("*RST")
+                    inst.ask("*OPC?")  # applied before the link closes
                 inst.adapter.close()
             except Exception:
                 pass
+        self.board, self.smus, self.scanner = None, {}, None

@@ -126,6 +126,13 @@ class SMU(Instrument):
         super().__init__(model)
         model.smus[node] = self
 
+    def applied(self) -> dict:
+        """What the SMU puts on its node: output, source function, fixed levels and lists, compliances (V, A)."""
+        st = self.state
+        return {"output": st["output"], "func": st["sour_func"], "mode": {"VOLT": st["volt_mode"], "CURR": st["curr_mode"]},
+                "volt": st["sour_volt"], "curr": st["sour_curr"], "lists": {k: list(v) for k, v in self.lists.items()},
+                "i_prot": st["i_prot"], "v_prot": st["v_prot"], "trig_count": st["trig_coun"], "smod": st["smod"]}
+
     # -- declaration --------------------------------------------------------------------
     def reset(self):
         reset(self.settings, self.state)

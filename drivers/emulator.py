@@ -140,8 +140,10 @@ class Instrument:
         self.model = model
         self.faults = Faults()
         self.received = deque(maxlen=HISTORY)  # recent messages (cut to HISTORY_CHARS), for tests and post-mortems
+        self.state_log = deque(maxlen=20000)  # (time, command, applied()) after each command: every state applied
         self.status = Status(texts=self.error_texts)
         self.scpi = Interpreter(self.status, ieee488=self.ieee488)
+        self.scpi.after_unit = self._log_applied
         s, st = self.scpi, self.status
         s.add("*IDN?", lambda a: self.idn)
         s.add("*RST", lambda a: self.reset())
@@ -200,6 +202,16 @@ class Instrument:
         """The reply lines of one program message."""
         with self.model.lock:
             return self.scpi.response(message)
+
+    def _log_applied(self, unit: str) -> None:
+        """After each command of a message: what the instrument applies then, into ``state_log``."""
+        st = self.applied()
+        if st is not None:
+            self.state_log.append((time.monotonic(), unit[:HISTORY_CHARS], st))
+
+    def applied(self):
+        """What the instrument applies to the circuit now (a dict), or None when it applies nothing."""
+        return None
 
 
 class ResistorBoard(Instrument):
@@ -260,6 +272,9 @@ class ResistorBoard(Instrument):
     def reset(self):
         lo, hi = self.model.g_range
         self.model.set_g(self.held(np.full(self.model.c.m, np.sqrt(lo * hi))))
+
+    def applied(self):
+        return {"g": self.model.g.copy()}
 
 
 def _fields(a: str, want: int, what: str = "") -> list:
@@ -383,7 +398,10 @@ class _Handler(socketserver.StreamRequestHandler):
     def handle(self):
         inst: Instrument = self.server.instrument
         while True:
-            line = self._read_line(inst)
+            try:
+                line = self._read_line(inst)
+            except OSError:  # the client reset the link (a bench reconnecting): nothing to answer
+                return
             if line is None:
                 return
             text = _received(inst, line)

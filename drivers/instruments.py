@@ -8,6 +8,10 @@
 
 Every driver raises :class:`LimitError` (naming the instrument, the value and the
 limit) before it sends a value outside the instrument's range or the user's limits.
+
+Each driver has the two halves of the bench's lifecycle: ``make_safe()`` (outputs
+off, levels at zero, error queue read and cleared, as the instrument allows)
+and ``configure()`` (the settings a run needs, every one within the limits).
 """
 
 from __future__ import annotations
@@ -22,6 +26,40 @@ from pymeasure.instruments.validators import strict_range
 
 class LimitError(ValueError):
     """A value refused before it was sent: outside the instrument's range or the configured limits."""
+
+
+class ReplyError(ValueError):
+    """An instrument's reply that is not what the command returns (garbage, a wrong count)."""
+
+
+MAX_QUEUED = 32  # a SCPI error queue holds 10 (2400: 10, 2700: 10); more means a broken reply
+
+
+def drain_errors(inst) -> list:
+    """Read ``inst``'s error queue until ``0,"No error"``: the (code, message) entries that were queued."""
+    out = []
+    for _ in range(MAX_QUEUED):
+        reply = inst.ask("SYST:ERR?").strip()
+        code, _, msg = reply.partition(",")
+        try:
+            code = int(float(code))
+        except ValueError:
+            raise ReplyError(f"{inst.name}: {reply[:60]!r} is not an error-queue entry (code,\"message\")") from None
+        if code == 0:
+            return out
+        out.append((code, msg.strip().strip('"')))
+    raise ReplyError(f"{inst.name}: the error queue did not empty after {MAX_QUEUED} reads")
+
+
+def floats(name: str, reply: str, count: int | None = None) -> np.ndarray:
+    """A comma-separated reply as finite floats; ReplyError quoting the reply otherwise."""
+    try:
+        vals = np.array([float(v) for v in reply.strip().split(",")], float)
+    except ValueError:
+        raise ReplyError(f"{name}: reply {reply.strip()[:60]!r} is not a list of numbers") from None
+    if not np.all(np.isfinite(vals)) or (count is not None and len(vals) != count):
+        raise ReplyError(f"{name}: reply {reply.strip()[:60]!r}: expected {count or 'finite'} values, got {len(vals)}")
+    return vals
 
 
 def _check(name: str, what: str, value: float, lo: float, hi: float, unit: str) -> float:
@@ -47,6 +85,38 @@ class SMU(Keithley2400):
         self._mode = None
         super().__init__(adapter, name=name, **kwargs)
 
+    def reset_data_format(self):
+        """Nothing at connect: the first command an SMU gets is :meth:`make_safe`'s; the format is set in configure."""
+
+    def make_safe(self) -> list:
+        """Output off, then the error queue read, then *RST (2400: output off, levels 0) and *CLS.
+
+        Returns the errors that were queued before (what an earlier user left).
+        """
+        self.write(":OUTP OFF")
+        errors = drain_errors(self)
+        self.write("*RST;*CLS")
+        self._mode = None
+        return errors
+
+    def configure(self) -> None:
+        """Output on, sourcing 0 A (a free node), every setting within the limits before the output is on.
+
+        Both compliances at the limits (so a later switch of source function is safe
+        at once), both levels 0, fixed (not list) mode, one trigger.
+        """
+        Keithley2400.reset_data_format(self)
+        # measure volts (and amps): after *RST a 2400 measures current only, and the volts
+        # element of a current source would read NAN
+        self.write(":SENS:FUNC:CONC ON;:SENS:FUNC 'VOLT:DC','CURR:DC'")
+        self.write(":SOUR:VOLT:MODE FIX;:SOUR:CURR:MODE FIX;:TRIG:COUN 1")
+        self.compliance_current = self.current_limit
+        self.compliance_voltage = self.voltage_limit
+        self.source_voltage = 0.0
+        self.source_current = 0.0
+        self._use("current")
+        self.source_enabled = True
+
     def _use(self, kind: str) -> None:
         """Source ``kind`` ('voltage' or 'current'), the other quantity's compliance at its limit."""
         if self._mode != kind:
@@ -56,15 +126,6 @@ class SMU(Keithley2400):
             else:
                 self.compliance_voltage = self.voltage_limit
             self._mode = kind
-
-    def configure(self) -> None:
-        """Output on, sourcing 0 A with the voltage compliance at the limit (a free node)."""
-        self._use("current")
-        self.source_current = 0.0
-        # measure volts (and amps): after *RST a 2400 measures current only, and the volts
-        # element of a current source would read NAN
-        self.write(":SENS:FUNC:CONC ON;:SENS:FUNC 'VOLT:DC','CURR:DC'")
-        self.source_enabled = True
 
     def source_volts(self, v: float) -> None:
         v = _check(self.name, "source voltage", v, -self.voltage_limit, self.voltage_limit, "V")
@@ -93,10 +154,10 @@ class SMU(Keithley2400):
 
     def collect_sweep(self, points: int) -> np.ndarray:
         """Volts at each sweep point (the first element of each reading, as FORMAT:ELEMENTS puts it)."""
-        vals = [float(v) for v in self.read().split(",")]
+        vals = floats(self.name, self.read())
         if len(vals) % points:
-            raise ValueError(f"{self.name}: {len(vals)} values for {points} points")
-        return np.asarray(vals).reshape(points, -1)[:, 0]
+            raise ReplyError(f"{self.name}: {len(vals)} values for {points} points")
+        return vals.reshape(points, -1)[:, 0]
 
     def source_amps(self, i: float) -> None:
         i = _check(self.name, "source current", i, -self.current_limit, self.current_limit, "A")
@@ -105,7 +166,22 @@ class SMU(Keithley2400):
 
 
 class Scanner(Keithley2700):
-    """A Keithley 2700 reading DC volts on a 7700 card by a scan list."""
+    """A Keithley 2700 reading DC volts on a 7700 card by a scan list, on the range that covers ``voltage_limit``."""
+
+    def __init__(self, adapter, voltage_limit: float = 10.0, name="scanner", **kwargs):
+        self.voltage_limit = _check(name, "voltage range", voltage_limit, 0, 1010, "V")
+        super().__init__(adapter, name=name, **kwargs)
+
+    def make_safe(self) -> list:
+        """Every channel open, the error queue read, *RST and *CLS; returns the errors that were queued."""
+        self.write("ROUT:OPEN:ALL")
+        errors = drain_errors(self)
+        self.write("*RST;*CLS")
+        return errors
+
+    def configure(self) -> None:
+        """Readings only (no units, time stamps), DC volts on the range covering the voltage limit."""
+        self.write("FORM:ELEM READ;:SENS:FUNC 'VOLT:DC';:SENS:VOLT:DC:RANG %g" % self.voltage_limit)
 
     scan_list = Instrument.control(
         "ROUT:SCAN?", "ROUT:SCAN (@%s)", "The channels (101..120) a READ? returns, in order.",
@@ -125,10 +201,10 @@ class Scanner(Keithley2700):
         self.write("READ?")
 
     def collect_scan(self, channels, points: int = 1) -> np.ndarray:
-        vals = [float(v) for v in self.read().split(",")]
+        vals = floats(self.name, self.read())
         if len(vals) != len(channels) * points:
-            raise ValueError(f"{self.name}: {len(vals)} readings for {len(channels)} channels x {points} points")
-        return np.asarray(vals, float).reshape(points, len(channels))
+            raise ReplyError(f"{self.name}: {len(vals)} readings for {len(channels)} channels x {points} points")
+        return vals.reshape(points, len(channels))
 
 
 class ResistorBoard(SCPIMixin, Instrument):
@@ -136,13 +212,21 @@ class ResistorBoard(SCPIMixin, Instrument):
 
     edge_count = Instrument.measurement("EDGE:COUN?", "Number of programmable edges.", cast=int)
     edge_range = Instrument.measurement("EDGE:RANG?", "The board's conductance range (S): [g_min, g_max].")
-    conductances = Instrument.measurement("EDGE:ALL?", "Every edge's conductance (S).")
+    conductances = Instrument.measurement("EDGE:ALL?", "Every edge's conductance (S), as the reply parses.")
+
+    @property
+    def edges(self) -> int:
+        """Number of edges, asked once (ReplyError when the reply is not a number)."""
+        if self._edges is None:
+            self._edges = int(floats(self.name, self.ask("EDGE:COUN?"), 1)[0])
+        return self._edges
 
     def __init__(self, adapter, g_min: float, g_max: float, name="resistor board", reset_wait: float = 0.0, **kwargs):
         super().__init__(adapter, name, **kwargs)
         self.reset_wait = float(reset_wait)
         self.after_open()
-        lo, hi = self.edge_range
+        self._edges = None
+        lo, hi = floats(name, self.ask("EDGE:RANG?"), 2)
         self.g_min, self.g_max = max(float(g_min), lo), min(float(g_max), hi)
         if not self.g_min < self.g_max:
             raise LimitError(f"{name}: the limits [{g_min}, {g_max}] S do not overlap the board's range [{lo}, {hi}] S")
@@ -153,18 +237,35 @@ class ResistorBoard(SCPIMixin, Instrument):
             time.sleep(self.reset_wait)
             self.adapter.flush_read_buffer()
 
-    def checked(self, g) -> list:
-        """g as floats, each inside [g_min, g_max]; LimitError naming the edge otherwise."""
-        return [_check(self.name, f"edge {k + 1} conductance", v, self.g_min, self.g_max, "S") for k, v in enumerate(g)]
+    def make_safe(self) -> list:
+        """The error queue read, then *CLS; returns the errors that were queued.
+
+        No *RST: it would move every edge (the board sources nothing; its state is the conductances).
+        """
+        errors = drain_errors(self)
+        self.write("*CLS")
+        return errors
+
+    def configure(self) -> None:
+        """Nothing to set: the conductances are written (and verified) by the bench."""
+
+    def read_conductances(self) -> np.ndarray:
+        """Every edge's conductance (S), (m,); ReplyError when the reply is not m finite numbers."""
+        return floats(self.name, self.ask("EDGE:ALL?"), self.edges)
+
+    def checked(self, g) -> np.ndarray:
+        """g (S) as floats, each inside [g_min, g_max]; LimitError naming the first edge outside."""
+        return np.array([_check(self.name, f"edge {k + 1} conductance", v, self.g_min, self.g_max, "S")
+                         for k, v in enumerate(g)])
 
     def set_all(self, g) -> None:
         self.write("EDGE:ALL " + ",".join(f"{v:.17g}" for v in self.checked(g)))
 
     def nearest(self, g) -> np.ndarray:
         """The conductances (S) the board would hold after ``set_all(g)`` (a digipot's nearest taps); changes nothing."""
-        return np.asarray(self.values("EDGE:NEAR? " + ",".join(f"{v:.17g}" for v in self.checked(g))), float)
+        return floats(self.name, self.ask("EDGE:NEAR? " + ",".join(f"{v:.17g}" for v in self.checked(g))))
 
     def set_edge(self, k: int, g: float) -> None:
-        _check(self.name, "edge index", k, 1, self.edge_count, "")
+        _check(self.name, "edge index", k, 1, self.edges, "")
         g = _check(self.name, f"edge {k} conductance", g, self.g_min, self.g_max, "S")
         self.write(f"EDGE:COND {int(k)},{g:.17g}")

@@ -34,37 +34,46 @@ def probe_patterns(sub: BenchSubstrate, patterns: int, seed: int = 0, level: flo
     X = rng.uniform(-level, level, (patterns, len(c.inputs)))
     VO = rng.uniform(-level, level, (patterns, len(c.outputs)))
     V, I = np.zeros((patterns, c.n)), np.zeros((patterns, c.n))
-    chans = [ch for _, ch in sub._chan_nodes]
-    cols = [node for node, _ in sub._chan_nodes]
     for start in range(0, patterns, sub.chunk):
         rows = slice(start, min(start + sub.chunk, patterns))
-        n = rows.stop - rows.start
-        for k, node in enumerate(c.inputs):
-            sub.smus[node].source_list("voltage", X[rows, k])
-        for k, node in enumerate(c.outputs):
-            sub.smus[node].source_list("voltage", VO[rows, k])
-        # every instrument has processed its settings before any of them is triggered (separate sockets)
-        for smu in sub.smus.values():
-            if sub._query(smu, lambda smu=smu: smu.ask("*OPC?"), "operation complete").strip() != "1":
-                raise BenchError(f"{smu.name}: *OPC? did not answer 1")
-        for node, smu in sub.smus.items():
-            vals = sub._query(smu, lambda smu=smu: _sweep_iv(smu, n), "probe reading")
-            if (vals[:, 4].astype(int) & COMPLIANCE_BIT).any():
-                raise BenchError(f"{smu.name}: in compliance during a probe (current limit {smu.current_limit} A); "
-                                 "lower the probe level")
-            V[rows, node], I[rows, node] = vals[:, 0], vals[:, 1]
-        if sub.scanner is not None:
-            scan = sub._query(sub.scanner, lambda: sub.scanner.read_scan(chans, n), "scan")
-            V[rows.start:rows.stop, cols] = scan
+        # a fault on any instrument: every one reconnected (made safe, reconfigured), the chunk redone
+        V[rows], I[rows] = sub._retry(lambda rows=rows: _probe_chunk(sub, X[rows], VO[rows]), sub._instruments())
     for inst in [*sub.smus.values()] + ([sub.scanner] if sub.scanner is not None else []):
         sub._check_errors(inst)  # an error any instrument queued during the probes stops the calibration
     return {"inputs": X, "clamps": VO, "V": V, "I": I, "level": level}
 
 
+def _probe_chunk(sub: BenchSubstrate, X, VO):
+    """One source-list sweep of the patterns X (inputs), VO (outputs): (V, I) (points, n)."""
+    c, n = sub.circuit, len(X)
+    V, I = np.zeros((n, c.n)), np.zeros((n, c.n))
+    for k, node in enumerate(c.inputs):
+        with sub._talk(sub.smus[node], "source list"):
+            sub.smus[node].source_list("voltage", X[:, k])
+    for k, node in enumerate(c.outputs):
+        with sub._talk(sub.smus[node], "source list"):
+            sub.smus[node].source_list("voltage", VO[:, k])
+    # every instrument has processed its settings before any of them is triggered (separate sockets)
+    for smu in sub.smus.values():
+        with sub._talk(smu, "operation complete"):
+            reply = smu.ask("*OPC?").strip()
+            if reply != "1":
+                raise ValueError(f"*OPC? answered {reply[:40]!r}, not 1")
+    for node, smu in sub.smus.items():
+        with sub._talk(smu, "probe reading"):
+            vals = _sweep_iv(smu, n)
+        if (vals[:, 4].astype(int) & COMPLIANCE_BIT).any():
+            raise BenchError(f"{smu.name}: in compliance during a probe (current limit {smu.current_limit} A); "
+                             "lower the probe level")
+        V[:, node], I[:, node] = vals[:, 0], vals[:, 1]
+    if sub.scanner is not None:
+        with sub._talk(sub.scanner, "scan"):
+            V[:, [node for node, _ in sub._chan_nodes]] = sub.scanner.read_scan([ch for _, ch in sub._chan_nodes], n)
+    return V, I
+
+
 def _sweep_iv(smu, points: int) -> np.ndarray:
     """(points, 5) readings of a sweep: voltage (V), current (A), resistance, time, status."""
+    from hil.drivers.instruments import floats
     smu.request_sweep()
-    vals = np.array([float(v) for v in smu.read().split(",")])
-    if len(vals) != 5 * points:
-        raise ValueError(f"{smu.name}: {len(vals)} values for {points} points of 5 elements")
-    return vals.reshape(points, 5)
+    return floats(smu.name, smu.read(), 5 * points).reshape(points, 5)

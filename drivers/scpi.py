@@ -224,6 +224,7 @@ class Interpreter:
 
     def __init__(self, status: Status | None = None, ieee488: bool = True):
         self.ieee488 = ieee488   # False: a failing unit does not stop the next (the resistor board's contract)
+        self.after_unit = None   # called with each unit (command or query) once it has run, failed or not
         self.table = []
         self._resolved = {}
         self.status = status or Status()
@@ -264,6 +265,9 @@ class Interpreter:
             except Exception as exc:  # a handler's bug must not crash the server
                 self.push_error(-300, f"{type(exc).__name__}")
                 break
+            finally:
+                if self.after_unit is not None:
+                    self.after_unit(unit)
             if r is not None:
                 replies.append(r)
         return replies

@@ -55,6 +55,9 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 #: Names are plain identifiers: they reach SPICE decks and SCPI streams, so
 #: nothing but letters, digits and underscores, starting with a letter.
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+#: A circuit's own name may also hold '.' and '-' (generated names: ``random16_d3.2_s5``), never a
+#: slash, a quote or a line break: it reaches deck titles, file contents and messages.
+CIRCUIT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 
 DEFAULT_G_MIN = 1e-6
 DEFAULT_G_MAX = 1.0
@@ -299,11 +302,11 @@ class Circuit:
             lines.append("")
         return "\n".join(lines)
 
-    def save(self, path) -> Path:
-        """Write the circuit as TOML to ``path`` atomically; returns the path."""
+    def save(self, path, header: str | None = None) -> Path:
+        """Write the circuit as TOML to ``path`` atomically (``header``: a first comment line); returns the path."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_toml())
+        tmp.write_text((f"# {header}\n" if header else "") + self.to_toml())
         os.replace(tmp, path)
         return path
 
@@ -375,6 +378,19 @@ def load_any(path):
     return circuit_from_dict(data, source=str(p), text=text)
 
 
+def circuit_name(data: dict, source: str, at) -> str:
+    """The circuit's ``name`` (a plain name: it reaches file names, SPICE titles and TOML), or the file's stem
+    made one; CircuitError at the key's line (``at('name')``) otherwise."""
+    if "name" in data:
+        name = data["name"]
+        if not isinstance(name, str) or not CIRCUIT_NAME_RE.match(name):
+            raise CircuitError(f"{at('name')}: circuit name {name!r} is not a plain name (a letter, then letters, "
+                               "digits, '_', '.' or '-', at most 64 characters)")
+        return name
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(source).stem)[:63] or "circuit"
+    return name if name[0].isalpha() else "c" + name
+
+
 def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> Circuit:
     """Validate a parsed circuit definition (the TOML schema as a dict) into a Circuit."""
     edge_lines = _edge_lines(text)
@@ -391,6 +407,8 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
                 if key is not None and re.match(rf"^\s*{re.escape(key)}\s*=", lines[ln]):
                     return f"{source}:{ln + 1}"
             return f"{source}:{start}"
+        if edge is not None and text:  # 'edge' given as something other than [[edge]] tables
+            return f"{source}:{_key_line(text, 'edge')}"
         if key is not None and text:
             return f"{source}:{_key_line(text, key)}"
         return source
@@ -402,7 +420,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
     for k in ("ground", "inputs", "outputs", "edge"):
         if k not in data:
             raise CircuitError(f"{source}: missing key '{k}'")
-    name = str(data.get("name", Path(source).stem))
+    name = circuit_name(data, source, at)
     edges = data["edge"]
     if not isinstance(edges, list) or not edges:
         raise CircuitError(f"{at('edge')}: 'edge' must be a non-empty array of [[edge]] tables")
@@ -485,6 +503,20 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
     gm_max = _positive(data["gm_max"], f"{at('gm_max')}: gm_max") if "gm_max" in data else None
     vccs = _vccs_from_dict(data.get("vccs", []), at, index, seen, check_name,
                            gm_max if gm_max is not None else g_max, at("vccs"))
+    vccs_nodes = np.asarray(vccs[1], int).reshape(-1, 4)
+    for key, lst in (("outputs", outputs), ("inputs", inputs)):
+        # every output at 0 V whatever g, or every input driving only ground: nothing to learn
+        # (a VCCS whose output, or control, is the terminal reaches it past the edges)
+        port = vccs_nodes[:, :2] if key == "outputs" else vccs_nodes[:, 2:]
+        grounded = [t for t in lst if all(ground in (a[e], b[e]) for e in range(len(a)) if t in (a[e], b[e]))
+                    and t not in port]
+        if lst and len(grounded) == len(lst):
+            t = grounded[0]
+            touching = [names[e] for e in range(len(a)) if t in (a[e], b[e])]
+            what = ("its voltage is 0 V whatever the conductances" if key == "outputs"
+                    else "it drives nothing but ground")
+            raise CircuitError(f"{at(key)}: {key[:-1]} '{nodes[t]}' is joined only to ground "
+                               f"(edge {', '.join(touching)}): {what}" + (" (and so is every other)" if len(lst) > 1 else ""))
     calibration = _calibration(data["calibration"], len(names), at) if "calibration" in data else None
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
                       np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source,
@@ -594,7 +626,8 @@ def _check_connected(c: Circuit, at=None) -> None:
     for comp in range(ncomp):
         if comp not in anchored:
             members = [c.nodes[i] for i in np.flatnonzero(label == comp)]
-            where = c.source if at is None else at()
+            first = int(np.flatnonzero(label[c.a] == comp)[0])  # the first edge of the floating part
+            where = c.source if at is None else at("name", first)
             shown = ", ".join(members[:8]) + (" ..." if len(members) > 8 else "")
             raise CircuitError(f"{where}: floating subnetwork: node(s) {shown} have no path to ground or an input "
                                "(their voltages are undefined, the circuit is singular)")

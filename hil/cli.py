@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -77,6 +79,9 @@ def _add_backend(p):
                         "V_c + (V_d + V_s)/2, V_c trained: reciprocal); mosfet-bsim, mosfet-mid-bsim (the same with a "
                         "BSIM4 channel, PTM 65 nm: netlists/nmos_bsim4_ptm65.lib)")
     p.add_argument("--nonideal", metavar="FILE", help="ngspice: non-idealities (TOML; see netlists/nonideal-example.toml)")
+    p.add_argument("--from-board", action="store_true",
+                   help="bench: start from the conductances the board holds (checked against the limits) instead of "
+                        "writing the circuit file's")
     p.add_argument("--opamp-gain", type=float, default=None,
                    help="ngspice, layered circuits: the op-amps' open-loop gain A, V/V (default: ideal)")
     p.add_argument("--opamp-rin", type=float, default=None,
@@ -139,18 +144,18 @@ def _train_layered(args, circuit, task):
 
     if task is None:
         raise ValueError("hil train: a layered circuit needs --task factorize --rank K")
-    if args.batch is not None or args.device != "resistor" or args.nonideal:  # op-amps: --opamp-gain, --opamp-rin
-        raise ValueError("hil train: --batch, --device and --nonideal do not apply to layered circuits yet")
+    if args.batch is not None or args.device != "resistor" or args.nonideal or args.from_board:  # op-amps: --opamp-gain, --opamp-rin
+        raise ValueError("hil train: --batch, --device, --nonideal and --from-board do not apply to layered circuits yet")
     if args.backend == "bench":
         from hil.layered_train import open_layered_substrate
         open_layered_substrate(circuit, args.backend)  # the bench's own refusal
     op = _opamp(args)
     if args.backend != "ngspice" and (args.opamp_gain or args.opamp_rin):
         raise ValueError("--opamp-gain and --opamp-rin need --backend ngspice")
-    cfg = LayeredConfig(rule=args.rule, nudge=args.nudge, lr=args.lr, steps=args.steps or 1000, seed=args.seed,
-                        checkpoint_every=args.checkpoint_every, backend=args.backend,
+    cfg = LayeredConfig(rule=args.rule, nudge=args.nudge, lr=args.lr, steps=1000 if args.steps is None else args.steps,
+                        seed=args.seed, checkpoint_every=args.checkpoint_every, backend=args.backend,
                         opamp_gain=args.opamp_gain, opamp_rin=args.opamp_rin)
-    res = start_layered_run(circuit, task, cfg, args.out, progress=None if not args.json else False)
+    res = start_layered_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
     text = (f"{_task_line(task, trains=True)}\nloss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in "
             f"{res['steps']} steps; rank-{circuit.sizes[1]} optimum (Eckart-Young) {res['eckart_young']:.4g} V^2, "
             f"relative excess {res['relative_excess']:.3g}; angle(Z, B^T) {res['angle_start']:.1f} -> "
@@ -164,22 +169,34 @@ def cmd_train(args):
     from hil.train import TrainConfig, resume_run, start_run
 
     if args.resume:
-        res = resume_run(args.resume, steps=args.steps, progress=None if not args.json else False)
+        given = {k: v for k, v in getattr(args, "explicit", {}).items() if k not in ("resume", "json")}
+        if "circuit" in given:
+            raise ValueError(f"CIRCUIT {given['circuit']}: a resume takes the run's own circuit.toml; "
+                             "give only --resume DIR (and --steps to extend it)")
+        if "bench" in given:
+            from pathlib import Path
+            given["bench"] = str(Path(given["bench"]).resolve())
+        res = resume_run(args.resume, progress=None if not args.json else False, changes=given)
     else:
         if not args.circuit or not args.out:
             raise SystemExit("hil train: CIRCUIT, a task (--data, --teacher or --teacher-circuit) and --out are needed "
                              "(or --resume DIR)")
         circuit = load_any(args.circuit)
+        layered = getattr(circuit, "kind", None) == "layered"
+        if not layered:
+            cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
+                              steps=1000 if args.steps is None else args.steps, batch=args.batch, seed=args.seed,
+                              checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                              backend=args.backend, backend_options=_backend_options(args),
+                              homeostasis=args.homeostasis)
+            from hil.train import check_config
+            check_config(cfg)  # before the task is built: a bad option is named first
         task = _task(args, circuit)
-        if getattr(circuit, "kind", None) == "layered":
+        if layered:
             return _train_layered(args, circuit, task)
         if task is None:
             raise SystemExit("hil train: give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
-        cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
-                          steps=args.steps or 1000, batch=args.batch, seed=args.seed,
-                          checkpoint_every=args.checkpoint_every, log_every=args.log_every, backend=args.backend,
-                          backend_options=_backend_options(args), homeostasis=args.homeostasis)
-        res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False)
+        res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
             f"run in {res['run_dir']} (loss.png, log.csv)")
     if not args.resume:
@@ -189,13 +206,18 @@ def cmd_train(args):
 
 
 def _backend_options(args) -> dict:
+    if getattr(args, "from_board", False) and args.backend != "bench":
+        raise ValueError("--from-board needs --backend bench")
     if getattr(args, "opamp_gain", None) is not None or getattr(args, "opamp_rin", None) is not None:
         raise ValueError("--opamp-gain and --opamp-rin apply to layered circuits only")
     if args.backend == "bench":
         if not getattr(args, "bench", None):
             raise ValueError("--backend bench needs --bench FILE (a bench file; `hil emulate` writes one)")
         from pathlib import Path
-        return {"bench": str(Path(args.bench).resolve())}
+        opts = {"bench": str(Path(args.bench).resolve())}
+        if getattr(args, "from_board", False):
+            opts["from_board"] = True
+        return opts
     if args.backend == "ngspice":
         opts = {"device": args.device}
         if args.nonideal:
@@ -398,15 +420,15 @@ def _opamp(args):
 
 
 def _netlist_layered(args, c):
-    from pathlib import Path
-
+    from hil.runs import atomic_write, check_output
     from hil.spice.layered import standalone_layered_deck
     if args.device != "resistor" or args.nonideal:
         raise ValueError("--device and --nonideal do not apply to layered circuits (op-amps: --opamp-gain, --opamp-rin)")
-    inputs = [float(x) for x in args.inputs.split(",")] if args.inputs else [1.0] * c.sizes[0]
+    inputs = [_volts(x, "--inputs") for x in args.inputs.split(",")] if args.inputs else [1.0] * c.sizes[0]
     if len(inputs) != c.sizes[0]:
         raise ValueError(f"--inputs: {len(inputs)} values for the {c.sizes[0]} inputs of {c.name}")
-    Path(args.o).write_text(standalone_layered_deck(c, inputs, _opamp(args)))
+    check_output(args.o, [c.source], args.force, "-o", ours="* hil: ")
+    atomic_write(args.o, standalone_layered_deck(c, inputs, _opamp(args)))
     _emit(args, {"path": args.o}, f"wrote {args.o}: run it with `ngspice -b {args.o}` (prints every stage's output)")
 
 
@@ -417,18 +439,29 @@ def cmd_netlist(args):
     from hil.spice.devices import make_device
     from hil.spice.nonideal import NonIdeal, load_nonideal
 
+    from hil.runs import atomic_write, check_output
+
     c = load_any(args.circuit)
     if getattr(c, "kind", None) == "layered":
         return _netlist_layered(args, c)
     if args.opamp_gain is not None or args.opamp_rin is not None:
         raise ValueError("--opamp-gain and --opamp-rin apply to layered circuits only")
-    inputs = [float(x) for x in args.inputs.split(",")] if args.inputs else [1.0] * len(c.inputs)
+    inputs = [_volts(x, "--inputs") for x in args.inputs.split(",")] if args.inputs else [1.0] * len(c.inputs)
     if len(inputs) != len(c.inputs):
         raise ValueError(f"--inputs: {len(inputs)} values for the {len(c.inputs)} inputs of {c.name}")
+    check_output(args.o, [c.source, args.nonideal] if args.nonideal else [c.source], args.force, "-o", ours="* hil: ")
     device = make_device(args.device, c, load_nonideal(args.nonideal) if args.nonideal else NonIdeal())
-    from pathlib import Path
-    Path(args.o).write_text(standalone_deck(c, device.param_from_g(c.g), inputs, device))
+    atomic_write(args.o, standalone_deck(c, device.param_from_g(c.g), inputs, device))
     _emit(args, {"path": args.o}, f"wrote {args.o}: run it with `ngspice -b {args.o}`")
+
+
+def _volts(text: str, option: str) -> float:
+    """A finite voltage from the command line; ValueError naming the option otherwise."""
+    from hil.tasks import plain_number
+    v = plain_number(text)
+    if v is None:
+        raise ValueError(f"{option}: {text.strip()!r} is not a finite number of volts")
+    return v
 
 
 def _nudge_grid(spec: str | None, kappa: float) -> np.ndarray:
@@ -517,9 +550,12 @@ def cmd_perturb(args):
     from hil.circuit import load_circuit
     from hil.circuits import perturb
 
+    from hil.runs import check_output
+
     c = load_circuit(args.circuit)
+    check_output(args.o, [c.source], args.force, "-o", ours="# written by hil")
     p = perturb(c, args.scale, args.seed)
-    p.save(args.o)
+    p.save(args.o, header=f"written by hil perturb {Path(c.source).name} --scale {args.scale:g} --seed {args.seed}")
     ratio = p.g / c.g
     _emit(args, {"path": args.o, "ratio_min": float(ratio.min()), "ratio_max": float(ratio.max())},
           f"wrote {args.o}: {c.m} conductances times exp({args.scale:g} N(0,1)) (seed {args.seed}), "
@@ -537,6 +573,7 @@ def cmd_sweep(args):
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [0]
     nonideals = [x or None for x in args.nonideal_files.split(",")] if args.nonideal_files else None
     points = grid(rules, nudges, seeds, nonideals)
+    _check_sweep(args, points)
     with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
         rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
                          args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch,
@@ -546,6 +583,18 @@ def cmd_sweep(args):
     lines += [f"  point {r['point']} ({r['rule']}, nudge {r['nudge']}, seed {r['seed']}): {r['error']}" for r in failed]
     _emit(args, {"points": len(rows), "failed": len(failed), "table": f"{args.out}/sweep.csv", "rows": rows},
           "\n".join(lines))
+
+
+def _check_sweep(args, points) -> None:
+    """Every point's options checked before any worker starts (a bad --steps fails the sweep, not each point)."""
+    from hil.train import TrainConfig, check_config
+    for name in ("examples", "workers"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name} {v}: must be a whole number >= 1")
+    for p in points:
+        check_config(TrainConfig(rule=p["rule"], nudge=p["nudge"], steps=args.steps, seed=p["seed"], batch=args.batch,
+                                 backend=args.backend))
 
 
 def cmd_calibrate(args):
@@ -611,6 +660,44 @@ def cmd_report(args):
     _emit(args, {"report": str(path)}, f"wrote {path}")
 
 
+FAULT_HELP = ("inject a fault, INSTRUMENT:KIND=VALUE (repeatable; INSTRUMENT as listed at start: board, smu_NODE, "
+              "scanner): garbage=N (the next N replies are garbage), drop=N (the connection closes at the next N "
+              "queries), delay=S or delay=SxN (the next N replies, default 1, wait S seconds), error=CODE (an error "
+              "queued now, e.g. error=-315)")
+
+
+def _fault(spec: str, names) -> tuple:
+    """'smu_n6:delay=0.8x2' -> ('smu_n6', 'delay', (0.8, 2)); ValueError naming the option otherwise."""
+    import math
+    m = re.fullmatch(r"([A-Za-z][A-Za-z0-9_]*):(garbage|drop|delay|error)=([^\s]+)", spec)
+    if not m:
+        raise ValueError(f"--fault {spec!r}: expected INSTRUMENT:KIND=VALUE, KIND one of garbage, drop, delay, error")
+    name, kind, value = m.groups()
+    if name not in names:
+        raise ValueError(f"--fault {spec!r}: no instrument '{name}' (instruments: {', '.join(names)})")
+    try:
+        if kind == "delay":
+            sec, _, count = value.partition("x")
+            val = (float(sec), int(count or 1))
+            ok = math.isfinite(val[0]) and 0 < val[0] <= 3600 and val[1] >= 1
+        else:
+            val = int(value)
+            ok = val >= 1 if kind != "error" else -999 <= val <= -100 or 100 <= val <= 999
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"--fault {spec!r}: {kind} takes " + {
+            "garbage": "a count >= 1", "drop": "a count >= 1", "delay": "seconds in (0, 3600], optionally xCOUNT",
+            "error": "a SCPI error code (e.g. -315)"}[kind])
+    return name, kind, val
+
+
+def _port(port: int, count: int) -> None:
+    if port and not 1024 <= port <= 65536 - count:
+        raise ValueError(f"--port {port}: the {count} instruments need ports {port}..{port + count - 1}, "
+                         f"within 1024..65535")
+
+
 def cmd_emulate(args):
     import time as _time
     from pathlib import Path
@@ -620,6 +707,11 @@ def cmd_emulate(args):
     from hil.train import open_substrate
 
     c = load_circuit(args.circuit)
+    # named after the argument, never after the file's contents; written in the working folder by default
+    out = Path(args.bench_file or f"{Path(args.circuit).stem}-bench.toml")
+    from hil.runs import check_output
+    check_output(out, [c.source], args.force, "--bench-file",
+                 ours="# written by hil emulate: the emulated bench's instruments and limits")
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
     fw = _firmware_board(args.firmware, c) if args.firmware else None
@@ -628,22 +720,37 @@ def cmd_emulate(args):
         bench.external["board"] = fw.resource
         fw.attach(bench.model)
     bench.host = args.host
-    ports = {n: args.port + k for k, n in enumerate(bench.instruments)} if args.port else None
     names = list(bench.external) + list(bench.instruments)
-    bench.start(ports)
+    _port(args.port, len(bench.instruments))
+    faults = [_fault(f, list(bench.instruments)) for f in args.fault or []]  # emulated instruments only
+    ports = {n: args.port + k for k, n in enumerate(bench.instruments)} if args.port else None
+    try:
+        bench.start(ports)
+    except OSError as exc:
+        bench.stop()
+        raise ValueError(f"--host {args.host} --port {args.port or 'auto'}: cannot listen: {exc.strerror or exc}") from None
     if args.serial:
         bench.serve_serial()
-    out = Path(args.bench_file or f"{c.name}-bench.toml")
-    out.write_text(bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source,
-                                    serial=args.serial))
+    for name, kind, val in faults:
+        inst = bench.instruments[name]
+        if kind == "delay":
+            inst.faults.delay, inst.faults.delay_count = val
+        elif kind == "error":
+            inst.push_error(val, "injected by hil emulate --fault")
+        else:
+            setattr(inst.faults, kind, val)
+    from hil.runs import atomic_write
+    atomic_write(out, bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source,
+                                       serial=args.serial))
     lines = [f"emulating {c.name} ({args.backend}{', ' + args.device if args.backend == 'ngspice' else ''}) "
              f"on {args.host}" + (" and on pseudo-terminals" if args.serial else "") + ":"] + \
             [f"  {n:<12} {bench.resource(n)}" + (f"  {bench.resource(n, serial=True)}" if args.serial else "")
              for n in names] + \
+            [f"faults: {', '.join(args.fault)}" for _ in [0] if args.fault] + \
             [f"bench file{' (the pseudo-terminals)' if args.serial else ''}: {out}",
              f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
              f"--bench {out} --out runs/bench", "Ctrl-C stops."]
-    obj = {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}}
+    obj = {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}, "faults": args.fault or []}
     if args.serial:
         obj["serial"] = {n: bench.resource(n, serial=True) for n in names}
     _emit(args, obj, "\n".join(lines))
@@ -698,6 +805,8 @@ def cmd_generate(args):
         except ValueError:
             raise ValueError(f"--sizes {args.sizes!r}: expected comma-separated widths, e.g. 8,3,6") from None
         c = generate_layered(sizes, args.seed)
+        from hil.runs import check_output
+        check_output(args.o, [], args.force, "-o", ours='kind = "layered"')
         c.save(args.o)
         return _emit(args, {"path": args.o, "sizes": list(c.sizes), "conductances": c.n_params},
                      f"wrote {args.o}: layered circuit {'-'.join(map(str, c.sizes))} ({c.n_params} conductances, "
@@ -714,9 +823,10 @@ def cmd_generate(args):
         if args.vccs_scale is not None and not (np.isfinite(args.vccs_scale) and args.vccs_scale > 0):
             raise ValueError(f"--vccs-scale {args.vccs_scale}: must be a positive number of siemens")
         c = gen.add_vccs(c, args.vccs_pairs, args.seed, args.vccs_scale, args.asymmetry, args.vccs_singles)
-    c.save(args.o)
-    from hil.exact import symmetry_index
-    from hil.exact import conductance_matrix
+    from hil.runs import check_output
+    check_output(args.o, [], args.force, "-o", ours="# written by hil")
+    c.save(args.o, header=f"written by hil generate {args.kind}")
+    from hil.exact import conductance_matrix, symmetry_index
     si = symmetry_index(conductance_matrix(c)[c.free][:, c.free])
     _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m, "vccs": c.k, "symmetry_index": si},
           f"wrote {args.o}: {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS (symmetry index {si:.4f})" if c.k else ""))
@@ -762,8 +872,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="homeostasis weight w in V^2/S^2 (spec 7.3): the update becomes -alpha (ghat + w dH/dtheta), "
                         "H = 1/2 ||A - A^T||_F^2 the Jacobian's asymmetry (S^2), logged per step (log.csv, "
                         "homeostasis.png). Acts on trainable VCCS only; stable below w = 0.5 / alpha for a pair")
-    t.add_argument("--out", help="run directory to create")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    t.add_argument("--out", help="run directory to create (new or empty)")
+    t.add_argument("--force", action="store_true",
+                   help="--out may hold files: they are moved into OUT/replaced-TIME/ (nothing is deleted)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last good checkpoint; only "
+                                                   "--steps (the new total), --checkpoint-every and --bench may "
+                                                   "change, each recorded in the run")
 
     g = add("grad", cmd_grad, "A rule's gradient estimate at the file's conductances beside the exact gradient.")
     g.add_argument("circuit")
@@ -812,6 +926,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--serial", action="store_true",
                     help="also serve every instrument on a pseudo-terminal; the bench file names those "
                          "(ASRL/dev/pts/K::INSTR, through pyserial) instead of the TCP ports")
+    em.add_argument("--fault", action="append", metavar="INSTRUMENT:KIND=VALUE", help=FAULT_HELP)
+    em.add_argument("--force", action="store_true", help="overwrite --bench-file even if hil did not write it")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core or a Dask cluster.")
     sw.add_argument("circuit")
@@ -839,6 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--scale", type=float, default=0.1, help="sigma of log g (default 0.1: about 10 %% per edge)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("-o", required=True, metavar="FILE", help="circuit file to write")
+    pt.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is the input")
 
     ca = add("calibrate", cmd_calibrate, "Fit each edge's actual conductance on a bench from probe experiments "
                                          "(KCL with every node voltage and SMU current read); write a calibrated "
@@ -886,10 +1003,12 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--opamp-rin", type=float, default=None,
                    help="layered circuits: the op-amps' input resistance, ohms (default: infinite)")
     n.add_argument("-o", required=True, metavar="FILE.cir")
+    n.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is an input")
 
     ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar, layered) as TOML.")
     ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered"])
     ge.add_argument("-o", required=True, metavar="FILE")
+    ge.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it")
     ge.add_argument("--nodes", type=int, default=16)
     ge.add_argument("--degree", type=float, default=3.0)
     ge.add_argument("--rows", type=int, default=8)
@@ -910,6 +1029,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _explicit(argv) -> dict:
+    """The train options given on the command line (defaults left out): what a resume is asked to change."""
+    p = build_parser()
+    train = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    for action in train._actions:
+        action.default = argparse.SUPPRESS
+    ns = vars(p.parse_args(argv))
+    return {k: v for k, v in ns.items() if k not in ("command", "func")}
+
+
 def main(argv=None) -> int:
     from hil.circuit import CircuitError
     from hil.runs import RunError
@@ -919,14 +1048,21 @@ def main(argv=None) -> int:
     from hil.analysis.replay import ReplayError  # noqa: F401 (a ValueError: reported like the others)
 
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        args.explicit = _explicit(argv)
     try:
         args.func(args)
     except (CircuitError, TaskError, RunError, SubstrateError, NonIdealError, ValueError) as exc:
         print(f"hil {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # output piped into head and closed
+    except BrokenPipeError:  # output piped into head and closed (an OSError: caught first)
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a folder that cannot be written, a full disk, a device instead of a file
+        out = getattr(args, "out", None) or getattr(args, "o", None) or getattr(args, "resume", None)
+        where = f"{exc.filename}: " if exc.filename else (f"writing {out}: " if out else "")
+        print(f"hil {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\nhil {args.command}: interrupted; the last checkpoint was written"
               + (f" (resume: hil train --resume {args.out or args.resume})" if args.command == "train" else ""),

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hil.circuit import NAME_RE, CircuitError, _toml_str
+from hil.circuit import NAME_RE, CircuitError, _toml_str, circuit_name
 
 DEFAULT_R_INV = 1e4
 
@@ -197,9 +197,7 @@ def layered_from_dict(data: dict, source: str = "<memory>", text: str = "") -> L
         if k not in known:
             raise CircuitError(f"{at(k)}: unknown key '{k}' in a layered circuit (expected one of "
                                f"{', '.join(sorted(known))})")
-    name = data.get("name", Path(source).stem)
-    if not isinstance(name, str):
-        raise CircuitError(f"{at('name')}: name must be a string")
+    name = circuit_name(data, source, at)
     g_min = _positive(data.get("g_min", 1e-6), f"{at('g_min')}: g_min", "siemens")
     g_max = _positive(data.get("g_max", 1e-4), f"{at('g_max')}: g_max", "siemens")
     if not g_min < g_max:

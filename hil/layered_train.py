@@ -42,7 +42,7 @@ import numpy as np
 from hil import layered as ly
 from hil.layered import LayeredCircuit
 from hil.progress import Progress
-from hil.runs import LOG_FIELDS, Run, plot_losses, read_json, write_json
+from hil.runs import LOG_FIELDS, Run, RunError, plot_losses, write_json
 from hil.tasks import Task, TaskError
 
 LR_FRACTION = 0.25
@@ -468,6 +468,7 @@ class LayeredTrainer:
                     lr=lr, angle=ang)
 
     def train(self, start_step=0, lr=None, progress=None, plot=True) -> dict:
+        from hil.train import sigint_flag
         cfg, t, c = self.cfg, self.task, self.c
         every = cfg.checkpoint_every or max(1, cfg.steps // 20)
         g = self.sub.read()
@@ -479,8 +480,10 @@ class LayeredTrainer:
             self.run.save_checkpoint(0, g, {}, {"lr": alpha})
         step = start_step
         try:
-            with Progress(cfg.steps - start_step, f"train {cfg.rule}", enabled=progress) as bar:
+            with sigint_flag() as stop, Progress(cfg.steps - start_step, f"train {cfg.rule}", enabled=progress) as bar:
                 while step < cfg.steps:
+                    if stop["hits"]:
+                        raise KeyboardInterrupt  # Ctrl-C, taken here between steps (never inside ngspice)
                     if cfg.lr_every and step % cfg.lr_every == 0 and step > 0:
                         alpha = default_lr(c, g, t.X_train, t.Y_train)
                     meas = self.sub.measure(t.X_train, t.Y_train, self.rule.states())
@@ -515,34 +518,88 @@ def _opamp(cfg: LayeredConfig):
     return ly.OpAmp(cfg.opamp_gain or float("inf"), cfg.opamp_rin or float("inf"))
 
 
+def check_layered_config(cfg: LayeredConfig, where: str = "") -> LayeredConfig:
+    """Refuse meaningless options of a layered run (named as ``--option``, or ``where: key``)."""
+    from hil.train import ConfigError, check_fields
+    check_fields(cfg, where, whole=(("steps", 1), ("seed", 0), ("checkpoint_every", 1), ("lr_every", 1),
+                                    ("feedback_seed", 0)),
+                 optional=("checkpoint_every", "lr_every", "feedback_seed"),
+                 positive=("lr", "nudge", "opamp_gain", "opamp_rin"))
+    make_layered_rule(cfg.rule, cfg.nudge)  # an unknown rule names itself
+    if cfg.backend not in ("ideal", "ngspice"):
+        name = f"{where}: backend =" if where else "--backend"
+        raise ConfigError(f"{name} {cfg.backend!r}: layered circuits run on ideal or ngspice")
+    return cfg
+
+
 def start_layered_run(circuit: LayeredCircuit, task: Task, cfg: LayeredConfig, out, progress=None,
-                      plot: bool = True) -> dict:
-    """Train a layered circuit from scratch into the run directory ``out`` (``plot``: write loss.png)."""
-    sub = open_layered_substrate(circuit, cfg.backend, opamp=_opamp(cfg))
-    trainer = LayeredTrainer(Run(out), circuit, task, cfg, sub)
-    conf = asdict(cfg)
-    conf.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
-                rule_description=trainer.rule.describe(), feedback_file=FEEDBACK_FILE)
-    trainer.run.create(conf, circuit.to_toml(), task.to_dict(), fields=LOG_FIELDS + ["angle"])
-    write_json(trainer.run.path / FEEDBACK_FILE, trainer.feedback)
-    return trainer.train(progress=progress, plot=plot)
+                      plot: bool = True, force: bool = False) -> dict:
+    """Train a layered circuit from scratch into the run directory ``out`` (``plot``: write loss.png).
+
+    ``out`` must be new or empty (``force``: what it holds is moved into ``out/replaced-*/``);
+    the run holds ``out/run.lock`` while it trains.
+    """
+    check_layered_config(cfg)
+    run = Run(out).prepare(force)
+    try:
+        sub = open_layered_substrate(circuit, cfg.backend, opamp=_opamp(cfg))
+        trainer = LayeredTrainer(run, circuit, task, cfg, sub)
+        conf = asdict(cfg)
+        conf.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
+                    rule_description=trainer.rule.describe(), feedback_file=FEEDBACK_FILE)
+        run.create(conf, circuit.to_toml(), task.to_dict(), fields=LOG_FIELDS + ["angle"])
+        write_json(run.path / FEEDBACK_FILE, trainer.feedback)
+        return trainer.train(progress=progress, plot=plot)
+    finally:
+        run.unlock()
+        run.discard_if_unused()
 
 
-def resume_layered_run(out, steps=None, progress=None) -> dict:
-    """Continue a layered run from its last checkpoint, with the feedback crossbars it stored."""
-    from hil.circuit import load_any
+def _layered_circuit(run: Run):
+    from hil.circuit import CircuitError, load_any
+    if not (run.path / "circuit.toml").is_file():
+        raise RunError(f"{run.path / 'circuit.toml'}: missing; the run cannot be resumed without it")
+    try:
+        c = load_any(run.path / "circuit.toml")
+    except CircuitError as exc:
+        raise RunError(f"the run's circuit: {exc}") from None
+    if not isinstance(c, ly.LayeredCircuit):
+        raise RunError(f"{run.path / 'circuit.toml'}: not a layered circuit, but config.json says the run is one")
+    return c
+
+
+def resume_layered_run(out, steps=None, progress=None, changes: dict | None = None) -> dict:
+    """Continue a layered run from its last good checkpoint, with the feedback crossbars it stored.
+
+    As :func:`hil.train.resume_run`: one writer (run.lock), the files validated, a damaged
+    checkpoint.json replaced by the newest good .npz, only --steps and --checkpoint-every
+    may change (recorded), what was recovered said and recorded in history.log.
+    """
+    from hil.train import _load_task, apply_changes, checkpoint_check, say_recovered
 
     run = Run(out)
-    ck = run.load_checkpoint()
-    raw = run.config
-    cfg = LayeredConfig(**{k: v for k, v in raw.items() if k in LayeredConfig.__dataclass_fields__})
-    if steps is not None:
-        cfg.steps = raw["steps"] = steps
-        write_json(run.path / "config.json", raw)
-    circuit = load_any(run.path / "circuit.toml")
-    task = Task.from_dict(read_json(run.path / "task.json"))
-    sub = open_layered_substrate(circuit, cfg.backend, opamp=_opamp(cfg))
-    sub.write(ck["g"])
-    trainer = LayeredTrainer(run, circuit, task, cfg, sub, feedback=read_json(run.path / FEEDBACK_FILE))
-    run.truncate_log(ck["step"])
-    return trainer.train(start_step=ck["step"], lr=ck.get("lr"), progress=progress)
+    run.lock()
+    try:
+        raw = run.config
+        try:
+            cfg = LayeredConfig(**{k: v for k, v in raw.items() if k in LayeredConfig.__dataclass_fields__})
+        except TypeError as exc:
+            raise RunError(f"{run.path / 'config.json'}: {exc}") from None
+        check_layered_config(cfg, str(run.path / "config.json"))
+        circuit = _layered_circuit(run)
+        task = _load_task(run)
+        feedback = run.read_json_file(FEEDBACK_FILE)
+        ck, notes = run.recover_checkpoint(checkpoint_check(circuit.n_params, circuit.g_min, circuit.g_max,
+                                                            lambda e: f"parameter {e}", rng=False))
+        notes += apply_changes(run, raw, cfg, int(ck["step"]), steps, changes, check_layered_config)
+        notes += run.truncate_log(ck["step"], fields=LOG_FIELDS + ["angle"])
+        say_recovered(run, int(ck["step"]), notes)
+        sub = open_layered_substrate(circuit, cfg.backend, opamp=_opamp(cfg))
+        sub.write(ck["g"])
+        trainer = LayeredTrainer(run, circuit, task, cfg, sub, feedback=feedback)
+        result = trainer.train(start_step=int(ck["step"]), lr=ck.get("lr"), progress=progress)
+        if notes:
+            result["recovered"] = notes
+        return result
+    finally:
+        run.unlock()

@@ -34,11 +34,53 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old or the new file, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # the old file stands; no half-written copy is left beside it
+        raise named(exc, path) from None
     os.replace(tmp, path)
+
+
+def named(exc: OSError, path) -> OSError:
+    """``exc`` naming ``path`` (a failed write, a full disk, raises without a file name)."""
+    return exc if exc.filename else type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def check_output(path, inputs=(), force: bool = False, option: str = "-o", ours: str | None = None) -> Path:
+    """Refuse to write the file ``path`` over an input or a file hil did not write; RunError naming the option.
+
+    ``inputs``: files the command reads (never overwritten without ``force``).
+    ``ours``: how the first line of a file this command writes starts: such a file may be replaced.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{option} {path}: is a folder, not a file")
+    if not path.parent.is_dir():
+        raise RunError(f"{option} {path}: no folder {path.parent}")
+    if not path.exists() or force:
+        return path
+    for i in inputs:
+        try:
+            if Path(i).exists() and path.samefile(i):
+                raise RunError(f"{option} {path}: is an input of this command; refusing to overwrite it "
+                               "(--force to do it anyway)")
+        except OSError:
+            pass
+    if not path.is_file():
+        raise RunError(f"{option} {path}: not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(200).decode("utf-8", "replace").rstrip("\r\n")
+    except OSError:
+        first = ""
+    if ours is None or not first.startswith(ours):
+        raise RunError(f"{option} {path}: exists and was not written by hil; refusing to overwrite it "
+                       "(--force to do it anyway)")
+    return path
 
 
 def write_json(path: Path, obj) -> None:
@@ -59,28 +101,136 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+LOCK = "run.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _stamp() -> str:
+    import time
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+
+
 class Run:
-    """A run directory on disk."""
+    """A run directory on disk: one writer at a time (``run.lock``), nothing recorded ever deleted."""
 
     def __init__(self, path):
         self.path = Path(path)
+        self._locked = False
 
     @property
     def config(self) -> dict:
-        return read_json(self.path / "config.json")
+        return self.read_json_file("config.json")
 
-    def create(self, config: dict, circuit_toml: str, task: dict, fields=LOG_FIELDS) -> "Run":
-        """Create the directory's files; ``fields``: the log's columns (LOG_FIELDS, plus any a trainer adds,
-        e.g. homeostasis_H)."""
-        if (self.path / "checkpoint.json").exists():
-            raise RunError(f"{self.path}: already holds a run; resume it with `hil train --resume {self.path}` "
-                           "or choose another --out")
+    def read_json_file(self, name: str):
+        """A JSON file of the run; RunError naming it when missing or unreadable."""
+        p = self.path / name
+        if not p.is_file():
+            raise RunError(f"{p}: missing; the run cannot be resumed without it")
+        try:
+            return read_json(p)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RunError(f"{p}: unreadable ({type(exc).__name__}: {exc}); the run cannot be resumed without it") from None
+
+    def note(self, text: str) -> None:
+        """Append a line to the run's ``history.log`` (what a resume recovered or changed)."""
+        with open(self.path / "history.log", "a") as fh:
+            fh.write(f"{_stamp()} {text}\n")
+
+    # -- one writer ------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take ``run.lock`` (holder's pid and host); RunError naming the holder if a live process has it.
+
+        A lock left by a process of this host that no longer runs is taken over (and noted).
+        """
+        import socket
+        p = self.path / LOCK
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _stamp()}
+        for _ in range(3):
+            try:
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                try:
+                    holder = json.loads(p.read_text())
+                    pid, host = int(holder["pid"]), str(holder["host"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    raise RunError(f"{self.path}: {p} exists but is unreadable; if no hil process uses this run, "
+                                   f"remove {p}") from None
+                if host == me["host"] and not _alive(pid):
+                    p.unlink(missing_ok=True)
+                    self.note(f"took over the lock of process {pid} on {host}, which no longer runs")
+                    continue
+                raise RunError(f"{self.path}: in use by process {pid} on {host} (since {holder.get('since', '?')}); "
+                               f"one process writes a run at a time (if that process is gone, remove {p})")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self._locked = True
+            return
+        raise RunError(f"{self.path}: could not take {p}")
+
+    def unlock(self) -> None:
+        if self._locked:
+            (self.path / LOCK).unlink(missing_ok=True)
+            self._locked = False
+
+    # -- creating ----------------------------------------------------------------------
+    def prepare(self, force: bool = False) -> "Run":
+        """Make the folder and lock it: it must be empty or new; ``force`` moves what it holds into replaced-*/."""
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise RunError(f"--out {p}: exists and is not a folder")
+        self._made = not p.exists()
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"--out {p}: cannot create the folder: {exc.strerror}") from None
+        self.lock()
+        try:
+            held = sorted(x.name for x in p.iterdir() if x.name != LOCK)
+            if held and not force:
+                if "checkpoint.json" in held:
+                    raise RunError(f"{p}: already holds a run; resume it with `hil train --resume {p}` "
+                                   "or choose another --out (--force moves its files into replaced-*/)")
+                shown = ", ".join(held[:6]) + (" ..." if len(held) > 6 else "")
+                raise RunError(f"--out {p}: not empty ({shown}) and not a new run; choose another --out "
+                               "(--force moves what it holds into replaced-*/, deleting nothing)")
+            if held:
+                aside = p / f"replaced-{_stamp()}"
+                aside.mkdir()
+                for name in held:
+                    if not name.startswith("replaced-"):
+                        os.replace(p / name, aside / name)
+        except BaseException:
+            self.unlock()
+            raise
+        return self
+
+    def discard_if_unused(self) -> None:
+        """Remove the folder :meth:`prepare` made if the run never started in it (it is still empty)."""
+        if getattr(self, "_made", False) and not (self.path / "config.json").exists():
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
+
+    def create(self, config: dict, circuit_toml: str, task: dict, fields=LOG_FIELDS, force: bool = False) -> "Run":
+        """Create the directory's files (locking a new or empty folder first, see :meth:`prepare`);
+        ``fields``: the log's columns (LOG_FIELDS, plus any a trainer adds, e.g. homeostasis_H)."""
+        if not self._locked:
+            self.prepare(force)
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_json(self.path / "config.json", config)
         atomic_write(self.path / "circuit.toml", circuit_toml)
         write_json(self.path / "task.json", task)
-        with open(self.path / "log.csv", "w", newline="") as fh:
-            csv.writer(fh).writerow(list(fields))
+        atomic_write(self.path / "log.csv", ",".join(fields) + "\r\n")
         return self
 
     def log_fields(self) -> list:
@@ -95,46 +245,147 @@ class Run:
 
     def append_log(self, rows: list) -> None:
         fields = self._log_fields()
-        with open(self.path / "log.csv", "a", newline="") as fh:
-            w = csv.writer(fh)
-            for r in rows:
-                w.writerow([r.get(k, "") for k in fields])
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path / "log.csv", "a", newline="") as fh:
+                w = csv.writer(fh)
+                for r in rows:
+                    w.writerow([r.get(k, "") for k in fields])
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # a row cut short is dropped on resume
+            raise named(exc, self.path / "log.csv") from None
+
+    def _log_rows(self) -> tuple:
+        """(the run's columns, good rows as float lists, [(line, why)] of rows that are not).
+
+        A log cut mid-row loses only that row.
+        """
+        p = self.path / "log.csv"
+        try:
+            with open(p, newline="") as fh:
+                rows = list(csv.reader(fh))
+        except UnicodeDecodeError:
+            raise RunError(f"{p}: not a text file") from None
+        fields = [h.strip() for h in rows[0]] if rows else []
+        lead = fields[:len(LOG_FIELDS)]
+        if len(fields) < 2 or lead != LOG_FIELDS[:len(lead)] or len(set(fields)) != len(fields):
+            raise RunError(f"{p}: the header does not begin with {','.join(LOG_FIELDS)} (or an older run's first "
+                           "columns of it)")
+        good, bad = [], []
+        for line, r in enumerate(rows[1:], start=2):
+            try:
+                if len(r) != len(fields):
+                    raise ValueError(f"{len(r)} fields")
+                vals = [float(x) if x not in ("", "nan") else np.nan for x in r]
+                if not float(vals[0]).is_integer() or vals[0] < 0:
+                    raise ValueError("step is not a whole number >= 0")
+                good.append(vals)
+            except ValueError as exc:
+                bad.append((line, str(exc)))
+        return fields, good, bad
 
     def read_log(self) -> dict:
-        """The log as arrays keyed by field (LOG_FIELDS and any further column of this run's header)."""
-        with open(self.path / "log.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        fields = LOG_FIELDS + [k for k in self._log_fields() if k not in LOG_FIELDS]
-        return {k: np.array([float(r[k]) if r.get(k) not in (None, "", "nan") else np.nan for r in rows])
-                for k in fields}
+        """The log as arrays keyed by field: LOG_FIELDS and any further column of this run's header
+        (rows that do not parse are left out)."""
+        fields, good, _ = self._log_rows()
+        A = np.array(good, float).reshape(-1, len(fields))
+        return {k: A[:, fields.index(k)] if k in fields else np.full(len(A), np.nan)
+                for k in LOG_FIELDS + [f for f in fields if f not in LOG_FIELDS]}
 
-    def truncate_log(self, last_step: int) -> None:
-        """Drop log rows after ``last_step`` (they are recomputed on resume)."""
-        with open(self.path / "log.csv", newline="") as fh:
-            rows = list(csv.reader(fh))
-        keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
-        buf = "".join(",".join(r) + "\r\n" for r in keep)
-        atomic_write(self.path / "log.csv", buf)
+    def truncate_log(self, last_step: int, fields=LOG_FIELDS) -> list:
+        """Keep the log's rows up to ``last_step`` (later ones are recomputed on resume); notes on what was dropped.
+
+        Rows that do not parse, and rows out of order, are dropped too; the log as it was is kept in
+        recovered/ whenever anything but the rows after ``last_step`` goes.
+        """
+        p = self.path / "log.csv"
+        notes = []
+        if not p.exists():
+            atomic_write(p, ",".join(fields) + "\r\n")
+            return [f"log.csv was missing: a new one starts at step {last_step} (earlier rows are lost)"]
+        fields, good, bad = self._log_rows()
+        keep, prev = [], -1
+        for vals in good:
+            if prev < vals[0] <= last_step:
+                keep.append(vals)
+                prev = vals[0]
+        later = sum(1 for v in good if v[0] > last_step)
+        if bad or len(keep) + later != len(good):
+            self.keep_copy("log.csv")
+            if bad:
+                notes.append(f"log.csv: dropped {len(bad)} unreadable row(s) (line {bad[0][0]}: {bad[0][1]})")
+            if len(keep) + later != len(good):
+                notes.append(f"log.csv: dropped {len(good) - len(keep) - later} duplicated or out-of-order row(s)")
+        buf = ",".join(fields) + "\r\n" + "".join(
+            ",".join(_fmt_field(k, v) for k, v in zip(fields, vals)) + "\r\n" for vals in keep)
+        atomic_write(p, buf)
+        return notes
+
+    def keep_copy(self, name: str) -> Path:
+        """Copy a run file into recovered/ (name plus a time stamp) before it is rewritten."""
+        import shutil
+        dst = self.path / "recovered" / f"{_stamp()}-{name}"
+        dst.parent.mkdir(exist_ok=True)
+        shutil.copy2(self.path / name, dst)
+        return dst
 
     # -- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self, step: int, g: np.ndarray, rng_state: dict, extra: dict | None = None) -> None:
-        """Write the conductances and random state after ``step`` steps, atomically."""
+        """Write the conductances and random state after ``step`` steps, atomically (the .npz holds both too)."""
         import io
         buf = io.BytesIO()
-        np.savez(buf, g=g)
+        np.savez(buf, g=g, step=step, rng=json.dumps(rng_state), extra=json.dumps(extra or {}, default=_jsonable))
         atomic_write(self.path / "checkpoints" / f"step_{step:06d}.npz", buf.getvalue())
         write_json(self.path / "checkpoint.json",
                    {"step": step, "g": g.tolist(), "rng": rng_state, **(extra or {})})
 
     def load_checkpoint(self) -> dict:
+        """checkpoint.json as saved (step, g, rng); RunError naming the file when absent or unreadable."""
         p = self.path / "checkpoint.json"
         if not p.exists():
             raise RunError(f"{self.path}: no checkpoint.json; not a run directory, or the run never reached its first checkpoint")
-        ck = read_json(p)
+        ck = self.read_json_file("checkpoint.json")
         ck["g"] = np.array(ck["g"], dtype=float)
         return ck
+
+    def recover_checkpoint(self, check) -> tuple:
+        """The newest checkpoint that ``check(ck)`` accepts (it returns None or the reason it refuses).
+
+        checkpoint.json first, then the .npz files in checkpoints/, newest first. Returns
+        (checkpoint, notes); a refused checkpoint.json is kept in recovered/. RunError listing
+        every reason when none is usable.
+        """
+        reasons, notes = [], []
+        try:
+            ck = self.load_checkpoint()
+            why = check(ck)
+        except (RunError, KeyError, TypeError, ValueError) as exc:
+            ck, why = None, str(exc)
+        if ck is not None and why is None:
+            return ck, notes
+        reasons.append(f"checkpoint.json: {why}")
+        for f in sorted((self.path / "checkpoints").glob("step_*.npz"), reverse=True):
+            try:
+                with np.load(f) as z:
+                    ck = {**json.loads(str(z["extra"])), "step": int(z["step"]), "g": np.array(z["g"], float),
+                          "rng": json.loads(str(z["rng"]))}
+                why = check(ck)
+            except Exception as exc:  # a damaged or old-format file: the next one may do
+                why = f"unreadable ({type(exc).__name__}: {exc})"
+            if why is None:
+                if (self.path / "checkpoint.json").exists():
+                    self.keep_copy("checkpoint.json")
+                notes.append(f"checkpoint.json refused ({reasons[0].split(': ', 1)[1]}); resumed from "
+                             f"checkpoints/{f.name} (step {ck['step']})")
+                return ck, notes
+            reasons.append(f"checkpoints/{f.name}: {why}")
+        raise RunError(f"{self.path}: no usable checkpoint: " + "; ".join(reasons))
+
+
+def _fmt_field(key: str, v: float) -> str:
+    if key == "step":
+        return str(int(v))
+    return "nan" if v != v else repr(float(v))
 
 
 def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:

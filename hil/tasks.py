@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,15 @@ class Task:
                     d.get("description", ""), d.get("meta", {}))
 
 
+NUMBER_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def plain_number(text: str):
+    """``text`` as a float if it is a plain decimal number (no '_' separators, no inf or nan), else None."""
+    t = text.strip()
+    return float(t) if NUMBER_RE.fullmatch(t) else None
+
+
 def _split(X, Y, test_fraction, seed):
     n = len(X)
     if test_fraction == 0:  # every row, in file order (the analyses)
@@ -65,8 +75,18 @@ def load_csv_task(circuit: Circuit, path, test_fraction: float = 0.2, seed: int 
     path = Path(path)
     if not path.exists():
         raise TaskError(f"{path}: no such task file")
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
+    if not path.is_file():
+        raise TaskError(f"{path}: not a file (a CSV task file is needed)")
+    if isinstance(test_fraction, bool) or not (0 <= test_fraction < 1):  # also refuses nan
+        raise TaskError(f"--test-fraction {test_fraction}: must be at least 0 and below 1")
+    _check_inputs(circuit)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise TaskError(f"{path}: not a UTF-8 text file (byte {exc.start}); save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise TaskError(f"{path}: not a CSV file ({exc})") from None
     rows = [(i + 1, r) for i, r in enumerate(rows) if r and any(x.strip() for x in r) and not r[0].startswith("#")]
     if not rows:
         raise TaskError(f"{path}: empty task file (expected a header naming input and output nodes)")
@@ -89,10 +109,10 @@ def load_csv_task(circuit: Circuit, path, test_fraction: float = 0.2, seed: int 
             raise TaskError(f"{path}:{line}: {len(r)} values, the header has {len(header)}")
         vals = []
         for col, x in enumerate(r):
-            try:
-                v = float(x)
-            except ValueError:
-                raise TaskError(f"{path}:{line}: column {col + 1} '{header[col]}': {x.strip()!r} is not a number (volts)") from None
+            v = plain_number(x)
+            if v is None:
+                raise TaskError(f"{path}:{line}: column {col + 1} '{header[col]}': {x.strip()!r} is not a number "
+                                "(volts; plain decimals such as -0.25 or 1e-3)")
             if not math.isfinite(v):
                 raise TaskError(f"{path}:{line}: column {col + 1} '{header[col]}': {v} is not finite")
             vals.append(v)
@@ -113,6 +133,7 @@ def teacher_task(circuit: Circuit, seed: int, examples: int = 16, test_examples:
     test inputs are uniform in [-1, 1] V; targets are the teacher's free-state outputs.
     """
     _check_examples(examples)
+    _check_inputs(circuit)
     rng = np.random.default_rng(seed)
     g_teacher = np.exp(rng.uniform(np.log(circuit.g_min), np.log(circuit.g_max), circuit.m))
     return _teach(circuit, g_teacher, rng, examples, test_examples,
@@ -129,10 +150,17 @@ def circuit_teacher_task(circuit: Circuit, teacher: Circuit, seed: int = 0, exam
     naming the first edge, node or terminal where the two circuits differ.
     """
     _check_examples(examples)
+    _check_inputs(circuit)
     _check_same_topology(circuit, teacher)
     return _teach(circuit, teacher.g, np.random.default_rng(seed), examples, test_examples,
                   f"teacher circuit {teacher.source} examples={examples}",
                   {"teacher_circuit": str(teacher.source), "input_seed": seed})
+
+
+def _check_inputs(circuit: Circuit) -> None:
+    if not circuit.inputs:
+        raise TaskError(f"{circuit.source}: circuit '{circuit.name}' has no inputs: every node sits at 0 V whatever "
+                        "the conductances, so there is nothing to learn")
 
 
 def _check_examples(examples):

@@ -25,7 +25,10 @@ user need not guess S^2/V^2:
 from __future__ import annotations
 
 import contextlib
+import math
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -34,7 +37,7 @@ from hil.circuit import Circuit
 from hil.losslog import LossLog, default_log_every
 from hil.progress import Progress
 from hil.rules import Rule, make_rule
-from hil.runs import LOG_FIELDS, Run, plot_losses
+from hil.runs import LOG_FIELDS, Run, RunError, plot_losses
 from hil.substrate import Free, Substrate
 from hil.tasks import Task
 
@@ -86,6 +89,74 @@ def one_blas_thread(m: int):
         yield
 
 
+class ConfigError(ValueError):
+    """A training option with a meaningless value; the message names the option (or the file and key)."""
+
+
+def check_fields(cfg, where: str = "", whole=(), optional=(), positive=()) -> None:
+    """ConfigError unless each ``whole`` field is a whole number >= its bound (``optional`` ones may be None)
+    and each ``positive`` field is None or a positive finite number; named ``--option`` (or ``where: key``)."""
+    def bad(key, value, what):
+        name = f"{where}: {key} =" if where else "--" + key.replace("_", "-")
+        raise ConfigError(f"{name} {value!r}: {key.replace('_', ' ')} {what}")
+
+    for key, lo in whole:
+        v = getattr(cfg, key)
+        if v is None and key in optional:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            bad(key, v, f"must be a whole number >= {lo}")
+    for key in positive:
+        v = getattr(cfg, key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            bad(key, v, "must be a positive finite number" + (" (S^2/V^2)" if key == "lr" else ""))
+
+
+def check_config(cfg: TrainConfig, where: str = "") -> TrainConfig:
+    """Refuse meaningless options before any work: names each as ``--option`` (or ``where: key`` for a file)."""
+    check_fields(cfg, where, whole=(("steps", 1), ("batch", 1), ("seed", 0), ("checkpoint_every", 1),
+                                    ("points", 1), ("lr_every", 1), ("log_every", 1)),
+                 optional=("batch", "checkpoint_every", "points", "lr_every", "log_every"), positive=("lr", "nudge"))
+    make_rule(cfg.rule, cfg.nudge, cfg.points)  # an unknown rule names itself
+    if cfg.backend not in ("ideal", "ngspice", "bench"):
+        name = f"{where}: backend =" if where else "--backend"
+        raise ConfigError(f"{name} {cfg.backend!r}: known backends: ideal, ngspice, bench")
+    if not isinstance(cfg.backend_options, dict):
+        name = f"{where}: backend_options =" if where else "backend options"
+        raise ConfigError(f"{name} {cfg.backend_options!r}: must be a table")
+    return cfg
+
+
+@contextmanager
+def sigint_flag():
+    """While training, Ctrl-C (SIGINT) sets a flag that the loop checks between steps.
+
+    A KeyboardInterrupt raised where Python happens to be can land inside a C callback
+    (PySpice's cffi output callback), where it is printed and swallowed: the run went on.
+    The loop raises it itself, at a step boundary; a second Ctrl-C raises at once.
+    """
+    import signal
+    import threading
+    state = {"hits": 0}
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        yield state
+        return
+
+    def handler(signum, frame):
+        state["hits"] += 1
+        if state["hits"] > 1:
+            raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def curvature(circuit: Circuit, g, X, weight=None) -> float:
     """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g.
 
@@ -127,7 +198,7 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
         from hil.drivers.bench import BenchSubstrate
         if "bench" not in options:
             raise ValueError("backend bench needs a bench file (--bench FILE; `hil emulate` writes one)")
-        return BenchSubstrate(circuit, options["bench"])
+        return BenchSubstrate(circuit, options["bench"], from_board=bool(options.get("from_board")))
     raise ValueError(f"unknown backend '{backend}' (known: ideal, ngspice, bench)")
 
 
@@ -144,7 +215,14 @@ class Trainer:
         if config.nudge is None:
             config.nudge = self.rule.nudge
         if config.lr is None:
-            config.lr = self.default_lr(substrate.read())
+            try:
+                config.lr = self.default_lr(substrate.read())
+            except ZeroDivisionError:
+                config.lr = float("inf")
+            if not math.isfinite(config.lr):
+                raise ConfigError(f"{circuit.source}: the outputs do not depend on any conductance for this task "
+                                  "(zero curvature: an output or every input tied only to ground, or all inputs 0 V); "
+                                  "there is nothing to learn, and no default --lr")
             config.lr_every = LR_EVERY if config.lr_every is None else config.lr_every
         if config.lr_every is not None and config.lr_every < 1:
             raise ValueError(f"lr_every = {config.lr_every}: must be a whole number of steps >= 1")
@@ -256,8 +334,10 @@ class Trainer:
         rng_before = rng.bit_generator.state
         mark = getattr(self.sub, "mark", None)  # a recording substrate notes where each step begins
         try:
-            with Progress(cfg.steps - start_step, f"train {cfg.rule}", enabled=progress) as bar:
+            with sigint_flag() as stop, Progress(cfg.steps - start_step, f"train {cfg.rule}", enabled=progress) as bar:
                 while step < cfg.steps:
+                    if stop["hits"]:
+                        raise KeyboardInterrupt  # Ctrl-C, taken here between steps
                     if mark:
                         mark(step + 1)
                     rng_before = rng.bit_generator.state  # an unfinished step is redone from here
@@ -307,55 +387,194 @@ class Trainer:
 
 
 def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: bool | None = None,
-              substrate: Substrate | None = None) -> dict:
-    """Train ``circuit`` on ``task`` from scratch, recording into the run directory ``out``."""
-    sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
+              substrate: Substrate | None = None, force: bool = False) -> dict:
+    """Train ``circuit`` on ``task`` from scratch, recording into the run directory ``out``.
+
+    ``out`` must be new or empty (``force``: what it holds is moved into ``out/replaced-*/``);
+    the run holds ``out/run.lock`` while it trains.
+    """
+    check_config(config)
+    run = Run(out).prepare(force)
+    sub = None
     try:
-        trainer = Trainer(Run(out), circuit, task, config, sub)
+        sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
+        if getattr(sub, "from_board", False):  # the run records where it really started
+            circuit = circuit.with_g(sub.read())
+        trainer = Trainer(run, circuit, task, config, sub)
         cfg = asdict(config)
         cfg.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
                    rule_description=trainer.rule.describe())
-        trainer.run.create(cfg, circuit.to_toml(), task.to_dict(),
-                           fields=LOG_FIELDS + (["homeostasis_H"] if trainer.log_H else []))
+        run.create(cfg, circuit.to_toml(), task.to_dict(),
+                   fields=LOG_FIELDS + (["homeostasis_H"] if trainer.log_H else []))
         return trainer.train(progress=progress)
     finally:
-        if substrate is None:
+        if substrate is None and sub is not None:
             sub.close()
+        run.unlock()
+        run.discard_if_unused()
+
+
+#: options a resume may change (recorded in config.json's "changes" and history.log); any other is refused
+RESUMABLE = ("steps", "checkpoint_every", "bench")
+
+
+def _load_task(run: Run) -> Task:
+    d = run.read_json_file("task.json")
+    try:
+        task = Task.from_dict(d)
+        assert task.X_train.ndim == 2 and len(task.X_train) == len(task.Y_train) > 0
+        assert np.all(np.isfinite(task.X_train)) and np.all(np.isfinite(task.Y_train))
+    except (KeyError, TypeError, ValueError, AssertionError):
+        raise RunError(f"{run.path / 'task.json'}: not a task (X_train, Y_train, X_test, Y_test of finite volts)") from None
+    return task
+
+
+def _checkpoint_check(circuit: Circuit, steps: int):
+    return checkpoint_check(circuit.m, circuit.g_min, circuit.g_max, lambda e: f"edge '{circuit.edge_names[e]}'")
+
+
+def checkpoint_check(m: int, g_min: float, g_max: float, name_of, rng: bool = True):
+    """A check of one checkpoint (for :meth:`Run.recover_checkpoint`): None, or why it is refused.
+
+    ``m`` conductances in [g_min, g_max] S (``name_of(e)``: how parameter e is named), a
+    whole step >= 0, a positive finite lr if any, a numpy random state when ``rng``.
+    """
+    def check(ck):
+        step, g = ck.get("step"), np.asarray(ck.get("g"), float)
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            return f"step {step!r} is not a whole number >= 0"
+        if g.shape != (m,) or not np.all(np.isfinite(g)):
+            return f"g is not {m} finite conductances"
+        out = np.flatnonzero((g < g_min) | (g > g_max))
+        if out.size:
+            e = out[0]
+            return f"{name_of(e)} g = {g[e]!r} S is outside [g_min, g_max] = [{g_min}, {g_max}]"
+        lr = ck.get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
+                               or lr <= 0):
+            return f"lr {lr!r} is not a positive finite number"
+        if not rng:
+            return None
+        state = ck.get("rng")
+        if not isinstance(state, dict) or "bit_generator" not in state:
+            return "no random state"
+        try:
+            np.random.default_rng().bit_generator.state = state
+        except Exception:
+            return "the random state is not one numpy accepts"
+        return None
+    return check
+
+
+def apply_changes(run: Run, raw: dict, config, at_step: int, steps, changes, check) -> list:
+    """Apply a resume's option changes to ``config`` (only RESUMABLE ones; RunError naming any other).
+
+    Each change is recorded in config.json ("changes": option, from, to, at_step);
+    ``check(config)`` validates the result. Returns the notes saying what changed.
+    """
+    wanted = dict(changes or {})
+    if steps is not None:
+        wanted["steps"] = steps
+    for key in wanted:
+        if key not in RESUMABLE:
+            raise RunError(f"--{key.replace('_', '-')}: a resume continues the run with its recorded options "
+                           f"and can change only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)}")
+    if "steps" in wanted and wanted["steps"] < at_step:
+        raise RunError(f"--steps {wanted['steps']}: the run already has {at_step} steps; a resume continues "
+                       "it (--steps is the new total, at least that)")
+    done = []
+    for key, value in wanted.items():
+        old = raw.get("backend_options", {}).get("bench") if key == "bench" else raw.get(key)
+        if value is None or value == old:
+            continue
+        if key == "bench":
+            if config.backend != "bench":
+                raise RunError(f"--bench: the run's backend is {config.backend}, not bench")
+            config.backend_options = {**config.backend_options, "bench": value}
+            raw["backend_options"] = config.backend_options
+        else:
+            setattr(config, key, value)
+            raw[key] = value
+        done.append({"option": key, "from": old, "to": value, "at_step": at_step})
+    check(config)
+    if done:
+        from hil.runs import write_json
+        raw.setdefault("changes", []).extend(done)
+        write_json(run.path / "config.json", raw)
+    return [f"--{d['option'].replace('_', '-')} changed from {d['from']} to {d['to']} at step {d['at_step']}"
+            for d in done]
+
+
+def say_recovered(run: Run, step: int, notes: list) -> None:
+    """Record a resume at ``step`` and each note in history.log; print the notes (stderr)."""
+    import os
+    run.note(f"resume at step {step} (pid {os.getpid()})")
+    for n in notes:
+        run.note(n)
+        print(f"hil: {run.path}: {n}", file=sys.stderr)
 
 
 def resume_run(out, steps: int | None = None, progress: bool | None = None,
-               substrate: Substrate | None = None) -> dict:
-    """Continue the run in ``out`` from its last checkpoint, exactly as if it had not stopped.
+               substrate: Substrate | None = None, changes: dict | None = None) -> dict:
+    """Continue the run in ``out`` from its last good checkpoint, exactly as if it had not stopped.
 
-    ``steps`` raises the run's total step count.
+    ``steps`` sets the run's total step count (at least the checkpoint's step); ``changes``
+    may also set ``checkpoint_every`` or the bench file (``bench``). Each change is recorded
+    in config.json ("changes") and history.log. Damaged files: checkpoint.json falls back
+    to the newest good .npz checkpoint; what was recovered is said (stderr) and recorded;
+    nothing is deleted (replaced files go to recovered/).
     """
-    from hil.circuit import load_circuit
-    from hil.runs import read_json, write_json
+    from hil.circuit import CircuitError, load_circuit
 
     run = Run(out)
-    ck = run.load_checkpoint()
-    raw = run.config
-    if raw.get("circuit_kind") == "layered":
-        from hil.layered_train import resume_layered_run
-        return resume_layered_run(out, steps, progress)
-    known = TrainConfig.__dataclass_fields__
-    config = TrainConfig(**{k: v for k, v in raw.items() if k in known})
-    if "log_every" not in raw:
-        config.log_every = 1  # a run from before log_every logged every step
-    if steps is not None:
-        config.steps = steps
-        raw["steps"] = steps
-        write_json(run.path / "config.json", raw)
-    circuit = load_circuit(run.path / "circuit.toml")
-    task = Task.from_dict(read_json(run.path / "task.json"))
-    sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
+    if not run.path.is_dir():
+        raise RunError(f"--resume {out}: no such run folder (no checkpoint.json to resume from)")
+    if not (run.path / "checkpoint.json").exists() and not any((run.path / "checkpoints").glob("step_*.npz")):
+        raise RunError(f"{run.path}: no checkpoint.json; not a run directory, or the run never reached its first checkpoint")
+    if (run.path / "config.json").is_file():
+        try:
+            kind = run.config.get("circuit_kind")
+        except (RunError, AttributeError):
+            kind = None  # the checks below say what is wrong
+        if kind == "layered":
+            from hil.layered_train import resume_layered_run
+            return resume_layered_run(out, steps, progress, changes=changes)
+    run.lock()
+    sub = None
     try:
+        raw = run.config
+        if not isinstance(raw, dict):
+            raise RunError(f"{run.path / 'config.json'}: not a table of options")
+        known = TrainConfig.__dataclass_fields__
+        try:
+            config = TrainConfig(**{k: v for k, v in raw.items() if k in known})
+        except TypeError as exc:
+            raise RunError(f"{run.path / 'config.json'}: {exc}") from None
+        if "log_every" not in raw:
+            config.log_every = 1  # a run from before log_every logged every step
+        check_config(config, str(run.path / "config.json"))
+        if not (run.path / "circuit.toml").is_file():
+            raise RunError(f"{run.path / 'circuit.toml'}: missing; the run cannot be resumed without it")
+        try:
+            circuit = load_circuit(run.path / "circuit.toml")
+        except CircuitError as exc:
+            raise RunError(f"the run's circuit: {exc}") from None
+        task = _load_task(run)
+        ck, notes = run.recover_checkpoint(_checkpoint_check(circuit, config.steps))
+        notes += apply_changes(run, raw, config, int(ck["step"]), steps, changes, check_config)
+        # a checkpoint awaiting its step's train loss (hil.losslog) logs that row again: the log keeps the rows before it
+        notes += run.truncate_log(ck["step"] - 1 if ck.get("awaiting_row") else ck["step"])
+        say_recovered(run, int(ck["step"]), notes)
+        sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
         sub.write(ck["g"])
         trainer = Trainer(run, circuit, task, config, sub)
-        run.truncate_log(ck["step"])
         rng = np.random.default_rng()
         rng.bit_generator.state = ck["rng"]
-        return trainer.train(start_step=ck["step"], rng=rng, progress=progress, lr=ck.get("lr"), checkpoint=ck)
+        result = trainer.train(start_step=int(ck["step"]), rng=rng, progress=progress, lr=ck.get("lr"), checkpoint=ck)
+        if notes:
+            result["recovered"] = notes
+        return result
     finally:
-        if substrate is None:
+        if substrate is None and sub is not None:
             sub.close()
+        run.unlock()

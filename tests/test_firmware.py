@@ -232,7 +232,7 @@ def emulated_digipot_run(tmp_path_factory):
     emu.instruments["board"].reset()  # the firmware starts there too (power-on)
     try:
         (out / "emu.toml").write_text(emu.bench_toml(c.source))
-        with BenchSubstrate(c, out / "emu.toml") as bench:
+        with BenchSubstrate(c, out / "emu.toml", from_board=True) as bench:  # from power-on
             start_run(c, teacher_task(c, seed=1, examples=5), TrainConfig(**TRAIN, backend="bench"), out / "run",
                       progress=False, substrate=bench)
     finally:
@@ -267,7 +267,7 @@ def test_training_with_the_firmware_board_over_a_pty_matches_the_emulated_bench(
         fw.attach(emu.model)
         try:
             (tmp_path / "fw.toml").write_text(emu.bench_toml(c.source))
-            with BenchSubstrate(c, tmp_path / "fw.toml") as bench:
+            with BenchSubstrate(c, tmp_path / "fw.toml", from_board=True) as bench:
                 assert bench.board.id.startswith("hil,ResistorBoard-")
                 start_run(c, teacher_task(c, seed=1, examples=5), TrainConfig(**TRAIN, backend="bench"),
                           tmp_path / "fw", progress=False, substrate=bench)
@@ -412,7 +412,7 @@ def test_hil_emulate_with_the_firmware_as_its_board(tmp_path, host_firmware):
         board = json.loads(line)["resources"]["board"]
         assert re.fullmatch(r"ASRL/dev/pts/\d+::INSTR", board) and board in bench_file.read_text()
         p = run_hil("train", "bridge", "--teacher", "1", "--rule", "cl", "--steps", "5", "--backend", "bench",
-                    "--bench", bench_file, "--out", tmp_path / "run", cwd=tmp_path)
+                    "--bench", bench_file, "--from-board", "--out", tmp_path / "run", cwd=tmp_path)
         assert p.returncode == 0, p.stderr
     finally:
         emu.terminate()
@@ -423,7 +423,7 @@ def test_hil_emulate_with_the_firmware_as_its_board(tmp_path, host_firmware):
     emu.instruments["board"].reset()
     try:
         (tmp_path / "emu.toml").write_text(emu.bench_toml(c.source))
-        with BenchSubstrate(c, tmp_path / "emu.toml") as bench:
+        with BenchSubstrate(c, tmp_path / "emu.toml", from_board=True) as bench:
             start_run(c, teacher_task(c, seed=1), TrainConfig(rule="cl", steps=5, backend="bench"), tmp_path / "emu",
                       progress=False, substrate=bench)
     finally:

@@ -176,7 +176,7 @@ def test_default_log_every_keeps_logging_under_a_tenth_of_a_step(tmp_path, teach
     start_run(c, task, TrainConfig(rule="cl", steps=3, batch=4), tmp_path / "r", progress=False)
     states = make_rule("cl").configure(1.0).states()
     assert Run(tmp_path / "r").config["log_every"] == default_log_every(states, 4, n, n_test)
-    with pytest.raises(ValueError, match="log_every = 0: give a whole number of steps >= 1"):
+    with pytest.raises(ValueError, match="--log-every 0: log every must be a whole number >= 1"):
         start_run(c, task, TrainConfig(rule="cl", steps=3, log_every=0), tmp_path / "bad", progress=False)
 
 

@@ -188,7 +188,13 @@ def run_sweep(circuit_path, points: list, out, teacher: int = 1, examples: int =
             rows.append(row)
             done()
     rows.sort(key=lambda r: r["point"])
-    with open(out / "sweep.csv", "w", newline="") as fh:
+    table = out / "sweep.csv"
+    if table.exists():  # an earlier sweep's table: kept, as a run's replaced files are
+        from hil.runs import _stamp
+        aside = out / f"replaced-{_stamp()}"
+        aside.mkdir(exist_ok=True)
+        os.replace(table, aside / "sweep.csv")
+    with open(table, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         w.writeheader()
         for r in rows:

@@ -105,7 +105,23 @@ def nonideal_from_text(text: str, path: str = "<text>") -> NonIdeal:
             raise NonIdealError(f"{path}:{line(k)}: {k} = {v!r} must be a whole number")
         if k == "adc_bits" and v > 32:
             raise NonIdealError(f"{path}:{line(k)}: adc_bits = {v} is beyond any real ADC (at most 32)")
+        if k in LIMITS and not LIMITS[k][0] <= v <= LIMITS[k][1] and not (v == 0 and k != "adc_range"):
+            lo, hi, why = LIMITS[k]
+            raise NonIdealError(f"{path}:{line(k)}: {k} = {v!r} is outside [{lo:g}, {hi:g}]: {why}")
         values[k] = int(v) if k in ("seed", "adc_bits") else float(v)
     if values.get("adc_bits") and values.get("adc_range", 2.5) <= 0:
         raise NonIdealError(f"{path}:{line('adc_range')}: adc_range must be positive")
     return NonIdeal(**values, source=str(path))
+
+
+#: key -> (lowest, highest, why): values past these make training meaningless (0 always means "none")
+LIMITS = {
+    "tolerance": (0, 0.5, "a spread past 50 % gives parts of no predictable value"),
+    "vth_sigma": (0, 1.0, "a threshold spread past 1 V exceeds the gate drive"),
+    "wire_resistance": (0, 1e6, "a wire of more than 1 Mohm is an open circuit, not a wire"),
+    "source_resistance": (0, 1e6, "a source of more than 1 Mohm output resistance drives nothing"),
+    "noise": (0, 1.0, "noise past 1 V rms drowns every reading (inputs are about 1 V)"),
+    "adc_range": (1e-3, 1e3, "an ADC range below 1 mV clips every reading; past 1 kV no bench measures"),
+    "write_noise": (0, 1.0, "a write error past 100 % (or 1 V of gate) is no write"),
+    "drift_tau": (1, 1e12, "a gate that leaks away within one update holds nothing (0: no drift)"),
+}
