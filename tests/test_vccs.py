@@ -587,3 +587,21 @@ def test_bias_plot_and_table_keep_points_without_an_operating_point(tmp_path):
            "symmetry_index": None}
     csv_path, png = write_outputs(res, tmp_path)
     assert png.read_bytes()[:4] == b"\x89PNG" and csv_path.read_text().count("\n") == 4
+
+
+def test_an_output_joined_to_ground_only_by_edges_is_accepted_when_a_vccs_drives_it(tmp_path):
+    """The check that an output whose every edge goes to ground stays at 0 V does not apply past a VCCS."""
+    def circuit_from_text(text, name):
+        (tmp_path / name).write_text(text)
+        return load_circuit(tmp_path / name)
+    base = ('name = "vo"\nground = "gnd"\ninputs = ["vin"]\noutputs = ["out"]\n'
+            '[[edge]]\nname = "R1"\na = "vin"\nb = "h"\ng = 1e-3\n'
+            '[[edge]]\nname = "R2"\na = "h"\nb = "gnd"\ng = 1e-3\n'
+            '[[edge]]\nname = "R3"\na = "out"\nb = "gnd"\ng = 1e-3\n')
+    with pytest.raises(CircuitError, match="output 'out' is joined only to ground"):
+        circuit_from_text(base, "vo.toml")
+    c = circuit_from_text(base + '[[vccs]]\nname = "G1"\nout_p = "out"\nout_n = "gnd"\nctrl_p = "h"\nctrl_n = "gnd"\n'
+                                 'gm = 5e-4\n', "vo.toml")
+    V = IdealSubstrate(c).measure([[1.0]], [[0.0]], [Free()])[Free()]
+    # h = 0.5 V (divider); out: 5e-4 * 0.5 A leaves out through G1 into ground, so V_out = -0.25 V over R3
+    assert V[0, c.node("out")] == pytest.approx(-0.25, rel=1e-12)
