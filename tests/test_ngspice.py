@@ -1,6 +1,7 @@
 """The ngspice substrate against the ideal substrate and against ngspice itself."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -211,8 +212,7 @@ def test_a_failed_sweep_falls_back_to_per_example_solves_and_says_so(tmp_path, n
     from hil.spice.substrate import NgSpiceSubstrate
     c = load_circuit("net16")
     task = teacher_task(c, seed=1, examples=4)
-    # the digipot device: nonlinear devices never sweep (see NgSpiceSubstrate.run)
-    s, ref = NgSpiceSubstrate(c, device="digipot"), NgSpiceSubstrate(c, device="digipot", batched=False)
+    s, ref = NgSpiceSubstrate(c, device="mosfet"), NgSpiceSubstrate(c, device="mosfet", batched=False)
     try:
         calls = []
 
@@ -275,9 +275,11 @@ def test_sweep_matches_the_per_example_path_on_devices_and_nonidealities(tmp_pat
         states = [Free(), Nudge(0.05 / kappa), Nudge(-0.05 / kappa), Nudge(0.05 / kappa, open_loop=True),
                   Clamp(0.3), Adjoint(), AdjointClamp(0.3, kappa)]
         if device == "mosfet":
-            # no per-example reference: ngspice's op does not converge on this circuit's -beta nudge, and
-            # AL's clamp (outputs moved by the adjoint's lambda, ~1e7 V here) takes minutes of source stepping
+            # no per-example reference at -0.05 / kappa (ngspice's op does not converge on example 0's -beta
+            # nudge, nor from its free state: 0.05 / kappa moves it by 0.12 V), and AL's clamp (outputs moved
+            # by the adjoint's lambda, ~1e7 V here) takes minutes of source stepping; ep-sym at 0.01 / kappa
             states = [s for s in states if s not in (Nudge(-0.05 / kappa), AdjointClamp(0.3, kappa))]
+            states += [Nudge(0.01 / kappa), Nudge(-0.01 / kappa)]
         ma, mb = a.measure(X, Y, states), b.measure(X, Y, states)  # the same noise draws, in the same order
         for s in states:
             np.testing.assert_allclose(ma[s], mb[s], rtol=1e-9, atol=1e-9 * np.abs(mb[s]).max(), err_msg=str(s))
@@ -293,3 +295,121 @@ def test_sweep_matches_the_per_example_path_on_devices_and_nonidealities(tmp_pat
     la, lb = Run(tmp_path / "sweep").read_log(), Run(tmp_path / "per-example").read_log()
     np.testing.assert_allclose(la["train_loss"], lb["train_loss"], rtol=1e-6)
     assert res["sweep"]["final_loss"] < res["sweep"]["initial_loss"]
+
+
+def _c10_round(s, beta=1e-9):
+    """s.circuit (c10: hil generate random --nodes 10 --degree 3 --seed 2026) on its teacher task, full-size signals:
+    free, -beta and +beta nudges as one round, and the -beta nudge linearised about the free state (AC)."""
+    from hil.substrate import Experiment
+    task = teacher_task(s.circuit, seed=1, examples=8)
+    X, Y = task.X_train, task.Y_train
+    B, n_out = len(X), len(s.circuit.outputs)
+    with s.noiseless():
+        return s.run(X, [Experiment.free(B, n_out), Experiment(True, "load", Y, beta=-beta),
+                         Experiment(True, "load", Y, beta=beta), Experiment(True, "load", Y, beta=-beta, linearised=True)])
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_far_equilibrium_of_a_negative_nudge_is_re_solved_from_the_free_state(ngspice, batched):
+    """c10, mosfet, beta = -1e-9 S: ngspice lands example 4's nudged state on a second equilibrium (a node at
+    ~1e4 V, sweep and op alike); the guard re-solves it from the free state, to the neighbour the AC analysis
+    (the circuit linearised at the free state) predicts, and says so in the messages."""
+    from hil.spice.substrate import NgSpiceSubstrate
+    s = NgSpiceSubstrate(random_network(10, 3.0, seed=2026), device="mosfet", batched=batched)
+    try:
+        s.s.take_messages()  # the session's: only this round's from here
+        F, Vm, Vp, L = _c10_round(s)
+        msgs = [m for lvl, m in s.s.take_messages() if lvl == "fallback"]
+    finally:
+        s.close()
+    assert s.fallbacks == 1 and len(msgs) == 1
+    assert "example 4 load (beta = -1e-09 S) node" in msgs[0] and "far equilibrium" in msgs[0] and "free state" in msgs[0]
+    far = float(re.findall(r" at (-?[0-9.e+-]+) V", msgs[0])[0])
+    assert abs(far) > 100  # what ngspice found before the guard: far outside the sources' +-1 V
+    dV = np.abs(Vm - F).max(axis=1)
+    assert (dV > 1e-8).all() and (dV < 1e-5).all()  # a real nudge, of order beta
+    # each -beta state is the linearised one to second order in beta, example 4 included
+    np.testing.assert_array_less(np.abs(Vm - L).max(axis=1), 1e-4 * dV)
+    np.testing.assert_allclose(Vm - F, -(Vp - F), rtol=0, atol=1e-4 * dV.max())
+
+
+def test_the_sweep_and_the_guarded_per_example_path_agree_on_c10(ngspice):
+    """The same round on c10's mosfet network both ways (each with its far point re-solved), to ngspice's
+    tolerance (reltol 1e-9: the sweep starts each point from the last one's solution, op from its own guess)."""
+    from hil.spice.substrate import NgSpiceSubstrate
+    out = {}
+    for batched in (True, False):
+        s = NgSpiceSubstrate(random_network(10, 3.0, seed=2026), device="mosfet", batched=batched)
+        try:
+            out[batched] = _c10_round(s)
+        finally:
+            s.close()
+    for a, b in zip(out[True], out[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_a_far_equilibrium_that_persists_is_a_clear_error(ngspice, monkeypatch):
+    """Re-solved without the free state's nodeset, example 4 lands far again: a SubstrateError names it."""
+    from hil.spice.substrate import NgSpiceSubstrate
+    s = NgSpiceSubstrate(random_network(10, 3.0, seed=2026), device="mosfet")
+    real = s._solve_one
+    monkeypatch.setattr(s, "_solve_one", lambda X, e, i, v0, clamp: real(X, e, i, None, clamp))
+    try:
+        with pytest.raises(SubstrateError, match=r"example 4, load \(beta = -1e-09 S\) state: node n\d+ at .* V, far outside"):
+            _c10_round(s)
+    finally:
+        s.close()
+
+
+def test_net16_mosfet_sweep_at_minus_1e_9_siemens_reproduces_the_free_state_neighbour(ngspice):
+    """net16, mosfet, beta = -1e-9 S: the sweep lands examples on the far equilibrium (a node at ~1e6 V,
+    I_sat / beta); re-solved from their free states they equal the per-example path and the linearised nudge."""
+    from hil.spice.substrate import NgSpiceSubstrate
+    out, msgs = {}, {}
+    for batched in (True, False):
+        s = NgSpiceSubstrate(load_circuit("net16"), device="mosfet", batched=batched)
+        try:
+            s.s.take_messages()  # the session's: only this round's from here
+            out[batched] = _c10_round(s)
+            msgs[batched] = [m for lvl, m in s.s.take_messages() if lvl == "fallback"]
+        finally:
+            s.close()
+    assert len(msgs[True]) == 1 and "far equilibrium" in msgs[True][0] and "from the example's free state" in msgs[True][0]
+    far = [float(x) for x in re.findall(r" at (-?[0-9.e+-]+) V", msgs[True][0])]
+    assert max(map(abs, far)) > 1e5
+    for a, b in zip(out[True], out[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    F, Vm, Vp, L = out[True]
+    dV = np.abs(Vm - F).max(axis=1)
+    assert (dV > 1e-8).all() and (np.abs(Vm).max() < 1.0)
+    np.testing.assert_array_less(np.abs(Vm - L).max(axis=1), 1e-2 * dV)  # second order in beta
+
+
+def test_a_minus_beta_state_inside_the_span_but_not_the_neighbour_is_re_solved(ngspice):
+    """c10 (the report's bias circuit), mosfet, ep-sym at 0.0522 of the radius: the sweep lands a -beta point on
+    an equilibrium inside the sources' span but far from the free state (ep-sym's error 58 instead of 0.56);
+    the +-beta symmetry check re-solves it, and the round equals the per-example path's."""
+    from hil.spice.substrate import NgSpiceSubstrate
+    from hil.substrate import Experiment
+    c = random_network(10, 3.0, seed=2026)
+    task = teacher_task(c, seed=2026, examples=6)
+    X, Y = task.X_train, task.Y_train
+    out, msgs = {}, {}
+    for batched in (True, False):
+        s = NgSpiceSubstrate(c, device="mosfet", batched=batched)
+        try:
+            beta = 0.0522 / s.kappa_max(X)
+            s.s.take_messages()
+            with s.noiseless():
+                out[batched] = s.run(X, [Experiment.free(len(X), 2), Experiment(True, "load", Y, beta=beta),
+                                         Experiment(True, "load", Y, beta=-beta)])
+            msgs[batched] = [m for lvl, m in s.s.take_messages() if lvl == "fallback"]
+        finally:
+            s.close()
+    assert any("far equilibrium" in m for m in msgs[True])
+    for a, b in zip(out[True], out[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    F, Vp, Vm = out[True]
+    dp, dm = np.abs(Vp - F).max(axis=1), np.abs(Vm - F).max(axis=1)
+    assert (dp > 1e-4).all()
+    np.testing.assert_array_less(dm, 2 * dp)  # opposite moves of nearly one size: the neighbours

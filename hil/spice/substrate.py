@@ -12,7 +12,10 @@ sources). Parameters reach them by ``alter`` (when they are next used); each
 solve alters the source values that changed, runs ``op``, reads every node
 voltage and destroys the plot. A fallback is noted in the substrate's messages
 (``diagnostics``: the run's ``substrate.log``). Circuits with VCCS and the adjoint
-network take the per-example path. Small-signal quantities (K and the adjoint response on a
+network take the per-example path. On the mosfet devices every state with no injected
+current is checked for a far equilibrium after its round (:meth:`NgSpiceSubstrate._far_points`,
+and ep-sym's -beta against its +beta: :meth:`NgSpiceSubstrate._asymmetric_points`)
+and such a point is re-solved from its example's free state (:meth:`NgSpiceSubstrate._guard`). Small-signal quantities (K and the adjoint response on a
 nonlinear device, dV/dbeta at 0, complex nudges, the Jacobian) come from AC analyses about
 the free operating point on the open deck (:meth:`NgSpiceSubstrate._ac_runs`). Non-idealities
 (:mod:`hil.spice.nonideal`) act where they would on a bench: in the parts, on
@@ -22,17 +25,18 @@ each write, and in the voltmeter.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 import itertools
 
 import numpy as np
 
 from hil.circuit import Circuit
 from hil.spice import netlist
-from hil.spice.devices import make_device
+from hil.spice.devices import Mosfet, make_device
 from hil.spice.nonideal import NonIdeal, load_nonideal
 from hil.spice.session import NgSpiceError, session
 from hil.spice.sweep import SweepDeck
-from hil.substrate import Substrate, SubstrateError
+from hil.substrate import Experiment, Substrate, SubstrateError
 
 _ids = itertools.count(1)
 #: the AC analyses' one frequency (Hz): the decks hold no reactance but the loads' capacitors
@@ -250,10 +254,8 @@ class NgSpiceSubstrate(Substrate):
             for k, V in zip(linear, self._linearised_nudges(X, [experiments[k] for k in linear])):
                 out[k] = V
         # the sweep deck holds edges only: VCCS circuits and the adjoint network go one example at a time.
-        # So do nonlinear devices: a sweep starts each point from the last solution, and with a negative
-        # load a transistor network has a second equilibrium far away (net16, mosfet, beta = -1e-9 S: a
-        # node at 1.3e6 V in the sweep, the free-state neighbour per example)
-        sweepable = self.batched and not self.circuit.k and not self.small_signal
+        # Transistor networks sweep too; _guard re-solves any point that landed on a far equilibrium
+        sweepable = self.batched and not self.circuit.k
         for kind in ("open", "clamp", "adjoint"):
             group = [k for k, e in enumerate(experiments) if k not in linear and self._deck_kind(e) == kind]
             if not group:
@@ -262,6 +264,8 @@ class NgSpiceSubstrate(Substrate):
             V = self._run_sweep(X, exps, kind == "clamp") if sweepable and kind != "adjoint" else None
             if V is None:
                 V = self._run_per_example(X, exps)
+            if kind != "adjoint":
+                V = self._guard(X, exps, V, kind == "clamp")
             for k, v in zip(group, V):
                 out[k] = v
         # in experiment order, as the readings would come (the AC states have theirs)
@@ -314,6 +318,155 @@ class NgSpiceSubstrate(Substrate):
                 self.s.destroy_plots()
                 self.solves += 1
             out.append(V)
+        return out
+
+    # -- far equilibria ------------------------------------------------------------
+    def _span(self, X, e) -> tuple:
+        """(lo, hi): per example (B,), the range of voltages (V) the sources of experiment e impose.
+
+        The inputs x_i (0 V with the sources off), ground (0 V), and the outputs' load
+        targets y or clamp voltages. None for an experiment with non-zero injected currents
+        (no source range bounds those).
+        """
+        vals = np.asarray(e.values, float)
+        if e.mode == "current" and vals.any():
+            return None
+        parts = [np.zeros((len(X), 1)), X if e.sources_on else np.zeros_like(X)]
+        if e.mode in ("load", "clamp"):
+            parts.append(vals)
+        S = np.hstack(parts)
+        return S.min(axis=1), S.max(axis=1)
+
+    def _far_points(self, X, e, V) -> list:
+        """[(example, node index, volts)] for each example whose state V (B, n) lies off the sources' span.
+
+        A MOSFET channel's gate draws no DC current and its body diodes stay off above V_BULK,
+        so the channel network is passive: current flows from higher to lower potential, and
+        a free or clamped state (or one nudged by a positive load, itself passive) lies in
+        [lo, hi] of :meth:`_span` (the maximum principle). A negative load -beta moves the
+        neighbouring state from the free one by O(|beta| / g) (y - V_O), far less than the span
+        w = hi - lo for any useful nudge, while the far equilibrium sits near I_sat / |beta|
+        (1.3e6 V on net16 at beta = -1e-9 S). A point is far when a node leaves
+        [lo - w - 1 mV, hi + w + 1 mV].
+        """
+        span = self._span(X, e)
+        if span is None:
+            return []
+        lo, hi = span
+        w = hi - lo + 1e-3
+        out_lo = V - (lo - w)[:, None]
+        out_hi = V - (hi + w)[:, None]
+        bad = np.flatnonzero(((out_lo < 0) | (out_hi > 0)).any(axis=1))
+        res = []
+        for i in bad:
+            k = int(np.argmax(np.maximum(-out_lo[i], out_hi[i])))
+            res.append((int(i), k, float(V[i, k])))
+        return res
+
+    def _guard(self, X, exps, V, clamp) -> list:
+        """V with every point on a far equilibrium (:meth:`_far_points`) re-solved from its example's free state.
+
+        Transistor devices only (a linear network has one equilibrium). Each re-solve is one
+        example's sweep deck with ``.nodeset`` at the free state of that example (the round's
+        free state where it passed, else solved alone); a re-solve that is still far raises a
+        SubstrateError naming the circuit, example, node and voltage. Noted in the messages.
+        """
+        if not isinstance(self.device, Mosfet):
+            return V
+        bad = [(j, i, k, v) for j, e in enumerate(exps) for i, k, v in self._far_points(X, e, V[j])]
+        jfree = next((j for j, e in enumerate(exps) if not clamp and self._is_free(e)), None)
+        if jfree is not None:
+            bad += self._asymmetric_points(exps, V, jfree, {(j, i) for j, i, _, _ in bad})
+        if not bad:
+            return V
+        V = [v.copy() for v in V]
+        c = self.circuit
+        badset = {(j, i) for j, i, _, _ in bad}
+        free = {}
+        for j, i, k, v in bad:
+            if i not in free:
+                if jfree is not None and (jfree, i) not in badset:
+                    free[i] = V[jfree][i]
+                else:
+                    e0 = Experiment.free(len(X), len(c.outputs))
+                    free[i] = self._solve_one(X, e0, i, None, False)
+                    self._check_one(X, e0, i, free[i], "free")
+            if jfree is not None and j == jfree:
+                V[j][i] = free[i]
+                continue
+            V[j][i] = self._solve_one(X, exps[j], i, free[i], clamp)
+            self._check_one(X, exps[j], i, V[j][i], self._what(exps[j]))
+        where = ", ".join(f"example {i} {self._what(exps[j])} node {c.nodes[k]} at {v:.4g} V" for j, i, k, v in bad[:4])
+        self.fallbacks += 1
+        self.s.messages.append(("fallback", f"circuit '{c.name}' (device {self.device.name}): {len(bad)} point(s) "
+                                f"on a far equilibrium ({where}{', ...' if len(bad) > 4 else ''}); re-solved one "
+                                "example at a time from the example's free state"))
+        self.s.counts["fallback"] += 1
+        return V
+
+    @staticmethod
+    def _asymmetric_points(exps, V, jfree, skip) -> list:
+        """[(experiment, example, node, volts)] of -beta nudges that leave the free state V_F far more than +beta does.
+
+        To first order in beta the two nudges of ep-sym move the state oppositely by the
+        same amount, V(+-beta) - V_F = +-beta S (y - V_O) + O(beta^2); the ratio of their sizes is
+        ~(1 + |beta| kappa) / (1 - |beta| kappa), below 3 inside half the radius. A -beta state more
+        than 4 times (+ 1 uV) as far from V_F as the +beta state with the same targets is not the
+        neighbour of the free state.
+        """
+        out = []
+        F = V[jfree]
+        for jm, em in enumerate(exps):
+            if em.mode != "load" or float(np.real(em.beta)) >= 0:
+                continue
+            for jp, ep in enumerate(exps):
+                if ep.mode == "load" and float(np.real(ep.beta)) == -float(np.real(em.beta)) \
+                        and ep.sources_on == em.sources_on and np.array_equal(ep.values, em.values):
+                    dm = np.abs(V[jm] - F).max(axis=1)
+                    dp = np.abs(V[jp] - F).max(axis=1)
+                    for i in np.flatnonzero(dm > 4 * dp + 1e-6):
+                        if (jm, int(i)) not in skip:
+                            k = int(np.argmax(np.abs(V[jm][i] - F[i])))
+                            out.append((jm, int(i), k, float(V[jm][i, k])))
+                    break
+        return out
+
+    @staticmethod
+    def _what(e) -> str:
+        return f"load (beta = {float(np.real(e.beta)):.3g} S)" if e.mode == "load" else e.mode
+
+    @staticmethod
+    def _is_free(e) -> bool:
+        return e.mode == "current" and e.sources_on and not e.transpose and not np.asarray(e.values).any()
+
+    def _check_one(self, X, e, i, v, what) -> None:
+        far = self._far_points(X[i:i + 1], replace(e, values=np.asarray(e.values)[i:i + 1]), v[None, :])
+        if far:
+            _, k, volts = far[0]
+            raise SubstrateError(f"circuit '{self.circuit.name}' (device {self.device.name}): example {i}, {what} "
+                                 f"state: node {self.circuit.nodes[k]} at {volts:.6g} V, far outside the sources' "
+                                 "range even when solved from the free state (a second equilibrium; a smaller "
+                                 "|beta| or smaller signals avoid it)")
+
+    def _solve_one(self, X, e, i, v0, clamp) -> np.ndarray:
+        """Node voltages (n,) of experiment e on example i alone, from ``.nodeset`` at v0 (n,) V if given."""
+        c = self.circuit
+        self._sweep_n += 1
+        title = f"{self.titles['open'][:-5]}_sw{self._sweep_n}"
+        ei = replace(e, values=np.asarray(e.values)[i:i + 1])
+        deck, cmd = self._sweep.deck(title, self._p, X[i:i + 1], [ei], clamp)
+        if v0 is not None:
+            sets = " ".join(f"v({nm})={float(v0[j])!r}" for nm, j in zip(self._read_str, self._read_idx)
+                            if not (clamp and j in c.outputs))
+            deck = deck[:-len(".end\n")] + f".nodeset {sets}\n.end\n"
+        what = f"dc point of example {i} on circuit '{c.name}' ({'clamp' if clamp else 'open'}, device {self.device.name})"
+        try:
+            V = self.s.sweep(title, deck, cmd, self._read_names, 1, what)
+        except NgSpiceError as exc:
+            raise SubstrateError(f"circuit '{c.name}': example {i} did not converge from its free state: {exc}") from exc
+        self.solves += 1
+        out = np.zeros(c.n)
+        out[self._read_idx] = V[:, 0]
         return out
 
     # -- small signals: AC analyses about the free operating point ----------------
