@@ -195,10 +195,10 @@ def _match(nodes, parts, i=0, j=0) -> bool:
 _MNEMONIC = re.compile(r"\*?[A-Z][A-Z0-9]*")
 
 
-def _split_units(message: str) -> list:
-    """Split a program message on ';' outside quotes and parentheses."""
+def _split_outside(text: str, sep: str) -> list:
+    """``text`` split on the character ``sep`` where it stands outside quotes and parentheses."""
     out, cur, depth, quote = [], [], 0, None
-    for ch in message:
+    for ch in text:
         if quote:
             cur.append(ch)
             if ch == quote:
@@ -209,14 +209,19 @@ def _split_units(message: str) -> list:
         elif ch == "(":
             depth += 1
         elif ch == ")":
-            depth = max(0, depth - 1)
-        elif ch == ";" and depth == 0:
+            depth = max(0, depth - 1)  # an unmatched ')' must not hide every later separator
+        elif ch == sep and depth == 0:
             out.append("".join(cur))
             cur = []
             continue
         cur.append(ch)
     out.append("".join(cur))
     return out
+
+
+def _split_units(message: str) -> list:
+    """Split a program message on ';' outside quotes and parentheses."""
+    return _split_outside(message, ";")
 
 
 class Interpreter:
@@ -310,26 +315,7 @@ class Interpreter:
 
 def split_params(arg: str) -> list:
     """A parameter list split on commas outside quotes and parentheses, each stripped."""
-    out, cur, depth, quote = [], [], 0, None
-    for ch in arg:
-        if quote:
-            cur.append(ch)
-            if ch == quote:
-                quote = None
-            continue
-        if ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append("".join(cur).strip(" \t"))
-            cur = []
-            continue
-        cur.append(ch)
-    out.append("".join(cur).strip(" \t"))
-    return out
+    return [x.strip(" \t") for x in _split_outside(arg, ",")]
 
 
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)(E[+-]?\d+)?")  # SCPI NR1/NR2/NR3 (upper-cased)

@@ -556,13 +556,8 @@ def start_layered_run(circuit: LayeredCircuit, task: Task, cfg: LayeredConfig, o
 
 
 def _layered_circuit(run: Run):
-    from hil.circuit import CircuitError, load_any
-    if not (run.path / "circuit.toml").is_file():
-        raise RunError(f"{run.path / 'circuit.toml'}: missing; the run cannot be resumed without it")
-    try:
-        c = load_any(run.path / "circuit.toml")
-    except CircuitError as exc:
-        raise RunError(f"the run's circuit: {exc}") from None
+    from hil.circuit import load_any
+    c = run.read_circuit(load_any)
     if not isinstance(c, ly.LayeredCircuit):
         raise RunError(f"{run.path / 'circuit.toml'}: not a layered circuit, but config.json says the run is one")
     return c

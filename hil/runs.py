@@ -140,6 +140,17 @@ class Run:
         except (ValueError, UnicodeDecodeError) as exc:
             raise RunError(f"{p}: unreadable ({type(exc).__name__}: {exc}); the run cannot be resumed without it") from None
 
+    def read_circuit(self, load):
+        """The run's circuit.toml read by ``load`` (a circuit loader); RunError naming the file when missing or invalid."""
+        from hil.circuit import CircuitError
+        p = self.path / "circuit.toml"
+        if not p.is_file():
+            raise RunError(f"{p}: missing; the run cannot be resumed without it")
+        try:
+            return load(p)
+        except CircuitError as exc:
+            raise RunError(f"the run's circuit: {exc}") from None
+
     def note(self, text: str) -> None:
         """Append a line to the run's ``history.log`` (what a resume recovered or changed)."""
         with open(self.path / "history.log", "a") as fh:

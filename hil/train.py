@@ -524,7 +524,7 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
     to the newest good .npz checkpoint; what was recovered is said (stderr) and recorded;
     nothing is deleted (replaced files go to recovered/).
     """
-    from hil.circuit import CircuitError, load_circuit
+    from hil.circuit import load_circuit
 
     run = Run(out)
     if not run.path.is_dir():
@@ -553,12 +553,7 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
         if "log_every" not in raw:
             config.log_every = 1  # a run from before log_every logged every step
         check_config(config, str(run.path / "config.json"))
-        if not (run.path / "circuit.toml").is_file():
-            raise RunError(f"{run.path / 'circuit.toml'}: missing; the run cannot be resumed without it")
-        try:
-            circuit = load_circuit(run.path / "circuit.toml")
-        except CircuitError as exc:
-            raise RunError(f"the run's circuit: {exc}") from None
+        circuit = run.read_circuit(load_circuit)
         task = _load_task(run)
         ck, notes = run.recover_checkpoint(_checkpoint_check(circuit, config.steps))
         notes += apply_changes(run, raw, config, int(ck["step"]), steps, changes, check_config)

@@ -19,6 +19,24 @@ def net(request):
     return c, X, Y
 
 
+@pytest.fixture
+def emulated(tmp_path):
+    """make(substrate) -> (a running emulator of it, its bench file); every emulator stopped after the test."""
+    from hil.drivers.emulator import build
+    made = []
+
+    def make(sub):
+        emu = build(sub).start()
+        made.append(emu)
+        path = tmp_path / f"bench{len(made)}.toml"
+        path.write_text(emu.bench_toml(sub.circuit.source))
+        return emu, path
+
+    yield make
+    for emu in made:
+        emu.stop()
+
+
 def _ngspice_problem():
     try:
         from hil.spice.session import session

@@ -16,3 +16,11 @@ HIL = [str(ENTRY_POINT)] if ENTRY_POINT.is_file() else [sys.executable, "-m", "h
 def run_hil(*args, timeout=300, **kw):
     """Run ``hil ARGS`` (each argument str()-ed) and return the CompletedProcess (text, captured)."""
     return subprocess.run(HIL + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def bench_of(path, **overrides):
+    """The bench file at ``path`` as hil loads it, with ``overrides`` applied."""
+    from hil.drivers.bench import load_bench
+    cfg = load_bench(path)
+    cfg.update(overrides)
+    return cfg

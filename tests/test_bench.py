@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from helpers import HIL
+from helpers import HIL, bench_of
 from hil.circuit import load_circuit
 from hil.ideal import IdealSubstrate
 from hil.runs import Run
@@ -24,30 +24,6 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 # emulated bench follows the simulated one to that resolution, carried through the steps
 READING_RTOL = 2e-4
 READING_ATOL = 2e-6  # V, one reading
-
-
-@pytest.fixture
-def emulated(tmp_path):
-    from hil.drivers.emulator import build
-    made = []
-
-    def make(sub):
-        emu = build(sub).start()
-        made.append(emu)
-        path = tmp_path / f"bench{len(made)}.toml"
-        path.write_text(emu.bench_toml(sub.circuit.source))
-        return emu, path
-
-    yield make
-    for emu in made:
-        emu.stop()
-
-
-def bench_of(path, **overrides):
-    from hil.drivers.bench import load_bench
-    cfg = load_bench(path)
-    cfg.update(overrides)
-    return cfg
 
 
 @pytest.mark.parametrize("rule", ["cl", "al", "gd", "ep-open"])

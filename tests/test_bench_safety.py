@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from helpers import HIL
+from helpers import HIL, bench_of
 from hil.circuit import load_circuit
 from hil.ideal import IdealSubstrate
 from hil.runs import Run
@@ -26,30 +26,6 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 V_LIM, I_LIM = 2.0, 0.02  # what `hil emulate`'s bench file sets for every SMU
 READING_ATOL = 2e-6  # V: the emulated instruments read at 6.5 digits of their range (1 uV on 2 V)
-
-
-@pytest.fixture
-def emulated(tmp_path):
-    from hil.drivers.emulator import build
-    made = []
-
-    def make(sub):
-        emu = build(sub).start()
-        made.append(emu)
-        path = tmp_path / f"bench{len(made)}.toml"
-        path.write_text(emu.bench_toml(sub.circuit.source))
-        return emu, path
-
-    yield make
-    for emu in made:
-        emu.stop()
-
-
-def bench_of(path, **overrides):
-    from hil.drivers.bench import load_bench
-    cfg = load_bench(path)
-    cfg.update(overrides)
-    return cfg
 
 
 def safe(st) -> bool:
