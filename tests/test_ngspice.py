@@ -413,3 +413,22 @@ def test_a_minus_beta_state_inside_the_span_but_not_the_neighbour_is_re_solved(n
     dp, dm = np.abs(Vp - F).max(axis=1), np.abs(Vm - F).max(axis=1)
     assert (dp > 1e-4).all()
     np.testing.assert_array_less(dm, 2 * dp)  # opposite moves of nearly one size: the neighbours
+
+
+def test_a_negative_nudge_without_an_operating_point_says_what_to_change(ngspice, tmp_path):
+    """net16 with mosfet channels, ep-sym at its default nudge: example 4's -beta state has no
+    operating point near the free state (a negative load is active). The run stops with exit 2
+    and a message naming the example, the nudge and the options that help; a smaller nudge trains."""
+    base = ["train", "net16", "--teacher", "1", "--backend", "ngspice", "--device", "mosfet", "--rule", "ep-sym"]
+    r = subprocess.run(HIL + base + ["--steps", "2", "--out", str(tmp_path / "a")], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    msg = r.stderr.strip().splitlines()[-1]
+    assert re.search(r"Example \d+: the nudged state at beta = -\d[.\d]*e-0\d S", msg), msg
+    assert "smaller --nudge" in msg and "ep-holo" in msg
+    r = subprocess.run(HIL + base + ["--nudge", "1e-7", "--steps", "3", "--out", str(tmp_path / "b")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    L = Run(tmp_path / "b").read_log()["train_loss"]
+    L = L[np.isfinite(L)]
+    assert len(L) >= 2 and L[-1] < L[0]

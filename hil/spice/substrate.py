@@ -313,7 +313,15 @@ class NgSpiceSubstrate(Substrate):
             V = np.zeros((len(X), c.n))
             for i in range(len(X)):
                 self._set_sources(title, X[i], e, i)
-                self.s.op(f"circuit '{c.name}' ({title}, device {self.device.name})")
+                try:
+                    self.s.op(f"circuit '{c.name}' ({title}, device {self.device.name})")
+                except NgSpiceError as exc:
+                    if e.mode == "load" and float(np.real(e.beta)) < 0:
+                        # a negative load is active: a transistor network may have no state near the free one
+                        raise NgSpiceError(f"{exc}. Example {i}: the nudged state at beta = {float(np.real(e.beta)):.3g} S "
+                                           "(a negative load, as ep-sym's -beta) has no operating point: try a smaller "
+                                           "--nudge, or a rule whose nudges are positive (ep, ep-holo:N)") from None
+                    raise
                 V[i, self._read_idx] = self.s.scalars(self._read_names)
                 self.s.destroy_plots()
                 self.solves += 1
