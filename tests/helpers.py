@@ -24,3 +24,15 @@ def bench_of(path, **overrides):
     cfg = load_bench(path)
     cfg.update(overrides)
     return cfg
+
+
+def ep_sym_richardson(sub, X, Y, kappa, fracs=(0.01, 0.005)):
+    """ep-sym's estimates on ``sub`` at beta = f / kappa_max for f in ``fracs`` (S), {f: estimate},
+    and their Richardson extrapolation (4 ghat(beta/2) - ghat(beta)) / 3, which removes the O(beta^2) term."""
+    from hil.rules import make_rule
+    est = {}
+    for f in fracs:
+        r = make_rule("ep-sym", f / kappa).configure(kappa)
+        est[f] = r.estimate(sub.measure(X, Y, r.states()))
+    big, small = fracs
+    return est, (4 * est[small] - est[big]) / 3

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import ep_sym_richardson
 from test_vccs import nonreciprocal
 
 from hil.circuits import load, random_network
@@ -78,11 +79,7 @@ def test_ac_limit_on_the_mosfet_network_is_the_limit_of_real_nudges(ngspice):
     with NgSpiceSubstrate(c, device="mosfet") as ng:
         k = ng.kappa_max(X)
         g0 = ep_limit(ng, X, Y)
-        est = {}
-        for frac in (0.01, 0.005):
-            r = make_rule("ep-sym", frac / k).configure(k)
-            est[frac] = r.estimate(ng.measure(X, Y, r.states()))
-        rich = (4 * est[0.005] - est[0.01]) / 3
+        est, rich = ep_sym_richardson(ng, X, Y, k)
         assert 1e-7 < rel(est[0.01], g0) < 1e-3
         assert rel(est[0.01], g0) / rel(est[0.005], g0) == pytest.approx(4, rel=0.05)  # ep-sym's order 2
         assert rel(rich, g0) < 1e-6 and rel(rich, g0) < 1e-2 * rel(est[0.005], g0)

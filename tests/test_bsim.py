@@ -4,10 +4,10 @@ import subprocess
 
 import numpy as np
 import pytest
+from helpers import ep_sym_richardson
 
 from hil.circuits import load
 from hil.gradients import decomposition, ep_limit, reference_gradient
-from hil.rules import make_rule
 from hil.substrate import SubstrateError
 from hil.tasks import teacher_task
 
@@ -63,11 +63,7 @@ def test_bsim_ac_limit_is_the_limit_of_real_nudges(ngspice, task):
     with NgSpiceSubstrate(c, device="mosfet-bsim") as ng:
         k = ng.kappa_max(X)
         g0 = ep_limit(ng, X, Y)
-        est = {}
-        for frac in (0.01, 0.005):
-            r = make_rule("ep-sym", frac / k).configure(k)
-            est[frac] = r.estimate(ng.measure(X, Y, r.states()))
+        est, rich = ep_sym_richardson(ng, X, Y, k)
     rel = lambda a: float(np.linalg.norm(a - g0) / np.linalg.norm(g0))
-    rich = (4 * est[0.005] - est[0.01]) / 3
     assert rel(est[0.01]) / rel(est[0.005]) == pytest.approx(4, rel=0.05)
     assert rel(rich) < 1e-6 and rel(rich) < 1e-2 * rel(est[0.005])
