@@ -58,3 +58,57 @@ def test_a_vccs_checkpoint_out_of_bounds_names_the_vccs(tmp_path):
     p = hil("train", "--resume", out, "--steps", 4)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "checkpoint.json: vccs '" in p.stderr and "= 1000000000.0 S is outside its bounds" in p.stderr
+
+
+# -- item 2: --force moves only what hil wrote -------------------------------------------------
+
+def test_force_refuses_a_folder_holding_anything_but_a_run(tmp_path):
+    home = tmp_path / "H"
+    (home / ".pyenv" / "bin").mkdir(parents=True)
+    (home / ".pyenv" / "bin" / "python").write_text("#!/bin/sh\n")
+    (home / ".bashrc").write_text("x\n")
+    before = snapshot(home)
+    p = hil("train", "net16", "--teacher", 1, "--steps", 2, "--out", home, "--force")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "--force replaces only a run directory hil wrote, and this folder also holds .bashrc, .pyenv" in p.stderr
+    assert snapshot(home) == before and sorted(x.name for x in home.iterdir()) == [".bashrc", ".pyenv"]
+    # a run directory hil wrote is still replaced (moved aside, nothing deleted)
+    run = tmp_path / "run"
+    assert hil("train", "net16", "--teacher", 1, "--steps", 2, "--out", run).returncode == 0
+    old = snapshot(run)
+    assert hil("train", "net16", "--teacher", 2, "--steps", 3, "--out", run, "--force").returncode == 0
+    aside = [d for d in run.iterdir() if d.name.startswith("replaced-")]
+    assert len(aside) == 1 and snapshot(aside[0]) == old and Run(run).load_checkpoint()["step"] == 3
+
+
+# -- item 3: a sweep directory has one writer --------------------------------------------------
+
+def test_a_second_sweep_into_one_out_is_refused_naming_the_first(tmp_path):
+    import time
+    out = tmp_path / "X"
+    first = subprocess.Popen(HIL + ["sweep", "net16", "--steps", "400", "--rules", "cl", "--seeds", "0,1",
+                                    "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "sweep.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = hil("sweep", "net16", "--steps", 400, "--rules", "al", "--seeds", "0,1", "--out", out)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"--out {out}: in use by process {first.pid} on {os.uname().nodename}" in second.stderr
+        assert "one sweep writes a sweep directory at a time" in second.stderr
+    finally:
+        stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    import json
+    rules = [json.loads((out / "points" / f"p{i:04d}" / "config.json").read_text())["rule"] for i in range(2)]
+    assert rules == ["cl", "cl"] and not (out / "sweep.lock").exists()
+    assert (out / "sweep.csv").read_text().count(",cl,") == 2
+
+
+def test_a_sweep_refuses_a_folder_that_is_not_a_sweeps(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    p = hil("sweep", "divider", "--steps", 5, "--out", tmp_path)
+    assert p.returncode == 2 and "not a sweep directory (it holds notes.txt)" in p.stderr
+    assert snapshot(tmp_path) == before and not (tmp_path / "points").exists()
