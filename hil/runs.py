@@ -31,18 +31,40 @@ class RunError(RuntimeError):
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old or the new file, never half of one."""
+    """Write ``data`` to ``path`` so that a reader sees the old or the new file, never half of one.
+
+    The bytes go to a new file of a unique name beside it (``.NAME.XXXXXXXX.tmp``, created
+    exclusively: never a file of the user's), which then replaces ``path``; on any failure
+    (a full disk) that file is removed and ``path`` is as it was.
+    """
+    import tempfile
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise named(exc, path) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _mode_for(path))
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)  # the old file stands; no half-written copy is left beside it
-        raise named(exc, path) from None
-    os.replace(tmp, path)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)  # the old file stands; no half-written copy is left beside it
+        if isinstance(exc, OSError):
+            raise named(exc, path) from None
+        raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions a replaced file keeps, or a new file's (0o666 less the umask)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def named(exc: OSError, path) -> OSError:

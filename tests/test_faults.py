@@ -112,3 +112,49 @@ def test_a_sweep_refuses_a_folder_that_is_not_a_sweeps(tmp_path):
     p = hil("sweep", "divider", "--steps", 5, "--out", tmp_path)
     assert p.returncode == 2 and "not a sweep directory (it holds notes.txt)" in p.stderr
     assert snapshot(tmp_path) == before and not (tmp_path / "points").exists()
+
+
+# -- items 4, 5: generate and perturb never replace a user's file --------------------------------
+
+def test_generate_layered_keeps_a_hand_written_layered_circuit(tmp_path):
+    mine = tmp_path / "L.toml"
+    assert hil("generate", "layered", "--sizes", "3,2,2", "-o", mine).returncode == 0
+    assert mine.read_text().startswith("# written by hil generate layered\n")
+    assert hil("info", mine).returncode == 0  # the header line keeps it a layered circuit file
+    hand = mine.read_text().split("\n", 1)[1].replace("name = ", "# my own edit\nname = ", 1)
+    mine.write_text(hand)
+    p = hil("generate", "layered", "--sizes", "3,2,2", "--seed", 4, "-o", mine)
+    assert p.returncode == 2 and "exists and was not written by hil; refusing to overwrite it" in p.stderr
+    assert mine.read_text() == hand
+    again = tmp_path / "again.toml"  # a file hil generated is replaced
+    assert hil("generate", "layered", "--sizes", "3,2,2", "-o", again).returncode == 0
+    assert hil("generate", "layered", "--sizes", "3,2,2", "--seed", 4, "-o", again).returncode == 0
+
+
+@pytest.mark.parametrize("command", [["generate", "random"], ["generate", "layered", "--sizes", "3,2,2"],
+                                     ["perturb", "divider"]])
+def test_a_users_tmp_file_beside_the_output_is_never_touched(tmp_path, command):
+    precious = tmp_path / "net.toml.tmp"
+    precious.write_text("precious\n")
+    p = hil(*command, "-o", tmp_path / "net.toml")
+    assert p.returncode == 0, p.stderr
+    assert precious.read_text() == "precious\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["net.toml", "net.toml.tmp"]
+
+
+def test_a_full_disk_leaves_no_temporary_file_and_the_old_circuit_whole(tmp_path):
+    import resource
+    import signal
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4_000, 4_000))
+
+    net = tmp_path / "net.toml"
+    assert hil("generate", "random", "--nodes", 8, "-o", net).returncode == 0
+    old = net.read_bytes()
+    assert len(old) < 4_000
+    p = subprocess.run(HIL + ["generate", "random", "--nodes", "200", "-o", str(net)], capture_output=True,
+                       text=True, timeout=120, preexec_fn=small_disk, cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and str(net) in p.stderr, p.stderr
+    assert net.read_bytes() == old and [x.name for x in tmp_path.iterdir()] == ["net.toml"]
