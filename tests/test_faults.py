@@ -158,3 +158,68 @@ def test_a_full_disk_leaves_no_temporary_file_and_the_old_circuit_whole(tmp_path
                        text=True, timeout=120, preexec_fn=small_disk, cwd=tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr and str(net) in p.stderr, p.stderr
     assert net.read_bytes() == old and [x.name for x in tmp_path.iterdir()] == ["net.toml"]
+
+
+# -- item 6: compliance limits reach the SMUs whole, rounded toward safety -----------------------
+
+def test_limits_of_many_digits_are_never_exceeded_by_any_applied_state(emulated):
+    """A bench file's limits of 9 and 8 significant digits; every state an emulated SMU applied
+    during a 5-step CL run (its state log) is within them: output off, or levels and the other
+    quantity's compliance at most the limits."""
+    import re
+    import time
+    from hil.circuit import load_circuit
+    from hil.drivers.bench import BenchSubstrate
+    from hil.ideal import IdealSubstrate
+    from hil.tasks import teacher_task
+    from hil.train import TrainConfig, start_run
+
+    V_LIM, I_LIM = 1.9999999, 0.0123456789
+    c = load_circuit("net16")
+    emu, path = emulated(IdealSubstrate(c))
+    text = path.read_text()
+    text = re.sub(r"voltage_limit = 2.0\ncurrent_limit = 0.02",
+                  f"voltage_limit = {V_LIM!r}\ncurrent_limit = {I_LIM!r}", text)
+    path.write_text(text)
+    t0 = time.monotonic()
+    with BenchSubstrate(c, path) as bench:
+        start_run(c, teacher_task(c, 1, 16), TrainConfig(rule="cl", steps=5), path.parent / "run",
+                  progress=False, substrate=bench)
+    smus = [inst for name, inst in emu.instruments.items() if name.startswith("smu_")]
+    states = [st for inst in smus for t, _, st in list(inst.state_log) if t >= t0]
+    assert len(states) > 100
+    on = [st for st in states if st["output"]]
+    assert on and max(st["i_prot"] for st in on if st["func"] == "VOLT") \
+        == I_LIM  # the limit itself, not 6 digits of it
+    bad = []
+    for st in on:
+        func = st["func"]
+        lim = V_LIM if func == "VOLT" else I_LIM
+        levels = st["lists"][func] if st["mode"][func] == "LIST" else [st["volt"] if func == "VOLT" else st["curr"]]
+        other = st["i_prot"] <= I_LIM if func == "VOLT" else st["v_prot"] <= V_LIM
+        if not (all(abs(v) <= lim for v in levels) and other):
+            bad.append(st)
+    assert not bad, f"{len(bad)} of {len(on)} applied states above the limits, e.g. {bad[0]}"
+
+
+# -- item 7: a message cut by a disconnect is never executed ------------------------------------
+
+@pytest.mark.parametrize("cut", [":OUTP ON;:SOUR:FUNC VOLT;:SOUR:VOLT 1", ":SOUR:FUNC VOLT;:OUTP ON;:SOUR:VOLT 1e-3"[:-3]])
+def test_the_emulator_discards_a_message_without_its_terminator(emulated, cut):
+    import socket
+    import time
+    from hil.circuit import load_circuit
+    from hil.ideal import IdealSubstrate
+    emu, _ = emulated(IdealSubstrate(load_circuit("net16")))
+    smu = emu.instruments["smu_n1"]
+    port = emu.servers["smu_n1"][1]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(cut.encode())  # no newline, then the link closes
+    time.sleep(0.3)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        f = s.makefile("rw", newline="\n")
+        f.write(":OUTP?;:SOUR:VOLT?\n")
+        f.flush()
+        out, volts = f.readline().strip().split(";")
+    assert out == "0" and float(volts) == 0.0  # the output stayed off at 0 V, as *RST left it
+    assert not smu.state["output"] and cut not in list(smu.received)
