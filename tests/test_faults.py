@@ -223,3 +223,51 @@ def test_the_emulator_discards_a_message_without_its_terminator(emulated, cut):
         out, volts = f.readline().strip().split(";")
     assert out == "0" and float(volts) == 0.0  # the output stayed off at 0 V, as *RST left it
     assert not smu.state["output"] and cut not in list(smu.received)
+
+
+# -- item 8: a bench has one user ----------------------------------------------------------------
+
+def test_a_second_process_on_a_bench_is_refused_naming_the_holder(emulated, tmp_path):
+    """Locked per bench file and per instrument resource: a copy of the bench file is refused too."""
+    from hil.circuit import load_circuit
+    from hil.drivers.bench import BenchSubstrate
+    from hil.ideal import IdealSubstrate
+    from hil.substrate import Free
+    c = load_circuit("net16")
+    emu, path = emulated(IdealSubstrate(c))
+    copy = tmp_path / "copy.toml"
+    copy.write_text(path.read_text())
+    X = np.random.default_rng(0).uniform(-1, 1, (3, 2))
+    with BenchSubstrate(c, path) as bench:
+        before = bench.measure(X, np.zeros((3, 2)), [Free()])[Free()]
+        for f, what in ((path, f"bench file {path.resolve()}"), (copy, "instrument TCPIP0::127.0.0.1::")):
+            p = hil("train", "net16", "--teacher", 1, "--steps", 3, "--rule", "cl", "--backend", "bench", "--bench", f,
+                    "--out", tmp_path / "second")
+            assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+            assert what in p.stderr and f"in use by process {os.getpid()} on {os.uname().nodename}" in p.stderr
+            assert "one process drives a bench at a time" in p.stderr
+            assert not (tmp_path / "second").exists()
+        # the holder's instruments were not touched: the same readings, the SMUs still on
+        np.testing.assert_array_equal(bench.measure(X, np.zeros((3, 2)), [Free()])[Free()], before)
+    p = hil("train", "net16", "--teacher", 1, "--steps", 3, "--rule", "cl", "--backend", "bench", "--bench", copy,
+            "--out", tmp_path / "after")
+    assert p.returncode == 0, p.stderr  # released on close
+
+
+def test_a_bench_lock_of_a_dead_process_is_taken_over(emulated, tmp_path):
+    import json
+    import sys
+    from hil.circuit import load_circuit
+    from hil.drivers.bench import BenchSubstrate, bench_locks, load_bench
+    from hil.ideal import IdealSubstrate
+    c = load_circuit("net16")
+    emu, path = emulated(IdealSubstrate(c))
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    lock, what = bench_locks(load_bench(path))[1]
+    lock.write_text(json.dumps({"pid": dead, "host": os.uname().nodename, "since": "x"}))
+    with BenchSubstrate(c, path) as bench:
+        notes = [line for _, line in bench.diagnostics()]
+        assert f"{what}: took over the lock of process {dead}" in "\n".join(notes)
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
