@@ -806,8 +806,8 @@ def cmd_generate(args):
             raise ValueError(f"--sizes {args.sizes!r}: expected comma-separated widths, e.g. 8,3,6") from None
         c = generate_layered(sizes, args.seed)
         from hil.runs import check_output
-        check_output(args.o, [], args.force, "-o", ours='kind = "layered"')
-        c.save(args.o)
+        check_output(args.o, [], args.force, "-o", ours="# written by hil")
+        c.save(args.o, header="written by hil generate layered")
         return _emit(args, {"path": args.o, "sizes": list(c.sizes), "conductances": c.n_params},
                      f"wrote {args.o}: layered circuit {'-'.join(map(str, c.sizes))} ({c.n_params} conductances, "
                      f"{c.n_layers} transimpedance stages)")

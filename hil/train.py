@@ -430,25 +430,31 @@ def _load_task(run: Run) -> Task:
 
 
 def _checkpoint_check(circuit: Circuit, steps: int):
-    return checkpoint_check(circuit.m, circuit.g_min, circuit.g_max, lambda e: f"edge '{circuit.edge_names[e]}'")
+    lo, hi = circuit.bounds()
+    names = circuit.param_names
+    return checkpoint_check(circuit.n_params, lo, hi,
+                            lambda e: f"{'edge' if e < circuit.m else 'vccs'} '{names[e]}'")
 
 
-def checkpoint_check(m: int, g_min: float, g_max: float, name_of, rng: bool = True):
+def checkpoint_check(n: int, lo, hi, name_of, rng: bool = True):
     """A check of one checkpoint (for :meth:`Run.recover_checkpoint`): None, or why it is refused.
 
-    ``m`` conductances in [g_min, g_max] S (``name_of(e)``: how parameter e is named), a
-    whole step >= 0, a positive finite lr if any, a numpy random state when ``rng``.
+    ``n`` parameters theta, each in [lo, hi] S (scalars or (n,) arrays: the circuit's
+    bounds; ``name_of(e)``: how parameter e is named), a whole step >= 0, a positive
+    finite lr if any, a numpy random state when ``rng``.
     """
+    lo, hi = np.broadcast_to(np.asarray(lo, float), (n,)), np.broadcast_to(np.asarray(hi, float), (n,))
+
     def check(ck):
         step, g = ck.get("step"), np.asarray(ck.get("g"), float)
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             return f"step {step!r} is not a whole number >= 0"
-        if g.shape != (m,) or not np.all(np.isfinite(g)):
-            return f"g is not {m} finite conductances"
-        out = np.flatnonzero((g < g_min) | (g > g_max))
+        if g.shape != (n,) or not np.all(np.isfinite(g)):
+            return f"g is not {n} finite parameters (shape {g.shape})"
+        out = np.flatnonzero((g < lo) | (g > hi))
         if out.size:
             e = out[0]
-            return f"{name_of(e)} g = {g[e]!r} S is outside [g_min, g_max] = [{g_min}, {g_max}]"
+            return f"{name_of(e)} = {float(g[e])!r} S is outside its bounds [{lo[e]}, {hi[e]}]"
         lr = ck.get("lr")
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
                                or lr <= 0):
