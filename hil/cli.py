@@ -22,6 +22,8 @@ UNITS = ("units: conductances and EP's --nudge (beta) in siemens; CL's and AL's 
          "dimensionless; voltages in V; loss = mean over examples of 1/2 ||V_O - y||^2 in V^2; "
          "--lr in S^2/V^2.")
 
+CIRCUIT_HELP = ("circuit file (TOML), shipped circuit name, or a run directory (its trained circuit, trained.toml) "
+                "or one of its checkpoints (RUN/checkpoints/step_NNNNNN.npz)")
 DEVICE_CHOICES = ["resistor", "digipot", "mosfet", "mosfet-mid", "mosfet-bsim", "mosfet-mid-bsim"]
 NUDGE_HELP = ("nudge size: beta in siemens for ep, ep-sym, ep-holo, ep-open, ep-stencil; eta (dimensionless) for cl, al. "
               "Default: beta = 0.05 / kappa_max, 5%% of the convergence radius 1/kappa_max (kappa_max: the "
@@ -159,7 +161,8 @@ def _train_layered(args, circuit, task):
     text = (f"{_task_line(task, trains=True)}\nloss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in "
             f"{res['steps']} steps; rank-{circuit.sizes[1]} optimum (Eckart-Young) {res['eckart_young']:.4g} V^2, "
             f"relative excess {res['relative_excess']:.3g}; angle(Z, B^T) {res['angle_start']:.1f} -> "
-            f"{res['angle_end']:.1f} deg; run in {res['run_dir']} (loss.png, log.csv, feedback.json)")
+            f"{res['angle_end']:.1f} deg; run in {res['run_dir']} (loss.png, log.csv, feedback.json; the trained "
+            f"circuit: trained.toml, or name the run folder as the circuit)")
     res.update(examples=task.n_train, test_examples=len(task.X_test))
     _emit(args, res, text)
 
@@ -198,7 +201,8 @@ def cmd_train(args):
             raise SystemExit("hil train: give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
         res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
-            f"run in {res['run_dir']} (loss.png, log.csv)")
+            f"run in {res['run_dir']} (loss.png, log.csv; the trained circuit: trained.toml, or name the run "
+            "folder as the circuit)")
     if not args.resume:
         text = _task_line(task, trains=True) + "\n" + text
         res.update(examples=task.n_train, test_examples=len(task.X_test))
@@ -856,7 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     t = add("train", cmd_train, "Train a circuit on a task; records a run directory.")
-    t.add_argument("circuit", nargs="?", help="circuit file (TOML) or shipped circuit name")
+    t.add_argument("circuit", nargs="?", help=CIRCUIT_HELP)
     _add_task(t, required=False, split=True)
     _add_rule(t)
     t.add_argument("--lr", type=float, default=None, help=LR_HELP)
@@ -880,7 +884,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "change, each recorded in the run")
 
     g = add("grad", cmd_grad, "A rule's gradient estimate at the file's conductances beside the exact gradient.")
-    g.add_argument("circuit")
+    g.add_argument("circuit", help=CIRCUIT_HELP)
     _add_task(g)
     _add_rule(g)
     _add_backend(g)
@@ -890,13 +894,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "sens, or fd (central differences through the substrate)")
 
     i = add("info", cmd_info, "Nodes, edges, eigenvalues of K, the nudge radius, and the coercivity for a task.")
-    i.add_argument("circuit")
+    i.add_argument("circuit", help=CIRCUIT_HELP)
     _add_task(i, required=False)
 
     add("circuits", cmd_circuits, "List the shipped circuits.")
 
     b = add("bias", cmd_bias, "Each estimator's error against the reference gradient over a log grid of nudges.")
-    b.add_argument("circuit")
+    b.add_argument("circuit", help=CIRCUIT_HELP)
     _add_task(b)
     _add_backend(b)
     b.add_argument("--rules", default="ep,ep-sym,ep-holo:4,ep-stencil:2,ep-open,cl,al", help="comma-separated rules")
@@ -908,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="directory for bias.csv and bias.png")
 
     em = add("emulate", cmd_emulate, "Serve an emulated bench (SCPI over loopback TCP) backed by a simulated circuit.")
-    em.add_argument("circuit")
+    em.add_argument("circuit", help=CIRCUIT_HELP)
     em.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
     em.add_argument("--device", default="resistor", choices=DEVICE_CHOICES)
     em.add_argument("--nonideal", metavar="FILE")
@@ -930,7 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--force", action="store_true", help="overwrite --bench-file even if hil did not write it")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core or a Dask cluster.")
-    sw.add_argument("circuit")
+    sw.add_argument("circuit", help=CIRCUIT_HELP)
     sw.add_argument("--teacher", type=int, default=1, help="teacher task seed (default 1)")
     sw.add_argument("--examples", type=int, default=16)
     sw.add_argument("--rules", default="ep-sym,cl,al")
@@ -951,7 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pt = add("perturb", cmd_perturb, "Write a copy of a circuit with every conductance scaled by a random "
                                      "log-normal factor (a starting point near a teacher).")
-    pt.add_argument("circuit")
+    pt.add_argument("circuit", help=CIRCUIT_HELP)
     pt.add_argument("--scale", type=float, default=0.1, help="sigma of log g (default 0.1: about 10 %% per edge)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("-o", required=True, metavar="FILE", help="circuit file to write")
@@ -990,11 +994,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed", type=int, default=2026)
 
     co = add("coercivity", cmd_coercivity, "Coercivity constant, rank of J, dead edges, predicted decay rates.")
-    co.add_argument("circuit")
+    co.add_argument("circuit", help=CIRCUIT_HELP)
     _add_task(co)
 
     n = add("netlist", cmd_netlist, "Write a standalone SPICE deck: `ngspice -b FILE` prints the free-state node voltages.")
-    n.add_argument("circuit")
+    n.add_argument("circuit", help=CIRCUIT_HELP)
     n.add_argument("--device", default="resistor", choices=DEVICE_CHOICES)
     n.add_argument("--nonideal", metavar="FILE", help="non-idealities (TOML): tolerance, wire and source resistance")
     n.add_argument("--inputs", help="input voltages, comma-separated (default 1 V each)")

@@ -207,6 +207,7 @@ class Trainer:
 
     def __init__(self, run: Run, circuit: Circuit, task: Task, config: TrainConfig, substrate: Substrate):
         self.run, self.circuit, self.task, self.cfg, self.sub = run, circuit, task, config, substrate
+        run.circuit = circuit  # each checkpoint leaves the trained circuit (trained.toml)
         self.message_counts = {}
         self.rule = make_rule(config.rule, config.nudge, config.points)
         if config.kappa_max is None:

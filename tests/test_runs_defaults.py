@@ -1,0 +1,84 @@
+"""What a user meets around runs and defaults: trained circuits out of runs, default nudges on
+transistor circuits, the teacher's amplitude, digipot stalls, the sweep's axes (docs/runs-and-defaults.md)."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from helpers import run_hil
+from hil.circuit import CircuitError, load_any, load_circuit
+from hil.circuits import random_network
+from hil.exact import loss
+from hil.runs import Run
+from hil.tasks import teacher_task
+from hil.train import TrainConfig, start_run
+
+
+# -- a trained circuit out of every run and checkpoint ----------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    c = random_network(10, 3.0, seed=4)
+    task = teacher_task(c, seed=1, examples=8)
+    out = tmp_path_factory.mktemp("trained") / "run"
+    res = start_run(c, task, TrainConfig(steps=30, checkpoint_every=10), out, progress=False)
+    return c, task, out, res
+
+
+def test_run_directory_is_its_trained_circuit(trained_run):
+    c, task, out, res = trained_run
+    t = load_any(out)
+    assert t.source == str(out / "trained.toml")
+    assert not np.allclose(t.g, c.g)  # the trained parameters, not the start
+    # Kirchhoff on the loaded file gives the loss the run measured at its end (ideal substrate: to rounding)
+    assert loss(t, task.X_train, task.Y_train) == pytest.approx(res["final_loss"], rel=1e-9)
+    np.testing.assert_array_equal(t.g, Run(out).load_checkpoint()["g"])
+
+
+def test_every_checkpoint_is_a_circuit(trained_run):
+    c, task, out, res = trained_run
+    log = Run(out).read_log()
+    for step in (10, 20):
+        t = load_any(out / "checkpoints" / f"step_{step:06d}.npz")
+        row = list(log["step"]).index(step)
+        assert loss(t, task.X_train, task.Y_train) == pytest.approx(log["train_loss"][row], rel=1e-9)
+
+
+def test_run_from_before_trained_toml(trained_run, tmp_path):
+    """A run written before trained.toml existed: circuit.toml at checkpoint.json's parameters."""
+    import shutil
+    c, task, out, res = trained_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / "trained.toml").unlink()
+    t = load_circuit(old)
+    np.testing.assert_array_equal(t.g, load_any(out).g)
+    assert t.source == str(old)
+
+
+def test_cli_takes_a_run_directory(trained_run, tmp_path):
+    c, task, out, res = trained_run
+    t = load_any(out)
+    r = run_hil("info", out, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["n_edges"] == c.m
+    r = run_hil("netlist", out, "-o", tmp_path / "t.cir", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ohms = [float(line.split()[-1]) for line in (tmp_path / "t.cir").read_text().splitlines() if line.startswith("Re_")]
+    np.testing.assert_allclose(ohms, 1 / t.g, rtol=1e-12)
+    r = run_hil("info", tmp_path, cwd=tmp_path)  # a folder that is no run
+    assert r.returncode == 2 and "not a circuit file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_layered_run_leaves_its_circuit(tmp_path):
+    from hil.layered import generate_layered
+    from hil.layered_train import LayeredConfig, factorize_task, start_layered_run
+    c = generate_layered((4, 2, 3), 0)
+    task = factorize_task(c, 2, 0, 1.0, "onehot", None)
+    start_layered_run(c, task, LayeredConfig(rule="gd", steps=5, checkpoint_every=5), tmp_path / "l", progress=False)
+    t = load_any(tmp_path / "l")
+    assert t.kind == "layered"
+    np.testing.assert_array_equal(t.g, Run(tmp_path / "l").load_checkpoint()["g"])
+    assert not np.allclose(t.g, c.g)
