@@ -203,6 +203,8 @@ def cmd_train(args):
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
             f"run in {res['run_dir']} (loss.png, log.csv; the trained circuit: trained.toml, or name the run "
             "folder as the circuit)")
+    if res.get("nudge_note"):
+        text = res["nudge_note"] + " (config.json: nudge, nudge_refused)\n" + text
     if not args.resume:
         text = _task_line(task, trains=True) + "\n" + text
         res.update(examples=task.n_train, test_examples=len(task.X_test))
@@ -300,7 +302,7 @@ def cmd_grad(args):
     from hil.circuit import load_any
     from hil.gradients import reference_gradient
     from hil.rules import make_rule
-    from hil.train import open_substrate
+    from hil.train import nudge_note, open_substrate, settle_default_nudge
 
     circuit = load_any(args.circuit)
     task = _task(args, circuit)
@@ -311,6 +313,7 @@ def cmd_grad(args):
     with open_substrate(circuit, args.backend, **_backend_options(args)) as sub:
         kappa = sub.kappa_max(X)
         rule = make_rule(args.rule, args.nudge, args.points).configure(kappa)
+        refused = settle_default_nudge(sub, rule, X, Y) if args.nudge is None else []
         est = rule.estimate(sub.measure(X, Y, rule.states()))
         exact = reference_gradient(sub, X, Y, args.reference)
         dec = decomposition(sub, X, Y, reference=exact)
@@ -328,7 +331,7 @@ def cmd_grad(args):
            "cosine": cos, "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge,
            "nudge_bias": nb, "asymmetry_bias": dec["asymmetry_bias"], "cos_limit": dec["cos_limit"],
            "cos_mu_lambda": dec["cos_mu_lambda"], "symmetry_index": dec["symmetry_index"],
-           "backend": args.backend, "examples": task.n_train,
+           "backend": args.backend, "examples": task.n_train, "nudge_refused": refused,
            "reference": {"auto": auto_ref,
                          "sens": "ngspice sens analysis", "fd": "central differences through the substrate"}[args.reference]}
     summary = (f"cosine {cos:.6f}" if cos is not None else "cosine undefined") + ", " + (
@@ -336,7 +339,8 @@ def cmd_grad(args):
         f"the reference gradient is zero; absolute error {err:.3e} V^2/S")
     f = lambda x, spec=".3e": "-" if x is None else format(x, spec)
     si = dec["symmetry_index"]
-    lines = [_task_line(task), f"{rule.describe()} on {circuit.name}: {summary}",
+    lines = [_task_line(task)] + ([nudge_note(refused, rule.nudge, rule.nudge_unit)] if refused else []) + [
+             f"{rule.describe()} on {circuit.name}: {summary}",
              "error split (spec 7.2), relative to ||dC/dtheta||: "
              + (f"nudge bias ||ghat(beta) - ghat(0)|| = {f(nb)}, " if ep_family else "")
              + f"asymmetry bias ||ghat(0) - dC/dtheta|| = {f(dec['asymmetry_bias'])}",

@@ -9,7 +9,12 @@ user need not guess S^2/V^2:
 
 - nudge: EP's beta = 0.05 / kappa_max (siemens), 5 % of the convergence radius
   1/kappa_max of the nudged state's series (kappa_max = largest eigenvalue of
-  K, ohms); CL's and AL's eta = 0.05.
+  K, ohms); CL's and AL's eta = 0.05. On a nonlinear substrate (transistor
+  channels) a nudged state may have no operating point (ep-sym's -beta is a
+  negative, active load): the default is then divided by :data:`NUDGE_BACKOFF`
+  until every state the rule needs solves on the training set
+  (:func:`settle_default_nudge`); config.json records the nudge kept and the ones
+  refused, with the reason.
 - lr: alpha_k = 0.25 / lambda_max(H(g_k)), H = mean over the training set of
   J^T W J, the Gauss-Newton curvature of the loss (W = I; W = K^-1 for CL, whose
   update descends L_K), computed on the circuit model at the conductances g_k
@@ -42,6 +47,10 @@ from hil.substrate import Free, Substrate
 from hil.tasks import Task
 
 LR_FRACTION = 0.25
+#: a default nudge with no operating point on a nonlinear substrate is divided by this ...
+NUDGE_BACKOFF = 4.0
+#: ... at most this many times (down to 0.05 / 4^6 = 1.2e-5 of the radius 1/kappa_max)
+NUDGE_TRIES = 6
 #: steps between re-estimates of the default learning rate's curvature
 LR_EVERY = 10
 
@@ -202,6 +211,42 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
     raise ValueError(f"unknown backend '{backend}' (known: ideal, ngspice, bench)")
 
 
+def settle_default_nudge(sub: Substrate, rule: Rule, X, Y) -> list:
+    """Shrink ``rule``'s default nudge until its every state has an operating point on ``sub``.
+
+    On a nonlinear substrate (``sub.small_signal``: transistor channels) the states of
+    the rule are measured at every example of X (targets Y); while a nudged state fails
+    (a SubstrateError: ngspice finds no operating point, or only a far one), the nudge
+    is divided by NUDGE_BACKOFF, at most NUDGE_TRIES times. A linear substrate's nudged
+    states exist for every beta inside the radius 1/kappa_max: nothing is measured.
+    Returns the nudges refused, [{"nudge": beta, "reason": message}]; rule.nudge is the
+    one kept. The free state failing, or every try, raises the SubstrateError.
+    """
+    from hil.substrate import SubstrateError
+    refused = []
+    if not getattr(sub, "small_signal", False) or not rule.uses_nudge:
+        return refused
+    sub.measure(X, Y, [Free()])  # the free state's own failure is not the nudge's
+    for _ in range(NUDGE_TRIES + 1):
+        try:
+            sub.measure(X, Y, rule.states())
+            return refused
+        except SubstrateError as exc:
+            refused.append({"nudge": rule.nudge, "reason": str(exc)})
+            if len(refused) > NUDGE_TRIES:
+                raise SubstrateError(f"{exc} (the default nudge divided by {NUDGE_BACKOFF:g} {NUDGE_TRIES} times, "
+                                     f"down to {rule.nudge:.3g}, still has none)") from None
+            rule.nudge /= NUDGE_BACKOFF
+
+
+def nudge_note(refused: list, kept: float, unit: str = "S") -> str:
+    """What a command says when the default nudge was shrunk (:func:`settle_default_nudge`)."""
+    if not refused:
+        return ""
+    return (f"default nudge {refused[0]['nudge']:.3g} {unit}: no operating point for every nudged state "
+            f"({len(refused)} tr{'y' if len(refused) == 1 else 'ies'} refused); using {kept:.3g} {unit}")
+
+
 class Trainer:
     """Runs (or resumes) the loop for one run directory."""
 
@@ -213,7 +258,10 @@ class Trainer:
         if config.kappa_max is None:
             config.kappa_max = substrate.kappa_max(task.X_train)
         self.rule.configure(config.kappa_max)
+        #: default nudges refused on a nonlinear substrate (recorded in config.json)
+        self.nudge_refused = []
         if config.nudge is None:
+            self.nudge_refused = settle_default_nudge(substrate, self.rule, task.X_train, task.Y_train)
             config.nudge = self.rule.nudge
         if config.lr is None:
             try:
@@ -381,6 +429,8 @@ class Trainer:
             result.update(initial_H=float(log["homeostasis_H"][0]), final_H=float(log["homeostasis_H"][-1]))
         if self.message_counts:
             result["substrate_messages"] = self.message_counts
+        if self.nudge_refused:
+            result["nudge_note"] = nudge_note(self.nudge_refused, self.cfg.nudge, self.rule.nudge_unit or "")
         result.update(rates)
         from hil.runs import write_json
         write_json(self.run.path / "result.json", result)
@@ -405,6 +455,8 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
         cfg = asdict(config)
         cfg.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
                    rule_description=trainer.rule.describe())
+        if trainer.nudge_refused:
+            cfg["nudge_refused"] = trainer.nudge_refused
         run.create(cfg, circuit.to_toml(), task.to_dict(),
                    fields=LOG_FIELDS + (["homeostasis_H"] if trainer.log_H else []))
         return trainer.train(progress=progress)

@@ -1,5 +1,6 @@
 """The ngspice substrate against the ideal substrate and against ngspice itself."""
 
+import json
 import os
 import re
 import shutil
@@ -416,11 +417,13 @@ def test_a_minus_beta_state_inside_the_span_but_not_the_neighbour_is_re_solved(n
 
 
 def test_a_negative_nudge_without_an_operating_point_says_what_to_change(ngspice, tmp_path):
-    """net16 with mosfet channels, ep-sym at its default nudge: example 4's -beta state has no
-    operating point near the free state (a negative load is active). The run stops with exit 2
-    and a message naming the example, the nudge and the options that help; a smaller nudge trains."""
+    """net16 with mosfet channels, ep-sym at a nudge the user gives (the former default, 0.05/kappa_max):
+    example 4's -beta state has no operating point near the free state (a negative load is active).
+    The run stops with exit 2 and a message naming the example, the nudge and the options that help;
+    a smaller nudge trains."""
     base = ["train", "net16", "--teacher", "1", "--backend", "ngspice", "--device", "mosfet", "--rule", "ep-sym"]
-    r = subprocess.run(HIL + base + ["--steps", "2", "--out", str(tmp_path / "a")], capture_output=True, text=True)
+    r = subprocess.run(HIL + base + ["--nudge", "9.24e-7", "--steps", "2", "--out", str(tmp_path / "a")],
+                       capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     msg = r.stderr.strip().splitlines()[-1]
@@ -432,3 +435,29 @@ def test_a_negative_nudge_without_an_operating_point_says_what_to_change(ngspice
     L = Run(tmp_path / "b").read_log()["train_loss"]
     L = L[np.isfinite(L)]
     assert len(L) >= 2 and L[-1] < L[0]
+
+
+def test_the_default_nudge_runs_on_transistors(ngspice, tmp_path):
+    """At the default nudge the default rule runs on net16's mosfet channels: 0.05/kappa_max is refused
+    (no operating point at -beta), the nudge kept is a power of NUDGE_BACKOFF below it, and config.json
+    records both; `hil grad` settles on the same nudge."""
+    from hil.train import NUDGE_BACKOFF
+    base = ["net16", "--teacher", "1", "--backend", "ngspice", "--device", "mosfet"]
+    r = subprocess.run(HIL + ["train"] + base + ["--steps", "4", "--out", str(tmp_path / "d")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "default nudge" in r.stdout and "using" in r.stdout
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())
+    refused = [x["nudge"] for x in cfg["nudge_refused"]]
+    assert refused[0] == pytest.approx(0.05 / cfg["kappa_max"], rel=1e-12)
+    assert "no operating point" in cfg["nudge_refused"][0]["reason"]
+    k = np.log(refused[0] / cfg["nudge"]) / np.log(NUDGE_BACKOFF)
+    assert k == pytest.approx(round(k)) and round(k) == len(refused)
+    L = Run(tmp_path / "d").read_log()["train_loss"]
+    L = L[np.isfinite(L)]
+    assert L[-1] < L[0]
+    r = subprocess.run(HIL + ["grad"] + base + ["--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    g = json.loads(r.stdout.splitlines()[-1])
+    assert g["nudge"] == pytest.approx(cfg["nudge"], rel=1e-9)
+    assert [x["nudge"] for x in g["nudge_refused"]] == pytest.approx(refused, rel=1e-9)
