@@ -46,6 +46,10 @@ def _add_task(p, required=True, split=False):
     g.add_argument("--teacher-circuit", metavar="FILE",
                    help="teacher task: the teacher is this circuit file (same edges and terminals; shipped name or "
                         "path), inputs uniform in [-1, 1] V with seed 0; e.g. the symmetric kite")
+    p.add_argument("--amplitude", type=float, default=None, metavar="VOLTS",
+                   help="teacher tasks: inputs uniform in [-A, A] V (targets scale with them). Default 1 V; "
+                        "0.1 V with --device mosfet*, where a channel is a conductance only in triode, at small "
+                        "signals (net16: 4 of 256 channel-examples leave triode at 0.1 V, 55 at 1 V)")
     p.add_argument("--examples", type=int, default=None,
                    help="teacher task: training examples (default 16; test split: a quarter more); "
                         "factorize with --inputs random: default 4 x inputs")
@@ -97,15 +101,20 @@ def _task(args, circuit):
     layered = getattr(circuit, "kind", None) == "layered"
     if getattr(args, "task", None) == "factorize" or layered:
         return _layered_task(args, circuit)
+    from hil.tasks import teacher_amplitude
     if args.examples is None:
         args.examples = 16
+    amp = args.amplitude if args.amplitude is not None else teacher_amplitude(getattr(args, "device", None))
+    if getattr(args, "data", None) and args.amplitude is not None:
+        raise ValueError("--amplitude applies to teacher tasks (--teacher, --teacher-circuit): a CSV task's "
+                         "voltages are its own")
     if getattr(args, "teacher_circuit", None):
         from hil.circuit import load_circuit
-        return circuit_teacher_task(circuit, load_circuit(args.teacher_circuit), 0, args.examples)
+        return circuit_teacher_task(circuit, load_circuit(args.teacher_circuit), 0, args.examples, amplitude=amp)
     if getattr(args, "data", None):
         return load_csv_task(circuit, args.data, getattr(args, "test_fraction", 0.0), seed=getattr(args, "seed", 0) or 0)
     if getattr(args, "teacher", None) is not None:
-        return teacher_task(circuit, args.teacher, args.examples)
+        return teacher_task(circuit, args.teacher, args.examples, amplitude=amp)
     return None
 
 
@@ -317,6 +326,7 @@ def cmd_grad(args):
         est = rule.estimate(sub.measure(X, Y, rule.states()))
         exact = reference_gradient(sub, X, Y, args.reference)
         dec = decomposition(sub, X, Y, reference=exact)
+        regions = sub.channel_regions(X) if hasattr(sub, "channel_regions") else None
         auto_ref = "adjoint formula" if args.backend == "ideal" else \
             "ngspice sens analysis" if getattr(sub, "has_sens", True) else "central differences through the substrate"
     n_exact, n_est, err = np.linalg.norm(exact), np.linalg.norm(est), float(np.linalg.norm(est - exact))
@@ -331,7 +341,7 @@ def cmd_grad(args):
            "cosine": cos, "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge,
            "nudge_bias": nb, "asymmetry_bias": dec["asymmetry_bias"], "cos_limit": dec["cos_limit"],
            "cos_mu_lambda": dec["cos_mu_lambda"], "symmetry_index": dec["symmetry_index"],
-           "backend": args.backend, "examples": task.n_train, "nudge_refused": refused,
+           "backend": args.backend, "examples": task.n_train, "nudge_refused": refused, "channel_regions": regions,
            "reference": {"auto": auto_ref,
                          "sens": "ngspice sens analysis", "fd": "central differences through the substrate"}[args.reference]}
     summary = (f"cosine {cos:.6f}" if cos is not None else "cosine undefined") + ", " + (
@@ -348,9 +358,19 @@ def cmd_grad(args):
              + (f"{min(cml):.6f} to {max(cml):.6f} over {len(cml)} examples" if cml else "-")
              + f"; Jacobian symmetry index {f(si, '.6f') if si is not None else '- (nonlinear device: not measured)'}",
              f"{'param':>8} {'exact dC/dtheta (V^2/S)':>24} {'estimate':>14} {'ghat(0)':>14}"]
+    if regions:  # after the rule's line
+        lines.insert(next(k for k, ln in enumerate(lines) if ln.startswith(rule.describe())) + 1, _regions_line(regions))
     lines += [f"{n:>8} {e:24.6g} {s:14.6g} {z:14.6g}"
               for n, e, s, z in zip(circuit.param_names, exact, est, dec["limit"])]
     _emit(args, obj, "\n".join(lines))
+
+
+def _regions_line(r: dict) -> str:
+    """What grad and info say about the channels' regions at the free operating points."""
+    out = r["channels"] - r["triode"]
+    return (f"channels out of triode at the free operating points: {out} of {r['channels']} channel-examples "
+            f"({r['saturation']} saturated, {r['cutoff']} cut off) in {r['examples_out']} examples"
+            + ("; a smaller --amplitude keeps them in triode" if out else ""))
 
 
 def _info_layered(args, c):
@@ -401,6 +421,14 @@ def cmd_info(args):
              f"({'reciprocal' if si == 1 else 'non-reciprocal'}); H = 1/2 ||A - A^T||_F^2 = {obj['homeostasis_H']:.4g} S^2 "
              f"(stochastic estimate, 400 probes: {Hs:.4g} +- {Hse:.2g})"]
     task = _task(args, c)
+    if args.device != "resistor" and task is None:
+        raise ValueError(f"--device {args.device}: counts the channels' regions at a task's operating points; "
+                         "give a task (--teacher SEED, --data CSV)")
+    if task is not None and args.device != "resistor":
+        from hil.train import open_substrate
+        with open_substrate(c, "ngspice", device=args.device) as sub:
+            regions = sub.channel_regions(task.X_train)
+        obj["channel_regions"] = regions
     if task is not None:
         X = task.X_train
         J = jacobian(c, X)
@@ -416,6 +444,8 @@ def cmd_info(args):
         lines.append(f"coercivity c = lambda_min(J J^T on the residual space)/N = {cc:.4g} V^2/S^2 "
                      f"({'coercive' if cc > 0 and rank == constraints else 'NOT coercive'}); "
                      f"spec's raw lambda_min(J J^T)/N = {raw:.3g}")
+        if obj.get("channel_regions"):
+            lines.append(_regions_line(obj["channel_regions"]))
     _emit(args, obj, "\n".join(lines))
 
 
@@ -900,6 +930,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = add("info", cmd_info, "Nodes, edges, eigenvalues of K, the nudge radius, and the coercivity for a task.")
     i.add_argument("circuit", help=CIRCUIT_HELP)
     _add_task(i, required=False)
+    i.add_argument("--device", default="resistor", choices=DEVICE_CHOICES,
+                   help="with a task: also count, on ngspice, the channels of this device out of triode at the "
+                        "task's free operating points (mosfet, mosfet-mid); the teacher's default amplitude follows it")
 
     add("circuits", cmd_circuits, "List the shipped circuits.")
 

@@ -82,3 +82,29 @@ def test_layered_run_leaves_its_circuit(tmp_path):
     assert t.kind == "layered"
     np.testing.assert_array_equal(t.g, Run(tmp_path / "l").load_checkpoint()["g"])
     assert not np.allclose(t.g, c.g)
+
+
+# -- the teacher's signal amplitude ------------------------------------------------------------
+
+def test_teacher_amplitude_scales_the_signals():
+    from hil.tasks import TaskError, teacher_amplitude
+    c = load_circuit("net16")
+    one, tenth = teacher_task(c, 1, 8), teacher_task(c, 1, 8, amplitude=0.1)
+    np.testing.assert_allclose(tenth.X_train, 0.1 * one.X_train, rtol=1e-15)
+    np.testing.assert_allclose(tenth.Y_train, 0.1 * one.Y_train, rtol=1e-12)  # a linear teacher
+    assert np.abs(tenth.X_train).max() <= 0.1 and tenth.meta["amplitude"] == 0.1
+    assert teacher_amplitude("resistor") == 1.0 and teacher_amplitude("mosfet-mid") == 0.1
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(TaskError, match="--amplitude"):
+            teacher_task(c, 1, 8, amplitude=bad)
+
+
+def test_amplitude_on_the_command_line(tmp_path):
+    r = run_hil("info", "net16", "--teacher", "1", "--amplitude", "0.25", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "amplitude=0.25V" in r.stdout
+    r = run_hil("info", "net16", "--teacher", "1", "--amplitude", "0", cwd=tmp_path)
+    assert r.returncode == 2 and "--amplitude 0.0" in r.stderr
+    (tmp_path / "t.csv").write_text("n1,n2,n6,n7\n0,0,0,0\n")
+    r = run_hil("info", "net16", "--data", tmp_path / "t.csv", "--amplitude", "0.5", cwd=tmp_path)
+    assert r.returncode == 2 and "CSV task" in r.stderr
