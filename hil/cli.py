@@ -200,7 +200,7 @@ def cmd_train(args):
                               steps=1000 if args.steps is None else args.steps, batch=args.batch, seed=args.seed,
                               checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                               backend=args.backend, backend_options=_backend_options(args),
-                              homeostasis=args.homeostasis)
+                              homeostasis=args.homeostasis, rounding=args.rounding)
             from hil.train import check_config
             check_config(cfg)  # before the task is built: a bad option is named first
         task = _task(args, circuit)
@@ -212,6 +212,8 @@ def cmd_train(args):
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
             f"run in {res['run_dir']} (loss.png, log.csv; the trained circuit: trained.toml, or name the run "
             "folder as the circuit)")
+    for st in res.get("stalled", []):  # the message itself was printed when it happened
+        text = f"stalled at step {st['step']}: no parameter changed for the 20 steps before (history.log)\n" + text
     if res.get("nudge_note"):
         text = res["nudge_note"] + " (config.json: nudge, nudge_refused)\n" + text
     if not args.resume:
@@ -910,6 +912,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="homeostasis weight w in V^2/S^2 (spec 7.3): the update becomes -alpha (ghat + w dH/dtheta), "
                         "H = 1/2 ||A - A^T||_F^2 the Jacobian's asymmetry (S^2), logged per step (log.csv, "
                         "homeostasis.png). Acts on trainable VCCS only; stable below w = 0.5 / alpha for a pair")
+    t.add_argument("--rounding", default="nearest", choices=["nearest", "stochastic"],
+                   help="onto a digipot's taps: nearest (default), or stochastic: the tap above or below with "
+                        "probability in proportion, so updates below half a tap still move it on average (Gupta "
+                        "et al., ICML 2015). A run whose parameters stop changing for 20 steps says so (history.log, "
+                        "result.json 'stalled', the screen)")
     t.add_argument("--out", help="run directory to create (new or empty)")
     t.add_argument("--force", action="store_true",
                    help="--out may hold files: they are moved into OUT/replaced-TIME/ (nothing is deleted)")

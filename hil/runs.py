@@ -356,7 +356,7 @@ class Run:
         write_json(self.path / "checkpoint.json",
                    {"step": step, "g": g.tolist(), "rng": rng_state, **(extra or {})})
         if self.circuit is not None:
-            atomic_write(self.path / TRAINED, trained_toml(self.circuit, g, step, self.path))
+            atomic_write(self.path / TRAINED, trained_toml(self.circuit, g, step))
 
     def load_checkpoint(self) -> dict:
         """checkpoint.json as saved (step, g, rng); RunError naming the file when absent or unreadable."""
@@ -410,10 +410,11 @@ def at_params(circuit, g):
     return out
 
 
-def trained_toml(circuit, g, step: int, path) -> str:
-    """The text of trained.toml: ``circuit`` at the parameters ``g`` reached after ``step`` steps of the run ``path``."""
-    return (f"# written by hil train: {circuit.name} after step {step} of the run in {Path(path).resolve()} "
-            f"(circuit.toml holds the circuit it started from)\n" + at_params(circuit, g).to_toml())
+def trained_toml(circuit, g, step: int) -> str:
+    """The text of trained.toml: ``circuit`` at the parameters ``g`` reached after ``step`` steps of its run."""
+    # no path in the text: a run directory may be moved (a sweep's points come back from its workers)
+    return (f"# written by hil train: {circuit.name} after step {step} of its run (circuit.toml beside this file "
+            f"holds the circuit it started from)\n" + at_params(circuit, g).to_toml())
 
 
 def trained_circuit(path, load):

@@ -108,3 +108,43 @@ def test_amplitude_on_the_command_line(tmp_path):
     (tmp_path / "t.csv").write_text("n1,n2,n6,n7\n0,0,0,0\n")
     r = run_hil("info", "net16", "--data", tmp_path / "t.csv", "--amplitude", "0.5", cwd=tmp_path)
     assert r.returncode == 2 and "CSV task" in r.stderr
+
+
+# -- digipot stalls and stochastic rounding ----------------------------------------------------
+
+def test_stochastic_rounding_is_unbiased():
+    from hil.train import stochastic_round
+    levels = np.tile(1.0 / (75.0 + np.arange(129) * 100e3 / 128), (3, 1))[:, ::-1]  # a digipot's taps, ascending
+    x = np.array([levels[0, 40] + 0.3 * (levels[0, 41] - levels[0, 40]), levels[0, 0] / 2, levels[0, 7]])
+    rng = np.random.default_rng(0)
+    draws = np.array([stochastic_round(x, levels, rng) for _ in range(4000)])
+    assert set(np.unique(draws[:, 0])) == {levels[0, 40], levels[0, 41]}
+    gap = levels[0, 41] - levels[0, 40]
+    # the upper tap with probability 0.3: the mean within 4 standard errors of x
+    assert abs(draws[:, 0].mean() - x[0]) < 4 * gap * np.sqrt(0.3 * 0.7 / len(draws))
+    assert np.all(draws[:, 1] == levels[0, 0]) and np.all(draws[:, 2] == levels[0, 7])
+
+
+def test_digipot_stall_is_said_and_stochastic_rounding_moves_on(ngspice, tmp_path):
+    """net16 on digipots with cl: every tap stays put from step 11 on (the updates are below half a tap);
+    the run says so at step 31, in history.log, result.json and on screen. Stochastic rounding keeps
+    the taps moving and the loss falling."""
+    base = ["train", "net16", "--teacher", "1", "--backend", "ngspice", "--device", "digipot", "--rule", "cl",
+            "--steps", "40", "--checkpoint-every", "10"]
+    r = run_hil(*base, "--out", tmp_path / "near", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "stalled: no parameter has changed for 20 steps" in r.stderr and "--rounding stochastic" in r.stderr
+    res = json.loads((tmp_path / "near" / "result.json").read_text())
+    step = res["stalled"][0]["step"]
+    assert "stalled" in (tmp_path / "near" / "history.log").read_text()
+    # independently: the checkpoints' taps are the same from the stall's first step on
+    g = {k: load_any(tmp_path / "near" / "checkpoints" / f"step_{k:06d}.npz").g for k in (10, 20, 30, 40)}
+    first = step - 20 + 1
+    assert 10 < first <= 20  # the issue's run: taps stop moving from step ~20
+    assert np.array_equal(g[20], g[40]) and np.array_equal(g[30], g[40]) and not np.array_equal(g[10], g[40])
+    r = run_hil(*base, "--rounding", "stochastic", "--out", tmp_path / "stoch", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res2 = json.loads((tmp_path / "stoch" / "result.json").read_text())
+    assert "stalled" not in res2 and res2["final_loss"] < res["final_loss"] / 2
+    r = run_hil("train", "net16", "--teacher", "1", "--rounding", "stochastic", "--out", tmp_path / "x", cwd=tmp_path)
+    assert r.returncode == 2 and "no taps to round to" in r.stderr

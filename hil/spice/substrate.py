@@ -141,6 +141,14 @@ class NgSpiceSubstrate(Substrate):
         from hil.spice.devices import Mosfet
         return isinstance(self.device, Mosfet)
 
+    def levels(self) -> np.ndarray | None:
+        """A digipot's tap conductances as the device believes them (nominal parts), (m, taps + 1) S ascending;
+        None for the continuous devices."""
+        taps = getattr(self.device, "taps", None)
+        if taps is None:
+            return None
+        return np.tile(np.sort(self.device.g_from_param(np.arange(taps + 1))), (self.circuit.m, 1))
+
     def channel_regions(self, X) -> dict | None:
         """How many channels sit in each region at the free operating points of the examples X (B, |inputs|):
         {"triode", "saturation", "cutoff": counts over B x m channel-examples, "channels": B x m,
