@@ -354,8 +354,12 @@ def load_circuit(path) -> Circuit:
 
 def load_any(path):
     """A circuit file of any kind: a :class:`Circuit`, or with ``kind = "layered"`` a
-    :class:`hil.layered.LayeredCircuit`."""
+    :class:`hil.layered.LayeredCircuit`. A run directory or one of its checkpoints stands for
+    the trained circuit it holds (:func:`hil.runs.trained_circuit`)."""
     p = Path(path)
+    if p.is_dir() or (p.suffix == ".npz" and p.is_file()):
+        from hil.runs import trained_circuit
+        return trained_circuit(p, load_any)
     if not p.exists():
         from hil.circuits import shipped_path
         found = shipped_path(str(path))

@@ -141,6 +141,28 @@ class NgSpiceSubstrate(Substrate):
         from hil.spice.devices import Mosfet
         return isinstance(self.device, Mosfet)
 
+    def levels(self) -> np.ndarray | None:
+        """A digipot's tap conductances as the device believes them (nominal parts), (m, taps + 1) S ascending;
+        None for the continuous devices."""
+        taps = getattr(self.device, "taps", None)
+        if taps is None:
+            return None
+        return np.tile(np.sort(self.device.g_from_param(np.arange(taps + 1))), (self.circuit.m, 1))
+
+    def channel_regions(self, X) -> dict | None:
+        """How many channels sit in each region at the free operating points of the examples X (B, |inputs|):
+        {"triode", "saturation", "cutoff": counts over B x m channel-examples, "channels": B x m,
+        "examples_out": examples with a channel out of triode}; None for devices without a square-law channel."""
+        from hil.substrate import Free
+        regions = getattr(self.device, "regions", None)
+        X = np.atleast_2d(np.asarray(X, float))
+        V = self.measure(X, np.zeros((len(X), len(self.circuit.outputs))), [Free()])[Free()] if regions else None
+        r = regions(V, self._p) if regions else None
+        if r is None:
+            return None
+        return {"triode": int(np.sum(r == 0)), "saturation": int(np.sum(r == 1)), "cutoff": int(np.sum(r == 2)),
+                "channels": int(r.size), "examples_out": int(np.sum(np.any(r != 0, axis=1)))}
+
     def write_gm(self, gm) -> None:
         """Set every VCCS's transconductance (k,) siemens in each deck (``alter ... gain``)."""
         gm = np.asarray(gm, float)
