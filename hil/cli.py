@@ -42,7 +42,7 @@ def _add_task(p, required=True, split=False):
     g.add_argument("--teacher", metavar="SEED", type=int,
                    help="teacher task: random teacher conductances (log-uniform in [g_min, g_max]) on the same topology")
     g.add_argument("--task", choices=["factorize"],
-                   help="layered circuits: factorize, targets y = Y x for a map Y of rank --rank (spec section 8)")
+                   help="layered circuits: factorize, targets y = Y x for a map Y of rank --rank (docs/math.md, section 8)")
     g.add_argument("--teacher-circuit", metavar="FILE",
                    help="teacher task: the teacher is this circuit file (same edges and terminals; shipped name or "
                         "path), inputs uniform in [-1, 1] V with seed 0; e.g. the symmetric kite")
@@ -353,7 +353,7 @@ def cmd_grad(args):
     si = dec["symmetry_index"]
     lines = [_task_line(task)] + ([nudge_note(refused, rule.nudge, rule.nudge_unit)] if refused else []) + [
              f"{rule.describe()} on {circuit.name}: {summary}",
-             "error split (spec 7.2), relative to ||dC/dtheta||: "
+             "error split (docs/math.md, section 7.2), relative to ||dC/dtheta||: "
              + (f"nudge bias ||ghat(beta) - ghat(0)|| = {f(nb)}, " if ep_family else "")
              + f"asymmetry bias ||ghat(0) - dC/dtheta|| = {f(dec['asymmetry_bias'])}",
              f"cos(ghat(0), dC/dtheta) = {f(dec['cos_limit'], '.6f')}; error-vector alignment cos(mu, lambda) "
@@ -445,7 +445,7 @@ def cmd_info(args):
                      f"(|O| x rank X; {J.shape[0]} rows)")
         lines.append(f"coercivity c = lambda_min(J J^T on the residual space)/N = {cc:.4g} V^2/S^2 "
                      f"({'coercive' if cc > 0 and rank == constraints else 'NOT coercive'}); "
-                     f"spec's raw lambda_min(J J^T)/N = {raw:.3g}")
+                     f"raw lambda_min(J J^T)/N = {raw:.3g}")
         if obj.get("channel_regions"):
             lines.append(_regions_line(obj["channel_regions"]))
     _emit(args, obj, "\n".join(lines))
@@ -909,7 +909,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "logs its train loss every step at no cost)")
     _add_backend(t)
     t.add_argument("--homeostasis", type=float, default=0.0, metavar="W",
-                   help="homeostasis weight w in V^2/S^2 (spec 7.3): the update becomes -alpha (ghat + w dH/dtheta), "
+                   help="homeostasis weight w in V^2/S^2 (docs/math.md, section 7.3): the update becomes -alpha (ghat + w dH/dtheta), "
                         "H = 1/2 ||A - A^T||_F^2 the Jacobian's asymmetry (S^2), logged per step (log.csv, "
                         "homeostasis.png). Acts on trainable VCCS only; stable below w = 0.5 / alpha for a pair")
     t.add_argument("--rounding", default="nearest", choices=["nearest", "stochastic"],
@@ -1068,7 +1068,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--outputs", type=int, default=2)
     ge.add_argument("--seed", type=int, default=0)
     ge.add_argument("--vccs-pairs", type=int, default=0, metavar="P",
-                    help="add P random VCCS pairs a->b, b->a between free nodes (spec 7.1), trainable")
+                    help="add P random VCCS pairs a->b, b->a between free nodes (docs/math.md, section 7.1), trainable")
     ge.add_argument("--vccs-singles", type=int, default=0, metavar="S", help="add S one-way VCCS couplings")
     ge.add_argument("--asymmetry", type=float, default=1.0,
                     help="of each pair: gm_ba = gm_ab (1 - asymmetry); 0 reciprocal, 1 one-way (default 1)")

@@ -568,7 +568,7 @@ def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:
 
 
 def plot_homeostasis(run: Run, log: dict | None = None) -> Path:
-    """Write ``homeostasis.png``: H = 1/2 ||A - A^T||_F^2 (S^2, spec 7.3) against step, beside the loss."""
+    """Write ``homeostasis.png``: H = 1/2 ||A - A^T||_F^2 (S^2, docs/math.md, section 7.3) against step, beside the loss."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

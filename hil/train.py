@@ -74,7 +74,7 @@ class TrainConfig:
     backend: str = "ideal"
     backend_options: dict = field(default_factory=dict)
     kappa_max: float | None = None    # ohms; measured on the substrate at the start, then fixed
-    homeostasis: float = 0.0          # w (V^2/S^2): Delta theta = -alpha (ghat + w dH/dtheta), spec 7.3
+    homeostasis: float = 0.0          # w (V^2/S^2): Delta theta = -alpha (ghat + w dH/dtheta), docs/math.md, section 7.3
     log_every: int | None = None      # steps between logged losses; None: hil.losslog.default_log_every
     rounding: str = "nearest"         # onto a substrate's discrete levels (taps): nearest, or stochastic
 

@@ -49,6 +49,7 @@ class NgSpiceSubstrate(Substrate):
 
     device : 'resistor' (ideal resistors: the cross-check against the ideal
         substrate), 'digipot', 'mosfet' (gate against ground) or 'mosfet-mid' (gate at V_c + (V_d + V_s)/2).
+
     nonideal : a :class:`NonIdeal`, a path to its TOML file, or None (ideal parts).
     batched : each round as one DC sweep (default) or one ``op`` per example and experiment.
     """
@@ -556,7 +557,7 @@ class NgSpiceSubstrate(Substrate):
         """The nudged states of the linearised circuit, (batch, n) volts each, for closed-loop load
         experiments at complex beta (S) with targets y: V0 + dV, dV the AC response with the load
         beta to a source at y - V0_O on every output, i.e. (A + beta P P^T) dV = beta P^T (y - V_O)
-        (spec 7.2). All about the same operating point V0 per example, so that an estimator
+        (docs/math.md, section 7.2). All about the same operating point V0 per example, so that an estimator
         combining them sees one linear circuit. Voltmeter noise on both parts."""
         out = list(self.circuit.outputs)
         settings = [lambda i, v0, e=e: self._ac_setting(beta=complex(e.beta),
@@ -571,7 +572,7 @@ class NgSpiceSubstrate(Substrate):
 
     def nudge_derivative(self, inputs, targets) -> np.ndarray:
         """dV/dbeta at beta = 0 (batch, n), V/S: one AC analysis per example about its free operating point,
-        the AC current P^T (y - V_O) injected into the outputs (spec 7.2); exact for nonlinear devices too.
+        the AC current P^T (y - V_O) injected into the outputs (docs/math.md, section 7.2); exact for nonlinear devices too.
         Noiseless (a quantity of the circuit, as the ``sens`` reference)."""
         X = np.atleast_2d(np.asarray(inputs, float))
         Y = np.atleast_2d(np.asarray(targets, float))
@@ -587,7 +588,7 @@ class NgSpiceSubstrate(Substrate):
         return dV.real
 
     def small_signal_jacobian(self, inputs) -> np.ndarray:
-        """A_FF about each example's free operating point, (batch, |F|, |F|) siemens (spec 7.1).
+        """A_FF about each example's free operating point, (batch, |F|, |F|) siemens (docs/math.md, section 7.1).
 
         |F| AC analyses per example, 1 A AC into each free node in turn: their responses at the
         free nodes are the columns of A_FF^-1, inverted. Exact small-signal A for any device.
