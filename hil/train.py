@@ -189,7 +189,10 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
         inner = open_substrate(actual_circuit(circuit, cal["scale"]), backend, **options)
         return CalibratedSubstrate(circuit, inner, cal["scale"])
     if backend == "ideal":
-        from hil.ideal import IdealSubstrate
+        from hil.ideal import IdealChannelSubstrate, IdealSubstrate
+        device = options.pop("device", "resistor")
+        if device != "resistor":  # the edges as level-1 channels, ideal elements
+            return IdealChannelSubstrate(circuit, device, **options)
         return IdealSubstrate(circuit, **options)
     if backend == "ngspice":
         from hil.spice.substrate import NgSpiceSubstrate
