@@ -18,7 +18,6 @@ circuit converges in one step.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from hil.substrate import SubstrateError
 
@@ -46,19 +45,19 @@ class System:
             self.idx.append(idx)
         N = self.N
         self.J_lin = np.zeros((N, N))
-        self.nonlinear = []
+        self.nonlinear = []  # (group, terminal indices (k, T), flat (row, col) positions of its stamp in J)
+        self.linear_currents = []
         for grp, idx in zip(self.groups, self.idx):
+            T = idx.shape[1]
+            rows = np.repeat(idx, T, axis=1).ravel()
+            cols = np.tile(idx, (1, T)).ravel()
             if grp.linear:
                 _, G = grp.evaluate(np.zeros((1,) + idx.shape))
-                T = idx.shape[1]
-                np.add.at(self.J_lin, (np.repeat(idx, T, axis=1).ravel(), np.tile(idx, (1, T)).ravel()), G[0].ravel())
+                np.add.at(self.J_lin, (rows, cols), G[0].ravel())
+                if len(grp):
+                    self.linear_currents.append((grp, idx))
             else:
-                k, T = idx.shape
-                S = sp.csr_matrix((np.ones(k * T), (np.arange(k * T), idx.ravel())), shape=(k * T, N))
-                rows = np.repeat(idx, T, axis=1).ravel()
-                cols = np.tile(idx, (1, T)).ravel()
-                SJ = sp.csr_matrix((np.ones(k * T * T), (np.arange(k * T * T), rows * N + cols)), shape=(k * T * T, N * N))
-                self.nonlinear.append((grp, idx, S, SJ))
+                self.nonlinear.append((grp, idx, rows * N + cols))
         self.branch_rows = np.arange(n, N)
         node_diag = np.abs(np.diag(self.J_lin)[:n])
         self.gscale = float(node_diag.max()) if node_diag.size and node_diag.max() > 0 else 1e-3
@@ -76,23 +75,27 @@ class System:
     def evaluate(self, x, jacobian=True):
         """(R (B, N), J (B, N, N) or None, I_max (B,)): residual of the elements only, its Jacobian, and the
         largest element current per example (A)."""
-        B = len(x)
+        B, N = len(x), self.N
         R = x @ self.J_lin.T
-        J = np.broadcast_to(self.J_lin, (B, self.N, self.N)).copy() if jacobian else None
+        J = None
+        if jacobian:
+            J = np.empty((B, N, N))
+            J[:] = self.J_lin
         imax = np.zeros(B)
-        for grp, idx in zip(self.groups, self.idx):
-            if grp.linear:
-                if grp.branch:
-                    imax = np.maximum(imax, np.abs(x[:, idx[:, -1]]).max(axis=1, initial=0))
-                else:
-                    i, _ = grp.evaluate(x[:, idx])
-                    imax = np.maximum(imax, np.abs(i).reshape(B, -1).max(axis=1, initial=0))
-        for grp, idx, S, SJ in self.nonlinear:
+        for grp, idx in self.linear_currents:
+            if grp.branch:
+                imax = np.maximum(imax, np.abs(x[:, idx[:, -1]]).max(axis=1))
+            else:
+                i, _ = grp.evaluate(x[:, idx])
+                imax = np.maximum(imax, np.abs(i).reshape(B, -1).max(axis=1))
+        for grp, idx, flat in self.nonlinear:
             i, G = grp.evaluate(x[:, idx])
-            R += (S.T @ i.reshape(B, -1).T).T
+            pos = (np.arange(B) * N)[:, None] + idx.ravel()[None, :]
+            R += np.bincount(pos.ravel(), i.reshape(-1), B * N).reshape(B, N)
             imax = np.maximum(imax, np.abs(i).reshape(B, -1).max(axis=1, initial=0))
             if jacobian:
-                J += (SJ.T @ G.reshape(B, -1).T).T.reshape(B, self.N, self.N)
+                posj = (np.arange(B) * (N * N))[:, None] + flat[None, :]
+                J += np.bincount(posj.ravel(), G.reshape(-1), B * N * N).reshape(B, N, N)
         return R, J, imax
 
     def currents(self, x) -> list:
@@ -100,11 +103,13 @@ class System:
         return [grp.evaluate(x[:, idx])[0] for grp, idx in zip(self.groups, self.idx)]
 
 
-def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what="free state"):
+def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what="free state", batch=None):
     """Solve R(x) + (load) - (inject) = 0 over the unknowns, from x0 (B, N) whose held entries are set.
 
     inject : (B, |O|) currents into the outputs (A), or None.
-    load : (beta, y): each output loaded by a real conductance beta (S) to a source at y (B, |O|) volts.
+    load : (beta, y): each output loaded by a real conductance beta (S; a number or one per row) to a source
+        at y (B, |O|) volts.
+    batch : rows per example block when several experiments are stacked (messages name the example).
     Returns x (B, N). SubstrateError naming circuit, example, node and residual when it does not converge.
     """
     c = system.c
@@ -121,9 +126,10 @@ def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what
             R[:, out] -= inject[rows]
         if load is not None:
             beta, y = load
-            R[:, out] += beta * (xa[:, out] - y[rows])
+            b = beta[rows, None] if np.ndim(beta) else beta
+            R[:, out] += b * (xa[:, out] - y[rows])
             if jac:
-                J[:, out, out] += beta
+                J[:, out, out] += b
         return R, J, imax
 
     def merit(R, imax, xa):
@@ -134,14 +140,15 @@ def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what
         scaled[:, ~nodeU] *= system.gscale
         return np.maximum(rn, rb), np.sqrt(np.sum(scaled * scaled, axis=1))
 
-    R, J, imax = full_residual(x, True, active)
+    R, _, imax = full_residual(x, False, active)
     rel, norm = merit(R, imax, x)
     for it in range(MAX_ITER):
         done = rel <= RTOL
         if done.all():
             return x
         keep = ~done
-        active, R, J, rel, norm = active[keep], R[keep], J[keep], rel[keep], norm[keep]
+        active, R, rel, norm = active[keep], R[keep], rel[keep], norm[keep]
+        _, J, _ = full_residual(x[active], True, active)
         JUU = J[:, U][:, :, U]
         reg = 1e-14 * system.gscale
         JUU[:, np.arange(len(U)), np.arange(len(U))] += np.where(nodeU, reg, 0.0)
@@ -152,19 +159,18 @@ def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what
         t = np.ones(len(active))
         xa = x[active]
         pending = np.ones(len(active), bool)
-        newR, newJ = R.copy(), J.copy()
+        newR = R.copy()
         new_rel, new_norm = rel.copy(), norm.copy()
         newx = xa.copy()
         for _ in range(60):
             idx = np.flatnonzero(pending)
             trial = xa[idx].copy()
             trial[:, U] += t[idx, None] * dx[idx]
-            Rt, Jt, it_max = full_residual(trial, True, active[idx])
+            Rt, _, it_max = full_residual(trial, False, active[idx])
             rt, nt = merit(Rt, it_max, trial)
             ok = (nt <= (1 - 1e-4 * t[idx]) * norm[idx]) | (rt <= RTOL) | (nt == 0)
             acc = idx[ok]
-            newx[acc], newR[acc], newJ[acc], new_rel[acc], new_norm[acc] = \
-                trial[ok], Rt[ok], Jt[ok], rt[ok], nt[ok]
+            newx[acc], newR[acc], new_rel[acc], new_norm[acc] = trial[ok], Rt[ok], rt[ok], nt[ok]
             pending[acc] = False
             if not pending.any():
                 break
@@ -174,14 +180,12 @@ def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what
             # no decrease at any step length: converged to rounding if the residual is already tiny
             small = rel[stalled] <= 1e-11
             if not small.all():
-                _fail(system, x, active[stalled[~small]][0], R[stalled[~small]][0], what, it)
+                _fail(system, x, active[stalled[~small]][0] % (batch or B), R[stalled[~small]][0], what, it)
             new_rel[stalled] = 0.0  # accept as converged at rounding
         x[active] = newx
-        R, J, rel, norm = newR, newJ, new_rel, new_norm
-        if len(stalled):
-            rel[stalled] = 0.0
+        R, rel, norm = newR, new_rel, new_norm
     k = int(np.argmax(rel))
-    _fail(system, x, active[k], R[k], what, MAX_ITER)
+    _fail(system, x, active[k] % (batch or B), R[k], what, MAX_ITER)
 
 
 def _fail(system, x, example, R, what, iterations):

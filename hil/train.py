@@ -433,7 +433,10 @@ def _load_task(run: Run) -> Task:
 
 
 def _checkpoint_check(circuit: Circuit, steps: int):
-    return checkpoint_check(circuit.m, circuit.g_min, circuit.g_max, lambda e: f"edge '{circuit.edge_names[e]}'")
+    if circuit.n_params == circuit.m and not circuit.edge_fixed.any():
+        return checkpoint_check(circuit.m, circuit.g_min, circuit.g_max, lambda e: f"edge '{circuit.edge_names[e]}'")
+    lo, hi = circuit.bounds()  # theta with transconductances or gate voltages, fixed edges at [g, g]
+    return checkpoint_check(circuit.n_params, lo, hi, lambda e: f"parameter '{circuit.param_names[e]}'")
 
 
 def checkpoint_check(m: int, g_min: float, g_max: float, name_of, rng: bool = True):
@@ -448,10 +451,13 @@ def checkpoint_check(m: int, g_min: float, g_max: float, name_of, rng: bool = Tr
             return f"step {step!r} is not a whole number >= 0"
         if g.shape != (m,) or not np.all(np.isfinite(g)):
             return f"g is not {m} finite conductances"
-        out = np.flatnonzero((g < g_min) | (g > g_max))
+        lo, hi = np.broadcast_to(g_min, g.shape), np.broadcast_to(g_max, g.shape)  # scalars, or one bound each
+        out = np.flatnonzero((g < lo) | (g > hi))
         if out.size:
             e = out[0]
-            return f"{name_of(e)} g = {g[e]!r} S is outside [g_min, g_max] = [{g_min}, {g_max}]"
+            if np.ndim(g_min) == 0 and np.ndim(g_max) == 0:
+                return f"{name_of(e)} g = {g[e]!r} S is outside [g_min, g_max] = [{g_min}, {g_max}]"
+            return f"{name_of(e)} = {g[e]!r} is outside its bounds [{lo[e]}, {hi[e]}]"
         lr = ck.get("lr")
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
                                or lr <= 0):

@@ -347,3 +347,64 @@ def test_every_experiment_mode_on_a_nonlinear_circuit(tmp_path):
     # a linearised (complex) nudge tends to the nudged state's derivative: (V(i b) - V_f) / (i b) -> -mu
     Vc = sub.measure(X, Y, [Free(), Nudge(1j * 1e-9)])[Nudge(1j * 1e-9)]
     np.testing.assert_allclose((Vc - Vf) / (1j * 1e-9), -exact.error_vector(c, X, Y), rtol=1e-6, atol=1e-9)
+
+
+def test_info_describes_a_circuit_of_every_kind(tmp_path):
+    import json
+    import subprocess
+
+    from helpers import HIL
+    p = write(tmp_path, MIX)
+    run = subprocess.run(HIL + ["info", str(p), "--json"], capture_output=True, text=True, check=True)
+    obj = json.loads(run.stdout.splitlines()[-1])
+    assert obj["elements"] == {"diode": ["D1"], "mosfet": ["M1"], "vcvs": ["E1"]} and obj["biases"] == {"vb1": 0.3}
+    assert "8 nodes, 6 edges, 1 diode, 1 mosfet, 1 vcvs, 1 bias" in run.stdout
+    c = load_circuit(p)
+    # K about the operating point at 0 V inputs, against the response of a small current at the output
+    X = np.zeros((1, 2))
+    V0 = exact.free_state(c, X)
+    sub = IdealSubstrate(c)
+    from hil.substrate import Experiment
+    h = 1e-7
+    Vp, Vm = sub.run(X, [Experiment(True, "current", np.array([[h]])), Experiment(True, "current", np.array([[-h]]))])
+    np.testing.assert_allclose(obj["K_eigenvalues"][0][0], (Vp - Vm)[0, c.outputs[0]] / (2 * h), rtol=1e-6)
+    assert obj["symmetry_index"] < 1  # the ground-referenced channel and the buffer: A is not symmetric
+    # H = 1/2 ||A - A^T||^2 from the Jacobian at that operating point
+    A = exact.operating_jacobian(c)
+    assert obj["homeostasis_H"] == pytest.approx(0.5 * np.sum((A - A.T) ** 2), rel=1e-12)
+    assert np.isfinite(V0).all()
+
+
+def test_al_and_cl_on_a_reciprocal_nonlinear_circuit():
+    c = reciprocal_circuit(2)
+    rng = np.random.default_rng(7)
+    X, Y = rng.uniform(-1, 2, (6, 2)), rng.uniform(-0.3, 0.6, (6, 2))
+    sub = IdealSubstrate(c)
+    g = exact.gradient(c, X, Y)
+    kappa = sub.kappa_max()
+    errs = []
+    for eta in (0.02, 0.01):  # AL's clamp from the adjoint (small-signal) experiment: first order in eta
+        r = make_rule("al", eta).configure(kappa)
+        errs.append(np.linalg.norm(r.estimate(sub.measure(X, Y, r.states())) - g) / np.linalg.norm(g))
+    assert 1.6 < errs[0] / errs[1] < 2.5 and errs[1] < 0.05
+    # CL: the clamped state by Newton, the outputs exactly at V_O + eta (y - V_O)
+    m = sub.measure(X, Y, [Free(), Clamp(0.1)])
+    out = list(c.outputs)
+    np.testing.assert_allclose(m[Clamp(0.1)][:, out], m[Free()][:, out] + 0.1 * (Y - m[Free()][:, out]), atol=1e-15)
+
+
+def test_a_run_with_channels_resumes_with_its_gate_voltages(tmp_path):
+    import subprocess
+
+    from helpers import HIL
+    from hil.runs import Run
+    p = write(tmp_path, MIX)
+    base = HIL + ["train", str(p), "--teacher", "1", "--rule", "ep-sym", "--checkpoint-every", "2", "--log-every", "1"]
+    subprocess.run(base + ["--steps", "6", "--out", str(tmp_path / "a")], check=True, capture_output=True)
+    subprocess.run(HIL + ["train", "--resume", str(tmp_path / "a"), "--steps", "10"], check=True, capture_output=True)
+    subprocess.run(base + ["--steps", "10", "--out", str(tmp_path / "b")], check=True, capture_output=True)
+    a, b = Run(tmp_path / "a"), Run(tmp_path / "b")
+    np.testing.assert_allclose(a.read_log()["train_loss"], b.read_log()["train_loss"], rtol=1e-12)
+    ga, gb = a.load_checkpoint()["g"], b.load_checkpoint()["g"]
+    assert len(ga) == 7 and ga[-1] != 3.0  # the channel's vg was trained and kept
+    np.testing.assert_allclose(ga, gb, rtol=1e-12)
