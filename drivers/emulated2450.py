@@ -30,7 +30,7 @@ import numpy as np
 from hil.drivers.commands import Setting, fmt_real, install, reset
 from hil.drivers.emulated2400 import NAN, OVERFLOW, SETTINGS as SETTINGS_2400, SMU
 from hil.drivers.scpi import (DATA_OUT_OF_RANGE, ILLEGAL_VALUE, MISSING_PARAMETER, SETTINGS_CONFLICT, SCPIError,
-                              number, split_params)
+                              boolean, number, split_params)
 
 INTERLOCK_LIMIT = 21.0                                      # V without the interlock (20 V range, 105 %)
 V_NOMINAL = (0.02, 0.2, 2.0, 20.0, 200.0)
@@ -109,6 +109,7 @@ SETTINGS = [
     S("ROUTe:TERMinals", "term", "enum", "FRON", choices=("FRONt", "REAR")),
     S("SYSTem:LFRequency", "lfr", "int", 60, 50, 60, settable=False, reset=False),
     S("SYSTem:BEEPer:STATe", "beep", "bool", True),
+    S("FORMat[:DATA]", "form_data", "enum", "ASC", choices=("ASCii",)),   # REAL and SREAL: not emulated
     S("DISPlay:LIGHt:STATe", "disp", "enum", "ON100", choices=("ON100", "ON75", "ON50", "ON25", "OFF", "BLACkout")),
 ]
 BY_PATH = {s.path: s for s in SETTINGS}
@@ -133,6 +134,7 @@ class SMU2450(SMU):
         self.armed, self.link, self.running = None, None, False
         self.buffers = {name: self._new_buffer(BUFFER_SIZE) for name in DEFAULT_BUFFERS}
         self.model_loaded = None        # (kind, sweep levels or None, count, delay, buffer)
+        self.user_delays = {}
         self.model.changed()
 
     @staticmethod
@@ -143,6 +145,18 @@ class SMU2450(SMU):
         s = self.scpi
         install(s, self.settings, self.state, self._on_set)
         s.add("*LANG?", lambda a: "SCPI")
+        s.add("*LANG", self._set_language)
+        s.add("[SENSe]:AZERo:ONCE", lambda a: None)
+        for func in ("CURRent[:DC]", "VOLTage[:DC]", "RESistance"):
+            s.add(f"[SENSe]:{func}:AZERo[:STATe]", lambda a: self.state.__setitem__("azer", boolean(a)))
+            s.add(f"[SENSe]:{func}:AZERo[:STATe]?", lambda a: "1" if self.state["azer"] else "0")
+        # user delays 1..5 of the trigger model's delay blocks (s)
+        for where in ("[SENSe]:CURRent[:DC]", "[SENSe]:VOLTage[:DC]", "[SENSe]:RESistance", "SOURce:VOLTage",
+                      "SOURce:CURRent"):
+            for n in range(1, 6):
+                key = (where, n)
+                s.add(f"{where}:DELay:USER{n}", lambda a, k=key: self.user_delays.__setitem__(k, number(a, 0, 10000)))
+                s.add(f"{where}:DELay:USER{n}?", lambda a, k=key: fmt_real(self.user_delays.get(k, 0.0)))
         s.add("*TRG", lambda a: self._bus_trigger())
         s.add("[SENSe]:FUNCtion[:ON]", self._set_func)
         s.add("[SENSe]:FUNCtion[:ON]?", lambda a: f'"{self.funcs[0]}"')
@@ -194,6 +208,10 @@ class SMU2450(SMU):
         s.add("*OPT?", lambda a: "0")
 
     # -- settings ------------------------------------------------------------------------
+    def _set_language(self, a):
+        if a.strip(" \t").upper() != "SCPI":
+            raise SCPIError(ILLEGAL_VALUE, f"*LANG {a.strip()[:12]}: the emulated 2450 speaks SCPI only")
+
     def _on_set(self, setting, value):
         st = self.state
         if setting.key in ("smod_volt", "smod_curr", "sour_func"):
@@ -443,6 +461,7 @@ class SMU2450(SMU):
             raise SCPIError(SETTINGS_CONFLICT, "no trigger model loaded (:TRIG:LOAD or :SOUR:SWE)")
         kind, levels, count, delay, buf = self.model_loaded
         self.state["trig_del"] = delay
+        self._buf(buf)["rows"] = np.zeros((0, 4))   # the loaded models' first block clears their buffer
         if kind == "LOOP":
             self._take(count * self.state["sens_coun"], buf)
         else:

@@ -613,10 +613,10 @@ def command_reference(circuit: str = "net16") -> str:
     from what each instrument declares: the header in the manual's notation, set and query forms."""
     from hil.circuit import load_circuit
     from hil.ideal import IdealSubstrate
-    emu = build(IdealSubstrate(load_circuit(circuit)))
     kinds = {}
-    for inst in emu.instruments.values():
-        kinds.setdefault(inst.idn.split(",")[1], inst)
+    for model in SMU_MODELS:
+        for inst in build(IdealSubstrate(load_circuit(circuit)), smu_model=model).instruments.values():
+            kinds.setdefault(inst.idn.split(",")[1], inst)
     out = []
     for model, inst in kinds.items():
         forms = {}

@@ -105,7 +105,7 @@ def test_2450_sweeps_into_a_named_buffer_and_the_buffer_statistics(bench):
     src = [float(x) for x in a.ask(':TRAC:DATA? 1, 4, "defbuffer1", SOUR').split(",")]
     np.testing.assert_allclose(src, [0.1, 0.3, 0.1, 0.3], atol=1e-6)
     a.do(':TRIG:LOAD "SimpleLoop", 3, 0, "iv";:INIT')
-    assert a.ask(':TRAC:ACT? "iv"') == "8"
+    assert a.ask(':TRAC:ACT? "iv"') == "3"          # the model's first block cleared the buffer
     a.send(':TRAC:DATA? 1, 2, "nosuch"')
     assert a.errors().startswith("-224")
 
@@ -138,3 +138,14 @@ def test_training_on_an_emulated_bench_of_2450s_reproduces_the_ideal_run(tmp_pat
         start_run(c, task, TrainConfig(**cfg, backend="bench"), tmp_path / "bench", progress=False, substrate=b)
     np.testing.assert_allclose(Run(tmp_path / "bench").read_log()["train_loss"],
                                Run(tmp_path / "ideal").read_log()["train_loss"], rtol=2e-4)
+
+
+def test_a_bench_file_names_each_smus_model_and_refuses_an_unknown_one(tmp_path, bench):
+    from hil.drivers.bench import BenchError, load_bench
+    emu = bench("bridge", smu_model={"top": "2450", "left": "2400", "right": "2400"})
+    text = emu.bench_toml(load_circuit("bridge").source)
+    assert text.count('model = "2450"') == 1 and "MODEL 2450" in Raw(emu, "smu_top").ask("*IDN?")
+    path = tmp_path / "b.toml"
+    path.write_text(text.replace('model = "2450"', 'model = "2410"'))
+    with pytest.raises(BenchError, match=r'b.toml: \[\[smu\]\] #1 model = .2410. must be "2400" or "2450"'):
+        load_bench(path)
