@@ -137,6 +137,8 @@ def test_digipot_stall_is_said_and_stochastic_rounding_moves_on(ngspice, tmp_pat
     res = json.loads((tmp_path / "near" / "result.json").read_text())
     step = res["stalled"][0]["step"]
     assert "stalled" in (tmp_path / "near" / "history.log").read_text()
+    # the coercivity prediction (a decay to zero) is not drawn against a loss that stopped falling
+    assert res["measured_rate"] == 0 and "stopped falling" in res["predicted_rate_note"]
     # independently: the checkpoints' taps are the same from the stall's first step on
     g = {k: load_any(tmp_path / "near" / "checkpoints" / f"step_{k:06d}.npz").g for k in (10, 20, 30, 40)}
     first = step - 20 + 1
