@@ -36,7 +36,12 @@ LR_HELP = ("learning rate alpha in S^2/V^2 (update: g <- g - alpha * ghat), fixe
 def _add_task(p, required=True, split=False):
     """Task options; ``split``: the command trains, so a CSV task holds out --test-fraction of its rows."""
     g = p.add_mutually_exclusive_group(required=required)
-    g.add_argument("--data", metavar="CSV", help="CSV task: header names the input and output nodes, one example a row (V)")
+    g.add_argument("--data", metavar="CSV", help="CSV task: header names the input and output nodes, one example a row "
+                                                 "(V); with --label COLUMN a labelled CSV to classify; FILE.npz: arrays "
+                                                 "X (examples x features) and y (labels) to classify")
+    g.add_argument("--dataset", choices=["iris", "digits", "wine", "breast-cancer", "xor", "moons", "circles"],
+                   help="classification: a data set shipped with scikit-learn, or generated (xor, moons, circles: "
+                        "200 examples from --seed)")
     g.add_argument("--teacher", metavar="SEED", type=int,
                    help="teacher task: random teacher conductances (log-uniform in [g_min, g_max]) on the same topology")
     g.add_argument("--task", choices=["factorize"],
@@ -53,6 +58,14 @@ def _add_task(p, required=True, split=False):
     p.add_argument("--inputs", dest="task_inputs", default="onehot", choices=["onehot", "random"],
                    help="factorize: one-hot inputs (Y's columns are the targets) or random N(0,1) inputs")
     p.add_argument("--task-seed", type=int, default=0, help="factorize: seed of Y (and of random inputs)")
+    p.add_argument("--label", metavar="COLUMN", help="classification: the CSV column holding each example's class "
+                                                     "(strings or integers); every other column is a feature")
+    p.add_argument("--rectify", action="store_true", help="classification: drive each +-x input pair with "
+                                                          "max(x, 0) and max(-x, 0) (a diode on each driver)")
+    p.add_argument("--v-on", type=float, default=None, help="classification: target reading of the true class, V "
+                                                            "(default 0.5)")
+    p.add_argument("--v-off", type=float, default=None, help="classification: target reading of the other classes, "
+                                                             "V (default -0.5)")
     if split:
         p.add_argument("--test-fraction", type=float, default=0.2, help="CSV task: held-out fraction (default 0.2)")
 
@@ -100,11 +113,39 @@ def _task(args, circuit):
     if getattr(args, "teacher_circuit", None):
         from hil.circuit import load_circuit
         return circuit_teacher_task(circuit, load_circuit(args.teacher_circuit), 0, args.examples)
+    classify = _classification(args, circuit)
+    if classify is not None:
+        return classify
     if getattr(args, "data", None):
         return load_csv_task(circuit, args.data, getattr(args, "test_fraction", 0.0), seed=getattr(args, "seed", 0) or 0)
     if getattr(args, "teacher", None) is not None:
         return teacher_task(circuit, args.teacher, args.examples)
     return None
+
+
+def _classification(args, circuit):
+    """The classification task the options name (--dataset, --data FILE.npz, --data CSV --label COLUMN), or None."""
+    from hil import classify as cl
+    data, label = getattr(args, "data", None), getattr(args, "label", None)
+    on_off = [getattr(args, k, None) for k in ("v_on", "v_off")]
+    if not getattr(args, "dataset", None) and not label and not (data and str(data).endswith(".npz")):
+        if any(v is not None for v in on_off) or getattr(args, "rectify", False):
+            raise ValueError("--v-on, --v-off and --rectify are targets of a classification (--dataset, --data FILE --label "
+                             "COLUMN or --data FILE.npz)")
+        return None
+    if label and not data:
+        raise ValueError("--label COLUMN names the class column of a CSV given with --data")
+    if getattr(args, "dataset", None):
+        labelled = cl.load_dataset(args.dataset, getattr(args, "seed", 0) or 0)
+    elif str(data).endswith(".npz"):
+        if label:
+            raise ValueError(f"--label {label}: a .npz data file holds its labels as the array y")
+        labelled = cl.load_npz(data)
+    else:
+        labelled = cl.load_labelled_csv(data, label)
+    v_on, v_off = (cl.V_ON if on_off[0] is None else on_off[0]), (cl.V_OFF if on_off[1] is None else on_off[1])
+    return cl.classification_task(circuit, labelled, getattr(args, "test_fraction", 0.0),
+                                  getattr(args, "seed", 0) or 0, v_on, v_off, getattr(args, "rectify", False))
 
 
 def _layered_task(args, circuit):
@@ -195,14 +236,37 @@ def cmd_train(args):
         if layered:
             return _train_layered(args, circuit, task)
         if task is None:
-            raise SystemExit("hil train: give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
+            raise SystemExit("hil train: give a task: --data CSV, --dataset NAME, --teacher SEED or "
+                             "--teacher-circuit FILE")
+        if args.epochs is not None:
+            _by_epochs(args, cfg, task)
         res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
             f"run in {res['run_dir']} (loss.png, log.csv)")
+    if "test_accuracy" in res:
+        text += (f"\naccuracy: train {res['train_accuracy']:.4f}, test {res['test_accuracy']:.4f} "
+                 f"(classes {', '.join(res['classes'])}; confusion matrices in result.json, confusion.png)")
     if not args.resume:
         text = _task_line(task, trains=True) + "\n" + text
         res.update(examples=task.n_train, test_examples=len(task.X_test))
     _emit(args, res, text)
+
+
+#: examples per step when training by epochs without --batch
+EPOCH_BATCH = 10
+
+
+def _by_epochs(args, cfg, task) -> None:
+    """--epochs E: E passes through the training split in shuffled minibatches (--batch, default EPOCH_BATCH)."""
+    from hil.train import ConfigError, steps_per_epoch
+    if args.steps is not None:
+        raise ConfigError(f"--steps {args.steps} and --epochs {args.epochs}: give one (an epoch is "
+                          "ceil(training examples / --batch) steps)")
+    if isinstance(args.epochs, bool) or args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs!r}: epochs must be a whole number >= 1")
+    cfg.batch = cfg.batch or EPOCH_BATCH
+    cfg.epochs = args.epochs
+    cfg.steps = args.epochs * steps_per_epoch(task.n_train, cfg.batch)
 
 
 def _backend_options(args) -> dict:
@@ -811,7 +875,10 @@ def cmd_generate(args):
         return _emit(args, {"path": args.o, "sizes": list(c.sizes), "conductances": c.n_params},
                      f"wrote {args.o}: layered circuit {'-'.join(map(str, c.sizes))} ({c.n_params} conductances, "
                      f"{c.n_layers} transimpedance stages)")
-    if args.kind == "random":
+    if args.kind == "board":
+        sizes = _sizes(args.sizes if args.sizes != "8,3,6" else "4,3", 2, "4,3 (features, classes)")
+        c = gen.board_classifier(sizes[0], sizes[1], args.seed)
+    elif args.kind == "random":
         c = gen.random_network(args.nodes, args.degree, args.seed, args.inputs, args.outputs)
     elif args.kind == "lattice":
         c = gen.lattice(args.rows, args.cols, args.seed, args.inputs, args.outputs)
@@ -830,6 +897,17 @@ def cmd_generate(args):
     si = symmetry_index(conductance_matrix(c)[c.free][:, c.free])
     _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m, "vccs": c.k, "symmetry_index": si},
           f"wrote {args.o}: {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS (symmetry index {si:.4f})" if c.k else ""))
+
+
+def _sizes(text: str, count: int, example: str) -> tuple:
+    """--sizes as ``count`` whole numbers >= 1, or a ValueError naming the option."""
+    try:
+        sizes = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != count or min(sizes) < 1:
+        raise ValueError(f"--sizes {text!r}: expected {count} comma-separated whole numbers >= 1, e.g. {example}")
+    return sizes
 
 
 def _positive_int(option: str):
@@ -861,7 +939,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rule(t)
     t.add_argument("--lr", type=float, default=None, help=LR_HELP)
     t.add_argument("--steps", type=int, default=None, help="training steps (default 1000; with --resume: the new total)")
-    t.add_argument("--batch", type=int, default=None, help="examples per step (default: the whole training set)")
+    t.add_argument("--batch", type=int, default=None, help="examples per step (default: the whole training set; "
+                                                           "with --epochs, 10)")
+    t.add_argument("--epochs", type=int, default=None, help="train by epochs: passes through the training split in "
+                                                            "minibatches shuffled with --seed (instead of --steps); "
+                                                            "log.csv gets a row per epoch")
     t.add_argument("--seed", type=int, default=0, help="seed for batch sampling and the CSV split")
     t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/20)")
     t.add_argument("--log-every", type=_positive_int("--log-every"), default=None,
@@ -1006,7 +1088,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is an input")
 
     ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar, layered) as TOML.")
-    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered"])
+    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered", "board"],
+                    help="board: a board-sized linear classifier, --sizes FEATURES,CLASSES (default 4,3: 30 edges, "
+                         "Iris on a resistor board as in Dillavou et al. 2022)")
     ge.add_argument("-o", required=True, metavar="FILE")
     ge.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it")
     ge.add_argument("--nodes", type=int, default=16)
