@@ -1,0 +1,179 @@
+"""Classification: data, encoding, accuracy and the confusion matrix, epochs, and every bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import run_hil
+from hil import classify as cl
+from hil.circuits import board_classifier, load
+from hil.runs import Run
+from hil.tasks import TaskError
+from hil.train import TrainConfig, resume_run, start_run, steps_per_epoch
+
+
+def test_accuracy_and_confusion_against_an_independent_count():
+    enc = {"differential": False}
+    VO = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.2], [0.0, 0.1, 0.3], [0.5, 0.4, 0.6], [0.2, 0.7, 0.1]])
+    labels = np.array([1, 0, 1, 2, 0])
+    pred = cl.predict(enc, VO)
+    # by hand: argmax of each row is 1, 0, 2, 2, 1 -> right, right, wrong, right, wrong
+    assert pred.tolist() == [1, 0, 2, 2, 1]
+    assert cl.accuracy(pred, labels) == 3 / 5
+    assert cl.confusion(pred, labels, 3).tolist() == [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
+    # a differential pair per class: the reading is V_c+ - V_c-
+    D = np.array([[0.3, 0.1, 0.0, 0.5], [0.0, 0.4, 0.2, 0.1]])  # readings (0.2, -0.5) and (-0.4, 0.1)
+    assert cl.predict({"differential": True}, D).tolist() == [0, 1]
+
+
+def test_encoding_standardises_on_the_training_split_and_lays_out_pairs_and_bias():
+    c = board_classifier(4, 3)  # 4 features -> 8 pair inputs + 1 bias
+    data = cl.load_dataset("iris")
+    task = cl.classification_task(c, data, 0.2, seed=1)
+    enc = task.encoding
+    assert enc["pairs"] and enc["bias"] == [cl.BIAS_VOLTS] and not enc["differential"]
+    # the training split's features come back with mean 0 and standard deviation 1; the test split's do not exactly
+    Z = task.X_train[:, 0:8:2]
+    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(Z.std(axis=0), 1, atol=1e-12)
+    np.testing.assert_array_equal(task.X_train[:, 1:8:2], -Z)
+    np.testing.assert_array_equal(task.X_train[:, 8], 1.0)
+    assert abs(task.X_test[:, 0:8:2].mean()) > 1e-6
+    # the stratified split: 10 of each class held out, labels and targets agree
+    assert np.bincount(task.labels_test).tolist() == [10, 10, 10]
+    np.testing.assert_array_equal(np.argmax(task.Y_train, axis=1), task.labels_train)
+    assert set(np.unique(task.Y_train)) == {cl.V_ON, cl.V_OFF}
+    # the standardisation uses the training rows only: the split drawn again from its seed
+    tr, te = cl.stratified_split(data.y, 3, 0.2, 1, data.classes, "iris")
+    np.testing.assert_allclose(enc["mean"], data.X[tr].mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(enc["scale"], data.X[tr].std(axis=0), rtol=1e-13)
+    np.testing.assert_array_equal(task.labels_test, data.y[te])
+
+
+def test_features_named_after_input_nodes_drive_those_nodes(tmp_path):
+    c = load("net16")  # inputs n1, n2; outputs n6, n7
+    p = tmp_path / "d.csv"
+    p.write_text("n2,cls,n1\n" + "".join(f"{10 + i},{'ab'[i % 2]},{i}\n" for i in range(20)))
+    data = cl.load_labelled_csv(p, "cls")
+    task = cl.classification_task(c, data, 0.0)
+    # column n1 (0..19) drives input n1, the first input; standardised it is a line in the row index
+    np.testing.assert_allclose(task.X_train[:, 0], (np.arange(20) - 9.5) / np.arange(20).std())
+    assert task.encoding["classes"] == ["a", "b"]
+
+
+def test_training_logs_accuracy_equal_to_an_independent_count(tmp_path):
+    """The run's accuracies and confusion matrix against argmax of the exact free state at the final conductances."""
+    from hil.exact import free_state
+    c = board_classifier(4, 3, seed=2)
+    task = cl.classification_task(c, cl.load_dataset("iris"), 0.2, seed=2)
+    res = start_run(c, task, TrainConfig(rule="cl", epochs=3, batch=10, steps=3 * 12, seed=2), tmp_path / "r",
+                    progress=False)
+    g = Run(tmp_path / "r").load_checkpoint()["g"]
+    for split, X, y in (("train", task.X_train, task.labels_train), ("test", task.X_test, task.labels_test)):
+        VO = free_state(c, X, g)[:, list(c.outputs)]
+        pred = np.argmax(VO, axis=1)
+        assert res[f"{split}_accuracy"] == sum(int(p == t) for p, t in zip(pred, y)) / len(y)
+        M = np.zeros((3, 3), int)
+        for p, t in zip(pred, y):
+            M[t, p] += 1
+        assert res[f"confusion_{split}"] == M.tolist()
+    assert res["test_accuracy"] > 0.6  # three epochs learn well above chance (1/3)
+    log = Run(tmp_path / "r").read_log()
+    assert log["step"].tolist() == [0, 12, 24, 36]  # a row per epoch
+    assert log["train_accuracy"][-1] == res["train_accuracy"] and log["test_accuracy"][-1] == res["test_accuracy"]
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["confusion_test"] == res["confusion_test"]
+    assert (tmp_path / "r" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_epochs_visit_each_example_once_and_resume_bit_for_bit(tmp_path):
+    from hil.train import epoch_batch
+    n, batch = 23, 5
+    spe = steps_per_epoch(n, batch)
+    for epoch in range(3):
+        seen = np.concatenate([epoch_batch(7, n, batch, epoch * spe + j) for j in range(spe)])
+        assert sorted(seen.tolist()) == list(range(n))
+    assert epoch_batch(7, n, batch, 0).tolist() != epoch_batch(7, n, batch, spe).tolist()  # reshuffled
+    c = board_classifier(4, 3, seed=1)
+    task = cl.classification_task(c, cl.load_dataset("iris"), 0.2, seed=1)
+    cfg = dict(rule="ep-sym", batch=batch, epochs=4, seed=5, checkpoint_every=10)
+    start_run(c, task, TrainConfig(steps=4 * 24, **cfg), tmp_path / "whole", progress=False)
+    start_run(c, task, TrainConfig(steps=30, **cfg), tmp_path / "part", progress=False)
+    resume_run(tmp_path / "part", steps=4 * 24, progress=False)
+    a, b = Run(tmp_path / "whole"), Run(tmp_path / "part")
+    np.testing.assert_array_equal(a.load_checkpoint()["g"], b.load_checkpoint()["g"])
+    for col in ("step", "train_loss", "train_accuracy", "test_accuracy"):
+        np.testing.assert_array_equal(a.read_log()[col], b.read_log()[col], err_msg=col)
+
+
+def _fails(args, *words):
+    r = run_hil(*args)
+    assert r.returncode == 2, r.stderr
+    for w in words:
+        assert w in r.stderr, (w, r.stderr)
+    assert "Traceback" not in r.stderr
+    return r.stderr
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    p = tmp_path_factory.mktemp("b") / "board.toml"
+    assert run_hil("generate", "board", "-o", p).returncode == 0
+    return p
+
+
+def _csv(tmp_path, text, name="d.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+IRIS_HEAD = "a,b,c,d,species\n"
+
+
+def test_bad_classification_inputs_are_named(tmp_path, board):
+    rows = "".join(f"{i},{i % 3},{i % 5},{i % 7},{'xyz'[i % 3]}\n" for i in range(30))
+    good = _csv(tmp_path, IRIS_HEAD + rows)
+    # a label column that does not exist
+    _fails(["train", board, "--data", good, "--label", "kind", "--out", tmp_path / "r"], str(good), "'kind'",
+           "no such column")
+    # one class only
+    one = _csv(tmp_path, IRIS_HEAD + "".join(f"{i},1,2,3,x\n" for i in range(10)), "one.csv")
+    _fails(["train", board, "--data", one, "--label", "species", "--out", tmp_path / "r"], str(one), "one class")
+    # a class with no training example after the split
+    lone = _csv(tmp_path, IRIS_HEAD + "".join(f"{i},1,2,3,{'xy'[i % 2]}\n" for i in range(20)) + "1,2,3,4,w\n",
+                "lone.csv")
+    _fails(["train", board, "--data", lone, "--label", "species", "--test-fraction", "0.6", "--out", tmp_path / "r"],
+           str(lone), "class 'w'", "none is left for training")
+    # more classes than outputs
+    many = _csv(tmp_path, IRIS_HEAD + "".join(f"{i},1,2,3,c{i % 4}\n" for i in range(20)), "many.csv")
+    _fails(["train", board, "--data", many, "--label", "species", "--out", tmp_path / "r"], str(board),
+           "3 outputs for 4 classes", "more classes than outputs")
+    # NaN features: file, line and column
+    nan = _csv(tmp_path, IRIS_HEAD + rows + "1,nan,3,4,x\n", "nan.csv")
+    _fails(["train", board, "--data", nan, "--label", "species", "--out", tmp_path / "r"], f"{nan}:32",
+           "column 2 'b'", "missing")
+    # a .npz without X or without y
+    for missing, arrays in (("'X'", {"y": np.zeros(4)}), ("'y'", {"X": np.zeros((4, 4))})):
+        p = tmp_path / f"no{missing[1]}.npz"
+        np.savez(p, **arrays)
+        _fails(["train", board, "--data", p, "--out", tmp_path / "r"], str(p), f"no array {missing}")
+    # a circuit whose inputs fit no layout of the features
+    _fails(["train", "net16", "--dataset", "iris", "--out", tmp_path / "r"], "2 inputs do not fit 4 features")
+    assert not (tmp_path / "r").exists()  # nothing was started
+
+
+def test_npz_and_the_shipped_csv_train_through_the_cli(tmp_path, board):
+    from sklearn.datasets import load_iris
+    d = load_iris()
+    np.savez(tmp_path / "iris.npz", X=d.data, y=d.target)
+    r = run_hil("train", board, "--data", tmp_path / "iris.npz", "--epochs", "2", "--out", tmp_path / "n", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.splitlines()[-1])
+    assert 0 <= res["test_accuracy"] <= 1 and res["classes"] == ["0", "1", "2"]
+    r = run_hil("train", board, "--data", "iris.csv", "--label", "species", "--epochs", "2", "--out", tmp_path / "c",
+                "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.splitlines()[-1])
+    assert res["classes"] == ["setosa", "versicolor", "virginica"] and res["steps"] == 24
+    assert sum(map(sum, res["confusion_test"])) == res["test_examples"] == 30
