@@ -3,7 +3,9 @@
 The encoding (Kendall et al. 2020; Scellier 2024), one convention:
 
 - **features**: each feature x_j is standardised with the mean and standard deviation of
-  the *training* split, z_j = (x_j - m_j) / s_j, and drives input sources in volts. The
+  the *training* split, z_j = u (x_j - m_j) / s_j with u = 1 V per standard deviation
+  (``--input-volts``: a bench whose sources are limited to +-2 V wants about 0.5), and
+  drives input sources. The
   circuit's inputs, in file order, are read as one of these layouts (d features):
 
   ============  =========  ====================================================
@@ -16,10 +18,7 @@ The encoding (Kendall et al. 2020; Scellier 2024), one convention:
   2d + 2        pairs      the pairs, then +V_b, -V_b
   ============  =========  ====================================================
 
-  (d = 1 with 2 inputs is read as a pair.) **Rectified pairs** (``--rectify``) drive the pair with
-  max(z_j, 0) and max(-z_j, 0) instead, as a diode on each driver would: a fixed nonlinearity at
-  the inputs that lets a *linear* network separate classes a linear map cannot (Iris's
-  versicolor lies between the other two along every feature). V_b = :data:`BIAS_VOLTS` (1 V). In the plain
+  (d = 1 with 2 inputs is read as a pair.) V_b = :data:`BIAS_VOLTS` (1 V). In the plain
   layouts a feature column named like an input node drives that node; otherwise the
   columns drive the inputs in file order.
 - **outputs**: one output per class (reading V_c), or, with twice as many outputs as
@@ -211,14 +210,11 @@ def layout(n_inputs: int, d: int, where: str) -> tuple:
                     "`hil generate drn` write circuits that fit)")
 
 
-def encoding_for(circuit, data: Labelled, v_on: float = V_ON, v_off: float = V_OFF, rectify: bool = False) -> dict:
+def encoding_for(circuit, data: Labelled, v_on: float = V_ON, v_off: float = V_OFF, volts: float = 1.0) -> dict:
     """The encoding of ``data`` onto ``circuit`` (a dict recorded in the run; mean and scale come with the split)."""
     where = f"{circuit.source}: circuit '{circuit.name}'"
     d, C, n_out = data.X.shape[1], len(data.classes), len(circuit.outputs)
     pairs, bias = layout(len(circuit.inputs), d, where)
-    if rectify and not pairs:
-        raise TaskError(f"--rectify: {where} has no +-x input pairs ({len(circuit.inputs)} inputs for {d} features; "
-                        f"pairs need {2 * d} to {2 * d + 2})")
     if n_out == C:
         differential = False
     elif n_out == 2 * C:
@@ -228,22 +224,24 @@ def encoding_for(circuit, data: Labelled, v_on: float = V_ON, v_off: float = V_O
         raise TaskError(f"{where}: {n_out} outputs for {C} classes ({', '.join(data.classes[:10])}"
                         f"{' ...' if C > 10 else ''}) in {data.source}: {more}; one output per class ({C}) or a "
                         f"differential pair per class ({2 * C}) is needed")
+    if isinstance(volts, bool) or not (isinstance(volts, (int, float)) and math.isfinite(volts) and volts > 0):
+        raise TaskError(f"--input-volts {volts!r}: volts per standard deviation must be a positive number")
     if not (math.isfinite(v_on) and math.isfinite(v_off)) or v_on <= v_off:
         raise TaskError(f"--v-on {v_on} --v-off {v_off}: the true class's target must be above the others' (volts)")
     order = list(range(d))
     if not pairs and set(circuit.input_names[:d]) == set(data.features):  # columns named after input nodes
         order = [data.features.index(n) for n in circuit.input_names[:d]]
-    return {"features": list(data.features), "classes": list(data.classes), "pairs": pairs, "rectified": bool(rectify), "bias": bias,
+    return {"features": list(data.features), "classes": list(data.classes), "volts": float(volts), "pairs": pairs, "bias": bias,
             "differential": differential, "v_on": float(v_on), "v_off": float(v_off), "order": order}
 
 
 def encode_inputs(enc: dict, X) -> np.ndarray:
-    """Source voltages (N, |inputs|): standardised features (in the encoding's order), as pairs if asked, then biases."""
-    Z = (np.asarray(X, float)[:, enc["order"]] - np.asarray(enc["mean"])[enc["order"]]) / \
+    """Source voltages (N, |inputs|): standardised features times ``volts`` (V per standard deviation), in the
+    encoding's order, as pairs if asked, then the biases."""
+    Z = enc.get("volts", 1.0) * (np.asarray(X, float)[:, enc["order"]] - np.asarray(enc["mean"])[enc["order"]]) / \
         np.asarray(enc["scale"])[enc["order"]]
     if enc["pairs"]:
-        Z = np.stack([Z, -Z], axis=2)
-        Z = (np.maximum(Z, 0.0) if enc.get("rectified") else Z).reshape(len(Z), -1)
+        Z = np.stack([Z, -Z], axis=2).reshape(len(Z), -1)
     if enc["bias"]:
         Z = np.hstack([Z, np.broadcast_to(np.asarray(enc["bias"], float), (len(Z), len(enc["bias"])))])
     return Z
@@ -302,7 +300,7 @@ def stratified_split(y, n_classes: int, test_fraction: float, seed: int, classes
 
 
 def classification_task(circuit, data: Labelled, test_fraction: float = 0.2, seed: int = 0,
-                        v_on: float = V_ON, v_off: float = V_OFF, rectify: bool = False) -> Task:
+                        v_on: float = V_ON, v_off: float = V_OFF, volts: float = 1.0) -> Task:
     """The task of classifying ``data`` with ``circuit``: X in source volts, Y the target volts, the labels beside.
 
     Standardisation is fitted on the training split only and recorded in the task's encoding.
@@ -317,7 +315,7 @@ def classification_task(circuit, data: Labelled, test_fraction: float = 0.2, see
         i, j = np.argwhere(bad)[0]
         raise TaskError(f"{data.source}: example {i + 1}, feature column {j + 1} '{data.features[j]}': "
                         f"{data.X[i, j]} is not a finite number")
-    enc = encoding_for(circuit, data, v_on, v_off, rectify)
+    enc = encoding_for(circuit, data, v_on, v_off, volts)
     tr, te = stratified_split(data.y, C, test_fraction, seed, data.classes, data.source)
     Xtr = np.asarray(data.X[tr], float)
     mean, scale = Xtr.mean(axis=0), Xtr.std(axis=0)

@@ -60,8 +60,8 @@ def _add_task(p, required=True, split=False):
     p.add_argument("--task-seed", type=int, default=0, help="factorize: seed of Y (and of random inputs)")
     p.add_argument("--label", metavar="COLUMN", help="classification: the CSV column holding each example's class "
                                                      "(strings or integers); every other column is a feature")
-    p.add_argument("--rectify", action="store_true", help="classification: drive each +-x input pair with "
-                                                          "max(x, 0) and max(-x, 0) (a diode on each driver)")
+    p.add_argument("--input-volts", type=float, default=None, help="classification: volts per standard deviation "
+                                                                   "of a standardised feature (default 1)")
     p.add_argument("--v-on", type=float, default=None, help="classification: target reading of the true class, V "
                                                             "(default 0.5)")
     p.add_argument("--v-off", type=float, default=None, help="classification: target reading of the other classes, "
@@ -127,10 +127,10 @@ def _classification(args, circuit):
     """The classification task the options name (--dataset, --data FILE.npz, --data CSV --label COLUMN), or None."""
     from hil import classify as cl
     data, label = getattr(args, "data", None), getattr(args, "label", None)
-    on_off = [getattr(args, k, None) for k in ("v_on", "v_off")]
+    on_off = [getattr(args, k, None) for k in ("v_on", "v_off", "input_volts")]
     if not getattr(args, "dataset", None) and not label and not (data and str(data).endswith(".npz")):
-        if any(v is not None for v in on_off) or getattr(args, "rectify", False):
-            raise ValueError("--v-on, --v-off and --rectify are targets of a classification (--dataset, --data FILE --label "
+        if any(v is not None for v in on_off):
+            raise ValueError("--v-on, --v-off and --input-volts apply to a classification (--dataset, --data FILE --label "
                              "COLUMN or --data FILE.npz)")
         return None
     if label and not data:
@@ -145,7 +145,8 @@ def _classification(args, circuit):
         labelled = cl.load_labelled_csv(data, label)
     v_on, v_off = (cl.V_ON if on_off[0] is None else on_off[0]), (cl.V_OFF if on_off[1] is None else on_off[1])
     return cl.classification_task(circuit, labelled, getattr(args, "test_fraction", 0.0),
-                                  getattr(args, "seed", 0) or 0, v_on, v_off, getattr(args, "rectify", False))
+                                  getattr(args, "seed", 0) or 0, v_on, v_off,
+                                  1.0 if on_off[2] is None else on_off[2])
 
 
 def _layered_task(args, circuit):
@@ -641,7 +642,7 @@ def cmd_sweep(args):
     with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
         rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
                          args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch,
-                         scheduler=args.scheduler)
+                         scheduler=args.scheduler, dataset=args.dataset)
     failed = [r for r in rows if r["status"] != "ok"]
     lines = [f"{len(rows)} points, {len(failed)} failed; table: {args.out}/sweep.csv"]
     lines += [f"  point {r['point']} ({r['rule']}, nudge {r['nudge']}, seed {r['seed']}): {r['error']}" for r in failed]
@@ -1015,6 +1016,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("circuit")
     sw.add_argument("--teacher", type=int, default=1, help="teacher task seed (default 1)")
     sw.add_argument("--examples", type=int, default=16)
+    sw.add_argument("--dataset", choices=["iris", "digits", "wine", "breast-cancer", "xor", "moons", "circles"],
+                    help="classify this data set instead of the teacher task (one split, seed 0); sweep.csv adds "
+                         "train_accuracy and test_accuracy")
     sw.add_argument("--rules", default="ep-sym,cl,al")
     sw.add_argument("--nudges", help="comma-separated nudges (default: each rule's default)")
     sw.add_argument("--seeds", default="0", help="comma-separated seeds of batch sampling")

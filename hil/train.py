@@ -161,12 +161,19 @@ def sigint_flag():
 def curvature(circuit: Circuit, g, X, weight=None) -> float:
     """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g.
 
-    In memory m x m whatever the number of examples (:func:`hil.exact.gauss_newton`).
+    In memory m x m whatever the number of examples (:func:`hil.exact.gauss_newton`). Past
+    ONE_THREAD_EDGES edges only the largest eigenvalue is computed, by Lanczos from a fixed start
+    (deterministic, so a resume repeats it): at m = 1300 (a 64-feature, 10-class classifier) 0.09 s
+    against 1.2 s for the full spectrum, equal to 6e-16.
     """
     from hil.exact import gauss_newton
 
     with one_blas_thread(circuit.m):
-        return float(np.linalg.eigvalsh(gauss_newton(circuit, X, g, weight)).max())
+        H = gauss_newton(circuit, X, g, weight)
+        if circuit.m <= ONE_THREAD_EDGES:
+            return float(np.linalg.eigvalsh(H).max())
+        from scipy.sparse.linalg import eigsh
+        return float(eigsh(H, k=1, which="LA", return_eigenvectors=False, v0=np.ones(len(H)), tol=0)[0])
 
 
 def default_lr(circuit: Circuit, g, X, rule: Rule) -> float:

@@ -177,3 +177,28 @@ def test_npz_and_the_shipped_csv_train_through_the_cli(tmp_path, board):
     res = json.loads(r.stdout.splitlines()[-1])
     assert res["classes"] == ["setosa", "versicolor", "virginica"] and res["steps"] == 24
     assert sum(map(sum, res["confusion_test"])) == res["test_examples"] == 30
+
+
+def test_a_sweep_carries_each_points_accuracy(tmp_path, board):
+    from hil.analysis.sweep import grid, run_sweep
+    rows = run_sweep(board, grid(["cl", "ep-sym"], None, [0], None), tmp_path / "s", steps=24, batch=10, workers=1,
+                     dataset="iris")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    table = (tmp_path / "s" / "sweep.csv").read_text().splitlines()
+    assert table[0].endswith("train_accuracy,test_accuracy")
+    for r, line in zip(rows, table[1:]):
+        res = json.loads((tmp_path / "s" / "points" / f"p{r['point']:04d}" / "result.json").read_text())
+        assert r["test_accuracy"] == res["test_accuracy"] and line.endswith(f",{res['test_accuracy']!r}")
+        assert 1 / 3 < res["train_accuracy"] <= 1
+
+
+def test_digits_on_a_linear_crossbar_learns_far_above_chance(tmp_path):
+    """A subset of digits (8 x 8 images, 10 classes) on a 64-feature board: chance is 10 %."""
+    c = board_classifier(64, 10, seed=0)
+    data = cl.load_dataset("digits")
+    keep = np.arange(len(data.y)) < 400
+    sub = cl.Labelled(data.X[keep], data.y[keep], data.classes, data.features, data.source)
+    task = cl.classification_task(c, sub, 0.25, seed=0)
+    res = start_run(c, task, TrainConfig(rule="ep-sym", batch=20, epochs=3, steps=3 * 15), tmp_path / "d",
+                    progress=False)
+    assert res["test_accuracy"] > 0.5, res["test_accuracy"]

@@ -36,7 +36,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 FIELDS = ["point", "rule", "nudge", "seed", "nonideal", "status", "initial_loss", "final_loss",
-          "measured_rate", "predicted_rate", "run_dir", "error"]
+          "measured_rate", "predicted_rate", "run_dir", "error", "train_accuracy", "test_accuracy"]
 
 SCHEDULER_RE = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-]+:\d{1,5}$")
 
@@ -50,12 +50,13 @@ def grid(rules, nudges, seeds, nonideals) -> list:
             for r, n, s, ni in itertools.product(rules, nudges or [None], seeds or [0], nonideals or [None])]
 
 
-def task_spec(circuit_path, teacher, examples, steps, batch, backend, device) -> dict:
+def task_spec(circuit_path, teacher, examples, steps, batch, backend, device, dataset=None) -> dict:
     """What every point needs, read on the client: the circuit file's text travels, not its path."""
     from hil.circuit import load_circuit
     c = load_circuit(circuit_path)
     return {"circuit_text": Path(c.source).read_text(), "circuit_source": c.source, "teacher": teacher,
-            "examples": examples, "steps": steps, "batch": batch, "backend": backend, "device": device}
+            "examples": examples, "steps": steps, "batch": batch, "backend": backend, "device": device,
+            "dataset": dataset}
 
 
 def _point_files(point) -> dict:
@@ -84,7 +85,8 @@ def run_point(idx: int, point: dict, spec: dict, run_dir, final_dir=None) -> dic
             result = read_json(Path(run_dir) / "result.json")
             result["run_dir"] = final_dir
             write_json(Path(run_dir) / "result.json", result)
-        row.update({k: res.get(k) for k in ("initial_loss", "final_loss", "measured_rate", "predicted_rate")})
+        row.update({k: res.get(k) for k in ("initial_loss", "final_loss", "measured_rate", "predicted_rate",
+                                            "train_accuracy", "test_accuracy")})
     except Exception as exc:  # reported in the table, the sweep goes on
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     return row
@@ -104,7 +106,11 @@ def _train_point(point, spec, run_dir) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise CircuitError(f"{spec['circuit_source']}: not valid TOML: {exc}") from None
     c = circuit_from_dict(data, source=spec["circuit_source"], text=spec["circuit_text"])
-    task = teacher_task(c, spec["teacher"], spec["examples"])
+    if spec.get("dataset"):  # a classification: one split (seed 0) for every point, the seeds vary the batches
+        from hil.classify import classification_task, load_dataset
+        task = classification_task(c, load_dataset(spec["dataset"]), 0.2, 0)
+    else:
+        task = teacher_task(c, spec["teacher"], spec["examples"])
     opts, sub_opts = {}, {}
     if spec["backend"] == "ngspice":
         opts = sub_opts = {"device": spec["device"]}
@@ -156,18 +162,20 @@ def _occupied(run_dir: Path) -> str | None:
 
 def run_sweep(circuit_path, points: list, out, teacher: int = 1, examples: int = 16, steps: int = 200,
               backend: str = "ideal", device: str = "resistor", workers: int | None = None, progress=None,
-              batch: int | None = None, scheduler: str | None = None) -> list:
+              batch: int | None = None, scheduler: str | None = None, dataset: str | None = None) -> list:
     """Run every point and write and return the table.
 
     ``scheduler``: None (``workers`` processes here, default every core), ``"local"``
     (a Dask LocalCluster of ``workers`` processes) or a Dask scheduler's address
-    ``tcp://HOST:PORT``. ``progress(done, total)`` is called as each point finishes.
+    ``tcp://HOST:PORT``. ``progress(done, total)`` is called as each point finishes. ``dataset``: a
+    classification data set (:data:`hil.classify.DATASETS`, ``GENERATED``) instead of the teacher task; the
+    table then carries each point's train and test accuracy.
     """
     if scheduler is not None and scheduler != "local" and not SCHEDULER_RE.match(scheduler):
         raise ValueError(f"--scheduler {scheduler!r}: expected 'local' or a Dask scheduler address tcp://HOST:PORT")
     out = Path(out)
     (out / "points").mkdir(parents=True, exist_ok=True)
-    spec = task_spec(circuit_path, teacher, examples, steps, batch, backend, device)
+    spec = task_spec(circuit_path, teacher, examples, steps, batch, backend, device, dataset)
     jobs, rows = [], []
     for i, p in enumerate(points):
         run_dir = out / "points" / f"p{i:04d}"
