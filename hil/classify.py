@@ -241,7 +241,7 @@ def encode_inputs(enc: dict, X) -> np.ndarray:
     Z = enc.get("volts", 1.0) * (np.asarray(X, float)[:, enc["order"]] - np.asarray(enc["mean"])[enc["order"]]) / \
         np.asarray(enc["scale"])[enc["order"]]
     if enc["pairs"]:
-        Z = np.stack([Z, -Z], axis=2).reshape(len(Z), -1)
+        Z = np.stack([Z, -Z], axis=2).reshape(len(Z), 2 * Z.shape[1])
     if enc["bias"]:
         Z = np.hstack([Z, np.broadcast_to(np.asarray(enc["bias"], float), (len(Z), len(enc["bias"])))])
     return Z
@@ -252,7 +252,7 @@ def encode_targets(enc: dict, y) -> np.ndarray:
     C = len(enc["classes"])
     T = np.where(np.arange(C)[None, :] == np.asarray(y)[:, None], enc["v_on"], enc["v_off"])
     if enc["differential"]:
-        T = np.stack([T / 2, -T / 2], axis=2).reshape(len(T), -1)
+        T = np.stack([T / 2, -T / 2], axis=2).reshape(len(T), 2 * C)
     return T
 
 

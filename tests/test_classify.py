@@ -202,3 +202,12 @@ def test_digits_on_a_linear_crossbar_learns_far_above_chance(tmp_path):
     res = start_run(c, task, TrainConfig(rule="ep-sym", batch=20, epochs=3, steps=3 * 15), tmp_path / "d",
                     progress=False)
     assert res["test_accuracy"] > 0.5, res["test_accuracy"]
+
+
+def test_the_analyses_take_a_classification_task_on_every_example(board):
+    r = run_hil("info", board, "--dataset", "iris", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "150 examples used" in r.stdout  # the analyses use every example, none held out
+    r = run_hil("grad", board, "--dataset", "iris", "--rule", "ep-sym", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["cosine"] > 0.9999  # ep-sym's O(beta^2) bias at 5 % of the radius
