@@ -450,6 +450,12 @@ def plot_accuracy(ax, log: dict) -> None:
     ax.legend()
 
 
+def plot_summary(run: Run, summary: dict) -> list:
+    """The figures of a task's end-of-run summary (:meth:`hil.tasks.Task.summary`): ``confusion.png`` where it
+    holds confusion matrices; the paths written."""
+    return [plot_confusion(run, summary)] if "confusion_test" in summary else []
+
+
 def plot_confusion(run: Run, summary: dict) -> Path:
     """Write ``confusion.png``: the confusion matrices (row: true class, column: predicted) of both splits."""
     import matplotlib

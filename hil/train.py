@@ -312,14 +312,13 @@ class Trainer:
         return out
 
     def summary(self) -> dict:
-        """The task's end-of-run report at the conductances now written (accuracy, confusion matrices), with its
-        plot ``confusion.png``."""
+        """The task's end-of-run report at the conductances now written (a classification: accuracy, confusion
+        matrices), and its figures."""
         t, out = self.task, list(self.circuit.outputs)
         VO = lambda X, Y: self.sub.measure(X, Y, [Free()]).voltages["free"][:, out] if len(X) else np.zeros((0, len(out)))
         s = t.summary(VO(t.X_train, t.Y_train), VO(t.X_test, t.Y_test))
-        if "confusion_test" in s:
-            from hil.runs import plot_confusion
-            plot_confusion(self.run, s)
+        from hil.runs import plot_summary
+        plot_summary(self.run, s)
         return s
 
     def _diagnostics(self, step: int) -> None:

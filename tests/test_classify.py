@@ -122,45 +122,49 @@ def board(tmp_path_factory):
     return p
 
 
-def _csv(tmp_path, text, name="d.csv"):
-    p = tmp_path / name
+def _csv(folder, text, name="d.csv"):
+    p = folder / name
     p.write_text(text)
     return p
 
 
-IRIS_HEAD = "a,b,c,d,species\n"
+HEAD = "a,b,c,d,species\n"
+ROWS = "".join(f"{i},{i % 3},{i % 5},{i % 7},{'xyz'[i % 3]}\n" for i in range(30))
+TWO = "".join(f"{i},1,2,3,{'xy'[i % 2]}\n" for i in range(20))
 
 
-def test_bad_classification_inputs_are_named(tmp_path, board):
-    rows = "".join(f"{i},{i % 3},{i % 5},{i % 7},{'xyz'[i % 3]}\n" for i in range(30))
-    good = _csv(tmp_path, IRIS_HEAD + rows)
-    # a label column that does not exist
-    _fails(["train", board, "--data", good, "--label", "kind", "--out", tmp_path / "r"], str(good), "'kind'",
-           "no such column")
-    # one class only
-    one = _csv(tmp_path, IRIS_HEAD + "".join(f"{i},1,2,3,x\n" for i in range(10)), "one.csv")
-    _fails(["train", board, "--data", one, "--label", "species", "--out", tmp_path / "r"], str(one), "one class")
-    # a class with no training example after the split
-    lone = _csv(tmp_path, IRIS_HEAD + "".join(f"{i},1,2,3,{'xy'[i % 2]}\n" for i in range(20)) + "1,2,3,4,w\n",
-                "lone.csv")
-    _fails(["train", board, "--data", lone, "--label", "species", "--test-fraction", "0.6", "--out", tmp_path / "r"],
-           str(lone), "class 'w'", "none is left for training")
-    # more classes than outputs
-    many = _csv(tmp_path, IRIS_HEAD + "".join(f"{i},1,2,3,c{i % 4}\n" for i in range(20)), "many.csv")
-    _fails(["train", board, "--data", many, "--label", "species", "--out", tmp_path / "r"], str(board),
-           "3 outputs for 4 classes", "more classes than outputs")
-    # NaN features: file, line and column
-    nan = _csv(tmp_path, IRIS_HEAD + rows + "1,nan,3,4,x\n", "nan.csv")
-    _fails(["train", board, "--data", nan, "--label", "species", "--out", tmp_path / "r"], f"{nan}:32",
-           "column 2 'b'", "missing")
-    # a .npz without X or without y
-    for missing, arrays in (("'X'", {"y": np.zeros(4)}), ("'y'", {"X": np.zeros((4, 4))})):
-        p = tmp_path / f"no{missing[1]}.npz"
-        np.savez(p, **arrays)
-        _fails(["train", board, "--data", p, "--out", tmp_path / "r"], str(p), f"no array {missing}")
-    # a circuit whose inputs fit no layout of the features
-    _fails(["train", "net16", "--dataset", "iris", "--out", tmp_path / "r"], "2 inputs do not fit 4 features")
-    assert not (tmp_path / "r").exists()  # nothing was started
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+# (name, what the file holds or makes, extra options, words the message must hold: {file} is the data file)
+BAD = [
+    ("no label column", lambda d: _csv(d, HEAD + ROWS), ["--label", "kind"], ["{file}", "'kind'", "no such column"]),
+    ("one class", lambda d: _csv(d, HEAD + "".join(f"{i},1,2,3,x\n" for i in range(10))), ["--label", "species"],
+     ["{file}", "one class only ('x')"]),
+    ("no training example", lambda d: _csv(d, HEAD + TWO + "1,2,3,4,w\n"),
+     ["--label", "species", "--test-fraction", "0.6"], ["{file}", "class 'w'", "none is left for training"]),
+    ("more classes than outputs", lambda d: _csv(d, HEAD + "".join(f"{i},1,2,3,c{i % 4}\n" for i in range(20))),
+     ["--label", "species"], ["{file}", "3 outputs for 4 classes", "more classes than outputs"]),
+    ("NaN feature", lambda d: _csv(d, HEAD + ROWS + "1,nan,3,4,x\n"), ["--label", "species"],
+     ["{file}:32", "column 2 'b'", "missing"]),
+    ("npz without X", lambda d: _npz(d / "d.npz", y=np.zeros(4)), [], ["{file}", "no array 'X'"]),
+    ("npz without y", lambda d: _npz(d / "d.npz", X=np.zeros((4, 4))), [], ["{file}", "no array 'y'"]),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_classification_input_is_named(tmp_path, board, case):
+    _, make, options, words = case
+    f = make(tmp_path)
+    _fails(["train", board, "--data", f, *options, "--out", tmp_path / "r"], *[w.format(file=f) for w in words])
+    assert not (tmp_path / "r").exists()  # refused before a run started
+
+
+def test_a_circuit_whose_inputs_fit_no_layout_is_named(tmp_path):
+    _fails(["train", "net16", "--dataset", "iris", "--out", tmp_path / "r"], "net16",
+           "2 inputs do not fit 4 features", "2d (+-x pairs)")
 
 
 def test_npz_and_the_shipped_csv_train_through_the_cli(tmp_path, board):
@@ -211,3 +215,26 @@ def test_the_analyses_take_a_classification_task_on_every_example(board):
     r = run_hil("grad", board, "--dataset", "iris", "--rule", "ep-sym", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[-1])["cosine"] > 0.9999  # ep-sym's O(beta^2) bias at 5 % of the radius
+
+
+@pytest.mark.parametrize("rule", ["cl", "ep-sym"])
+def test_the_iris_board_reaches_its_squared_error_optimum(tmp_path, rule):
+    """Reproduction (a), seconds long: 30 epochs on the 30-edge board. Each output of the board joins only sources,
+    so it reads V_c = sum_i w_ci s_i with w_ci = g_ci / sum_i g_ci >= 0, sum_i w_ci = 1 (ground one of the s_i):
+    the best the squared error allows is a non-negative least-squares fit with that constraint (scipy's nnls,
+    independent of the circuit code). Both rules come within 0.01 V^2 of it, within 3 examples of its training
+    accuracy; no linear map does much better (numpy's lstsq: 85 % of the training flowers)."""
+    from scipy.optimize import nnls
+    c = board_classifier(4, 3, seed=0)
+    task = cl.classification_task(c, cl.load_dataset("iris"), 0.2, seed=0)
+    res = start_run(c, task, TrainConfig(rule=rule, batch=10, epochs=30, steps=360), tmp_path / rule, progress=False)
+    S = np.hstack([task.X_train, np.zeros((task.n_train, 1))])  # the sources in file order, ground last
+    A = np.vstack([S, 1e4 * np.ones((1, S.shape[1]))])  # the weights of each output sum to 1
+    W = np.array([nnls(A, np.r_[y, 1e4])[0] for y in task.Y_train.T]).T
+    best = 0.5 * np.mean(np.sum((S @ W - task.Y_train) ** 2, axis=1))
+    assert best - 1e-9 <= res["final_loss"] < best + 0.01, (best, res["final_loss"])
+    best_acc = np.mean(np.argmax(S @ W, axis=1) == task.labels_train)
+    assert abs(res["train_accuracy"] - best_acc) <= 3 / task.n_train, (best_acc, res["train_accuracy"])
+    L = np.hstack([task.X_train, np.ones((task.n_train, 1))])
+    ls = np.mean(np.argmax(L @ np.linalg.lstsq(L, task.Y_train, rcond=None)[0], axis=1) == task.labels_train)
+    assert ls < 0.9  # the squared error's ceiling on Iris, whatever the circuit
