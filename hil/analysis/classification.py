@@ -19,10 +19,10 @@ EPOCHS, BATCH = 30, 10
 PAPER = "> 95 % (Dillavou et al. 2022, as quoted)"
 
 
-def _train(circuit, task, rule, backend="ideal", options=None) -> dict:
+def _train(circuit, task, rule, backend="ideal", options=None, rounding="nearest") -> dict:
     from hil.train import TrainConfig, start_run, steps_per_epoch
     cfg = TrainConfig(rule=rule, batch=BATCH, epochs=EPOCHS, steps=EPOCHS * steps_per_epoch(task.n_train, BATCH),
-                      backend=backend, backend_options=options or {})
+                      backend=backend, backend_options=options or {}, rounding=rounding)
     with tempfile.TemporaryDirectory(prefix="hil-report-") as tmp:
         return start_run(circuit, task, cfg, Path(tmp) / "run", progress=False)
 
@@ -57,6 +57,9 @@ def experiment(ngspice: bool = False, progress=print) -> dict:
     if ngspice:
         progress("classification: iris, board, cl on ngspice (digipot)")
         rows.append(("ngspice digipot", "cl", _train(c, task, "cl", "ngspice", {"device": "digipot"})))
+        progress("classification: iris, board, cl on ngspice (digipot, stochastic rounding)")
+        rows.append(("ngspice digipot, --rounding stochastic", "cl",
+                     _train(c, task, "cl", "ngspice", {"device": "digipot"}, "stochastic")))
     return {"circuit": c, "task": task, "rows": rows, "base": baselines(task, data.X, data.y)}
 
 
@@ -101,7 +104,8 @@ def section(out: Path, ngspice: bool = False, progress=print, number: int = 8) -
            f"{base['ls']['train']:.1%} of the training flowers (versicolor lies between the other two species "
            "along every feature, so a least-squares fit to one-hot targets masks it). The trained boards sit at "
            "or below it (positive conductances constrain the map further; on the digipot device each small update "
-           "is rounded to the nearest of 129 taps, and most round to no change); logistic regression, whose cost is "
+           "is rounded to the nearest of 129 taps, and most round to no change: the run stalls, unless each "
+           "update is rounded to the tap above or below at random in proportion, `--rounding stochastic`); logistic regression, whose cost is "
            "not the squared error, separates the classes. 93 % on Iris needs a nonlinearity (diodes, the deep "
            "resistive networks of Kendall et al. and Scellier) or a cost other than the squared error.", "",
            "The other shipped data sets, each on its own board (`hil generate board --sizes FEATURES,CLASSES`), "
