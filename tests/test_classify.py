@@ -238,3 +238,14 @@ def test_the_iris_board_reaches_its_squared_error_optimum(tmp_path, rule):
     L = np.hstack([task.X_train, np.ones((task.n_train, 1))])
     ls = np.mean(np.argmax(L @ np.linalg.lstsq(L, task.Y_train, rcond=None)[0], axis=1) == task.labels_train)
     assert ls < 0.9  # the squared error's ceiling on Iris, whatever the circuit
+
+
+def test_force_replaces_a_classification_run(tmp_path, board):
+    """A classification run's own files (task.npz, confusion.png, trained.toml) are a run's: --force moves them aside."""
+    run = tmp_path / "run"
+    assert run_hil("train", board, "--dataset", "iris", "--epochs", "1", "--out", run).returncode == 0
+    assert {"task.npz", "confusion.png", "trained.toml"} <= {p.name for p in run.iterdir()}
+    r = run_hil("train", board, "--dataset", "iris", "--epochs", "2", "--out", run, "--force")
+    assert r.returncode == 0, r.stderr
+    aside = [d for d in run.iterdir() if d.name.startswith("replaced-")]
+    assert len(aside) == 1 and (aside[0] / "task.npz").is_file()
