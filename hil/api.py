@@ -86,7 +86,8 @@ def _circuit(circuit) -> Circuit:
 
 
 def train(circuit, task: Task, *, rule: str = "ep-sym", steps: int = 1000, lr: float | None = None,
-          nudge: float | None = None, batch: int | None = None, seed: int = 0, backend: str = "ideal",
+          nudge: float | None = None, batch: int | None = None, seed: int = 0, epochs: int | None = None,
+          backend: str = "ideal",
           out=None, force: bool = False, progress: bool = True, **options) -> TrainResult:
     """Train ``circuit`` on ``task`` and return the trained circuit with its log.
 
@@ -112,6 +113,9 @@ def train(circuit, task: Task, *, rule: str = "ep-sym", steps: int = 1000, lr: f
         Examples per step (default: the whole training split).
     seed : int
         Seeds the batches (and nothing else).
+    epochs : int, optional
+        Train by epochs instead of ``steps``: passes through the training split in minibatches of
+        ``batch`` (default 10) shuffled from ``seed``.
     backend : str
         ``ideal`` (default), ``ngspice`` or ``bench``; further keyword ``options`` go to the
         substrate (``device="mosfet"``, ``nonideal="tol.toml"``, ``bench="net16-bench.toml"``).
@@ -131,6 +135,9 @@ def train(circuit, task: Task, *, rule: str = "ep-sym", steps: int = 1000, lr: f
         raise TypeError(f"{c.source}: a layered circuit; train it with `hil train` (hil.layered_train.start_layered_run)")
     cfg = check_config(TrainConfig(rule=rule, steps=steps, lr=lr, nudge=nudge, batch=batch, seed=seed,
                                    backend=backend, backend_options=dict(options)))
+    if epochs is not None:
+        from hil.train import by_epochs
+        by_epochs(cfg, task.n_train, epochs)
     with tempfile.TemporaryDirectory(prefix="hil-train-") as tmp:
         where = Path(out) if out is not None else Path(tmp) / "run"
         summary = start_run(c, task, cfg, where, progress=bool(progress), force=force)

@@ -90,6 +90,31 @@ def crossbar(layers=(2, 4, 2), seed: int = 0, g_min: float = G_MIN, g_max: float
                         g_min, g_max, source=f"crossbar({layers}, seed={seed})")
 
 
+#: edges a resistor board holds (the firmware's limit: one digital potentiometer per edge)
+BOARD_EDGES = 30
+
+
+def board_classifier(features: int = 4, classes: int = 3, seed: int = 0, g_min: float = G_MIN,
+                     g_max: float = G_MAX) -> Circuit:
+    """A board-sized linear classifier in the manner of Dillavou et al. (Phys. Rev. Applied 18, 014040, 2022):
+    every source joined to every class output by one programmable resistor.
+
+    Sources: a +-x pair per feature (``x1p``, ``x1n``, ...), a bias ``bias`` (the classification
+    encoding's 2d + 1 layout: +1 V) and ground; outputs ``y1`` .. ``yC``, one per class. That is
+    (2 features + 2) x classes edges: 30 for Iris (4 features, 3 classes), a board's limit.
+    """
+    if features < 1 or classes < 2:
+        raise ValueError(f"board: --sizes {features},{classes}: at least 1 feature and 2 classes")
+    rng = np.random.default_rng(seed)
+    ins = [f"x{j + 1}{s}" for j in range(features) for s in ("p", "n")] + ["bias"]
+    outs = [f"y{c + 1}" for c in range(classes)]
+    pairs = [(i, o) for o in outs for i in ins + ["gnd"]]
+    g = _initial_g(rng, len(pairs), g_min, g_max)
+    edges = [(f"R{k + 1}", a, b, g[k]) for k, (a, b) in enumerate(pairs)]
+    return make_circuit(f"board{features}x{classes}_s{seed}", edges, "gnd", ins, outs, g_min, g_max,
+                        source=f"board_classifier({features}, {classes}, seed={seed})")
+
+
 def add_vccs(c: Circuit, pairs: int = 2, seed: int = 0, scale: float | None = None, asymmetry: float = 1.0,
              singles: int = 0) -> Circuit:
     """The circuit with random VCCS couplings between free nodes (docs/math.md, section 7.1), trainable.

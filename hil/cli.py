@@ -38,7 +38,12 @@ LR_HELP = ("learning rate alpha in S^2/V^2 (update: g <- g - alpha * ghat), fixe
 def _add_task(p, required=True, split=False):
     """Task options; ``split``: the command trains, so a CSV task holds out --test-fraction of its rows."""
     g = p.add_mutually_exclusive_group(required=required)
-    g.add_argument("--data", metavar="CSV", help="CSV task: header names the input and output nodes, one example a row (V)")
+    g.add_argument("--data", metavar="CSV", help="CSV task: header names the input and output nodes, one example a row "
+                                                 "(V); with --label COLUMN a labelled CSV to classify; FILE.npz: arrays "
+                                                 "X (examples x features) and y (labels) to classify")
+    g.add_argument("--dataset", choices=["iris", "digits", "wine", "breast-cancer", "xor", "moons", "circles"],
+                   help="classification: a data set shipped with scikit-learn, or generated (xor, moons, circles: "
+                        "200 examples from --seed)")
     g.add_argument("--teacher", metavar="SEED", type=int,
                    help="teacher task: random teacher conductances (log-uniform in [g_min, g_max]) on the same topology")
     g.add_argument("--task", choices=["factorize"],
@@ -59,6 +64,14 @@ def _add_task(p, required=True, split=False):
     p.add_argument("--inputs", dest="task_inputs", default="onehot", choices=["onehot", "random"],
                    help="factorize: one-hot inputs (Y's columns are the targets) or random N(0,1) inputs")
     p.add_argument("--task-seed", type=int, default=0, help="factorize: seed of Y (and of random inputs)")
+    p.add_argument("--label", metavar="COLUMN", help="classification: the CSV column holding each example's class "
+                                                     "(strings or integers); every other column is a feature")
+    p.add_argument("--input-volts", type=float, default=None, help="classification: volts per standard deviation "
+                                                                   "of a standardised feature (default 1)")
+    p.add_argument("--v-on", type=float, default=None, help="classification: target reading of the true class, V "
+                                                            "(default 0.5)")
+    p.add_argument("--v-off", type=float, default=None, help="classification: target reading of the other classes, "
+                                                             "V (default -0.5)")
     if split:
         p.add_argument("--test-fraction", type=float, default=0.2, help="CSV task: held-out fraction (default 0.2)")
 
@@ -105,17 +118,46 @@ def _task(args, circuit):
     if args.examples is None:
         args.examples = 16
     amp = args.amplitude if args.amplitude is not None else teacher_amplitude(getattr(args, "device", None))
-    if getattr(args, "data", None) and args.amplitude is not None:
+    if (getattr(args, "data", None) or getattr(args, "dataset", None)) and args.amplitude is not None:
         raise ValueError("--amplitude applies to teacher tasks (--teacher, --teacher-circuit): a CSV task's "
-                         "voltages are its own")
+                         "voltages are its own (a classification's: --input-volts)")
     if getattr(args, "teacher_circuit", None):
         from hil.circuit import load_circuit
         return circuit_teacher_task(circuit, load_circuit(args.teacher_circuit), 0, args.examples, amplitude=amp)
+    classify = _classification(args, circuit)
+    if classify is not None:
+        return classify
     if getattr(args, "data", None):
         return load_csv_task(circuit, args.data, getattr(args, "test_fraction", 0.0), seed=getattr(args, "seed", 0) or 0)
     if getattr(args, "teacher", None) is not None:
         return teacher_task(circuit, args.teacher, args.examples, amplitude=amp)
     return None
+
+
+def _classification(args, circuit):
+    """The classification task the options name (--dataset, --data FILE.npz, --data CSV --label COLUMN), or None."""
+    from hil import classify as cl
+    data, label = getattr(args, "data", None), getattr(args, "label", None)
+    on_off = [getattr(args, k, None) for k in ("v_on", "v_off", "input_volts")]
+    if not getattr(args, "dataset", None) and not label and not (data and str(data).endswith(".npz")):
+        if any(v is not None for v in on_off):
+            raise ValueError("--v-on, --v-off and --input-volts apply to a classification (--dataset, --data FILE --label "
+                             "COLUMN or --data FILE.npz)")
+        return None
+    if label and not data:
+        raise ValueError("--label COLUMN names the class column of a CSV given with --data")
+    if getattr(args, "dataset", None):
+        labelled = cl.load_dataset(args.dataset, getattr(args, "seed", 0) or 0)
+    elif str(data).endswith(".npz"):
+        if label:
+            raise ValueError(f"--label {label}: a .npz data file holds its labels as the array y")
+        labelled = cl.load_npz(data)
+    else:
+        labelled = cl.load_labelled_csv(data, label)
+    v_on, v_off = (cl.V_ON if on_off[0] is None else on_off[0]), (cl.V_OFF if on_off[1] is None else on_off[1])
+    return cl.classification_task(circuit, labelled, getattr(args, "test_fraction", 0.0),
+                                  getattr(args, "seed", 0) or 0, v_on, v_off,
+                                  1.0 if on_off[2] is None else on_off[2])
 
 
 def _layered_task(args, circuit):
@@ -207,11 +249,16 @@ def cmd_train(args):
         if layered:
             return _train_layered(args, circuit, task)
         if task is None:
-            raise ValueError("give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
+            raise ValueError("give a task: --data CSV, --dataset NAME, --teacher SEED or --teacher-circuit FILE")
+        if args.epochs is not None:
+            _by_epochs(args, cfg, task)
         res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
             f"run in {res['run_dir']} (loss.png, log.csv; the trained circuit: trained.toml, or name the run "
             "folder as the circuit)")
+    if "test_accuracy" in res:
+        text += (f"\naccuracy: train {res['train_accuracy']:.4f}, test {res['test_accuracy']:.4f} "
+                 f"(classes {', '.join(res['classes'])}; confusion matrices in result.json, confusion.png)")
     for st in res.get("stalled", []):  # the message itself was printed when it happened
         text = f"stalled at step {st['step']}: no parameter changed for the 20 steps before (history.log)\n" + text
     if res.get("nudge_note"):
@@ -220,6 +267,15 @@ def cmd_train(args):
         text = _task_line(task, trains=True) + "\n" + text
         res.update(examples=task.n_train, test_examples=len(task.X_test))
     _emit(args, res, text)
+
+
+def _by_epochs(args, cfg, task) -> None:
+    """--epochs E: E passes through the training split in shuffled minibatches (--batch, default 10)."""
+    from hil.train import ConfigError, by_epochs
+    if args.steps is not None:
+        raise ConfigError(f"--steps {args.steps} and --epochs {args.epochs}: give one (an epoch is "
+                          "ceil(training examples / --batch) steps)")
+    by_epochs(cfg, task.n_train, args.epochs)
 
 
 def _backend_options(args) -> dict:
@@ -655,7 +711,7 @@ def cmd_sweep(args):
     with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
         rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
                          args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch,
-                         scheduler=args.scheduler, data=args.data, amplitude=args.amplitude)
+                         scheduler=args.scheduler, data=args.data, amplitude=args.amplitude, dataset=args.dataset)
     failed = [r for r in rows if r["status"] != "ok"]
     lines = [f"{len(rows)} points, {len(failed)} failed; tables: {args.out}/sweep.csv (each point), "
              f"{args.out}/summary.csv (over seeds); plot: {args.out}/sweep.png"]
@@ -919,7 +975,10 @@ def cmd_generate(args):
         return _emit(args, {"path": args.o, "sizes": list(c.sizes), "conductances": c.n_params},
                      f"wrote {args.o}: layered circuit {'-'.join(map(str, c.sizes))} ({c.n_params} conductances, "
                      f"{c.n_layers} transimpedance stages)")
-    if args.kind == "random":
+    if args.kind == "board":
+        sizes = _sizes(args.sizes if args.sizes != "8,3,6" else "4,3", 2, "4,3 (features, classes)")
+        c = gen.board_classifier(sizes[0], sizes[1], args.seed)
+    elif args.kind == "random":
         c = gen.random_network(args.nodes, args.degree, args.seed, args.inputs, args.outputs)
     elif args.kind == "lattice":
         c = gen.lattice(args.rows, args.cols, args.seed, args.inputs, args.outputs)
@@ -938,6 +997,17 @@ def cmd_generate(args):
     si = symmetry_index(conductance_matrix(c)[c.free][:, c.free])
     _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m, "vccs": c.k, "symmetry_index": si},
           f"wrote {args.o}: {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS (symmetry index {si:.4f})" if c.k else ""))
+
+
+def _sizes(text: str, count: int, example: str) -> tuple:
+    """--sizes as ``count`` whole numbers >= 1, or a ValueError naming the option."""
+    try:
+        sizes = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != count or min(sizes) < 1:
+        raise ValueError(f"--sizes {text!r}: expected {count} comma-separated whole numbers >= 1, e.g. {example}")
+    return sizes
 
 
 def _positive_int(option: str):
@@ -970,7 +1040,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rule(t)
     t.add_argument("--lr", type=float, default=None, help=LR_HELP)
     t.add_argument("--steps", type=int, default=None, help="training steps (default 1000; with --resume: the new total)")
-    t.add_argument("--batch", type=int, default=None, help="examples per step (default: the whole training set)")
+    t.add_argument("--batch", type=int, default=None, help="examples per step (default: the whole training set; "
+                                                           "with --epochs, 10)")
+    t.add_argument("--epochs", type=int, default=None, help="train by epochs: passes through the training split in "
+                                                            "minibatches shuffled with --seed (instead of --steps); "
+                                                            "log.csv gets a row per epoch")
     t.add_argument("--seed", type=int, default=0, help="seed for batch sampling and the CSV split")
     t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/20)")
     t.add_argument("--log-every", type=_positive_int("--log-every"), default=None,
@@ -1056,6 +1130,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--amplitude", type=float, default=None, metavar="VOLTS",
                     help="teacher inputs uniform in [-A, A] V (default 1 V; 0.1 V with --device mosfet*)")
     sw.add_argument("--examples", type=int, default=16, help="teacher task: training examples (default 16)")
+    sw.add_argument("--dataset", choices=["iris", "digits", "wine", "breast-cancer", "xor", "moons", "circles"],
+                    help="classify this data set instead of the teacher task (one split, seed 0); sweep.csv adds "
+                         "train_accuracy and test_accuracy")
     sw.add_argument("--rules", default="ep-sym,cl,al")
     sw.add_argument("--nudges", help="comma-separated nudges (default: each rule's default)")
     sw.add_argument("--seeds", default="0", help="comma-separated seeds of batch sampling")
@@ -1137,7 +1214,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is an input")
 
     ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar, layered) as TOML.")
-    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered"])
+    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered", "board"],
+                    help="board: a board-sized linear classifier, --sizes FEATURES,CLASSES (default 4,3: 30 edges, "
+                         "Iris on a resistor board as in Dillavou et al. 2022)")
     ge.add_argument("-o", required=True, metavar="FILE")
     ge.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it")
     ge.add_argument("--nodes", type=int, default=16, help="random: nodes, ground included (default 16)")

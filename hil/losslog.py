@@ -51,10 +51,15 @@ def default_log_every(states, batch: int, n_train: int, n_test: int) -> int:
 class LossLog:
     """Rows for log.csv, filled from the steps' own measurements or by ``train_loss()`` / ``test_loss()`` passes."""
 
-    def __init__(self, log_every: int, steps: int, full_batch: bool, train_loss, test_loss, extra=None):
-        """``extra()``: further columns of a row, measured when the row is made (e.g. homeostasis_H)."""
+    def __init__(self, log_every: int, steps: int, full_batch: bool, train_loss, test_loss, extra=None,
+                 from_measurements=None):
+        """``train_loss()``, ``test_loss()``: the loss, or a dict of the row's train (test) columns (the loss
+        and what the task scores beside it, e.g. ``{"train_loss": .., "train_accuracy": ..}``);
+        ``from_measurements(meas)``: the same for the train columns from a step's own free state (default: its loss);
+        ``extra()``: further columns of a row, measured when the row is made (e.g. homeostasis_H)."""
         self.every, self.steps, self.full = int(log_every), int(steps), full_batch
         self._train, self._test, self._extra = train_loss, test_loss, extra
+        self._from = from_measurements or (lambda meas: meas.loss())
         self.rows = []          # complete rows not yet written
         self.awaiting = None    # full batch: the row of the conductances now written, train loss to come
         self.last_train = float("nan")
@@ -70,31 +75,39 @@ class LossLog:
         """The row of the state after ``step`` steps (just written); ``lr``: the step that led to it."""
         if not self.exists(step):
             return
-        row = dict(step=step, train_loss=float("nan"), test_loss=self._test() if self.logs(step) else float("nan"),
-                   grad_norm=grad_norm, seconds=seconds, lr=lr)
+        row = dict(step=step, train_loss=float("nan"), test_loss=float("nan"), grad_norm=grad_norm, seconds=seconds,
+                   lr=lr)
+        if self.logs(step):
+            self._fill(row, "test_loss", self._test())
         if self._extra is not None:
             row.update(self._extra())
         if self.full:
             self.awaiting = row
         else:
-            row["train_loss"] = self.last_train = self._train()
+            self._fill(row, "train_loss", self._train())
             self.rows.append(row)
 
     def measured(self, step: int, meas) -> None:
         """Step ``step`` + 1 measured the free state of the whole training set at row ``step``'s conductances."""
         if self.awaiting is not None and self.awaiting["step"] == step:
-            self.awaiting["train_loss"] = self.last_train = meas.loss()
+            self._fill(self.awaiting, "train_loss", self._from(meas))
             self.rows.append(self.awaiting)
             self.awaiting = None
 
     def take(self, complete: bool = True) -> list:
         """The complete rows so far; ``complete``: the awaiting one too, measured now (the end, an interrupt)."""
         if complete and self.awaiting is not None:
-            self.awaiting["train_loss"] = self.last_train = self._train()
+            self._fill(self.awaiting, "train_loss", self._train())
             self.rows.append(self.awaiting)
             self.awaiting = None
         rows, self.rows = self.rows, []
         return rows
+
+    def _fill(self, row: dict, key: str, value) -> None:
+        """Put a measured loss (or a dict of columns holding it) into ``row``."""
+        row.update(value if isinstance(value, dict) else {key: value})
+        if key == "train_loss":
+            self.last_train = row["train_loss"]
 
     def salvage(self) -> list:
         """On an interrupt: the complete rows, and the awaiting one if the substrate still answers."""

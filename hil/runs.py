@@ -7,12 +7,15 @@ A run directory holds
 - ``task.json``: the examples (so a resume needs nothing outside the folder);
 - ``log.csv``: one row per logged step (:mod:`hil.losslog`): step, train_loss, test_loss, grad_norm, seconds, lr
   (the learning rate of the step that led to the row; row 0: the first step's), and
-  homeostasis_H (S^2) for a non-reciprocal circuit or a run with homeostasis;
+  homeostasis_H (S^2) for a non-reciprocal circuit or a run with homeostasis, and what the task scores
+  (a classification: train_accuracy, test_accuracy, fractions in [0, 1]);
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
 - ``trained.toml``: the circuit at the newest checkpoint's parameters, rewritten with
   every checkpoint: a circuit file any command takes (the run directory itself names it);
-- ``loss.png``: the loss curves; ``result.json`` once the run ends;
+- ``task.npz`` beside ``task.json`` for a classification task (its arrays, binary);
+- ``loss.png``: the loss curves (and accuracy, a second panel); ``result.json`` once the run ends
+  (a classification: accuracies and confusion matrices, plotted in ``confusion.png``);
 - ``bench/``: a bench run's record (:mod:`hil.drivers.record`).
 """
 
@@ -132,7 +135,7 @@ LOCK = "run.lock"
 #: what hil writes in a run directory (a file of another name makes the folder someone else's)
 RUN_FILES = frozenset({"config.json", "circuit.toml", "task.json", "log.csv", "checkpoint.json", "checkpoints",
                        "loss.png", "homeostasis.png", "result.json", "history.log", "substrate.log", "bench",
-                       "recovered", "feedback.json", TRAINED, LOCK})
+                       "recovered", "feedback.json", TRAINED, "task.npz", "confusion.png", LOCK})
 
 
 def is_run_file(name: str, ours=RUN_FILES) -> bool:
@@ -552,7 +555,11 @@ def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:
 
     log = run.read_log()
     cfg = run.config
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    scored = "train_accuracy" in log
+    fig, axes = plt.subplots(1, 2 if scored else 1, figsize=(11, 4.2) if scored else (6.4, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    if scored:
+        plot_accuracy(axes[0, 1], log)
     ax.semilogy(log["step"], log["train_loss"], label="train")
     test = np.isfinite(log["test_loss"])  # logged every log_every steps only
     if test.any():
@@ -571,6 +578,53 @@ def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:
     plt.close(fig)
     if "homeostasis_H" in log:
         plot_homeostasis(run, log)
+    return out
+
+
+def plot_accuracy(ax, log: dict) -> None:
+    """The accuracy panel of loss.png: train and test accuracy (fraction of examples) against step."""
+    for split in ("train", "test"):
+        a = log[f"{split}_accuracy"]
+        ok = np.isfinite(a)
+        if ok.any():
+            ax.plot(log["step"][ok], a[ok], label=split, marker="." if ok.sum() < 200 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("accuracy (fraction of examples)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+
+
+def plot_summary(run: Run, summary: dict) -> list:
+    """The figures of a task's end-of-run summary (:meth:`hil.tasks.Task.summary`): ``confusion.png`` where it
+    holds confusion matrices; the paths written."""
+    return [plot_confusion(run, summary)] if "confusion_test" in summary else []
+
+
+def plot_confusion(run: Run, summary: dict) -> Path:
+    """Write ``confusion.png``: the confusion matrices (row: true class, column: predicted) of both splits."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = summary["classes"]
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 0.5 * len(classes), 2.4 + 0.25 * len(classes)))
+    for ax, split in zip(axes, ("train", "test")):
+        M = np.asarray(summary[f"confusion_{split}"])
+        ax.imshow(M, cmap="Blues")
+        ticks = range(len(classes))
+        ax.set_xticks(ticks, [c[:10] for c in classes], rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(ticks, [c[:10] for c in classes], fontsize=8)
+        for (i, j), v in np.ndenumerate(M):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                    color="white" if v > M.max() / 2 else "black")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{split}: accuracy {summary.get(split + '_accuracy', float('nan')):.3f}", fontsize=9)
+    fig.tight_layout()
+    out = run.path / "confusion.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
     return out
 
 

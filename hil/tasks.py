@@ -34,27 +34,94 @@ class TaskError(ValueError):
 
 @dataclass
 class Task:
+    """Examples in volts, and what the task reports beside the loss.
+
+    A classification task (``encoding`` set, see :mod:`hil.classify`) also holds each
+    example's class (``labels_train``, ``labels_test``) and reports accuracy; the loop logs
+    the scores :meth:`scores` names, whatever the task.
+    """
+
     X_train: np.ndarray
     Y_train: np.ndarray
     X_test: np.ndarray
     Y_test: np.ndarray
     description: str = ""
     meta: dict = field(default_factory=dict)
+    encoding: dict | None = None
+    labels_train: np.ndarray | None = None
+    labels_test: np.ndarray | None = None
 
     @property
     def n_train(self) -> int:
         return len(self.X_train)
 
+    @property
+    def kind(self) -> str:
+        return "classification" if self.encoding is not None else "regression"
+
+    @property
+    def score_names(self) -> list:
+        """The log's columns beside the losses: ``train_accuracy``, ``test_accuracy`` for a classification."""
+        return ["train_accuracy", "test_accuracy"] if self.encoding is not None else []
+
+    def scores(self, split: str, VO) -> dict:
+        """What the task reports for ``split`` ('train' or 'test') from the free-state outputs VO (N, |O|) volts."""
+        if self.encoding is None:
+            return {}
+        from hil.classify import accuracy, predict
+        labels = self.labels_train if split == "train" else self.labels_test
+        return {f"{split}_accuracy": accuracy(predict(self.encoding, VO), labels)}
+
+    def summary(self, VO_train, VO_test) -> dict:
+        """The end of a run: the final scores and, for a classification, the confusion matrices (row: true class)."""
+        if self.encoding is None:
+            return {}
+        from hil.classify import confusion, predict
+        C = len(self.encoding["classes"])
+        out = {**self.scores("train", VO_train), **self.scores("test", VO_test), "classes": self.encoding["classes"]}
+        for split, VO, y in (("train", VO_train, self.labels_train), ("test", VO_test, self.labels_test)):
+            out[f"confusion_{split}"] = confusion(predict(self.encoding, VO), y, C).tolist()
+        return out
+
     def to_dict(self) -> dict:
-        return {"description": self.description, "meta": self.meta,
-                "X_train": self.X_train.tolist(), "Y_train": self.Y_train.tolist(),
-                "X_test": self.X_test.tolist(), "Y_test": self.Y_test.tolist()}
+        d = {"description": self.description, "meta": self.meta,
+             "X_train": self.X_train.tolist(), "Y_train": self.Y_train.tolist(),
+             "X_test": self.X_test.tolist(), "Y_test": self.Y_test.tolist()}
+        if self.encoding is not None:
+            d.update(encoding=self.encoding, labels_train=np.asarray(self.labels_train).tolist(),
+                     labels_test=np.asarray(self.labels_test).tolist())
+        return d
+
+    def record(self, folder) -> dict:
+        """task.json's content for a run in ``folder``; a classification task's arrays go to ``folder/task.npz``
+        (binary, exact, read back without a JSON parse of every number)."""
+        if self.encoding is None:
+            return self.to_dict()
+        import io
+
+        from hil.runs import atomic_write
+        buf = io.BytesIO()
+        np.savez(buf, X_train=self.X_train, Y_train=self.Y_train, X_test=self.X_test, Y_test=self.Y_test,
+                 labels_train=np.asarray(self.labels_train, int), labels_test=np.asarray(self.labels_test, int))
+        atomic_write(Path(folder) / "task.npz", buf.getvalue())
+        return {"description": self.description, "meta": self.meta, "kind": self.kind, "encoding": self.encoding,
+                "arrays": "task.npz"}
 
     @staticmethod
-    def from_dict(d: dict) -> "Task":
+    def from_dict(d: dict, folder=None) -> "Task":
+        """The task of a to_dict() or record() dict (``folder``: where record() put its arrays)."""
+        if "arrays" in d:
+            with np.load(Path(folder) / d["arrays"], allow_pickle=False) as z:
+                a = {k: z[k] for k in z.files}
+            d = {**d, **a}
         arr = lambda k: np.array(d[k], dtype=float)
-        return Task(arr("X_train"), arr("Y_train"), arr("X_test"), arr("Y_test"),
-                    d.get("description", ""), d.get("meta", {}))
+        t = Task(arr("X_train"), arr("Y_train"), arr("X_test"), arr("Y_test"),
+                 d.get("description", ""), d.get("meta", {}))
+        if d.get("encoding") is not None:
+            t.encoding = d["encoding"]
+            t.labels_train = np.asarray(d["labels_train"], int)
+            t.labels_test = np.asarray(d["labels_test"], int)
+        return t
 
 
 NUMBER_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")

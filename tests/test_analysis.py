@@ -175,7 +175,8 @@ def test_report_regenerates_with_its_tables_and_figures(report):
     for needle in ("## 1. Bias order", "| ep-sym | 2 | 2.0", "| ep-holo:4 | 4 | 4.0", "## 2. The nudge",
                    "## 3. What each rule descends", "## 4. Coercivity", "![bias, ideal](bias-ideal.png)",
                    "## 5. The kite", "| 0 | 1/2 |", "| 0.2 | 2/2 |", "![kite loss curves](kite.png)",
-                   "## 6. Layered circuits: feedback alignment", "(below 1e-3)", "![angle](factorize-angle.png)"):
+                   "## 6. Layered circuits: feedback alignment", "(below 1e-3)", "![angle](factorize-angle.png)",
+                   "## 8. Classification: Iris on a board-sized network", "| ngspice digipot | cl |"):
         assert needle in md, needle
     for fig in ("bias-ideal.png", "rules.png", "kite.png", "factorize-excess.png", "factorize-angle.png"):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
@@ -205,3 +206,14 @@ def test_docs_check_catches_a_changed_number():
     assert compare(update(readme, report), report) == [] and update(readme, report).endswith("## Next\n")
     assert compare(readme.replace("1.9e8", "44"), report) == []  # within 5 %
     assert "no table with this header" in compare(readme.replace("| rule | error |", "| rule | err |"), report)[0]
+
+
+def test_classification_page_quotes_the_numbers_the_report_regenerates(report):
+    """docs/classification.md's table is the report's section 8 table, cell for cell (numbers to 5 %)."""
+    from pathlib import Path
+
+    from docs_numbers import compare
+    page = (Path(__file__).resolve().parents[1] / "docs" / "classification.md").read_text()
+    section = "## Validation\n" + page[page.index("## Reproductions"):].split("\n", 1)[1]  # compare()'s section
+    problems = compare(section, (report / "report.md").read_text())
+    assert "| ideal | cl |" in page and not problems, "\n".join(problems)

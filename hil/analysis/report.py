@@ -11,7 +11,10 @@
 4. coercivity: the predicted loss decay rate beside the measured one;
 5. the kite: a mirror symmetry that removes a rank of J and slows training;
 6. layered circuits: gd and feedback alignment on a low-rank factorisation
-   (:mod:`hil.analysis.factorize`).
+   (:mod:`hil.analysis.factorize`);
+7. non-reciprocal circuits (:mod:`hil.analysis.nonreciprocal`);
+8. classification: Iris on a board-sized network beside the papers and baselines
+   (:mod:`hil.analysis.classification`).
 """
 
 from __future__ import annotations
@@ -197,6 +200,8 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
     md += [""] + factorize_section(out, number=6)
     from hil.analysis.nonreciprocal import section as nonreciprocal_section
     md += [""] + nonreciprocal_section(out, ngspice, progress, number=7)
+    from hil.analysis.classification import section as classification_section
+    md += [""] + classification_section(out, ngspice, progress, number=8)
     md += ["",
            f"Generated in {time.perf_counter() - t0:.0f} s."]
     path = out / "report.md"

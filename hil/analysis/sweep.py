@@ -42,7 +42,8 @@ from pathlib import Path
 #: the axes a point varies, beside the seed; None: the circuit's own value (or the rule's default nudge)
 AXES = ["rule", "nudge", "nonideal", "homeostasis", "vccs_scale", "asymmetry"]
 FIELDS = ["point", "rule", "nudge", "seed", "nonideal", "homeostasis", "vccs_scale", "asymmetry", "status",
-          "initial_loss", "final_loss", "final_H", "measured_rate", "predicted_rate", "run_dir", "error"]
+          "initial_loss", "final_loss", "final_H", "measured_rate", "predicted_rate", "run_dir", "error",
+          "train_accuracy", "test_accuracy"]
 SUMMARY_FIELDS = AXES + ["seeds", "failed", "final_loss_median", "final_loss_min", "final_loss_max",
                          "final_H_median"]
 
@@ -61,14 +62,15 @@ def grid(rules, nudges, seeds, nonideals, homeostasis=None, vccs_scales=None, as
                                                            asymmetries or [None])]
 
 
-def task_spec(circuit_path, teacher, examples, steps, batch, backend, device, data=None, amplitude=None) -> dict:
+def task_spec(circuit_path, teacher, examples, steps, batch, backend, device, data=None, amplitude=None,
+              dataset=None) -> dict:
     """What every point needs, read on the client: the circuit file's (and a CSV task's) text travels, not its path."""
     from hil.circuit import load_circuit
     from hil.tasks import teacher_amplitude
     c = load_circuit(circuit_path)
     spec = {"circuit_text": Path(c.source).read_text(), "circuit_source": c.source, "teacher": teacher,
             "examples": examples, "steps": steps, "batch": batch, "backend": backend, "device": device,
-            "amplitude": amplitude if amplitude is not None else teacher_amplitude(device)}
+            "amplitude": amplitude if amplitude is not None else teacher_amplitude(device), "dataset": dataset}
     if data is not None:
         from hil.tasks import TaskError
         p = Path(data)
@@ -103,7 +105,8 @@ def run_point(idx: int, point: dict, spec: dict, run_dir, final_dir=None) -> dic
             result = read_json(Path(run_dir) / "result.json")
             result["run_dir"] = final_dir
             write_json(Path(run_dir) / "result.json", result)
-        row.update({k: res.get(k) for k in ("initial_loss", "final_loss", "final_H", "measured_rate", "predicted_rate")})
+        row.update({k: res.get(k) for k in ("initial_loss", "final_loss", "final_H", "measured_rate", "predicted_rate",
+                                            "train_accuracy", "test_accuracy")})
     except Exception as exc:  # reported in the table, the sweep goes on
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     return row
@@ -148,6 +151,9 @@ def _train_point(point, spec, run_dir) -> dict:
 def _task(c, spec, seed):
     """The point's task: the CSV the sweep names (its text, written where the worker reads it), or the teacher."""
     from hil.tasks import load_csv_task, teacher_task
+    if spec.get("dataset"):  # a classification: one split (seed 0) for every point, the seeds vary the batches
+        from hil.classify import classification_task, load_dataset
+        return classification_task(c, load_dataset(spec["dataset"]), 0.2, 0)
     if "data_text" not in spec:
         return teacher_task(c, spec["teacher"], spec["examples"], amplitude=spec.get("amplitude", 1.0))
     with tempfile.TemporaryDirectory(prefix="hil-task-") as tmp:
@@ -195,20 +201,24 @@ def _occupied(run_dir: Path) -> str | None:
 
 def run_sweep(circuit_path, points: list, out, teacher: int = 1, examples: int = 16, steps: int = 200,
               backend: str = "ideal", device: str = "resistor", workers: int | None = None, progress=None,
-              batch: int | None = None, scheduler: str | None = None, data=None, amplitude=None) -> list:
+              batch: int | None = None, scheduler: str | None = None, data=None, amplitude=None,
+              dataset: str | None = None) -> list:
     """Run every point and write and return the table (and the summary and plot: :func:`write_summary`).
 
     ``data``: a CSV task file for every point (its rows split 80/20 by each point's seed) instead
-    of the teacher task; ``amplitude``: the teacher's input amplitude (V; default by device).
+    of the teacher task; ``amplitude``: the teacher's input amplitude (V; default by device);
+    ``dataset``: a classification data set for every point (one split, seed 0; the seeds vary the batches).
 
     ``scheduler``: None (``workers`` processes here, default every core), ``"local"``
     (a Dask LocalCluster of ``workers`` processes) or a Dask scheduler's address
-    ``tcp://HOST:PORT``. ``progress(done, total)`` is called as each point finishes.
+    ``tcp://HOST:PORT``. ``progress(done, total)`` is called as each point finishes. ``dataset``: a
+    classification data set (:data:`hil.classify.DATASETS`, ``GENERATED``) instead of the teacher task; the
+    table then carries each point's train and test accuracy.
     """
     if scheduler is not None and scheduler != "local" and not SCHEDULER_RE.match(scheduler):
         raise ValueError(f"--scheduler {scheduler!r}: expected 'local' or a Dask scheduler address tcp://HOST:PORT")
     out = Path(out)
-    spec = task_spec(circuit_path, teacher, examples, steps, batch, backend, device, data, amplitude)
+    spec = task_spec(circuit_path, teacher, examples, steps, batch, backend, device, data, amplitude, dataset)
     _claim(out)
     try:
         return _sweep_into(out, spec, points, workers, progress, scheduler)
