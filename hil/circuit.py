@@ -123,6 +123,9 @@ class Circuit:
     biases: tuple = ()
     bias_v: np.ndarray = field(default_factory=lambda: np.zeros(0))
     elements: tuple = ()
+    #: the weight matrices a generator remembers (:mod:`hil.matrices`, ``[[matrix]]`` tables): which edges form
+    #: which signed matrix W = diag(R) (G+ - G-)
+    matrices: tuple = ()
 
     def __post_init__(self):
         if self.edge_fixed is None:
@@ -364,6 +367,10 @@ class Circuit:
         for grp in self.elements:
             for j in range(len(grp)):
                 lines += grp.toml(j, self.nodes)
+        if self.matrices:
+            from hil.matrices import toml
+            for mat in self.matrices:
+                lines += toml(mat, self.edge_names, self.nodes)
         if self.calibration:
             cal = self.calibration
             lines += ["# per edge, in the order of the [[edge]] tables: actual = scale x written", "[calibration]",
@@ -492,7 +499,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
 
     from hil.elements import KINDS
     known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge", "vccs", "gm_max", "calibration",
-             "bias"} | {kind.table for kind in KINDS}
+             "bias", "matrix"} | {kind.table for kind in KINDS}
     for k in data:
         if k not in known:
             raise CircuitError(f"{at(k)}: unknown key '{k}' (expected one of {', '.join(sorted(known))})")
@@ -613,10 +620,18 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
                                f"(edge {', '.join(touching)}): {what}" + (" (and so is every other)" if len(lst) > 1 else ""))
     calibration = _calibration(data["calibration"], len(names), at) if "calibration" in data else None
     biases, bias_v = _biases(data.get("bias", []), at, index, ground, inputs, outputs)
+    matrices = ()
+    if "matrix" in data:
+        from hil.matrices import parse
+        try:
+            matrices = parse(data["matrix"], lambda k, j: at(k, j, "matrix") if j is not None else at("matrix"),
+                             {nm: e for e, nm in enumerate(names)}, index, fixed)
+        except ValueError as exc:
+            raise CircuitError(str(exc)) from None
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
                       np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source,
                       *vccs, gm_max=gm_max, calibration=calibration, edge_fixed=np.array(fixed, bool),
-                      biases=biases, bias_v=bias_v, elements=tuple(elements))
+                      biases=biases, bias_v=bias_v, elements=tuple(elements), matrices=matrices)
     _check_connected(circuit, at)
     if circuit.k and not circuit.elements:
         _check_operating_point(circuit, at(edge=0, table="vccs"))

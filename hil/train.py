@@ -292,7 +292,7 @@ class Trainer:
         self.run, self.circuit, self.task, self.cfg, self.sub = run, circuit, task, config, substrate
         run.circuit = circuit  # each checkpoint leaves the trained circuit (trained.toml)
         self.message_counts = {}
-        self.rule = make_rule(config.rule, config.nudge, config.points)
+        self.rule = make_rule(config.rule, config.nudge, config.points, seed=config.seed)
         if config.kappa_max is None:
             config.kappa_max = substrate.kappa_max(task.X_train)
         self.rule.configure(config.kappa_max)
