@@ -173,24 +173,39 @@ def sigint_flag():
         signal.signal(signal.SIGINT, old)
 
 
-def curvature(circuit: Circuit, g, X, weight=None) -> float:
-    """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g.
+def curvature(circuit: Circuit, g, X, weight=None, Y=None) -> float:
+    """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g, over the
+    parameters that move (a fixed element's bounds [g, g] keep it out).
 
-    In memory m x m whatever the number of examples (:func:`hil.exact.gauss_newton`).
+    In memory m x m whatever the number of examples (:func:`hil.exact.gauss_newton`). A circuit with weight
+    matrices (``[[matrix]]`` tables: products of crossbars) adds the residual part's bound
+    2 R_max^2 ||E^T X|| / N (E = o - y at ``Y``, R_max the largest feedback resistance): the loss is
+    bilinear there, the cross derivatives d^2C / dW_k dW_(k+1) are E^T X / N whatever the weights, and at a
+    small start the Gauss-Newton part alone would vanish.
     """
-    from hil.exact import gauss_newton
+    from hil.exact import free_state, gauss_newton
 
+    lo, hi = circuit.bounds()
+    moving = np.flatnonzero(hi > lo)
     with one_blas_thread(circuit.m):
-        return float(np.linalg.eigvalsh(gauss_newton(circuit, X, g, weight)).max())
+        H = gauss_newton(circuit, X, g, weight)[np.ix_(moving, moving)]
+        lam = float(np.linalg.eigvalsh(H).max()) if len(moving) else 0.0
+    if circuit.matrices and Y is not None:
+        X = np.atleast_2d(np.asarray(X, float))
+        E = free_state(circuit, X, g)[:, list(circuit.outputs)] - np.atleast_2d(Y)
+        gg = circuit.g if g is None else np.asarray(g, float)
+        R = max(float(np.max(1.0 / gg[mat.feedback])) for mat in circuit.matrices)
+        lam += 2 * R * R * float(np.linalg.norm(E.T @ X, 2)) / len(X)
+    return lam
 
 
-def default_lr(circuit: Circuit, g, X, rule: Rule) -> float:
-    """alpha = LR_FRACTION / lambda_max(H) (S^2/V^2); see the module docstring."""
+def default_lr(circuit: Circuit, g, X, rule: Rule, Y=None) -> float:
+    """alpha = LR_FRACTION / lambda_max(H) (S^2/V^2); see the module docstring and :func:`curvature`."""
     from hil.exact import output_green
 
     with one_blas_thread(circuit.m):
         W = np.linalg.inv(output_green(circuit, g)) if rule.descends == "L_K" else None
-    return LR_FRACTION / curvature(circuit, g, X, W)
+    return LR_FRACTION / curvature(circuit, g, X, W, Y)
 
 
 def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Substrate:
@@ -340,7 +355,7 @@ class Trainer:
 
     def default_lr(self, g) -> float:
         """The curvature step alpha = LR_FRACTION / lambda_max(H(g)) on the training set (S^2/V^2)."""
-        return default_lr(self.circuit, g, self.task.X_train, self.rule)
+        return default_lr(self.circuit, g, self.task.X_train, self.rule, self.task.Y_train)
 
     def _H(self) -> dict:
         """The log's homeostasis column: H (S^2) at the parameters now written."""
