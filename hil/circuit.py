@@ -419,19 +419,13 @@ def _key_line(text: str, key: str) -> int:
 def load_circuit(path) -> Circuit:
     """Read and validate a circuit file (TOML). A bare name finds a shipped circuit.
 
-    Raises CircuitError with ``file:line:`` and the offending edge or node; a
-    layered circuit (``kind = "layered"``) is refused here: see :func:`load_any`.
+    Raises CircuitError with ``file:line:`` and the offending edge or node.
     """
-    c = load_any(path)
-    if getattr(c, "kind", None) == "layered":
-        raise CircuitError(f"{c.source}: kind = \"layered\": this command works on reciprocal networks only "
-                           "(layered circuits: hil train, hil grad, hil info, hil netlist)")
-    return c
+    return load_any(path)
 
 
 def load_any(path):
-    """A circuit file of any kind: a :class:`Circuit`, or with ``kind = "layered"`` a
-    :class:`hil.layered.LayeredCircuit`. A run directory or one of its checkpoints stands for
+    """A circuit file as a :class:`Circuit`. A run directory or one of its checkpoints stands for
     the trained circuit it holds (:func:`hil.runs.trained_circuit`)."""
     p = Path(path)
     if p.is_dir() or (p.suffix == ".npz" and p.is_file()):
@@ -449,12 +443,13 @@ def load_any(path):
     except tomllib.TOMLDecodeError as exc:
         raise CircuitError(f"{p}: not valid TOML: {exc}") from None
     kind = data.pop("kind", None)
-    if kind == "layered":
-        from hil.layered import layered_from_dict
-        return layered_from_dict(data, source=str(p), text=text)
+    if kind == "layered":  # the matrix format of earlier versions: the same circuit is now written in elements
+        raise CircuitError(f"{p}:{_key_line(text, 'kind')}: kind = \"layered\" is the matrix format of earlier hil "
+                           "versions; a layered circuit is now an ordinary circuit of edges and VCVS: write it with "
+                           "`hil generate layered --sizes m,r,n`")
     if kind is not None:
-        raise CircuitError(f"{p}:{_key_line(text, 'kind')}: unknown kind {kind!r} (expected \"layered\", or no "
-                           "kind for a reciprocal network)")
+        raise CircuitError(f"{p}:{_key_line(text, 'kind')}: unknown kind {kind!r} (a circuit file has no 'kind'; "
+                           "layered circuits are written by `hil generate layered`)")
     return circuit_from_dict(data, source=str(p), text=text)
 
 

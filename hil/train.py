@@ -419,7 +419,7 @@ class Trainer:
         (write or (lambda m: print(lead + m, file=sys.stderr)))(f"hil: {self.run.path}: {msg}")
 
     def train(self, start_step: int = 0, rng=None, progress: bool | None = None, lr: float | None = None,
-              checkpoint: dict | None = None) -> dict:
+              checkpoint: dict | None = None, plot: bool = True) -> dict:
         """Run steps ``start_step`` .. cfg.steps; ``lr``: the step in force at ``start_step``, ``checkpoint``:
         the checkpoint's extras (a resume)."""
         cfg, t, c = self.cfg, self.task, self.circuit
@@ -498,7 +498,9 @@ class Trainer:
                 self.sub.stop_recording()
         log = self.run.read_log()
         rates = self._rates(log["step"], log["train_loss"], g, alpha)
-        plot_losses(self.run, rates.pop("_lines", None))
+        lines = rates.pop("_lines", None)
+        if plot:  # an experiment of many runs draws its own figures
+            plot_losses(self.run, lines)
         result = {"initial_loss": float(log["train_loss"][0]), "final_loss": float(log["train_loss"][-1]),
                   "steps": int(step), "run_dir": str(self.run.path)}
         if "homeostasis_H" in log:
@@ -516,7 +518,7 @@ class Trainer:
 
 
 def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: bool | None = None,
-              substrate: Substrate | None = None, force: bool = False) -> dict:
+              substrate: Substrate | None = None, force: bool = False, plot: bool = True) -> dict:
     """Train ``circuit`` on ``task`` from scratch, recording into the run directory ``out``.
 
     ``out`` must be new or empty (``force``: what it holds is moved into ``out/replaced-*/``);
@@ -537,7 +539,7 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
             cfg["nudge_refused"] = trainer.nudge_refused
         run.create(cfg, circuit.to_toml(), task.to_dict(),
                    fields=LOG_FIELDS + (["homeostasis_H"] if trainer.log_H else []))
-        return trainer.train(progress=progress)
+        return trainer.train(progress=progress, plot=plot)
     finally:
         if substrate is None and sub is not None:
             sub.close()
@@ -669,14 +671,6 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
         raise RunError(f"--resume {out}: no such run folder (no checkpoint.json to resume from)")
     if not (run.path / "checkpoint.json").exists() and not any((run.path / "checkpoints").glob("step_*.npz")):
         raise RunError(f"{run.path}: no checkpoint.json; not a run directory, or the run never reached its first checkpoint")
-    if (run.path / "config.json").is_file():
-        try:
-            kind = run.config.get("circuit_kind")
-        except (RunError, AttributeError):
-            kind = None  # the checks below say what is wrong
-        if kind == "layered":
-            from hil.layered_train import resume_layered_run
-            return resume_layered_run(out, steps, progress, changes=changes)
     run.lock()
     sub = None
     try:

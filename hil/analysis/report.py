@@ -49,8 +49,8 @@ def bias_section(sub, X, Y, out: Path, tag: str, rules=RULES) -> tuple:
     return res
 
 
-def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Path:
-    """Regenerate the report into ``out``; returns the path of report.md."""
+def generate(out, ngspice: bool = False, seed: int = 2026, progress=print, quick: bool = False) -> Path:
+    """Regenerate the report into ``out``; returns the path of report.md. ``quick``: section 6 on fewer runs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -164,7 +164,7 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
     md += [""] + kite_section(out)
     progress("layered circuits: feedback alignment")
     from hil.analysis.factorize import section as factorize_section
-    md += [""] + factorize_section(out, number=6)
+    md += [""] + factorize_section(out, number=6, quick=quick)
     from hil.analysis.nonreciprocal import section as nonreciprocal_section
     md += [""] + nonreciprocal_section(out, ngspice, progress, number=7)
     md += ["",
