@@ -131,8 +131,6 @@ def train(circuit, task: Task, *, rule: str = "ep-sym", steps: int = 1000, lr: f
     TrainResult
     """
     c = _circuit(circuit)
-    if getattr(c, "kind", None) == "layered":
-        raise TypeError(f"{c.source}: a layered circuit; train it with `hil train` (hil.layered_train.start_layered_run)")
     cfg = check_config(TrainConfig(rule=rule, steps=steps, lr=lr, nudge=nudge, batch=batch, seed=seed,
                                    backend=backend, backend_options=dict(options)))
     if epochs is not None:

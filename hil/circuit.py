@@ -123,6 +123,9 @@ class Circuit:
     biases: tuple = ()
     bias_v: np.ndarray = field(default_factory=lambda: np.zeros(0))
     elements: tuple = ()
+    #: the weight matrices a generator remembers (:mod:`hil.matrices`, ``[[matrix]]`` tables): which edges form
+    #: which signed matrix W = diag(R) (G+ - G-)
+    matrices: tuple = ()
 
     def __post_init__(self):
         if self.edge_fixed is None:
@@ -364,6 +367,10 @@ class Circuit:
         for grp in self.elements:
             for j in range(len(grp)):
                 lines += grp.toml(j, self.nodes)
+        if self.matrices:
+            from hil.matrices import toml
+            for mat in self.matrices:
+                lines += toml(mat, self.edge_names, self.nodes)
         if self.calibration:
             cal = self.calibration
             lines += ["# per edge, in the order of the [[edge]] tables: actual = scale x written", "[calibration]",
@@ -412,19 +419,13 @@ def _key_line(text: str, key: str) -> int:
 def load_circuit(path) -> Circuit:
     """Read and validate a circuit file (TOML). A bare name finds a shipped circuit.
 
-    Raises CircuitError with ``file:line:`` and the offending edge or node; a
-    layered circuit (``kind = "layered"``) is refused here: see :func:`load_any`.
+    Raises CircuitError with ``file:line:`` and the offending edge or node.
     """
-    c = load_any(path)
-    if getattr(c, "kind", None) == "layered":
-        raise CircuitError(f"{c.source}: kind = \"layered\": this command works on reciprocal networks only "
-                           "(layered circuits: hil train, hil grad, hil info, hil netlist)")
-    return c
+    return load_any(path)
 
 
 def load_any(path):
-    """A circuit file of any kind: a :class:`Circuit`, or with ``kind = "layered"`` a
-    :class:`hil.layered.LayeredCircuit`. A run directory or one of its checkpoints stands for
+    """A circuit file as a :class:`Circuit`. A run directory or one of its checkpoints stands for
     the trained circuit it holds (:func:`hil.runs.trained_circuit`)."""
     p = Path(path)
     if p.is_dir() or (p.suffix == ".npz" and p.is_file()):
@@ -442,12 +443,13 @@ def load_any(path):
     except tomllib.TOMLDecodeError as exc:
         raise CircuitError(f"{p}: not valid TOML: {exc}") from None
     kind = data.pop("kind", None)
-    if kind == "layered":
-        from hil.layered import layered_from_dict
-        return layered_from_dict(data, source=str(p), text=text)
+    if kind == "layered":  # the matrix format of earlier versions: the same circuit is now written in elements
+        raise CircuitError(f"{p}:{_key_line(text, 'kind')}: kind = \"layered\" is the matrix format of earlier hil "
+                           "versions; a layered circuit is now an ordinary circuit of edges and VCVS: write it with "
+                           "`hil generate layered --sizes m,r,n`")
     if kind is not None:
-        raise CircuitError(f"{p}:{_key_line(text, 'kind')}: unknown kind {kind!r} (expected \"layered\", or no "
-                           "kind for a reciprocal network)")
+        raise CircuitError(f"{p}:{_key_line(text, 'kind')}: unknown kind {kind!r} (a circuit file has no 'kind'; "
+                           "layered circuits are written by `hil generate layered`)")
     return circuit_from_dict(data, source=str(p), text=text)
 
 
@@ -492,7 +494,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
 
     from hil.elements import KINDS
     known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge", "vccs", "gm_max", "calibration",
-             "bias"} | {kind.table for kind in KINDS}
+             "bias", "matrix"} | {kind.table for kind in KINDS}
     for k in data:
         if k not in known:
             raise CircuitError(f"{at(k)}: unknown key '{k}' (expected one of {', '.join(sorted(known))})")
@@ -613,10 +615,18 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
                                f"(edge {', '.join(touching)}): {what}" + (" (and so is every other)" if len(lst) > 1 else ""))
     calibration = _calibration(data["calibration"], len(names), at) if "calibration" in data else None
     biases, bias_v = _biases(data.get("bias", []), at, index, ground, inputs, outputs)
+    matrices = ()
+    if "matrix" in data:
+        from hil.matrices import parse
+        try:
+            matrices = parse(data["matrix"], lambda k, j: at(k, j, "matrix") if j is not None else at("matrix"),
+                             {nm: e for e, nm in enumerate(names)}, index, fixed)
+        except ValueError as exc:
+            raise CircuitError(str(exc)) from None
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
                       np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source,
                       *vccs, gm_max=gm_max, calibration=calibration, edge_fixed=np.array(fixed, bool),
-                      biases=biases, bias_v=bias_v, elements=tuple(elements))
+                      biases=biases, bias_v=bias_v, elements=tuple(elements), matrices=matrices)
     _check_connected(circuit, at)
     if circuit.k and not circuit.elements:
         _check_operating_point(circuit, at(edge=0, table="vccs"))

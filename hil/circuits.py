@@ -7,6 +7,7 @@ are log-uniform in the middle of [g_min, g_max] (siemens).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +272,55 @@ def with_elements(circuit: Circuit, seed: int = 0, diodes: int = 2, mosfets: int
             del data[k]
     data["name"] = f"{circuit.name}_el{seed}"
     return circuit_from_dict(data, source=f"with_elements({circuit.name}, seed={seed})")
+
+
+def layered(sizes, seed: int = 0, g_min: float = 1e-6, g_max: float = 1e-4, r_f: float = 1e5, init: float = 0.1,
+            gain: float = math.inf, r_inv: float = 1e4) -> Circuit:
+    """A layered circuit of widths ``sizes`` = (d_0, ..., d_L) as an ordinary circuit of elements, seeded.
+
+    Inputs x_i (V) and their inverted copies (a VCVS of gain -1 each); per matrix k, crosspoint (j, i) a pair
+    of trainable edges g+_ji from line +h_i and g-_ji from line -h_i to summing line s_j; s_j held at 0 V by a
+    transimpedance stage (an op-amp, a VCVS of gain ``gain`` from -s_j, with fixed feedback edge 1/``r_f``)
+    whose output t_j = -R_j I_j is the next matrix's inverted line; a one-way buffer (op-amp, two fixed edges
+    1/``r_inv``) gives u_j = -t_j = +h_(k+1),j. So h_(k+1) = W_k h_k with W_k = diag(R) (G+ - G-) (V/V), and
+    the outputs are the last buffers'. Each pair sits about g_c = (g_min + g_max) / 2,
+    g+- = g_c +- W / (2 r_f), W_ji ~ N(0, (init / sqrt(d_k))^2), clipped into [g_min, g_max] (siemens).
+    The ``[[matrix]]`` tables remember which edges form which W (:mod:`hil.matrices`).
+    """
+    from hil.circuit import circuit_from_dict
+
+    sizes = tuple(int(x) for x in sizes)
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"--sizes {','.join(map(str, sizes))}: need at least an input and an output width, each >= 1")
+    rng = np.random.default_rng(seed)
+    gc = 0.5 * (g_min + g_max)
+    names = ("W", "Z") if len(sizes) == 3 else tuple(f"L{k + 1}" for k in range(len(sizes) - 1))
+    edges, vcvs, matrices = [], [], []
+    plus = [f"x{i}" for i in range(sizes[0])]
+    minus = [f"xn{i}" for i in range(sizes[0])]
+    for i in range(sizes[0]):
+        vcvs.append({"name": f"Ex{i}", "out_p": minus[i], "out_n": "gnd", "ctrl_p": plus[i], "ctrl_n": "gnd",
+                     "gain": -1.0})
+    for k, L in enumerate(names):
+        W = rng.standard_normal((sizes[k + 1], sizes[k])) * init / np.sqrt(sizes[k])
+        gp, gm = (np.clip(gc + s * W / (2 * r_f), g_min, g_max) for s in (1, -1))
+        rows_p, rows_m, fb, outs = [], [], [], []
+        for j in range(sizes[k + 1]):
+            s, t, a, u = (f"{L}{q}{j}" for q in "stau")
+            rows_p.append([f"{L}p_{j}_{i}" for i in range(sizes[k])])
+            rows_m.append([f"{L}m_{j}_{i}" for i in range(sizes[k])])
+            for i in range(sizes[k]):
+                edges.append({"name": rows_p[j][i], "a": plus[i], "b": s, "g": float(gp[j, i])})
+                edges.append({"name": rows_m[j][i], "a": minus[i], "b": s, "g": float(gm[j, i])})
+            edges += [{"name": f"{L}f{j}", "a": s, "b": t, "g": 1.0 / r_f, "fixed": True},
+                      {"name": f"{L}i{j}", "a": t, "b": a, "g": 1.0 / r_inv, "fixed": True},
+                      {"name": f"{L}o{j}", "a": a, "b": u, "g": 1.0 / r_inv, "fixed": True}]
+            vcvs += [{"name": f"E{L}t{j}", "out_p": t, "out_n": "gnd", "ctrl_p": "gnd", "ctrl_n": s, "gain": gain},
+                     {"name": f"E{L}u{j}", "out_p": u, "out_n": "gnd", "ctrl_p": "gnd", "ctrl_n": a, "gain": gain}]
+            fb.append(f"{L}f{j}"); outs.append(u)
+        matrices.append({"name": L, "plus": rows_p, "minus": rows_m, "feedback": fb, "outputs": outs})
+        plus, minus = outs, [f"{L}t{j}" for j in range(sizes[k + 1])]
+    data = {"name": "layered" + "x".join(map(str, sizes)) + f"_s{seed}", "ground": "gnd",
+            "inputs": [f"x{i}" for i in range(sizes[0])], "outputs": plus, "g_min": g_min, "g_max": g_max,
+            "edge": edges, "vcvs": vcvs, "matrix": matrices}
+    return circuit_from_dict(data, source=f"layered({','.join(map(str, sizes))}, seed={seed})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -47,7 +48,8 @@ def _add_task(p, required=True, split=False):
     g.add_argument("--teacher", metavar="SEED", type=int,
                    help="teacher task: random teacher conductances (log-uniform in [g_min, g_max]) on the same topology")
     g.add_argument("--task", choices=["factorize"],
-                   help="layered circuits: factorize, targets y = Y x for a map Y of rank --rank (docs/math.md, section 8)")
+                   help="factorize: targets y = Y x for a random map Y (outputs x inputs, V/V) of rank --rank, the task of "
+                        "layered circuits (docs/layered.md)")
     g.add_argument("--teacher-circuit", metavar="FILE",
                    help="teacher task: the teacher is this circuit file (same edges and terminals; shipped name or "
                         "path), inputs uniform in [-1, 1] V with seed 0; e.g. the symmetric kite")
@@ -79,8 +81,8 @@ def _add_task(p, required=True, split=False):
 def _add_rule(p):
     p.add_argument("--rule", default="ep-sym", help="gd, ep, ep-sym, ep-holo, ep-open, ep-stencil, cl, al (default "
                                                      "ep-sym); ep-holo:N sets the points, ep-stencil:N the stencil's "
-                                                     "half-width (2N real nudges, bias O(beta^2N)); layered circuits: "
-                                                     "gd, fa, ep-sym")
+                                                     "half-width (2N real nudges, bias O(beta^2N)); fa: feedback "
+                                                     "alignment on a circuit with weight matrices (hil generate layered)")
     p.add_argument("--nudge", type=float, default=None, help=NUDGE_HELP)
     p.add_argument("--points", type=int, default=None, help="ep-holo: number of points N on the circle (default 4); "
                                                                     "ep-stencil: half-width N (default 2)")
@@ -101,19 +103,17 @@ def _add_backend(p):
     p.add_argument("--from-board", action="store_true",
                    help="bench: start from the conductances the board holds (checked against the limits) instead of "
                         "writing the circuit file's")
-    p.add_argument("--opamp-gain", type=float, default=None,
-                   help="ngspice, layered circuits: the op-amps' open-loop gain A, V/V (default: ideal)")
-    p.add_argument("--opamp-rin", type=float, default=None,
-                   help="ngspice, layered circuits: the op-amps' input resistance, ohms (default: infinite)")
 
 
 def _task(args, circuit):
     """The task the options name, or None. A CSV task is split only where the command trains
     (``--test-fraction``); analyses use every row."""
     from hil.tasks import circuit_teacher_task, load_csv_task, teacher_task
-    layered = getattr(circuit, "kind", None) == "layered"
-    if getattr(args, "task", None) == "factorize" or layered:
-        return _layered_task(args, circuit)
+    if getattr(args, "task", None) == "factorize":
+        from hil.tasks import factorize_task
+        if args.rank is None:
+            raise ValueError("--task factorize needs --rank K (the rank of Y)")
+        return factorize_task(circuit, args.rank, args.task_seed, args.scale, args.task_inputs, args.examples)
     from hil.tasks import teacher_amplitude
     if args.examples is None:
         args.examples = 16
@@ -160,22 +160,6 @@ def _classification(args, circuit):
                                   1.0 if on_off[2] is None else on_off[2])
 
 
-def _layered_task(args, circuit):
-    """The factorisation task on a layered circuit (the only task layered circuits take so far)."""
-    from hil.layered_train import factorize_task
-    if getattr(circuit, "kind", None) != "layered":
-        raise ValueError(f"--task factorize needs a layered circuit (kind = \"layered\"; `hil generate layered`), "
-                         f"and {circuit.source} is a reciprocal network")
-    if getattr(args, "task", None) != "factorize":
-        if getattr(args, "data", None) or getattr(args, "teacher", None) is not None or \
-                getattr(args, "teacher_circuit", None):
-            raise ValueError(f"{circuit.source} is a layered circuit: its task is --task factorize --rank K")
-        return None
-    if args.rank is None:
-        raise ValueError("--task factorize needs --rank K (the rank of Y)")
-    return factorize_task(circuit, args.rank, args.task_seed, args.scale, args.task_inputs, args.examples)
-
-
 def _task_line(task, trains=False) -> str:
     """What a command says about the examples it used."""
     if trains:
@@ -190,32 +174,6 @@ def _emit(args, obj, text=None):
         print(text)
     if args.json:
         print(json.dumps(obj, default=lambda x: x.tolist() if isinstance(x, np.ndarray) else float(x)))
-
-
-def _train_layered(args, circuit, task):
-    from hil.layered_train import LayeredConfig, start_layered_run
-
-    if task is None:
-        raise ValueError("hil train: a layered circuit needs --task factorize --rank K")
-    if args.batch is not None or args.device != "resistor" or args.nonideal or args.from_board:  # op-amps: --opamp-gain, --opamp-rin
-        raise ValueError("hil train: --batch, --device, --nonideal and --from-board do not apply to layered circuits yet")
-    if args.backend == "bench":
-        from hil.layered_train import open_layered_substrate
-        open_layered_substrate(circuit, args.backend)  # the bench's own refusal
-    op = _opamp(args)
-    if args.backend != "ngspice" and (args.opamp_gain or args.opamp_rin):
-        raise ValueError("--opamp-gain and --opamp-rin need --backend ngspice")
-    cfg = LayeredConfig(rule=args.rule, nudge=args.nudge, lr=args.lr, steps=1000 if args.steps is None else args.steps,
-                        seed=args.seed, checkpoint_every=args.checkpoint_every, backend=args.backend,
-                        opamp_gain=args.opamp_gain, opamp_rin=args.opamp_rin)
-    res = start_layered_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
-    text = (f"{_task_line(task, trains=True)}\nloss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in "
-            f"{res['steps']} steps; rank-{circuit.sizes[1]} optimum (Eckart-Young) {res['eckart_young']:.4g} V^2, "
-            f"relative excess {res['relative_excess']:.3g}; angle(Z, B^T) {res['angle_start']:.1f} -> "
-            f"{res['angle_end']:.1f} deg; run in {res['run_dir']} (loss.png, log.csv, feedback.json; the trained "
-            f"circuit: trained.toml, or name the run folder as the circuit)")
-    res.update(examples=task.n_train, test_examples=len(task.X_test))
-    _emit(args, res, text)
 
 
 def cmd_train(args):
@@ -236,8 +194,7 @@ def cmd_train(args):
             raise ValueError("CIRCUIT, a task (--data, --teacher or --teacher-circuit) and --out are needed "
                              "(or --resume DIR)")
         circuit = load_any(args.circuit)
-        layered = getattr(circuit, "kind", None) == "layered"
-        if not layered:
+        if True:  # every circuit, layered ones included, trains through the one loop
             cfg = TrainConfig(rule=args.rule, nudge=args.nudge, points=args.points, lr=args.lr,
                               steps=1000 if args.steps is None else args.steps, batch=args.batch, seed=args.seed,
                               checkpoint_every=args.checkpoint_every, log_every=args.log_every,
@@ -246,8 +203,6 @@ def cmd_train(args):
             from hil.train import check_config
             check_config(cfg)  # before the task is built: a bad option is named first
         task = _task(args, circuit)
-        if layered:
-            return _train_layered(args, circuit, task)
         if task is None:
             raise ValueError("give a task: --data CSV, --dataset NAME, --teacher SEED or --teacher-circuit FILE")
         if args.epochs is not None:
@@ -263,6 +218,11 @@ def cmd_train(args):
         text = f"stalled at step {st['step']}: no parameter changed for the 20 steps before (history.log)\n" + text
     if res.get("nudge_note"):
         text = res["nudge_note"] + " (config.json: nudge, nudge_refused)\n" + text
+    from hil.analysis.factorize import factorize_note
+    note = factorize_note(res["run_dir"])
+    if note:
+        res.update(note["result"])
+        text = text + "\n" + note["text"]
     if not args.resume:
         text = _task_line(task, trains=True) + "\n" + text
         res.update(examples=task.n_train, test_examples=len(task.X_test))
@@ -281,8 +241,6 @@ def _by_epochs(args, cfg, task) -> None:
 def _backend_options(args) -> dict:
     if getattr(args, "from_board", False) and args.backend != "bench":
         raise ValueError("--from-board needs --backend bench")
-    if getattr(args, "opamp_gain", None) is not None or getattr(args, "opamp_rin", None) is not None:
-        raise ValueError("--opamp-gain and --opamp-rin apply to layered circuits only")
     if args.backend == "bench":
         if not getattr(args, "bench", None):
             raise ValueError("--backend bench needs --bench FILE (a bench file; `hil emulate` writes one)")
@@ -305,69 +263,6 @@ def _backend_options(args) -> dict:
     return {}
 
 
-def _grad_layered(args, circuit, task):
-    from hil import layered as ly
-    from hil.layered_train import (Forward, draw_feedback, feedback_matrices, make_layered_rule,
-                                   open_layered_substrate)
-
-    if task is None:
-        raise ValueError("hil grad: a layered circuit needs --task factorize --rank K")
-    X, Y = task.X_train, task.Y_train
-    rule = make_layered_rule(args.rule, args.nudge).configure(circuit)
-    if args.backend != "ngspice" and (args.opamp_gain or args.opamp_rin):
-        raise ValueError("--opamp-gain and --opamp-rin need --backend ngspice")
-    with open_layered_substrate(circuit, args.backend, opamp=_opamp(args)) as sub:
-        fb = draw_feedback(circuit, args.seed)
-        sub.feedback, sub.feedback_pairs = feedback_matrices(fb), fb["crossbars"]
-        est = rule.estimate(sub.measure(X, Y, rule.states()))
-        if args.reference == "fd" or (args.backend == "ngspice" and args.reference == "auto"):
-            # central differences of the loss through the node-level KCL solve, with the op-amp model
-            exact = _fd_layered(circuit, X, Y, opamp=_opamp(args))
-        elif args.reference == "sens":
-            raise ValueError("--reference sens: layered circuits run on the ideal substrate only; use auto or fd")
-        else:
-            exact = ly.gradient(circuit, X, Y)
-    n_exact, n_est, err = np.linalg.norm(exact), np.linalg.norm(est), float(np.linalg.norm(est - exact))
-    cos = float(est @ exact / (n_est * n_exact)) if n_exact > 0 and n_est > 0 else None
-    rel = float(err / n_exact) if n_exact > 0 else None
-    names = circuit.param_names
-    per_layer = {}
-    k = 0
-    for nm, gp in zip(circuit.layer_names, circuit.g_plus):
-        sl = slice(k, k + 2 * gp.size); k += 2 * gp.size
-        a, b = est[sl], exact[sl]
-        per_layer[nm] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) if np.linalg.norm(a) > 0 and \
-            np.linalg.norm(b) > 0 else None
-    obj = {"edges": list(names), "exact": exact.tolist(), "estimate": est.tolist(), "cosine": cos,
-           "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge, "backend": args.backend,
-           "examples": task.n_train, "cosine_per_layer": per_layer, "feedback_seed": args.seed,
-           "reference": "central differences through the node-level KCL solve (op-amp model included)"
-           if args.reference == "fd" or args.backend == "ngspice"
-           else "backpropagation with the transposed weights (exact)"}
-    fmt = lambda v: "undefined (zero update)" if v is None else f"{v:.6f}"
-    lines = [_task_line(task), f"{rule.describe()} on {circuit.name}: cosine {fmt(cos)}, relative error "
-             f"{rel:.3e}" if rel is not None else "reference gradient is zero",
-             "cosine per layer: " + ", ".join(f"{nm} {fmt(v)}" for nm, v in per_layer.items()),
-             f"{'crosspoint':>12} {'exact dC/dg (V^2/S)':>22} {'estimate':>14}"]
-    lines += [f"{n:>12} {e:22.6g} {s_:14.6g}" for n, e, s_ in zip(names, exact, est)]
-    _emit(args, obj, "\n".join(lines))
-
-
-def _fd_layered(circuit, X, Y, rel_step=1e-4, opamp=None):
-    from hil import layered as ly
-    g0 = circuit.g
-    out = np.zeros_like(g0)
-    for e in range(len(g0)):
-        h = rel_step * g0[e]
-        L = []
-        for sgn in (1, -1):
-            g = g0.copy(); g[e] += sgn * h
-            r = ly.outputs_kcl(circuit, X, g, opamp or ly.OpAmp()) - Y
-            L.append(np.mean(0.5 * np.sum(r * r, axis=1)))
-        out[e] = (L[0] - L[1]) / (2 * h)
-    return out
-
-
 def cmd_grad(args):
     from hil.circuit import load_any
     from hil.gradients import reference_gradient
@@ -376,13 +271,11 @@ def cmd_grad(args):
 
     circuit = load_any(args.circuit)
     task = _task(args, circuit)
-    if getattr(circuit, "kind", None) == "layered":
-        return _grad_layered(args, circuit, task)
     X, Y = task.X_train, task.Y_train
     from hil.gradients import decomposition, nudge_bias
     with open_substrate(circuit, args.backend, **_backend_options(args)) as sub:
         kappa = sub.kappa_max(X)
-        rule = make_rule(args.rule, args.nudge, args.points).configure(kappa)
+        rule = make_rule(args.rule, args.nudge, args.points, seed=args.seed).configure(kappa)
         refused = settle_default_nudge(sub, rule, X, Y) if args.nudge is None else []
         est = rule.estimate(sub.measure(X, Y, rule.states()))
         exact = reference_gradient(sub, X, Y, args.reference)
@@ -423,11 +316,39 @@ def cmd_grad(args):
              + (f"{min(cml):.6f} to {max(cml):.6f} over {len(cml)} examples" if cml else "-")
              + f"; Jacobian symmetry index {f(si, '.6f') if si is not None else '- (nonlinear device: not measured)'}",
              f"{'param':>8} {'exact dC/dtheta (V^2/S)':>24} {'estimate':>14} {'ghat(0)':>14}"]
+    if circuit.matrices:
+        per = _per_matrix(circuit, est, exact)
+        obj["cosine_per_matrix"] = per
+        lines.insert(next(k for k, ln in enumerate(lines) if ln.startswith(rule.describe())) + 1,
+                     "cosine per weight matrix: " + ", ".join(f"{nm} {'-' if v is None else f'{v:.6f}'}"
+                                                             for nm, v in per.items()) + _unreached(rule, per))
     if regions:  # after the rule's line
         lines.insert(next(k for k, ln in enumerate(lines) if ln.startswith(rule.describe())) + 1, _regions_line(regions))
     lines += [f"{n:>8} {e:24.6g} {s:14.6g} {z:14.6g}"
               for n, e, s, z in zip(circuit.param_names, exact, est, dec["limit"])]
     _emit(args, obj, "\n".join(lines))
+
+
+def _per_matrix(circuit, est, exact) -> dict:
+    """cos(ghat, dC/dtheta) over each weight matrix's crosspoints; None where ghat is rounding only there."""
+    per = {}
+    for mat in circuit.matrices:
+        idx = np.concatenate([mat.plus.ravel(), mat.minus.ravel()])
+        a, b = est[idx], exact[idx]
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        per[mat.name] = float(a @ b / (na * nb)) if na > 1e-9 * nb and nb > 0 else None
+    return per
+
+
+def _unreached(rule, per: dict) -> str:
+    """What grad says about the matrices a rule's update does not reach."""
+    names = [nm for nm, v in per.items() if v is None]
+    if not names:
+        return ""
+    return (f" ({rule.name} reaches no crosspoint of {', '.join(names)}: its nudge or clamp acts on the outputs, and "
+            "one-way stages (op-amp buffers) hold each line downstream of them whatever is injected, so nothing moves "
+            "a voltage upstream; gd (the adjoint: weight transport) and fa (the error through a fixed feedback "
+            "crossbar) reach every matrix)")
 
 
 def _regions_line(r: dict) -> str:
@@ -444,29 +365,12 @@ def _outside_note(counts) -> str:
         ", ".join(f"example {i}: {k}" for i, k in enumerate(counts) if k)
 
 
-def _info_layered(args, c):
-    W = c.weights()
-    bound = [float(np.max(r) * (c.g_max - c.g_min)) for r in c.r_f]
-    obj = {"name": c.name, "source": c.source, "kind": "layered", "sizes": list(c.sizes),
-           "layers": list(c.layer_names), "conductances": c.n_params, "g_min": c.g_min, "g_max": c.g_max,
-           "r_f": [r.tolist() for r in c.r_f], "weight_bound": bound,
-           "weight_norms": [float(np.linalg.norm(w)) for w in W]}
-    lines = [f"{c.name} ({c.source}): layered, widths {'-'.join(map(str, c.sizes))}, {c.n_params} conductances "
-             f"in [{c.g_min:g}, {c.g_max:g}] S",
-             *[f"layer {nm}: {w.shape[0]} x {w.shape[1]}, R_f {np.min(r):g}..{np.max(r):g} ohm, |W| = "
-               f"{np.linalg.norm(w):.4g}, each weight within +-{b:.4g} V/V" for nm, w, r, b in
-               zip(c.layer_names, W, c.r_f, bound)]]
-    _emit(args, obj, "\n".join(lines))
-
-
 def cmd_info(args):
     from hil.circuit import load_any
     from hil.exact import (coercivity, homeostasis, jacobian, kappa_max, operating_jacobian, output_green,
                            residual_basis, symmetry_index)
 
     c = load_any(args.circuit)
-    if getattr(c, "kind", None) == "layered":
-        return _info_layered(args, c)
     K = output_green(c)
     kmax = kappa_max(K)
     ev = np.linalg.eigvalsh(K) if c.reciprocal else np.linalg.eigvals(K)
@@ -479,7 +383,7 @@ def cmd_info(args):
            "ground": c.nodes[c.ground], "inputs": c.input_names,
            "outputs": c.output_names, "g_min": c.g_min, "g_max": c.g_max,
            "K_eigenvalues": ev.tolist() if c.reciprocal else [[float(x.real), float(x.imag)] for x in ev],
-           "kappa_max": kmax, "nudge_radius": 1 / kmax, "symmetry_index": si, "homeostasis_H": homeostasis(c),
+           "kappa_max": kmax, "nudge_radius": 1 / kmax if kmax > 0 else None, "symmetry_index": si, "homeostasis_H": homeostasis(c),
            "homeostasis_H_stochastic": [Hs, Hse], "biases": {c.nodes[i]: float(v) for i, v in zip(c.biases, c.bias_v)},
            "elements": {grp.table: list(grp.names) for grp in c.elements}}
     fmt = (lambda x: f"{x:.4g}") if c.reciprocal else (lambda x: f"{x.real:.4g}{x.imag:+.3g}j")
@@ -491,10 +395,20 @@ def cmd_info(args):
              f"conductance bounds [{c.g_min:g}, {c.g_max:g}] S",
              f"eigenvalues of K (ohms){' about the operating point at 0 V inputs' if c.elements else ''}: "
              f"{', '.join(fmt(x) for x in ev)}",
-             f"EP nudge radius 1/kappa_max = {1 / kmax:.4g} S" + ("" if c.reciprocal else " (kappa_max: spectral radius of K)"),
+             (f"EP nudge radius 1/kappa_max = {1 / kmax:.4g} S" + ("" if c.reciprocal else " (kappa_max: spectral radius of K)")
+              if kmax > 0 else "K = 0: every output is driven by an ideal source (a buffer), no nudge or clamp moves "
+              "it, so EP and CL reach no parameter through the outputs"),
              f"Jacobian symmetry index ||A_sym|| / (||A_sym|| + ||A_anti||) = {si:.6g} "
              f"({'reciprocal' if si == 1 else 'non-reciprocal'}); H = 1/2 ||A - A^T||_F^2 = {obj['homeostasis_H']:.4g} S^2 "
              f"(stochastic estimate, 400 probes: {Hs:.4g} +- {Hse:.2g})"]
+    if c.matrices:
+        from hil.matrices import weights
+        obj["matrices"] = {mat.name: W.tolist() for mat, W in zip(c.matrices, weights(c))}
+        for mat, W in zip(c.matrices, weights(c)):
+            R = 1.0 / c.g[mat.feedback]
+            lines.append(f"matrix {mat.name} = diag(R) (G+ - G-), {W.shape[0]} x {W.shape[1]} V/V, R {R.min():g}.."
+                         f"{R.max():g} ohm, each weight within +-{R.max() * (c.g_max - c.g_min):.4g} V/V:")
+            lines += ["  " + " ".join(f"{v:+.4f}" for v in row) for row in W]
     task = _task(args, c)
     if args.device != "resistor" and task is None:
         raise ValueError(f"--device {args.device}: counts the channels' regions at a task's operating points; "
@@ -524,27 +438,6 @@ def cmd_info(args):
     _emit(args, obj, "\n".join(lines))
 
 
-def _opamp(args):
-    from hil.layered import OpAmp
-    for name, v in (("--opamp-gain", args.opamp_gain), ("--opamp-rin", args.opamp_rin)):
-        if v is not None and not (np.isfinite(v) and v > 0):
-            raise ValueError(f"{name} {v}: must be a positive finite number ({'V/V' if 'gain' in name else 'ohms'})")
-    return OpAmp(args.opamp_gain or float("inf"), args.opamp_rin or float("inf"))
-
-
-def _netlist_layered(args, c):
-    from hil.runs import atomic_write, check_output
-    from hil.spice.layered import standalone_layered_deck
-    if args.device != "resistor" or args.nonideal:
-        raise ValueError("--device and --nonideal do not apply to layered circuits (op-amps: --opamp-gain, --opamp-rin)")
-    inputs = [_volts(x, "--inputs") for x in args.inputs.split(",")] if args.inputs else [1.0] * c.sizes[0]
-    if len(inputs) != c.sizes[0]:
-        raise ValueError(f"--inputs: {len(inputs)} values for the {c.sizes[0]} inputs of {c.name}")
-    check_output(args.o, [c.source], args.force, "-o", ours="* hil: ")
-    atomic_write(args.o, standalone_layered_deck(c, inputs, _opamp(args)))
-    _emit(args, {"path": args.o}, f"wrote {args.o}: run it with `ngspice -b {args.o}` (prints every stage's output)")
-
-
 def cmd_netlist(args):
     from hil.circuit import load_any
     from hil.spice.netlist import standalone_deck
@@ -555,10 +448,6 @@ def cmd_netlist(args):
     from hil.runs import atomic_write, check_output
 
     c = load_any(args.circuit)
-    if getattr(c, "kind", None) == "layered":
-        return _netlist_layered(args, c)
-    if args.opamp_gain is not None or args.opamp_rin is not None:
-        raise ValueError("--opamp-gain and --opamp-rin apply to layered circuits only")
     inputs = [_volts(x, "--inputs") for x in args.inputs.split(",")] if args.inputs else [1.0] * len(c.inputs)
     if len(inputs) != len(c.inputs):
         raise ValueError(f"--inputs: {len(inputs)} values for the {len(c.inputs)} inputs of {c.name}")
@@ -577,7 +466,9 @@ def _volts(text: str, option: str) -> float:
     return v
 
 
-def _nudge_grid(spec: str | None, kappa: float) -> np.ndarray:
+def _nudge_grid(spec: str | None, kappa: float, g_scale: float = 1.0) -> np.ndarray:
+    if not spec and not kappa > 0:  # K = 0: no radius; the grid on the circuit's conductance scale (S)
+        return np.geomspace(1e-3 * g_scale, 0.5 * g_scale, 10)
     if not spec:
         return np.geomspace(1e-3 / kappa, 0.5 / kappa, 10)  # up to half the radius: at 1/kappa, ep-holo hits the pole
     parts = spec.split(":")
@@ -605,7 +496,7 @@ def cmd_bias(args):
         raise ValueError(f"--noise {args.noise}: must be a voltage >= 0")
     with open_substrate(c, args.backend, **_backend_options(args)) as sub:
         kappa = sub.kappa_max(task.X_train)
-        grid = _nudge_grid(args.nudges, kappa)
+        grid = _nudge_grid(args.nudges, kappa, float(np.median(c.g)))
         with Progress(len(rules) * len(grid), "bias", enabled=None if not args.json else False) as bar:
             res = sweep(sub, task.X_train, task.Y_train, rules, grid, noise=args.noise, repeats=args.repeats,
                         seed=args.seed, progress=lambda d, t: bar.update(d))
@@ -634,7 +525,8 @@ def cmd_bias(args):
                         "the series of the nudged states diverges at the radius)"
                         if r.get("skipped") else ""))
     lines.append("wrote " + ", ".join(map(str, paths)))
-    _emit(args, {"rules": res["rules"], "radius": res["radius"], "kappa_max": res["kappa_max"],
+    _emit(args, {"rules": res["rules"], "radius": res["radius"] if np.isfinite(res["radius"]) else None,
+                 "kappa_max": res["kappa_max"],
                  "nudge_bias": {n: r["nudge_bias"] for n, r in res["rules"].items()},
                  "asymmetry_bias": res["asymmetry_bias"], "local_signal_bias": res["local_signal_bias"],
                  "outside_linear": res["outside_linear"], "symmetry_index": si, "cos_limit": res["cos_limit"],
@@ -816,7 +708,7 @@ def cmd_report(args):
     from hil.analysis.report import generate
 
     say = (lambda m: None) if args.json else (lambda m: print(f"report: {m} ...", file=sys.stderr, flush=True))
-    path = generate(args.out, ngspice=args.ngspice, seed=args.seed, progress=say)
+    path = generate(args.out, ngspice=args.ngspice, seed=args.seed, progress=say, quick=args.quick)
     _emit(args, {"report": str(path)}, f"wrote {path}")
 
 
@@ -963,18 +855,24 @@ def cmd_generate(args):
     from hil import circuits as gen
 
     if args.kind == "layered":
-        from hil.layered import generate_layered
         try:
             sizes = tuple(int(x) for x in args.sizes.split(","))
         except ValueError:
             raise ValueError(f"--sizes {args.sizes!r}: expected comma-separated widths, e.g. 8,3,6") from None
-        c = generate_layered(sizes, args.seed)
+        gain = math.inf if args.opamp_gain is None else args.opamp_gain
+        if not (gain > 0):
+            raise ValueError(f"--opamp-gain {args.opamp_gain}: must be a positive number of V/V (default: ideal)")
+        c = gen.layered(sizes, args.seed, gain=gain)
         from hil.runs import check_output
         check_output(args.o, [], args.force, "-o", ours="# written by hil")
         c.save(args.o, header="written by hil generate layered")
-        return _emit(args, {"path": args.o, "sizes": list(c.sizes), "conductances": c.n_params},
-                     f"wrote {args.o}: layered circuit {'-'.join(map(str, c.sizes))} ({c.n_params} conductances, "
-                     f"{c.n_layers} transimpedance stages)")
+        n_w = int(sum(mat.plus.size for mat in c.matrices))
+        return _emit(args, {"path": args.o, "sizes": list(sizes), "nodes": c.n, "edges": c.m, "weights": n_w,
+                            "matrices": [mat.name for mat in c.matrices]},
+                     f"wrote {args.o}: layered circuit {'-'.join(map(str, sizes))}: {c.n} nodes, {c.m} edges "
+                     f"({2 * n_w} trainable in pairs), {sum(len(g) for g in c.elements)} VCVS (op-amps "
+                     f"{'ideal' if math.isinf(gain) else f'of gain {gain:g}'}); matrices "
+                     + ", ".join(f"{mat.name} {mat.shape[0]}x{mat.shape[1]}" for mat in c.matrices))
     if args.kind == "board":
         sizes = _sizes(args.sizes if args.sizes != "8,3,6" else "4,3", 2, "4,3 (features, classes)")
         c = gen.board_classifier(sizes[0], sizes[1], args.seed)
@@ -1072,7 +970,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task(g)
     _add_rule(g)
     _add_backend(g)
-    g.add_argument("--seed", type=int, default=0, help="layered circuits, fa: seed of the feedback crossbars")
+    g.add_argument("--seed", type=int, default=0, help="fa: seed of the fixed random feedback crossbars (train: --seed)")
     g.add_argument("--reference", default="auto", choices=["auto", "sens", "fd"],
                    help="the circuit's own gradient: auto (adjoint formula on ideal, ngspice sens otherwise), "
                         "sens, or fd (central differences through the substrate)")
@@ -1194,6 +1092,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = add("report", cmd_report, "Regenerate the validation report (Markdown and figures) from scratch.")
     rp.add_argument("--out", required=True)
+    rp.add_argument("--quick", action="store_true",
+                    help="section 6 (layered circuits) on fewer runs: widths 2, 3, one seed, 300 steps")
     rp.add_argument("--ngspice", action="store_true", help="add the ngspice sections (resistor and mosfet devices)")
     rp.add_argument("--seed", type=int, default=2026)
 
@@ -1206,10 +1106,6 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--device", default="resistor", choices=DEVICE_CHOICES)
     n.add_argument("--nonideal", metavar="FILE", help="non-idealities (TOML): tolerance, wire and source resistance")
     n.add_argument("--inputs", help="input voltages, comma-separated (default 1 V each)")
-    n.add_argument("--opamp-gain", type=float, default=None,
-                   help="layered circuits: the op-amps' open-loop gain A, V/V (default: ideal, an E source of gain 1e12)")
-    n.add_argument("--opamp-rin", type=float, default=None,
-                   help="layered circuits: the op-amps' input resistance, ohms (default: infinite)")
     n.add_argument("-o", required=True, metavar="FILE.cir")
     n.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is an input")
 
@@ -1229,6 +1125,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "layer, every non-input node to ground (default 2,4,2)")
     ge.add_argument("--sizes", default="8,3,6", help="layered: widths m,r,n (inputs, hidden, outputs; more for "
                                                       "deeper circuits)")
+    ge.add_argument("--opamp-gain", type=float, default=None, metavar="A",
+                    help="layered: the op-amps' open-loop gain, V/V (VCVS of finite gain; default: ideal, gain = inf)")
     ge.add_argument("--inputs", type=int, default=2, help="random, lattice: input nodes (default 2)")
     ge.add_argument("--outputs", type=int, default=2, help="random, lattice: output nodes (default 2)")
     ge.add_argument("--seed", type=int, default=0, help="seed of the topology and conductances (default 0)")

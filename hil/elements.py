@@ -431,9 +431,17 @@ class Mosfet(Kind):
         return out + (["fixed = true", ""] if self.fixed[j] else [""])
 
 
+#: the gain of the E source that stands for an ideal op-amp in a SPICE deck (SPICE has no nullor): its error,
+#: about (1 + R_f sum g) / A relative, is ~1e-10 in the layered circuits hil generates
+NULLOR_GAIN = 1e12
+
+
 class VCVS(Kind):
     """[[vcvs]]: SPICE E, V_op - V_on = gain (V_cp - V_cn). Its branch current i (A, from out_p through the
-    source to out_n) is an unknown of its own (modified nodal analysis). Non-reciprocal, nothing trainable."""
+    source to out_n) is an unknown of its own (modified nodal analysis). Non-reciprocal, nothing trainable.
+
+    ``gain = inf`` is the ideal op-amp (a nullor): its equation is V_cp - V_cn = 0 and the output takes
+    whatever current holds it there. Its SPICE card is an E source of gain :data:`NULLOR_GAIN`."""
 
     table, prefix, terminals, branch, reciprocal = "vcvs", "E", ("out_p", "out_n", "ctrl_p", "ctrl_n"), True, False
     keys = ("name", "out_p", "out_n", "ctrl_p", "ctrl_n", "gain")
@@ -451,26 +459,31 @@ class VCVS(Kind):
             if idx[2] == idx[3]:
                 raise ElementError(f"{ctx.at('ctrl_n', j, cls.table)}: {what}: ctrl_p and ctrl_n are both node "
                                    f"'{t['ctrl_p']}' (its output would always be 0 V)")
-            gains.append(_number(t, "gain", ctx.at("gain", j, cls.table), what, "V/V"))
+            v = t.get("gain")
+            inf = isinstance(v, float) and math.isinf(v)  # TOML's inf: an ideal op-amp
+            gains.append(math.inf if inf else _number(t, "gain", ctx.at("gain", j, cls.table), what, "V/V"))
             names.append(nm); nodes.append(idx)
         return cls(names, np.array(nodes, int).reshape(-1, 4), {"gain": gains})
 
     def evaluate(self, Vt):
         # terminals: out_p, out_n, ctrl_p, ctrl_n, then the branch current (the 5th "terminal")
-        g = self.values["gain"]
+        # branch equation a (V_op - V_on) - b (V_cp - V_cn) = 0: a = 1, b = gain; a nullor (gain inf) a = 0, b = 1
+        inf = np.isinf(self.values["gain"])
+        a, g = np.where(inf, 0.0, 1.0), np.where(inf, 1.0, self.values["gain"])
         ib = Vt[..., 4]
         z = np.zeros_like(ib)
-        con = Vt[..., 0] - Vt[..., 1] - g * (Vt[..., 2] - Vt[..., 3])
+        con = a * (Vt[..., 0] - Vt[..., 1]) - g * (Vt[..., 2] - Vt[..., 3])
         i = np.stack([ib, -ib, z, z, con], axis=-1)
         G = np.zeros(ib.shape + (5, 5))
         G[..., 0, 4], G[..., 1, 4] = 1.0, -1.0
-        G[..., 4, 0], G[..., 4, 1] = 1.0, -1.0
+        G[..., 4, 0], G[..., 4, 1] = a, -a
         G[..., 4, 2], G[..., 4, 3] = -g, g
         return i, G
 
     def card(self, sc, nn, j, value=None, adjoint=False):
         op, on, cp, cn = (nn(x) for x in self.nodes[j])
-        sc.VCVS(f"e_{self.names[j]}", op, on, cp, cn, repr(float(self.values["gain"][j])))
+        gain = float(self.values["gain"][j])
+        sc.VCVS(f"e_{self.names[j]}", op, on, cp, cn, repr(NULLOR_GAIN if math.isinf(gain) else gain))
 
     def toml(self, j, node_names):
         nd = [node_names[x] for x in self.nodes[j]]

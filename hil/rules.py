@@ -16,6 +16,8 @@ ep-open     as ep-sym, open-loop current nudge      beta, siemens   exact (linea
 ep-stencil  sum_j w_j f_e(j beta) / beta,           beta, siemens   O(beta^2N)
             j = +-1..+-N (central stencil, real)
 cl          [f_e(clamped) - f_e(free)] / eta        eta, 1          -> grad L_K
+fa          R_j delta_j dV_e (delta: the error      none            B for W^T
+            through fixed random crossbars B)
 al          kappa [f_e(clamp) - f_e(free)] / eta,   eta, 1          -> grad C
             clamp at V_O - (eta / kappa) K r
 ==========  ======================================  ==============  ============
@@ -95,7 +97,10 @@ class Rule:
 
     def default_nudge(self, kappa_max: float) -> float:
         """The nudge used when none is given: beta = 0.05 / kappa_max (S) for EP, eta = 0.05 for CL/AL."""
-        return EP_NUDGE_FRACTION / kappa_max if self.nudge_unit == "S" else CLAMP_ETA
+        if self.nudge_unit != "S":
+            return CLAMP_ETA
+        # kappa_max = 0: every output driven by an ideal source (a buffer), no nudge moves it; any beta is as good
+        return EP_NUDGE_FRACTION / kappa_max if kappa_max > 0 else EP_NUDGE_FRACTION
 
     def _need_nudge(self):
         if self.nudge is None:
@@ -261,11 +266,78 @@ class AdjointCoupledLearning(CoupledLearning):
         return super().estimate(meas) * self.kappa
 
 
+def draw_feedback(circuit, seed: int, scale: float = 1.0) -> list:
+    """The fixed random feedback crossbars B_k (d_k x d_(k+1), k = 1..L-1, volts per volt), drawn once from ``seed``.
+
+    Each is realised as a differential pair array like the forward crossbar k - 1 it feeds: entries
+    B ~ N(0, scale^2 / d_(k+1)) as g+- = g_c +- B / (2 R) clipped into [g_min, g_max] (R: that crossbar's mean
+    feedback resistance, ohms); the matrix returned is the one the clipped pairs realise.
+    """
+    mats = circuit.matrices
+    rng = np.random.default_rng([int(seed), 0xFA])
+    gc = 0.5 * (circuit.g_min + circuit.g_max)
+    out = []
+    for k in range(1, len(mats)):
+        d_in, d_out = mats[k].shape[1], mats[k].shape[0]
+        R = float(np.mean(1.0 / circuit.g[mats[k - 1].feedback]))
+        B = rng.standard_normal((d_in, d_out)) * scale / np.sqrt(d_out)
+        gp = np.clip(gc + B / (2 * R), circuit.g_min, circuit.g_max)
+        gm = np.clip(gc - B / (2 * R), circuit.g_min, circuit.g_max)
+        out.append(R * (gp - gm))
+    return out
+
+
+class FeedbackAlignment(Rule):
+    """FA: the output error driven backward through fixed random feedback crossbars B_k in place of W_k^T.
+
+    Needs the circuit's weight matrices (``[[matrix]]`` tables, as ``hil generate layered`` writes). With
+    e = V_O - y at the free state, delta_L = e and delta_k = B_k delta_(k+1); each crosspoint of matrix k
+    updates from its own drop (+h_i on g+, -h_i on g-) and its summing line's backward signal:
+    ghat(g+-_ji) = R_j mean_b delta_(k+1),j dV(g+-_ji) (V^2/S), a local outer product. On the last matrix
+    this is the exact gradient (delta = e); on the others it is B's in place of the transposed weights'.
+    B is drawn from the rule's ``seed`` (:func:`draw_feedback`), so a resumed run drives the same one.
+    """
+
+    name, uses_nudge = "fa", False
+
+    def __init__(self, nudge=None, points: int = 2, seed: int = 0):
+        super().__init__(nudge, points)
+        self.seed = int(seed)
+        self._feedback = None
+
+    def feedback(self, circuit) -> list:
+        """B_1..B_(L-1) for ``circuit`` (drawn once)."""
+        if not circuit.matrices:
+            raise ValueError(f"rule fa: circuit '{circuit.name}' names no weight matrices ([[matrix]] tables, as "
+                             "`hil generate layered` writes): there is no crossbar to drive the error back through")
+        if self._feedback is None:
+            self._feedback = draw_feedback(circuit, self.seed)
+        return self._feedback
+
+    def states(self):
+        return [Free()]
+
+    def estimate(self, meas):
+        c = meas.circuit
+        B = self.feedback(c)
+        dV = c.drops(meas[Free()])
+        ghat = np.zeros(c.n_params)
+        delta = meas.residual
+        for k in range(len(c.matrices) - 1, -1, -1):
+            mat = c.matrices[k]
+            R = 1.0 / c.g[mat.feedback]
+            for idx in (mat.plus, mat.minus):
+                ghat[idx] = R[:, None] * np.einsum("bj,bji->ji", delta, dV[:, idx]) / len(delta)
+            if k:
+                delta = delta @ B[k - 1].T
+        return ghat
+
+
 RULES = {r.name: r for r in (GradientDescent, EP, EPSymmetric, EPHolomorphic, EPOpen, EPStencil,
-                             CoupledLearning, AdjointCoupledLearning)}
+                             CoupledLearning, AdjointCoupledLearning, FeedbackAlignment)}
 
 
-def make_rule(name: str, nudge: float | None = None, points: int | None = None) -> Rule:
+def make_rule(name: str, nudge: float | None = None, points: int | None = None, seed: int = 0) -> Rule:
     """A rule by name; ``ep-holo:4`` is ep-holo with 4 points."""
     if ":" in name:
         name, p = name.split(":", 1)
@@ -279,4 +351,6 @@ def make_rule(name: str, nudge: float | None = None, points: int | None = None) 
         return cls(nudge, 4 if points is None else points)
     if cls is EPStencil:
         return cls(nudge, 2 if points is None else points)
+    if cls is FeedbackAlignment:
+        return cls(nudge, seed=seed)
     return cls(nudge)

@@ -295,7 +295,9 @@ class Substrate(ABC):
         at any gain.
         """
         if getattr(self, "_adjoint_gain", None) is None:
-            self._adjoint_gain = 1.0 / self.kappa_max()
+            k = self.kappa_max()
+            # K = 0 where every output is driven by an ideal source (a buffer's op-amp): any gain is exact there
+            self._adjoint_gain = 1.0 / k if k > 0 else 1.0
         return self._adjoint_gain
 
     def measure(self, inputs, targets, states) -> Measurements:

@@ -298,3 +298,56 @@ def write_csv_task(circuit: Circuit, X, Y, path) -> Path:
         for x, y in zip(np.atleast_2d(X), np.atleast_2d(Y)):
             w.writerow([repr(float(v)) for v in list(x) + list(y)])
     return path
+
+
+def factorize_task(circuit: Circuit, rank: int, seed: int = 0, scale: float = 1.0, inputs: str = "onehot",
+                   examples: int | None = None) -> Task:
+    """The factorisation task: y = Y x for a target map Y (|O| x |inputs|, V/V) of rank ``rank``.
+
+    Y = U diag(s) V^T with U, V random orthonormal (seeded), s = scale * linspace(1, 0.5, rank). ``inputs``:
+    'onehot' (the |inputs| unit vectors, 1 V: the targets are Y's columns; no test split) or 'random'
+    (``examples`` inputs N(0, 1) V, default 4 |inputs|, and a quarter more held out). meta holds Y and
+    the rank. On a layered circuit of hidden width r the least loss is :func:`eckart_young` at r.
+    """
+    m, n = len(circuit.inputs), len(circuit.outputs)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1 or rank > min(m, n):
+        raise TaskError(f"factorize: --rank {rank} must be between 1 and min(inputs, outputs) = {min(m, n)} "
+                        f"for {circuit.name} ({m} inputs, {n} outputs)")
+    if not np.isfinite(scale) or scale <= 0:
+        raise TaskError(f"factorize: --scale {scale} must be a positive number (volts per volt)")
+    rng = np.random.default_rng([int(seed), 0xF0])
+    U = np.linalg.qr(rng.standard_normal((n, rank)))[0]
+    V = np.linalg.qr(rng.standard_normal((m, rank)))[0]
+    Y = U @ np.diag(scale * np.linspace(1.0, 0.5, rank)) @ V.T
+    if inputs == "onehot":
+        X, Xt = np.eye(m), np.zeros((0, m))
+    elif inputs == "random":
+        N = 4 * m if examples is None else int(examples)
+        if N < 1:
+            raise TaskError(f"factorize: --examples {N} must be at least 1")
+        Xall = rng.standard_normal((N + max(1, N // 4), m))
+        X, Xt = Xall[:N], Xall[N:]
+    else:
+        raise TaskError(f"factorize: --inputs {inputs!r}: expected onehot or random")
+    return Task(X, X @ Y.T, Xt, Xt @ Y.T,
+                description=f"factorize rank={rank} scale={scale:g} inputs={inputs} seed={seed}",
+                meta={"Y": Y.tolist(), "rank": rank, "scale": scale, "inputs": inputs, "seed": seed})
+
+
+def eckart_young(X, Y, r: int) -> float:
+    """The least loss mean 1/2 ||M x - y||^2 over maps M of rank <= r (V^2).
+
+    With P the projector onto the column space of X (N x d_0): the part of the targets no linear map
+    reaches, ||(I - P) Y||^2, plus the tail of P Y's singular values beyond r (Eckart-Young), over 2N.
+    """
+    X, Y = np.atleast_2d(X), np.atleast_2d(Y)
+    Q = np.linalg.qr(X)[0][:, :np.linalg.matrix_rank(X)]
+    PY = Q @ (Q.T @ Y)
+    s = np.linalg.svd(PY, compute_uv=False)
+    return float((np.sum((Y - PY) ** 2) + np.sum(s[r:] ** 2)) / (2 * len(X)))
+
+
+def relative_excess(loss_value: float, X, Y, r: int) -> float:
+    """(C - C*) / C_0: the loss above the rank-r optimum C* as a fraction of the zero map's loss C_0 (C* may be 0)."""
+    c0 = float(np.sum(np.atleast_2d(Y) ** 2) / (2 * len(X)))
+    return (loss_value - eckart_young(X, Y, r)) / c0

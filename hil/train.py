@@ -174,31 +174,48 @@ def sigint_flag():
         signal.signal(signal.SIGINT, old)
 
 
-def curvature(circuit: Circuit, g, X, weight=None) -> float:
-    """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g.
+def curvature(circuit: Circuit, g, X, weight=None, Y=None) -> float:
+    """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g, over the
+    parameters that move (a fixed element's bounds [g, g] keep it out).
 
     In memory m x m whatever the number of examples (:func:`hil.exact.gauss_newton`). Past
     ONE_THREAD_EDGES edges only the largest eigenvalue is computed, by Lanczos from a fixed start
     (deterministic, so a resume repeats it): at m = 1300 (a 64-feature, 10-class classifier) 0.09 s
-    against 1.2 s for the full spectrum, equal to 6e-16.
+    against 1.2 s for the full spectrum, equal to 6e-16. A circuit with weight
+    matrices (``[[matrix]]`` tables: products of crossbars) adds the residual part's bound
+    2 R_max^2 ||E^T X|| / N (E = o - y at ``Y``, R_max the largest feedback resistance): the loss is
+    bilinear there, the cross derivatives d^2C / dW_k dW_(k+1) are E^T X / N whatever the weights, and at a
+    small start the Gauss-Newton part alone would vanish.
     """
-    from hil.exact import gauss_newton
+    from hil.exact import free_state, gauss_newton
 
+    lo, hi = circuit.bounds()
+    moving = np.flatnonzero(hi > lo)
     with one_blas_thread(circuit.m):
-        H = gauss_newton(circuit, X, g, weight)
-        if circuit.m <= ONE_THREAD_EDGES:
-            return float(np.linalg.eigvalsh(H).max())
-        from scipy.sparse.linalg import eigsh
-        return float(eigsh(H, k=1, which="LA", return_eigenvectors=False, v0=np.ones(len(H)), tol=0)[0])
+        H = gauss_newton(circuit, X, g, weight)[np.ix_(moving, moving)]
+        if not len(moving):
+            lam = 0.0
+        elif circuit.m <= ONE_THREAD_EDGES:
+            lam = float(np.linalg.eigvalsh(H).max())
+        else:
+            from scipy.sparse.linalg import eigsh
+            lam = float(eigsh(H, k=1, which="LA", return_eigenvectors=False, v0=np.ones(len(H)), tol=0)[0])
+    if circuit.matrices and Y is not None:
+        X = np.atleast_2d(np.asarray(X, float))
+        E = free_state(circuit, X, g)[:, list(circuit.outputs)] - np.atleast_2d(Y)
+        gg = circuit.g if g is None else np.asarray(g, float)
+        R = max(float(np.max(1.0 / gg[mat.feedback])) for mat in circuit.matrices)
+        lam += 2 * R * R * float(np.linalg.norm(E.T @ X, 2)) / len(X)
+    return lam
 
 
-def default_lr(circuit: Circuit, g, X, rule: Rule) -> float:
-    """alpha = LR_FRACTION / lambda_max(H) (S^2/V^2); see the module docstring."""
+def default_lr(circuit: Circuit, g, X, rule: Rule, Y=None) -> float:
+    """alpha = LR_FRACTION / lambda_max(H) (S^2/V^2); see the module docstring and :func:`curvature`."""
     from hil.exact import output_green
 
     with one_blas_thread(circuit.m):
         W = np.linalg.inv(output_green(circuit, g)) if rule.descends == "L_K" else None
-    return LR_FRACTION / curvature(circuit, g, X, W)
+    return LR_FRACTION / curvature(circuit, g, X, W, Y)
 
 
 def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Substrate:
@@ -300,7 +317,7 @@ class Trainer:
         self.run, self.circuit, self.task, self.cfg, self.sub = run, circuit, task, config, substrate
         run.circuit = circuit  # each checkpoint leaves the trained circuit (trained.toml)
         self.message_counts = {}
-        self.rule = make_rule(config.rule, config.nudge, config.points)
+        self.rule = make_rule(config.rule, config.nudge, config.points, seed=config.seed)
         if config.kappa_max is None:
             config.kappa_max = substrate.kappa_max(task.X_train)
         self.rule.configure(config.kappa_max)
@@ -350,7 +367,7 @@ class Trainer:
 
     def default_lr(self, g) -> float:
         """The curvature step alpha = LR_FRACTION / lambda_max(H(g)) on the training set (S^2/V^2)."""
-        return default_lr(self.circuit, g, self.task.X_train, self.rule)
+        return default_lr(self.circuit, g, self.task.X_train, self.rule, self.task.Y_train)
 
     def _H(self) -> dict:
         """The log's homeostasis column: H (S^2) at the parameters now written."""
@@ -457,7 +474,7 @@ class Trainer:
         (write or (lambda m: print(lead + m, file=sys.stderr)))(f"hil: {self.run.path}: {msg}")
 
     def train(self, start_step: int = 0, rng=None, progress: bool | None = None, lr: float | None = None,
-              checkpoint: dict | None = None) -> dict:
+              checkpoint: dict | None = None, plot: bool = True) -> dict:
         """Run steps ``start_step`` .. cfg.steps; ``lr``: the step in force at ``start_step``, ``checkpoint``:
         the checkpoint's extras (a resume)."""
         cfg, t, c = self.cfg, self.task, self.circuit
@@ -538,7 +555,9 @@ class Trainer:
                 self.sub.stop_recording()
         log = self.run.read_log()
         rates = self._rates(log["step"], log["train_loss"], g, alpha)
-        plot_losses(self.run, rates.pop("_lines", None))
+        lines = rates.pop("_lines", None)
+        if plot:  # an experiment of many runs draws its own figures
+            plot_losses(self.run, lines)
         result = {"initial_loss": float(log["train_loss"][0]), "final_loss": float(log["train_loss"][-1]),
                   "steps": int(step), "run_dir": str(self.run.path)}
         if t.score_names:
@@ -587,7 +606,7 @@ def epoch_batch(seed: int, n: int, batch: int, step: int) -> np.ndarray:
 
 
 def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: bool | None = None,
-              substrate: Substrate | None = None, force: bool = False) -> dict:
+              substrate: Substrate | None = None, force: bool = False, plot: bool = True) -> dict:
     """Train ``circuit`` on ``task`` from scratch, recording into the run directory ``out``.
 
     ``out`` must be new or empty (``force``: what it holds is moved into ``out/replaced-*/``);
@@ -608,7 +627,7 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
             cfg["nudge_refused"] = trainer.nudge_refused
         run.create(cfg, circuit.to_toml(), task.record(run.path),
                    fields=LOG_FIELDS + task.score_names + (["homeostasis_H"] if trainer.log_H else []))
-        return trainer.train(progress=progress)
+        return trainer.train(progress=progress, plot=plot)
     finally:
         if substrate is None and sub is not None:
             sub.close()
@@ -740,14 +759,6 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
         raise RunError(f"--resume {out}: no such run folder (no checkpoint.json to resume from)")
     if not (run.path / "checkpoint.json").exists() and not any((run.path / "checkpoints").glob("step_*.npz")):
         raise RunError(f"{run.path}: no checkpoint.json; not a run directory, or the run never reached its first checkpoint")
-    if (run.path / "config.json").is_file():
-        try:
-            kind = run.config.get("circuit_kind")
-        except (RunError, AttributeError):
-            kind = None  # the checks below say what is wrong
-        if kind == "layered":
-            from hil.layered_train import resume_layered_run
-            return resume_layered_run(out, steps, progress, changes=changes)
     run.lock()
     sub = None
     try:

@@ -165,7 +165,7 @@ def report(tmp_path_factory, ngspice):
     """The validation report, regenerated from scratch as docs/validation.md's `hil report --out DIR --ngspice`."""
     from hil.analysis.report import generate
     out = tmp_path_factory.mktemp("report")
-    generate(out, ngspice=True, progress=lambda m: None)
+    generate(out, ngspice=True, progress=lambda m: None, quick=True)  # section 6 on fewer runs
     return out
 
 
@@ -176,9 +176,11 @@ def test_report_regenerates_with_its_tables_and_figures(report):
                    "## 3. What each rule descends", "## 4. Coercivity", "![bias, ideal](bias-ideal.png)",
                    "## 5. The kite", "| 0 | 1/2 |", "| 0.2 | 2/2 |", "![kite loss curves](kite.png)",
                    "## 6. Layered circuits: feedback alignment", "(below 1e-3)", "![angle](factorize-angle.png)",
-                   "## 8. Classification: Iris on a board-sized network", "| ngspice digipot | cl |"):
+                   "## 8. Classification: Iris on a board-sized network", "| ngspice digipot | cl |",
+                   "Phase diagram", "Similar error, different representations"):
         assert needle in md, needle
-    for fig in ("bias-ideal.png", "rules.png", "kite.png", "factorize-excess.png", "factorize-angle.png"):
+    for fig in ("bias-ideal.png", "rules.png", "kite.png", "factorize-excess.png", "factorize-angle.png",
+                "factorize-phase.png"):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -297,8 +297,9 @@ def test_a_layered_run_has_one_writer_a_fresh_out_and_a_validated_resume(tmp_pat
     p = hil("train", "--resume", out, "--steps", 40)
     assert p.returncode == 0, p.stderr
     assert "resumed from checkpoints/step_000020.npz (step 20)" in p.stderr
-    np.testing.assert_array_equal(Run(out).load_checkpoint()["g"], Run(whole).load_checkpoint()["g"])
-    np.testing.assert_array_equal(Run(out).read_log()["angle"], Run(whole).read_log()["angle"])
+    # the layered circuit's op-amps are solved by Newton from the last state: a resume starts elsewhere, to rounding
+    np.testing.assert_allclose(Run(out).load_checkpoint()["g"], Run(whole).load_checkpoint()["g"], rtol=1e-12)
+    np.testing.assert_allclose(Run(out).read_log()["train_loss"], Run(whole).read_log()["train_loss"], rtol=1e-9)
     assert any((out / "recovered").iterdir()) and not (out / "run.lock").exists()
 
 

@@ -73,13 +73,14 @@ def test_cli_takes_a_run_directory(trained_run, tmp_path):
 
 
 def test_layered_run_leaves_its_circuit(tmp_path):
-    from hil.layered import generate_layered
-    from hil.layered_train import LayeredConfig, factorize_task, start_layered_run
-    c = generate_layered((4, 2, 3), 0)
+    from hil.circuits import layered
+    from hil.tasks import factorize_task
+    from hil.train import TrainConfig, start_run
+    c = layered((4, 2, 3), 0)
     task = factorize_task(c, 2, 0, 1.0, "onehot", None)
-    start_layered_run(c, task, LayeredConfig(rule="gd", steps=5, checkpoint_every=5), tmp_path / "l", progress=False)
+    start_run(c, task, TrainConfig(rule="gd", steps=5, checkpoint_every=5), tmp_path / "l", progress=False)
     t = load_any(tmp_path / "l")
-    assert t.kind == "layered"
+    assert [m.name for m in t.matrices] == ["W", "Z"]  # the weight matrices travel with the trained circuit
     np.testing.assert_array_equal(t.g, Run(tmp_path / "l").load_checkpoint()["g"])
     assert not np.allclose(t.g, c.g)
 

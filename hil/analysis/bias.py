@@ -88,7 +88,7 @@ def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int 
           progress=None) -> dict:
     """Run the bias sweep; returns {'points': [...], 'rules': {name: {...}}, 'radius': S, 'kappa_max': ohm}."""
     kappa = sub.kappa_max(X)
-    radius = 1.0 / kappa
+    radius = 1.0 / kappa if kappa > 0 else float("inf")  # K = 0 (buffered outputs): no nudge moves them
     ref = reference_gradient(sub, X, Y)
     ref_norm = float(np.linalg.norm(ref))
     dec = decomposition(sub, X, Y, reference=ref)

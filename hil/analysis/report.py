@@ -75,8 +75,8 @@ def cl_error(sub, X, Y, table: dict, model: bool):
     return float(np.linalg.norm(est - ref) / np.linalg.norm(ref))
 
 
-def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Path:
-    """Regenerate the report into ``out``; returns the path of report.md."""
+def generate(out, ngspice: bool = False, seed: int = 2026, progress=print, quick: bool = False) -> Path:
+    """Regenerate the report into ``out``; returns the path of report.md. ``quick``: section 6 on fewer runs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -197,7 +197,7 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
     md += [""] + kite_section(out)
     progress("layered circuits: feedback alignment")
     from hil.analysis.factorize import section as factorize_section
-    md += [""] + factorize_section(out, number=6)
+    md += [""] + factorize_section(out, number=6, quick=quick)
     from hil.analysis.nonreciprocal import section as nonreciprocal_section
     md += [""] + nonreciprocal_section(out, ngspice, progress, number=7)
     from hil.analysis.classification import section as classification_section
