@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -568,25 +569,61 @@ def cmd_sweep(args):
     from hil.progress import Progress
 
     c = load_circuit(args.circuit)  # a clear error before any worker starts
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-    nudges = [float(x) for x in args.nudges.split(",")] if args.nudges else None
-    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [0]
+    rules = _names(args.rules, "--rules")
+    nudges = number_list(args.nudges, "--nudges") if args.nudges else None
+    seeds = number_list(args.seeds, "--seeds", int, lo=0) if args.seeds else [0]
     nonideals = [x or None for x in args.nonideal_files.split(",")] if args.nonideal_files else None
     points = grid(rules, nudges, seeds, nonideals)
-    _check_sweep(args, points)
+    _check_sweep(args, points, c)
     with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
         rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
                          args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch,
-                         scheduler=args.scheduler)
+                         scheduler=args.scheduler, worker_wait=args.worker_wait)
     failed = [r for r in rows if r["status"] != "ok"]
     lines = [f"{len(rows)} points, {len(failed)} failed; table: {args.out}/sweep.csv"]
     lines += [f"  point {r['point']} ({r['rule']}, nudge {r['nudge']}, seed {r['seed']}): {r['error']}" for r in failed]
     _emit(args, {"points": len(rows), "failed": len(failed), "table": f"{args.out}/sweep.csv", "rows": rows},
           "\n".join(lines))
+    if failed:  # the finished points are kept; the exit status says the sweep is incomplete
+        print(f"hil sweep: {len(failed)} of {len(rows)} points failed (see {args.out}/sweep.csv)", file=sys.stderr)
+        return 1
+    return 0
 
 
-def _check_sweep(args, points) -> None:
-    """Every point's options checked before any worker starts (a bad --steps fails the sweep, not each point)."""
+def _names(text: str, option: str) -> list:
+    """A comma-separated list of names, at least one; ValueError naming ``option`` otherwise."""
+    names = [r.strip() for r in text.split(",") if r.strip()]
+    if not names:
+        raise ValueError(f"{option} {text!r}: give at least one name (comma-separated)")
+    return names
+
+
+def number_list(text: str, option: str, kind=float, lo=None, lo_open: bool = False) -> list:
+    """A comma-separated list of finite numbers (``kind``: float, or int for whole numbers), each
+    >= ``lo`` (> with ``lo_open``); ValueError naming ``option`` and the item otherwise."""
+    what = "whole number" if kind is int else "finite number"
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if kind is int:
+            v = int(item) if re.fullmatch(r"[+-]?\d+", item) else None
+        else:
+            try:
+                v = float(item)
+            except ValueError:
+                v = None
+        if v is None or not math.isfinite(v):
+            raise ValueError(f"{option} {text!r}: {item!r} is not a {what}")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise ValueError(f"{option} {text!r}: {item} must be {'>' if lo_open else '>='} {lo:g}")
+        out.append(v)
+    return out
+
+
+def _check_sweep(args, points, circuit) -> None:
+    """Every point's options checked before any worker starts (a bad --steps fails the sweep, not each point):
+    the options, the teacher task, each non-ideality file (read and checked here, as the points will)."""
+    from hil.tasks import teacher_task
     from hil.train import TrainConfig, check_config
     for name in ("examples", "workers"):
         v = getattr(args, name)
@@ -595,6 +632,15 @@ def _check_sweep(args, points) -> None:
     for p in points:
         check_config(TrainConfig(rule=p["rule"], nudge=p["nudge"], steps=args.steps, seed=p["seed"], batch=args.batch,
                                  backend=args.backend))
+    if args.teacher < 0:
+        raise ValueError(f"--teacher {args.teacher}: the teacher's seed must be a whole number >= 0")
+    teacher_task(circuit, args.teacher, args.examples)
+    files = sorted({p["nonideal"] for p in points if p["nonideal"]})
+    if files and args.backend != "ngspice":
+        raise ValueError(f"--nonideal-files: non-idealities are simulated by --backend ngspice, not {args.backend}")
+    for f in files:
+        from hil.spice.nonideal import load_nonideal
+        load_nonideal(f)
 
 
 def cmd_calibrate(args):
@@ -945,6 +991,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run each point as a task on a Dask cluster: a running scheduler's address, or 'local' "
                          "for a LocalCluster of worker processes (one thread each). Runs come back to this "
                          "machine and are written here: workers need hil, not a shared filesystem")
+    sw.add_argument("--worker-wait", type=float, default=60.0, metavar="SECONDS",
+                    help="with --scheduler: how long to wait with no Dask worker (at the start, or after losing "
+                         "every one) before the points left fail (default 60)")
     sw.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
     sw.add_argument("--device", default="resistor", choices=DEVICE_CHOICES)
     sw.add_argument("--out", required=True)
@@ -1051,7 +1100,7 @@ def main(argv=None) -> int:
     if args.command == "train":
         args.explicit = _explicit(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
     except (CircuitError, TaskError, RunError, SubstrateError, NonIdealError, ValueError) as exc:
         print(f"hil {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -1068,7 +1117,7 @@ def main(argv=None) -> int:
               + (f" (resume: hil train --resume {args.out or args.resume})" if args.command == "train" else ""),
               file=sys.stderr)
         return 130
-    return 0
+    return rc if type(rc) is int else 0  # a command that finished with failures says so (hil sweep: 1)
 
 
 if __name__ == "__main__":

@@ -271,3 +271,120 @@ def test_a_bench_lock_of_a_dead_process_is_taken_over(emulated, tmp_path):
         assert f"{what}: took over the lock of process {dead}" in "\n".join(notes)
         assert json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists()
+
+
+# -- item 10: loading is linear: the line numbers come from one index per file --------------------
+
+def test_a_big_circuits_errors_name_their_lines_from_one_pass(tmp_path):
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    from load_circuit import ladder_text
+    from hil.circuit import CircuitError, _text_index, load_circuit
+    m = 20_000
+    text = ladder_text(m)
+    good = tmp_path / "big.toml"
+    good.write_text(text)
+    before = _text_index.cache_info()
+    c = load_circuit(good)
+    after = _text_index.cache_info()
+    assert c.m == m and after.misses == before.misses + 1  # one index of the file, however many elements
+    lines = text.splitlines()
+    last_g = max(i for i, ln in enumerate(lines) if ln.startswith("g = ")) + 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text("\n".join(lines[:last_g - 1] + ["g = -1.0"] + lines[last_g:]))
+    with pytest.raises(CircuitError, match=rf"bad.toml:{last_g}: edge 'E{m - 1}': conductance -1.0 is not"):
+        load_circuit(bad)
+    dup = tmp_path / "dup.toml"
+    name_line = max(i for i, ln in enumerate(lines) if ln.startswith("name = ")) + 1
+    dup.write_text("\n".join(lines[:name_line - 1] + ['name = "E0"'] + lines[name_line:]))
+    with pytest.raises(CircuitError, match=rf"dup.toml:{name_line}: duplicate edge name 'E0' \(first at .*dup.toml:6\)"):
+        load_circuit(dup)
+
+
+# -- items 9, 12, 14: a Dask sweep never waits forever, never fails silently ----------------------
+
+def _sweep(*args, cwd):
+    return subprocess.Popen(HIL + ["sweep", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=cwd)
+
+
+def _wait_for(path: Path, seconds=120):
+    import time
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def _rows(out: Path) -> list:
+    import csv
+    with open(out / "sweep.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_dask_sweep_without_workers_is_bounded_and_keeps_what_finished(tmp_path):
+    from test_sweep_dask import Cluster
+    cl = Cluster(tmp_path)
+    try:
+        p = _sweep("divider", "--steps", 20, "--scheduler", cl.addr, "--worker-wait", 3, "--out", tmp_path / "none",
+                   cwd=tmp_path)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 2 and "Traceback" not in err
+        assert f"--scheduler {cl.addr}: no Dask worker joined in 3 s" in err
+        cl.ensure_workers(1)
+        out = tmp_path / "killed"
+        p = _sweep("net16", "--rules", "cl", "--seeds", "0,1,2,3", "--steps", 3000, "--scheduler", cl.addr,
+                   "--worker-wait", 3, "--out", out, cwd=tmp_path)
+        _wait_for(out / "points" / "p0000" / "result.json")  # one point finished: then the only worker dies
+        cl.workers[0].kill()
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 1 and "Traceback" not in err, err
+        rows = _rows(out)
+        ok = [r for r in rows if r["status"] == "ok"]
+        lost = [r for r in rows if r["status"] == "failed"]
+        assert len(rows) == 4 and ok and lost and ok[0]["point"] == "0"
+        assert all("no Dask worker for 3 s" in r["error"] for r in lost)
+        assert all((out / "points" / f"p{int(r['point']):04d}" / "checkpoint.json").exists() for r in ok)
+        assert f"{len(lost)} of 4 points failed" in err and not (out / "sweep.lock").exists()
+    finally:
+        cl.stop()
+
+
+def test_a_lost_scheduler_fails_the_points_left_plainly(tmp_path):
+    from test_sweep_dask import Cluster
+    cl = Cluster(tmp_path)
+    try:
+        cl.ensure_workers(1)
+        out = tmp_path / "X"
+        p = _sweep("net16", "--rules", "cl", "--seeds", "0,1,2,3", "--steps", 3000, "--scheduler", cl.addr,
+                   "--out", out, cwd=tmp_path)
+        _wait_for(out / "points" / "p0000" / "result.json")
+        cl.scheduler.kill()
+        _, err = p.communicate(timeout=180)
+    finally:
+        cl.stop()
+    assert p.returncode == 1 and "Traceback" not in err, err
+    rows = _rows(out)
+    lost = [r for r in rows if r["status"] == "failed"]
+    assert rows[0]["status"] == "ok" and lost
+    assert all(f"the Dask scheduler at {cl.addr} was lost" in r["error"] for r in lost), lost
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scheduler", "tls://127.0.0.1:1"], "--scheduler tls://127.0.0.1:1: a TLS scheduler needs Dask's TLS "
+                                           "configuration"),
+    (["--teacher", "-1"], "--teacher -1: the teacher's seed must be a whole number >= 0"),
+    (["--backend", "ngspice", "--nonideal-files", "/nope.toml"], "/nope.toml"),
+    (["--nonideal-files", "{tmp}/tol.toml"], "--nonideal-files: non-idealities are simulated by --backend ngspice"),
+    (["--rules", ","], "--rules ',': give at least one name"),
+    (["--seeds", "1.5"], "--seeds '1.5': '1.5' is not a whole number"),
+    (["--seeds", "-2"], "--seeds '-2': -2 must be >= 0"),
+    (["--nudges", "abc"], "--nudges 'abc': 'abc' is not a finite number"),
+    (["--worker-wait", "0", "--scheduler", "local"], "--worker-wait 0.0: must be a positive number of seconds"),
+])
+def test_a_sweep_refuses_what_can_be_checked_before_any_worker_starts(tmp_path, args, message):
+    (tmp_path / "tol.toml").write_text("seed = 5\ntolerance = 0.1\n")
+    out = tmp_path / "s"
+    p = hil("sweep", "divider", "--steps", 5, "--out", out, *[a.format(tmp=tmp_path) for a in args])
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+    assert not (out / "points").exists() or not any((out / "points").iterdir())
