@@ -388,3 +388,69 @@ def test_a_sweep_refuses_what_can_be_checked_before_any_worker_starts(tmp_path, 
     p = hil("sweep", "divider", "--steps", 5, "--out", out, *[a.format(tmp=tmp_path) for a in args])
     assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
     assert not (out / "points").exists() or not any((out / "points").iterdir())
+
+
+# -- item 15: a teacher circuit's VCCS make its targets ------------------------------------------
+
+def test_a_teacher_circuits_transconductances_make_the_targets(tmp_path):
+    """Targets against Kirchhoff's laws solved here (A V = 0 at the free nodes, A with the
+    teacher's VCCS stamps); the student's own gm would give other targets."""
+    import re
+    from hil.circuit import load_circuit
+    from hil.exact import conductance_matrix
+    from hil.tasks import circuit_teacher_task
+    net = tmp_path / "s.toml"
+    assert hil("generate", "random", "--nodes", 12, "--vccs-pairs", 2, "--vccs-scale", 1e-3, "-o", net).returncode == 0
+    text = net.read_text()
+    teacher_file = tmp_path / "t.toml"
+    teacher_file.write_text(re.sub(r"^gm = (\S+)$", lambda m: f"gm = {-float(m.group(1))!r}", text, flags=re.M))
+    student, teacher = load_circuit(net), load_circuit(teacher_file)
+    assert np.any(teacher.gm != student.gm)
+    task = circuit_teacher_task(student, teacher, seed=0, examples=8)
+
+    def outputs(c, X):
+        A = conductance_matrix(c).toarray()
+        F, S = c.free, c.sources
+        VS = np.column_stack([np.zeros(len(X)), X])  # ground at 0 V, then the inputs
+        VF = np.linalg.solve(A[np.ix_(F, F)], -A[np.ix_(F, S)] @ VS.T).T
+        V = np.zeros((len(X), c.n))
+        V[:, S], V[:, F] = VS, VF
+        return V[:, c.outputs]
+
+    np.testing.assert_allclose(task.Y_train, outputs(teacher, task.X_train), rtol=1e-9, atol=1e-12)
+    assert np.max(np.abs(task.Y_train - outputs(student, task.X_train))) > 1e-3  # the student's gm differ
+    p = hil("train", net, "--teacher-circuit", teacher_file, "--steps", 1, "--out", tmp_path / "r", "--json")
+    assert p.returncode == 0, p.stderr
+    other = tmp_path / "other.toml"  # a teacher without the VCCS is another topology
+    other.write_text(text.split("[[vccs]]")[0])
+    q = hil("train", net, "--teacher-circuit", other, "--steps", 1, "--out", tmp_path / "q")
+    assert q.returncode == 2 and "0 VCCS instead of 4" in q.stderr
+
+
+# -- item 16: a bench file names any circuit path -------------------------------------------------
+
+def test_emulate_writes_a_valid_bench_file_for_a_path_with_quotes(tmp_path):
+    import json
+    import time
+    from hil.circuit import load_circuit
+    from hil.drivers.bench import load_bench
+    folder = tmp_path / "it's \"mine\" \\ here"
+    folder.mkdir()
+    net = folder / "d.toml"
+    net.write_text(load_circuit("divider").to_toml())
+    bench = tmp_path / "b.toml"
+    emu = subprocess.Popen(HIL + ["emulate", str(net), "--bench-file", str(bench), "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line, deadline = "", time.monotonic() + 60
+        while not line.startswith("{") and time.monotonic() < deadline and emu.poll() is None:
+            line = emu.stdout.readline()
+        assert line.startswith("{"), emu.stderr.read()
+        cfg = load_bench(bench)
+        assert cfg["circuit"] == str(net.resolve()) or Path(cfg["circuit"]) == net
+        p = hil("train", cfg["circuit"], "--teacher", 1, "--steps", 2, "--rule", "cl", "--backend", "bench",
+                "--bench", bench, "--out", tmp_path / "run")
+        assert p.returncode == 0, p.stderr
+    finally:
+        emu.terminate()
+        emu.wait(30)
