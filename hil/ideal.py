@@ -15,7 +15,7 @@ triangular solves, and |O| x |O| algebra per experiment. Dense Cholesky for
 small circuits, sparse LU (SuperLU) beyond ``dense_limit`` free nodes (200: the
 crossover measured on random networks and lattices).
 
-With VCCS elements (spec 7.1) L_FF becomes the non-symmetric A_FF (L plus the G
+With VCCS elements (docs/math.md, section 7.1) L_FF becomes the non-symmetric A_FF (L plus the G
 stamps): a dense LU (LAPACK gesv, kept as the inverse) replaces the Cholesky, K is non-symmetric, and an experiment
 on the adjoint network (``Experiment.transpose``) solves A_FF^T instead.
 Resistor-only circuits keep the Cholesky path unchanged.

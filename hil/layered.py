@@ -1,4 +1,4 @@
-"""Layered circuits with one-way stages (spec ``learning-rules.md`` section 8).
+"""Layered circuits with one-way stages (docs/math.md, section 8).
 
 A layered circuit is a chain of crossbar layers k = 0..L-1, layer k mapping
 d_k input lines to d_(k+1) summing lines:

@@ -10,6 +10,8 @@ A run directory holds
   homeostasis_H (S^2) for a non-reciprocal circuit or a run with homeostasis;
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
+- ``trained.toml``: the circuit at the newest checkpoint's parameters, rewritten with
+  every checkpoint: a circuit file any command takes (the run directory itself names it);
 - ``loss.png``: the loss curves; ``result.json`` once the run ends;
 - ``bench/``: a bench run's record (:mod:`hil.drivers.record`).
 """
@@ -24,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 LOG_FIELDS = ["step", "train_loss", "test_loss", "grad_norm", "seconds", "lr"]
+#: the trained circuit a run leaves, rewritten at every checkpoint
+TRAINED = "trained.toml"
 
 
 class RunError(RuntimeError):
@@ -222,9 +226,11 @@ def _create_whole(p: Path, text: str) -> bool:
 class Run:
     """A run directory on disk: one writer at a time (``run.lock``), nothing recorded ever deleted."""
 
-    def __init__(self, path):
+    def __init__(self, path, circuit=None):
         self.path = Path(path)
         self._locked = False
+        #: the run's starting circuit; set, each checkpoint also writes it at the checkpoint's parameters (trained.toml)
+        self.circuit = circuit
 
     @property
     def config(self) -> dict:
@@ -432,6 +438,8 @@ class Run:
         atomic_write(self.path / "checkpoints" / f"step_{step:06d}.npz", buf.getvalue())
         write_json(self.path / "checkpoint.json",
                    {"step": step, "g": g.tolist(), "rng": rng_state, **(extra or {})})
+        if self.circuit is not None:
+            atomic_write(self.path / TRAINED, trained_toml(self.circuit, g, step))
 
     def load_checkpoint(self) -> dict:
         """checkpoint.json as saved (step, g, rng); RunError naming the file when absent or unreadable."""
@@ -476,6 +484,53 @@ class Run:
         raise RunError(f"{self.path}: no usable checkpoint: " + "; ".join(reasons))
 
 
+def at_params(circuit, g):
+    """``circuit`` with its parameters set to ``g`` (siemens), keeping a calibration (the same bench's parts)."""
+    from dataclasses import replace
+    out = circuit.with_g(np.asarray(g, float))
+    if getattr(circuit, "calibration", None) is not None:
+        out = replace(out, calibration=circuit.calibration)
+    return out
+
+
+def trained_toml(circuit, g, step: int) -> str:
+    """The text of trained.toml: ``circuit`` at the parameters ``g`` reached after ``step`` steps of its run."""
+    # no path in the text: a run directory may be moved (a sweep's points come back from its workers)
+    return (f"# written by hil train: {circuit.name} after step {step} of its run (circuit.toml beside this file "
+            f"holds the circuit it started from)\n" + at_params(circuit, g).to_toml())
+
+
+def trained_circuit(path, load):
+    """The circuit a run directory or checkpoint file names, read with ``load`` (a circuit loader).
+
+    A run directory: its ``trained.toml`` (the newest checkpoint's parameters), or for a run
+    written before trained.toml existed, ``circuit.toml`` at ``checkpoint.json``'s parameters.
+    A checkpoint ``RUN/checkpoints/step_NNNNNN.npz``: ``circuit.toml`` at that checkpoint's
+    parameters. CircuitError naming the path when it is neither.
+    """
+    from dataclasses import replace
+
+    from hil.circuit import CircuitError
+    p = Path(path)
+    run = p.parent.parent if p.suffix == ".npz" else p
+    if p.is_dir() and (p / TRAINED).is_file():
+        return load(p / TRAINED)
+    start = run / "circuit.toml"
+    if not start.is_file() or (p.is_dir() and not (p / "checkpoint.json").is_file()):
+        raise CircuitError(f"{p}: a folder, not a circuit file; a run directory (from `hil train --out`) would "
+                           f"hold {TRAINED} or circuit.toml and checkpoint.json" if p.is_dir() else
+                           f"{p}: not a circuit file nor a checkpoint of a run (RUN/checkpoints/step_NNNNNN.npz)")
+    try:
+        if p.is_dir():
+            g = np.asarray(read_json(p / "checkpoint.json")["g"], float)
+        else:
+            with np.load(p) as z:
+                g = np.array(z["g"], float)
+    except Exception as exc:  # a damaged file: say which
+        raise CircuitError(f"{p}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    return replace(at_params(load(start), g), source=str(p))
+
+
 def _fmt_field(key: str, v: float) -> str:
     if key == "step":
         return str(int(v))
@@ -513,7 +568,7 @@ def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:
 
 
 def plot_homeostasis(run: Run, log: dict | None = None) -> Path:
-    """Write ``homeostasis.png``: H = 1/2 ||A - A^T||_F^2 (S^2, spec 7.3) against step, beside the loss."""
+    """Write ``homeostasis.png``: H = 1/2 ||A - A^T||_F^2 (S^2, docs/math.md, section 7.3) against step, beside the loss."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -1,4 +1,4 @@
-"""Nudge-size bias of every estimator, on any substrate (spec sections 3 to 5 and 9).
+"""Nudge-size bias of every estimator, on any substrate (docs/math.md, sections 3 to 5 and 11).
 
 For each rule and each nudge on a log grid: the estimate ghat against the
 reference gradient (exact on the ideal substrate, the circuit's own on ngspice):
@@ -12,7 +12,7 @@ With voltmeter noise sigma (V rms on every reading), R repeats give the squared
 bias ||E ghat - g*||^2 and the variance E ||ghat - E ghat||^2, both relative to
 ||g*||^2; the nudge minimising their sum is the one a bench user wants.
 
-The error of an EP estimate splits in two (spec 7.2): the nudge bias ||ghat(beta) -
+The error of an EP estimate splits in two (docs/math.md, section 7.2): the nudge bias ||ghat(beta) -
 ghat(0)||, which vanishes with beta, and the asymmetry bias ||ghat(0) - dC/dtheta||,
 which does not and is zero on a reciprocal circuit. Both are reported per point
 (relative to ||dC/dtheta||) for the EP rules, with ghat(0) from
