@@ -392,6 +392,8 @@ def load_any(path):
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CircuitError(f"{p}: not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise CircuitError(f"{p}: not valid TOML: nested too deeply to read") from None
     kind = data.pop("kind", None)
     if kind == "layered":
         from hil.layered import layered_from_dict

@@ -254,6 +254,23 @@ def draw_feedback(c: LayeredCircuit, seed: int, scale: float = 1.0) -> dict:
     return {"seed": int(seed), "crossbars": out}
 
 
+def check_feedback(fb, c: LayeredCircuit, where) -> dict:
+    """``fb`` if it is a :func:`draw_feedback` record for ``c`` (one B_k of d_k x d_(k+1) finite
+    numbers per stage after the first); RunError naming ``where`` otherwise."""
+    from hil.runs import RunError
+    want = [(c.sizes[k], c.sizes[k + 1]) for k in range(1, c.n_layers)]
+    try:
+        mats = feedback_matrices(fb)
+        ok = [m.shape for m in mats] == want and all(np.all(np.isfinite(m)) for m in mats)
+    except (KeyError, TypeError, ValueError, IndexError):
+        ok = False
+    if not ok:
+        shapes = ", ".join(f"{a}x{b}" for a, b in want)
+        raise RunError(f"{where}: not the run's feedback crossbars (a 'crossbars' list whose B are {shapes} "
+                       "finite numbers); the run cannot be resumed without them")
+    return fb
+
+
 def feedback_matrices(fb: dict) -> list:
     """The B_k matrices (volts per volt) of a :func:`draw_feedback` record."""
     return [np.array(x["B"], float) for x in fb["crossbars"]]
@@ -584,7 +601,7 @@ def resume_layered_run(out, steps=None, progress=None, changes: dict | None = No
         check_layered_config(cfg, str(run.path / "config.json"))
         circuit = _layered_circuit(run)
         task = _load_task(run)
-        feedback = run.read_json_file(FEEDBACK_FILE)
+        feedback = check_feedback(run.read_json_file(FEEDBACK_FILE), circuit, run.path / FEEDBACK_FILE)
         ck, notes = run.recover_checkpoint(checkpoint_check(circuit.n_params, circuit.g_min, circuit.g_max,
                                                             lambda e: f"parameter {e}", rng=False))
         notes += apply_changes(run, raw, cfg, int(ck["step"]), steps, changes, check_layered_config)

@@ -66,7 +66,8 @@ class Rule:
     descends = "C"
 
     def __init__(self, nudge: float | None = None, points: int = 2):
-        if self.uses_nudge and nudge is not None and not (np.isfinite(nudge) and nudge > 0):
+        if self.uses_nudge and nudge is not None and (isinstance(nudge, (bool, str)) or not isinstance(
+                nudge, (int, float, np.number)) or not (np.isfinite(nudge) and nudge > 0)):
             raise ValueError(f"rule {self.name}: nudge must be a positive finite number, got {nudge!r}")
         self.nudge = nudge
         self.points = points

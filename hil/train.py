@@ -572,6 +572,9 @@ def checkpoint_check(n: int, lo, hi, name_of, rng: bool = True):
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
                                or lr <= 0):
             return f"lr {lr!r} is not a positive finite number"
+        row = ck.get("awaiting_row")
+        if row is not None and not _log_row(row, step):
+            return f"awaiting_row {str(row)[:60]} is not the log row of step {step} (a table of numbers)"
         if not rng:
             return None
         state = ck.get("rng")
@@ -583,6 +586,13 @@ def checkpoint_check(n: int, lo, hi, name_of, rng: bool = True):
             return "the random state is not one numpy accepts"
         return None
     return check
+
+
+def _log_row(row, step) -> bool:
+    """Whether ``row`` is a log row of ``step``: a table of numbers whose step is ``step``."""
+    if not isinstance(row, dict) or row.get("step") != step or isinstance(row.get("step"), bool):
+        return False
+    return all(isinstance(k, str) and not isinstance(v, bool) and isinstance(v, (int, float)) for k, v in row.items())
 
 
 def apply_changes(run: Run, raw: dict, config, at_step: int, steps, changes, check) -> list:

@@ -454,3 +454,101 @@ def test_emulate_writes_a_valid_bench_file_for_a_path_with_quotes(tmp_path):
     finally:
         emu.terminate()
         emu.wait(30)
+
+
+# -- item 13: damaged inputs are named, never a traceback ----------------------------------------
+
+@pytest.fixture
+def recorded_run(tmp_path, emulated):
+    """A 3-step CL run on an emulated bench, recorded (bench/steps.000.jsonl.gz), and its replay's worst divergence."""
+    import json
+    from hil.circuit import load_circuit
+    from hil.ideal import IdealSubstrate
+    from hil.tasks import teacher_task
+    from hil.train import TrainConfig, start_run
+    c = load_circuit("net16")
+    emu, bench = emulated(IdealSubstrate(c))
+    run = tmp_path / "rec"
+    start_run(c, teacher_task(c, 1, 16), TrainConfig(rule="cl", steps=3, batch=8, backend="bench",
+                                                     backend_options={"bench": str(bench)}), run, progress=False)
+    p = hil("replay", run, "--out", tmp_path / "ok", "--json")
+    assert p.returncode == 0, p.stderr
+    return run, json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _damage_record(run, line_text: bytes):
+    import gzip
+    f = sorted((run / "bench").glob("steps.*.jsonl.gz"))[0]
+    lines = gzip.decompress(f.read_bytes()).splitlines(keepends=True)
+    f.write_bytes(gzip.compress(b"".join(lines[:2] + [line_text] + lines[2:])))
+    return f
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("list", "steps.001.jsonl.gz:3: a JSON list, not a record event"),
+    ("no-g", "steps.001.jsonl.gz:3: 'start' event: no g"),
+    ("not-gzip", "steps.001.jsonl.gz: not a gzip-compressed record"),
+    ("kappa", "config.json: kappa_max = None: not a positive finite number"),
+    ("nudge", "config.json: ValueError: rule cl: nudge must be a positive finite number, got 'big'"),
+])
+def test_replay_names_a_damaged_record_or_config(recorded_run, tmp_path, damage, message):
+    import json
+    run, good = recorded_run
+    assert max(good["worst"]) < 1e-6  # the undamaged record replays (the reference)
+    if damage == "list":
+        _damage_record(run, b"[1, 2, 3]\n")
+    elif damage == "no-g":
+        _damage_record(run, b'{"kind": "start"}\n')
+    elif damage == "not-gzip":
+        sorted((run / "bench").glob("steps.*.jsonl.gz"))[0].write_bytes(b'{"kind": "start"}\n')
+    else:
+        cfg = json.loads((run / "config.json").read_text())
+        if damage == "kappa":
+            del cfg["kappa_max"]
+        else:
+            cfg["nudge"] = "big"
+        (run / "config.json").write_text(json.dumps(cfg))
+    p = hil("replay", run, "--out", tmp_path / "bad")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+
+
+def test_a_toml_file_nested_thousands_deep_is_named(tmp_path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    p = hil("info", deep)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{deep}: not valid TOML: nested too deeply to read" in p.stderr
+    p = hil("train", "net16", "--teacher", 1, "--steps", 2, "--rule", "cl", "--backend", "bench", "--bench", deep,
+            "--out", tmp_path / "r")
+    assert p.returncode == 2 and f"{deep}: not valid TOML: nested too deeply to read" in p.stderr
+
+
+def test_a_damaged_awaiting_row_falls_back_to_the_npz_and_resumes_exactly(tmp_path):
+    import json
+    part, whole = tmp_path / "part", tmp_path / "whole"
+    assert hil("train", "net16", "--teacher", 1, "--steps", 4, "--out", part).returncode == 0
+    assert hil("train", "net16", "--teacher", 1, "--steps", 8, "--out", whole).returncode == 0
+    ck = json.loads((part / "checkpoint.json").read_text())
+    ck["awaiting_row"] = [1, 2]  # a mid-run checkpoint's row waiting for its train loss, damaged
+    (part / "checkpoint.json").write_text(json.dumps(ck))
+    p = hil("train", "--resume", part, "--steps", 8)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    assert "checkpoint.json refused (awaiting_row [1, 2] is not the log row of step 4" in p.stderr
+    np.testing.assert_array_equal(Run(part).read_log()["train_loss"], Run(whole).read_log()["train_loss"])
+
+
+def test_a_malformed_feedback_file_is_named_on_resume(tmp_path):
+    import json
+    net = tmp_path / "L.toml"
+    assert hil("generate", "layered", "--sizes", "4,3,2", "-o", net).returncode == 0
+    out = tmp_path / "run"
+    p = hil("train", net, "--task", "factorize", "--rank", 2, "--rule", "fa", "--steps", 3, "--out", out)
+    assert p.returncode == 0, p.stderr
+    fb = json.loads((out / "feedback.json").read_text())
+    for bad in ({"crossbars": [1]}, [], {"crossbars": [{"B": [[1.0, 2.0]]}]}):
+        (out / "feedback.json").write_text(json.dumps(bad))
+        q = hil("train", "--resume", out, "--steps", 5)
+        assert q.returncode == 2 and "Traceback" not in q.stderr, q.stderr
+        assert f"{out / 'feedback.json'}: not the run's feedback crossbars (a 'crossbars' list whose B are 3x2" in q.stderr
+    (out / "feedback.json").write_text(json.dumps(fb))
+    assert hil("train", "--resume", out, "--steps", 5).returncode == 0
