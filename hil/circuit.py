@@ -38,7 +38,6 @@ Every validation error is a :class:`CircuitError` whose message starts with
 from __future__ import annotations
 
 import bisect
-import functools
 import math
 import os
 import re
@@ -319,10 +318,19 @@ def _toml_str(s: str) -> str:
 
 # -- building and validating -------------------------------------------------
 
-@functools.lru_cache(maxsize=8)
+_INDEXED = [None, None]  # the text last indexed, held by identity (comparing contents would cost a pass), and its index
+
+
 def _text_index(text: str) -> tuple:
+    """The index of ``text`` (:func:`_build_index`), built once per text object."""
+    if _INDEXED[0] is not text:
+        _INDEXED[:] = [text, _build_index(text)]
+    return _INDEXED[1]
+
+
+def _build_index(text: str) -> tuple:
     """One pass over a file's lines: (lines, 1-based lines of every table header, {array-table name:
-    its [[name]] header lines}, {key: the first line that sets it}); built once per text."""
+    its [[name]] header lines}, {key: the first line that sets it})."""
     lines = text.splitlines()
     headers, tables, keys = [], {}, {}
     for i, line in enumerate(lines):

@@ -383,6 +383,10 @@ def jacobian(c: LayeredCircuit, X, g=None) -> np.ndarray:
 
     do/dW_k[j, i] = A_k[:, j] h_k[i] with A_k = W_(L-1) ... W_(k+1).
     """
+    from hil.memory import require_fits
+    require_fits((len(np.atleast_2d(X)) * c.sizes[-1], c.n_params),
+                 f"the Jacobian of layered circuit '{c.name}' on {len(np.atleast_2d(X))} examples",
+                 "use a smaller circuit (--sizes) or fewer examples")
     h = forward(c, X, g)
     W = c.weights(g)
     N, n = h[-1].shape

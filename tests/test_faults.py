@@ -275,19 +275,22 @@ def test_a_bench_lock_of_a_dead_process_is_taken_over(emulated, tmp_path):
 
 # -- item 10: loading is linear: the line numbers come from one index per file --------------------
 
-def test_a_big_circuits_errors_name_their_lines_from_one_pass(tmp_path):
+def test_a_big_circuits_errors_name_their_lines_from_one_pass(tmp_path, monkeypatch):
     import sys
     sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
     from load_circuit import ladder_text
-    from hil.circuit import CircuitError, _text_index, load_circuit
+    import hil.circuit as hc
+    from hil.circuit import CircuitError, load_circuit
     m = 20_000
     text = ladder_text(m)
     good = tmp_path / "big.toml"
     good.write_text(text)
-    before = _text_index.cache_info()
-    c = load_circuit(good)
-    after = _text_index.cache_info()
-    assert c.m == m and after.misses == before.misses + 1  # one index of the file, however many elements
+    passes = []
+    build = hc._build_index
+    monkeypatch.setattr(hc, "_build_index", lambda t: passes.append(len(t)) or build(t))
+    for _ in range(2):  # a second load of the same file (a new text) indexes it once more, not once per element
+        c = load_circuit(good)
+    assert c.m == m and passes == [len(text), len(text)]
     lines = text.splitlines()
     last_g = max(i for i, ln in enumerate(lines) if ln.startswith("g = ")) + 1
     bad = tmp_path / "bad.toml"
@@ -552,3 +555,45 @@ def test_a_malformed_feedback_file_is_named_on_resume(tmp_path):
         assert f"{out / 'feedback.json'}: not the run's feedback crossbars (a 'crossbars' list whose B are 3x2" in q.stderr
     (out / "feedback.json").write_text(json.dumps(fb))
     assert hil("train", "--resume", out, "--steps", 5).returncode == 0
+
+
+# -- item 11: work that cannot fit in memory is refused before it is allocated --------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["info", "net16", "--teacher", 1, "--examples", 100_000],
+     "coercivity on 100000 examples: J J^T (100000 examples x 2 outputs squared): a 200,000 x 200,000 array of "
+     "298 GiB does not fit in memory (half of this machine's 8 GiB); use fewer examples"),
+    (["coercivity", "net16", "--teacher", 1, "--examples", 100_000], "a 200,000 x 200,000 array of 298 GiB"),
+])
+def test_a_matrix_that_cannot_fit_is_refused_naming_its_size(tmp_path, args, message):
+    p = hil(*args, env={**os.environ, "HIL_MEMORY_BYTES": str(8 << 30)})
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+
+
+def test_a_layered_jacobian_that_cannot_fit_is_refused_before_training(tmp_path):
+    from hil.layered import generate_layered, jacobian
+    from hil.memory import TooBig
+    c = generate_layered((300, 300, 300), 0)  # P = 2 x 2 x 300 x 300 parameters, 300 examples x 300 outputs
+    X = np.eye(300)
+    os.environ["HIL_MEMORY_BYTES"] = str(1 << 30)
+    try:
+        with pytest.raises(TooBig, match=r"on 300 examples: a 90,000 x 360,000 array of 241 GiB does not fit"):
+            jacobian(c, X)
+    finally:
+        del os.environ["HIL_MEMORY_BYTES"]
+
+
+def test_the_symmetry_index_and_homeostasis_of_a_large_circuit_stay_sparse():
+    """Against the dense formulas on a small circuit with VCCS; then a 20,000-node lattice (a dense
+    A would take 3.2 GB) in the sparse matrix's memory."""
+    from hil.circuits import add_vccs, lattice, random_network
+    from hil.exact import conductance_matrix, homeostasis, symmetry_index
+    c = add_vccs(random_network(12, 3.0, seed=1), 2, seed=1)
+    A = conductance_matrix(c)[c.free][:, c.free]
+    D = A.toarray()
+    s, a = np.linalg.norm(0.5 * (D + D.T)), np.linalg.norm(0.5 * (D - D.T))
+    assert symmetry_index(A) == pytest.approx(s / (s + a), rel=1e-12) and s / (s + a) < 1
+    assert homeostasis(c) == pytest.approx(0.5 * np.sum((D - D.T) ** 2), rel=1e-12) and homeostasis(c) > 0
+    big = lattice(100, 200, seed=0)
+    Ab = conductance_matrix(big)[big.free][:, big.free]
+    assert symmetry_index(Ab) == 1.0 and homeostasis(big) == 0.0
