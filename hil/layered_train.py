@@ -604,12 +604,15 @@ def resume_layered_run(out, steps=None, progress=None, changes: dict | None = No
         feedback = check_feedback(run.read_json_file(FEEDBACK_FILE), circuit, run.path / FEEDBACK_FILE)
         ck, notes = run.recover_checkpoint(checkpoint_check(circuit.n_params, circuit.g_min, circuit.g_max,
                                                             lambda e: f"parameter {e}", rng=False))
-        notes += apply_changes(run, raw, cfg, int(ck["step"]), steps, changes, check_layered_config)
-        notes += run.truncate_log(ck["step"], fields=LOG_FIELDS + ["angle"])
-        say_recovered(run, int(ck["step"]), notes)
+        changed = apply_changes(run, raw, cfg, int(ck["step"]), steps, changes, check_layered_config, write=False)
         sub = open_layered_substrate(circuit, cfg.backend, opamp=_opamp(cfg))
         sub.write(ck["g"])
         trainer = LayeredTrainer(run, circuit, task, cfg, sub, feedback=feedback)
+        if changed:  # the resume can go on: only now are its changes and its note recorded
+            write_json(run.path / "config.json", raw)
+        notes += changed
+        notes += run.truncate_log(ck["step"], fields=LOG_FIELDS + ["angle"])
+        say_recovered(run, int(ck["step"]), notes)
         result = trainer.train(start_step=int(ck["step"]), lr=ck.get("lr"), progress=progress)
         if notes:
             result["recovered"] = notes

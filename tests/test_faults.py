@@ -597,3 +597,22 @@ def test_the_symmetry_index_and_homeostasis_of_a_large_circuit_stay_sparse():
     big = lattice(100, 200, seed=0)
     Ab = conductance_matrix(big)[big.free][:, big.free]
     assert symmetry_index(Ab) == 1.0 and homeostasis(big) == 0.0
+
+
+# -- item 19: a failed resume changes nothing --------------------------------------------------
+
+def test_a_resume_that_cannot_reach_its_bench_records_no_change(tmp_path, emulated):
+    from hil.circuit import load_circuit
+    from hil.ideal import IdealSubstrate
+    c = load_circuit("net16")
+    emu, bench = emulated(IdealSubstrate(c))
+    out = tmp_path / "run"
+    p = hil("train", "net16", "--teacher", 1, "--steps", 2, "--rule", "cl", "--backend", "bench", "--bench", bench,
+            "--out", out)
+    assert p.returncode == 0, p.stderr
+    before = {f: (out / f).read_bytes() for f in ("config.json", "history.log", "log.csv") if (out / f).exists()}
+    emu.stop()  # the bench is down; one try each
+    bench.write_text("retries = 0\n" + bench.read_text())
+    q = hil("train", "--resume", out, "--steps", 4)
+    assert q.returncode == 2 and "Traceback" not in q.stderr and "cannot connect" in q.stderr, q.stderr
+    assert {f: (out / f).read_bytes() for f in before} == before and not (out / "run.lock").exists()
