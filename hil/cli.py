@@ -525,12 +525,14 @@ def cmd_bias(args):
 
     c = load_circuit(args.circuit)
     task = _task(args, c)
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    rules = _names(args.rules, "--rules")
     for r in rules:
         from hil.rules import make_rule
         make_rule(r)  # a clear error before any work
-    if args.noise < 0:
-        raise ValueError(f"--noise {args.noise}: must be a voltage >= 0")
+    if not (math.isfinite(args.noise) and args.noise >= 0):
+        raise ValueError(f"--noise {args.noise}: must be a finite voltage >= 0")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats {args.repeats}: must be a whole number >= 1")
     with open_substrate(c, args.backend, **_backend_options(args)) as sub:
         kappa = sub.kappa_max(task.X_train)
         grid = _nudge_grid(args.nudges, kappa)
@@ -715,8 +717,8 @@ def cmd_replay(args):
     if args.circuit:
         twin_c = load_circuit(args.circuit)
         check_twin_circuit(c, twin_c)
-    if args.threshold <= 0:
-        raise ValueError(f"--threshold {args.threshold}: must be a positive voltage")
+    if not (math.isfinite(args.threshold) and args.threshold > 0):
+        raise ValueError(f"--threshold {args.threshold}: must be a positive finite voltage")
     with open_substrate(twin_c, args.backend, **_backend_options(args)) as twin:
         res = replay(run, twin, args.threshold)
     what = f"{args.backend}" + (f", {args.device}" if args.backend == "ngspice" else "") + \
@@ -886,10 +888,7 @@ def cmd_generate(args):
 
     if args.kind == "layered":
         from hil.layered import generate_layered
-        try:
-            sizes = tuple(int(x) for x in args.sizes.split(","))
-        except ValueError:
-            raise ValueError(f"--sizes {args.sizes!r}: expected comma-separated widths, e.g. 8,3,6") from None
+        sizes = tuple(number_list(args.sizes, "--sizes", int, lo=1))
         c = generate_layered(sizes, args.seed)
         from hil.runs import check_output
         check_output(args.o, [], args.force, "-o", ours="# written by hil")
@@ -897,12 +896,18 @@ def cmd_generate(args):
         return _emit(args, {"path": args.o, "sizes": list(c.sizes), "conductances": c.n_params},
                      f"wrote {args.o}: layered circuit {'-'.join(map(str, c.sizes))} ({c.n_params} conductances, "
                      f"{c.n_layers} transimpedance stages)")
+    for name in ("inputs", "outputs"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} {getattr(args, name)}: a generated circuit needs at least 1")
     if args.kind == "random":
+        if not (math.isfinite(args.degree) and args.degree >= 1):
+            raise ValueError(f"--degree {args.degree}: the mean node degree must be a finite number >= 1 "
+                             "(a connected network)")
         c = gen.random_network(args.nodes, args.degree, args.seed, args.inputs, args.outputs)
     elif args.kind == "lattice":
         c = gen.lattice(args.rows, args.cols, args.seed, args.inputs, args.outputs)
     else:
-        c = gen.crossbar(tuple(int(x) for x in args.layers.split(",")), args.seed)
+        c = gen.crossbar(tuple(number_list(args.layers, "--layers", int, lo=1)), args.seed)
     if args.vccs_pairs or args.vccs_singles:
         if args.vccs_pairs < 0 or args.vccs_singles < 0:
             raise ValueError("--vccs-pairs and --vccs-singles must be >= 0")

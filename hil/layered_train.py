@@ -522,7 +522,7 @@ class LayeredTrainer:
         log = self.run.read_log()
         if plot:
             plot_losses(self.run)
-        r = c.sizes[1] if c.n_layers == 2 else min(c.sizes[1:-1])
+        r = min(c.sizes[1:-1] or c.sizes)  # the bottleneck; one stage (no hidden layer): a full-rank map
         final = float(log["train_loss"][-1])
         result = {"initial_loss": float(log["train_loss"][0]), "final_loss": final, "steps": int(step),
                   "run_dir": str(self.run.path), "eckart_young": eckart_young(t.X_train, t.Y_train, r),

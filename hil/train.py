@@ -125,6 +125,8 @@ def check_fields(cfg, where: str = "", whole=(), optional=(), positive=()) -> No
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             bad(key, v, "must be a positive finite number" + (" (S^2/V^2)" if key == "lr" else ""))
+        if v < sys.float_info.min:  # subnormal: no precision left; a step or a nudge of it changes nothing
+            bad(key, v, f"is below the smallest normal number {sys.float_info.min:.3g}: it would change nothing")
 
 
 def check_config(cfg: TrainConfig, where: str = "") -> TrainConfig:

@@ -616,3 +616,48 @@ def test_a_resume_that_cannot_reach_its_bench_records_no_change(tmp_path, emulat
     q = hil("train", "--resume", out, "--steps", 4)
     assert q.returncode == 2 and "Traceback" not in q.stderr and "cannot connect" in q.stderr, q.stderr
     assert {f: (out / f).read_bytes() for f in before} == before and not (out / "run.lock").exists()
+
+
+# -- items 17, 20: meaningless values refused, each named -----------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["bias", "divider", "--teacher", 1, "--noise", "nan", "--out", "{tmp}/b"], "--noise nan: must be a finite voltage"),
+    (["bias", "divider", "--teacher", 1, "--noise", "inf", "--out", "{tmp}/b"], "--noise inf: must be a finite voltage"),
+    (["bias", "divider", "--teacher", 1, "--repeats", 0, "--out", "{tmp}/b"], "--repeats 0: must be a whole number >= 1"),
+    (["bias", "divider", "--teacher", 1, "--rules", ",", "--out", "{tmp}/b"], "--rules ',': give at least one name"),
+    (["train", "net16", "--teacher", 1, "--nudge", "1e-320", "--out", "{tmp}/t"],
+     "--nudge 1e-320: nudge is below the smallest normal number"),
+    (["train", "net16", "--teacher", 1, "--lr", "1e-320", "--out", "{tmp}/t"], "--lr 1e-320: lr is below the smallest"),
+    (["train", "net16", "--teacher", 1, "--rule", "cl", "--nudge", "1e6", "--out", "{tmp}/t"],
+     "rule cl: nudge eta = 1000000.0 is above 1"),
+    (["train", "net16", "--teacher", 1, "--rule", "al", "--nudge", "50", "--out", "{tmp}/t"],
+     "rule al: nudge eta = 50.0 is above 1"),
+    (["generate", "random", "--degree", "0", "-o", "{tmp}/g.toml"], "--degree 0.0: the mean node degree must be"),
+    (["generate", "random", "--degree", "-1", "-o", "{tmp}/g.toml"], "--degree -1.0: the mean node degree must be"),
+    (["generate", "random", "--degree", "nan", "-o", "{tmp}/g.toml"], "--degree nan: the mean node degree must be"),
+    (["generate", "random", "--inputs", "0", "-o", "{tmp}/g.toml"], "--inputs 0: a generated circuit needs at least 1"),
+    (["generate", "crossbar", "--layers", "a,b", "-o", "{tmp}/g.toml"], "--layers 'a,b': 'a' is not a whole number"),
+    (["generate", "layered", "--sizes", "3,x", "-o", "{tmp}/g.toml"], "--sizes '3,x': 'x' is not a whole number"),
+    (["generate", "layered", "--sizes", "3,0,2", "-o", "{tmp}/g.toml"], "--sizes '3,0,2': 0 must be >= 1"),
+])
+def test_meaningless_values_are_refused_naming_the_option(tmp_path, args, message):
+    p = hil(*[a.format(tmp=tmp_path) if isinstance(a, str) else a for a in args])
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+    assert not (tmp_path / "g.toml").exists() and not (tmp_path / "t").exists()
+
+
+def test_replay_refuses_a_threshold_of_nan(recorded_run, tmp_path):
+    run, _ = recorded_run
+    p = hil("replay", run, "--threshold", "nan", "--out", tmp_path / "nan")
+    assert p.returncode == 2 and "--threshold nan: must be a positive finite voltage" in p.stderr
+
+
+def test_a_one_stage_layered_circuit_trains_to_its_full_rank_optimum(tmp_path):
+    """--sizes 3,2: one stage, no bottleneck; the Eckart-Young bound at rank min(3, 2) = 2 is 0."""
+    import json
+    net = tmp_path / "l32.toml"
+    assert hil("generate", "layered", "--sizes", "3,2", "-o", net).returncode == 0
+    p = hil("train", net, "--task", "factorize", "--rank", 1, "--steps", 3, "--out", tmp_path / "r", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["eckart_young"] == pytest.approx(0.0, abs=1e-15) and r["final_loss"] < r["initial_loss"]
