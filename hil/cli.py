@@ -242,8 +242,11 @@ def _backend_options(args) -> dict:
             from pathlib import Path
             opts["nonideal"] = str(Path(args.nonideal).resolve())
         return opts
+    if args.device in ("mosfet", "mosfet-mid") and not args.nonideal:
+        return {"device": args.device}  # level-1 channels are ideal elements too
     if args.device != "resistor" or args.nonideal:
-        raise ValueError("--device and --nonideal need --backend ngspice")
+        raise ValueError("--device and --nonideal need --backend ngspice (the ideal backend has the level-1 "
+                         "devices mosfet and mosfet-mid, with ideal parts)")
     return {}
 
 
@@ -342,7 +345,9 @@ def cmd_grad(args):
     obj = {"edges": list(circuit.edge_names), "params": list(circuit.param_names), "exact": exact.tolist(),
            "estimate": est.tolist(), "limit": dec["limit"].tolist(),
            "cosine": cos, "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge,
-           "nudge_bias": nb, "asymmetry_bias": dec["asymmetry_bias"], "cos_limit": dec["cos_limit"],
+           "nudge_bias": nb, "asymmetry_bias": dec["asymmetry_bias"], "local_signal_bias": dec["local_signal_bias"],
+           "outside_linear": dec["outside_linear"], "true_limit": None if dec["true_limit"] is None else
+           dec["true_limit"].tolist(), "cos_limit": dec["cos_limit"],
            "cos_mu_lambda": dec["cos_mu_lambda"], "symmetry_index": dec["symmetry_index"],
            "backend": args.backend, "examples": task.n_train, "nudge_refused": refused, "channel_regions": regions,
            "reference": {"auto": auto_ref,
@@ -354,9 +359,11 @@ def cmd_grad(args):
     si = dec["symmetry_index"]
     lines = [_task_line(task)] + ([nudge_note(refused, rule.nudge, rule.nudge_unit)] if refused else []) + [
              f"{rule.describe()} on {circuit.name}: {summary}",
-             "error split (docs/math.md, section 7.2), relative to ||dC/dtheta||: "
+             "error split, relative to ||dC/dtheta||: "
              + (f"nudge bias ||ghat(beta) - ghat(0)|| = {f(nb)}, " if ep_family else "")
-             + f"asymmetry bias ||ghat(0) - dC/dtheta|| = {f(dec['asymmetry_bias'])}",
+             + f"local-signal bias ||ghat(0) + mu^T dF/dtheta|| = {f(dec['local_signal_bias'])}, "
+             + f"asymmetry bias ||(lambda - mu)^T dF/dtheta|| = {f(dec['asymmetry_bias'])}"
+             + _outside_note(dec["outside_linear"]),
              f"cos(ghat(0), dC/dtheta) = {f(dec['cos_limit'], '.6f')}; error-vector alignment cos(mu, lambda) "
              + (f"{min(cml):.6f} to {max(cml):.6f} over {len(cml)} examples" if cml else "-")
              + f"; Jacobian symmetry index {f(si, '.6f') if si is not None else '- (nonlinear device: not measured)'}",
@@ -374,6 +381,12 @@ def _regions_line(r: dict) -> str:
     return (f"channels out of triode at the free operating points: {out} of {r['channels']} channel-examples "
             f"({r['saturation']} saturated, {r['cutoff']} cut off) in {r['examples_out']} examples"
             + ("; a smaller --amplitude keeps them in triode" if out else ""))
+def _outside_note(counts) -> str:
+    """'; elements outside their linear region: example 4: 3' (or nothing when none is)."""
+    if not counts or not any(counts):
+        return ""
+    return "; elements outside their linear region (saturated or cut-off channels, conducting diodes): " + \
+        ", ".join(f"example {i}: {k}" for i, k in enumerate(counts) if k)
 
 
 def _info_layered(args, c):
@@ -393,7 +406,7 @@ def _info_layered(args, c):
 
 def cmd_info(args):
     from hil.circuit import load_any
-    from hil.exact import (coercivity, conductance_matrix, homeostasis, jacobian, kappa_max, output_green,
+    from hil.exact import (coercivity, homeostasis, jacobian, kappa_max, operating_jacobian, output_green,
                            residual_basis, symmetry_index)
 
     c = load_any(args.circuit)
@@ -403,7 +416,7 @@ def cmd_info(args):
     kmax = kappa_max(K)
     ev = np.linalg.eigvalsh(K) if c.reciprocal else np.linalg.eigvals(K)
     from hil.exact import homeostasis_stochastic
-    A = conductance_matrix(c)[c.free][:, c.free]
+    A = operating_jacobian(c)  # at the 0 V inputs' operating point when the circuit is nonlinear
     si = symmetry_index(A)
     Hs, Hse = homeostasis_stochastic(lambda E: A @ E, lambda E: A.T @ E, A.shape[0], 400, 0)
     obj = {"name": c.name, "source": c.source, "nodes": list(c.nodes), "edges": list(c.edge_names),
@@ -412,13 +425,17 @@ def cmd_info(args):
            "outputs": c.output_names, "g_min": c.g_min, "g_max": c.g_max,
            "K_eigenvalues": ev.tolist() if c.reciprocal else [[float(x.real), float(x.imag)] for x in ev],
            "kappa_max": kmax, "nudge_radius": 1 / kmax, "symmetry_index": si, "homeostasis_H": homeostasis(c),
-           "homeostasis_H_stochastic": [Hs, Hse]}
+           "homeostasis_H_stochastic": [Hs, Hse], "biases": {c.nodes[i]: float(v) for i, v in zip(c.biases, c.bias_v)},
+           "elements": {grp.table: list(grp.names) for grp in c.elements}}
     fmt = (lambda x: f"{x:.4g}") if c.reciprocal else (lambda x: f"{x.real:.4g}{x.imag:+.3g}j")
     lines = [f"{c.name} ({c.source}): {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS" if c.k else "") +
+             "".join(f", {len(grp)} {grp.table}" for grp in c.elements) +
+             (f", {len(c.biases)} bias" if c.biases else "") +
              f"; ground {obj['ground']}; "
              f"inputs {', '.join(c.input_names) or '-'}; outputs {', '.join(c.output_names)}",
              f"conductance bounds [{c.g_min:g}, {c.g_max:g}] S",
-             f"eigenvalues of K (ohms): {', '.join(fmt(x) for x in ev)}",
+             f"eigenvalues of K (ohms){' about the operating point at 0 V inputs' if c.elements else ''}: "
+             f"{', '.join(fmt(x) for x in ev)}",
              f"EP nudge radius 1/kappa_max = {1 / kmax:.4g} S" + ("" if c.reciprocal else " (kappa_max: spectral radius of K)"),
              f"Jacobian symmetry index ||A_sym|| / (||A_sym|| + ||A_anti||) = {si:.6g} "
              f"({'reciprocal' if si == 1 else 'non-reciprocal'}); H = 1/2 ||A - A^T||_F^2 = {obj['homeostasis_H']:.4g} S^2 "
@@ -544,8 +561,11 @@ def cmd_bias(args):
     cml = [x for x in res["cos_mu_lambda"] if x is not None]
     lines = [_task_line(task), f"{c.name} ({args.backend}): convergence radius 1/kappa_max = {res['radius']:.4g} S; "
              f"reference |dC/dtheta| = {res['ref_norm']:.4g} V^2/S",
-             f"asymmetry bias ||ghat(0) - dC/dtheta|| / ||dC/dtheta|| = {res['asymmetry_bias']:.3e} (every EP rule, "
-             f"any nudge); cos(ghat(0), dC/dtheta) = {res['cos_limit']:.6f}; cos(mu, lambda) "
+             f"local-signal bias ||ghat(0) + mu^T dF/dtheta|| / ||dC/dtheta|| = "
+             f"{'-' if res['local_signal_bias'] is None else format(res['local_signal_bias'], '.3e')}, "
+             f"asymmetry bias ||(lambda - mu)^T dF/dtheta|| / ||dC/dtheta|| = {res['asymmetry_bias']:.3e} (every EP rule, "
+             f"any nudge){_outside_note(res['outside_linear'])}; cos(ghat(0), dC/dtheta) = {res['cos_limit']:.6f}; "
+             "cos(mu, lambda) "
              + (f"{min(cml):.6f}..{max(cml):.6f}" if cml else "-")
              + f"; Jacobian symmetry index {'-' if si is None else format(si, '.6f')}",
              f"{'rule':<12} {'order':>7} {'best nudge':>12} {'rel. MSE':>10} {'nudge bias at smallest':>23}"]
@@ -559,7 +579,8 @@ def cmd_bias(args):
     lines.append("wrote " + ", ".join(map(str, paths)))
     _emit(args, {"rules": res["rules"], "radius": res["radius"], "kappa_max": res["kappa_max"],
                  "nudge_bias": {n: r["nudge_bias"] for n, r in res["rules"].items()},
-                 "asymmetry_bias": res["asymmetry_bias"], "symmetry_index": si, "cos_limit": res["cos_limit"],
+                 "asymmetry_bias": res["asymmetry_bias"], "local_signal_bias": res["local_signal_bias"],
+                 "outside_linear": res["outside_linear"], "symmetry_index": si, "cos_limit": res["cos_limit"],
                  "cos_mu_lambda": res["cos_mu_lambda"], "nudges": [float(x) for x in grid],
                  "out": str(args.out), "examples": task.n_train}, "\n".join(lines))
 
@@ -803,7 +824,7 @@ def cmd_emulate(args):
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
     fw = _firmware_board(args.firmware, c) if args.firmware else None
-    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current))
+    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current), smu_model=args.smu_model)
     if fw is not None:  # the firmware is the board; the emulated instruments measure what its pots hold
         bench.external["board"] = fw.resource
         fw.attach(bench.model)
@@ -1026,6 +1047,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also serve every instrument on a pseudo-terminal; the bench file names those "
                          "(ASRL/dev/pts/K::INSTR, through pyserial) instead of the TCP ports")
     em.add_argument("--fault", action="append", metavar="INSTRUMENT:KIND=VALUE", help=FAULT_HELP)
+    em.add_argument("--smu-model", default="2400", choices=["2400", "2450"],
+                    help="the SMUs' model: Keithley 2400 (default) or 2450 (its SCPI command set)")
     em.add_argument("--force", action="store_true", help="overwrite --bench-file even if hil did not write it")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core or a Dask cluster.")

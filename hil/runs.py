@@ -132,7 +132,7 @@ LOCK = "run.lock"
 #: what hil writes in a run directory (a file of another name makes the folder someone else's)
 RUN_FILES = frozenset({"config.json", "circuit.toml", "task.json", "log.csv", "checkpoint.json", "checkpoints",
                        "loss.png", "homeostasis.png", "result.json", "history.log", "substrate.log", "bench",
-                       "recovered", "feedback.json", LOCK})
+                       "recovered", "feedback.json", TRAINED, LOCK})
 
 
 def is_run_file(name: str, ours=RUN_FILES) -> bool:

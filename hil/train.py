@@ -207,7 +207,10 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
         inner = open_substrate(actual_circuit(circuit, cal["scale"]), backend, **options)
         return CalibratedSubstrate(circuit, inner, cal["scale"])
     if backend == "ideal":
-        from hil.ideal import IdealSubstrate
+        from hil.ideal import IdealChannelSubstrate, IdealSubstrate
+        device = options.pop("device", "resistor")
+        if device != "resistor":  # the edges as level-1 channels, ideal elements
+            return IdealChannelSubstrate(circuit, device, **options)
         return IdealSubstrate(circuit, **options)
     if backend == "ngspice":
         from hil.spice.substrate import NgSpiceSubstrate
@@ -545,10 +548,11 @@ def _load_task(run: Run) -> Task:
 
 
 def _checkpoint_check(circuit: Circuit, steps: int):
-    lo, hi = circuit.bounds()
+    lo, hi = circuit.bounds()  # theta: conductances, transconductances, gate voltages (fixed edges at [g, g])
     names = circuit.param_names
     return checkpoint_check(circuit.n_params, lo, hi,
-                            lambda e: f"{'edge' if e < circuit.m else 'vccs'} '{names[e]}'")
+                            lambda e: f"{'edge' if e < circuit.m else 'vccs' if names[e] in circuit.vccs_names else 'parameter'} "
+                                      f"'{names[e]}'")
 
 
 def checkpoint_check(n: int, lo, hi, name_of, rng: bool = True):
