@@ -222,6 +222,8 @@ def load_bench(path) -> dict:
         b = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise BenchError(f"{path}: not valid TOML: nested too deeply to read") from None
     check_bench(b, path)
     b["_path"] = str(path)
     return b

@@ -21,6 +21,7 @@ pushed into the queue.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import socket
@@ -551,7 +552,7 @@ class EmulatedBench:
 
         lo, hi = self.model.g_range
         lines = ["# written by hil emulate: the emulated bench's instruments and limits",
-                 f"circuit = {str(circuit_path)!r}".replace("'", '"'), f"settle = {settle!r}", "",
+                 f"circuit = {json.dumps(str(circuit_path))}", f"settle = {settle!r}", "",
                  "[board]", *where("board"), f"g_min = {max(lo, c.g_min)!r}", f"g_max = {min(hi, c.g_max)!r}",
                  *([f'device = "{device}"'] if device else []), ""]
         for name, inst in self.instruments.items():

@@ -131,30 +131,68 @@ class BenchRecorder:
         prev.write_text(json.dumps(summary, indent=2))
 
 
-def _lines(run_dir, kind: str):
-    """The JSON lines of every session's ``bench/KIND.NNN.jsonl.gz``, in order; a stream cut short ends there."""
+class RecordError(ValueError):
+    """A bench record that cannot be read: names the file and line."""
+
+
+def _located(run_dir, kind: str):
+    """(file, line number, JSON object) of every session's ``bench/KIND.NNN.jsonl.gz``, in order;
+    a stream cut short ends there. RecordError naming the file and line for anything else."""
     files = sorted((Path(run_dir) / "bench").glob(f"{kind}.*.jsonl.gz"))
     if not files:
         raise FileNotFoundError(f"{run_dir}: no bench/{kind}.*.jsonl.gz (not a recorded bench run)")
     for f in files:
-        with gzip.open(f, "rt") as fh:
-            try:
-                for line in fh:
-                    if line.endswith("\n"):
-                        yield json.loads(line)
-            except EOFError:  # the session ended without closing (a crash): keep what was flushed
-                pass
+        n = 0
+        try:
+            with gzip.open(f, "rt") as fh:
+                for n, line in enumerate(fh, start=1):
+                    if not line.endswith("\n"):
+                        break  # the last line of a session that ended without closing
+                    try:
+                        obj = json.loads(line)
+                    except ValueError as exc:
+                        raise RecordError(f"{f}:{n}: not a JSON line ({exc})") from None
+                    if not isinstance(obj, dict):
+                        raise RecordError(f"{f}:{n}: a JSON {type(obj).__name__}, not a record event (an object)")
+                    yield f, n, obj
+        except EOFError:  # the session ended without closing (a crash): keep what was flushed
+            pass
+        except (gzip.BadGzipFile, UnicodeDecodeError) as exc:
+            raise RecordError(f"{f}: not a gzip-compressed record of JSON lines ({exc})") from None
+
+
+def _lines(run_dir, kind: str):
+    """The JSON objects of every session's ``bench/KIND.NNN.jsonl.gz``, in order (see :func:`_located`)."""
+    for _, _, obj in _located(run_dir, kind):
+        yield obj
+
+
+#: what each kind of step event holds (arrays of volts or siemens), checked on reading
+STEP_KEYS = {"start": ("g",), "mark": ("step",), "write": ("read_back",), "run": ("inputs", "V", "experiments")}
 
 
 def read_steps(run_dir) -> list:
-    """The events of ``bench/steps.*.jsonl.gz`` in order, arrays as numpy arrays."""
+    """The events of ``bench/steps.*.jsonl.gz`` in order, arrays as numpy arrays; RecordError naming
+    the file and line of an event that lacks what its kind holds."""
     out = []
-    for ev in _lines(run_dir, "steps"):
-        for k in ("g", "requested", "read_back", "inputs", "V"):
-            if k in ev:
-                ev[k] = np.asarray(ev[k], float)
-        for e in ev.get("experiments", []):
-            e["values"] = np.asarray(e["values"], float)
+    for f, n, ev in _located(run_dir, "steps"):
+        where = f"{f}:{n}: {ev.get('kind')!r} event"
+        missing = [k for k in STEP_KEYS.get(ev.get("kind"), ()) if k not in ev]
+        if missing:
+            raise RecordError(f"{where}: no {', '.join(missing)}")
+        try:
+            for k in ("g", "requested", "read_back", "inputs", "V"):
+                if k in ev:
+                    ev[k] = np.asarray(ev[k], float)
+            if "step" in ev and (isinstance(ev["step"], bool) or not isinstance(ev["step"], int)):
+                raise ValueError(f"step {ev['step']!r} is not a whole number")
+            if not isinstance(ev.get("experiments", []), list):
+                raise ValueError("experiments is not a list")
+            for e in ev.get("experiments", []):
+                e["values"] = np.asarray(e["values"], float)
+                e["mode"], e["sources_on"] = str(e["mode"]), bool(e["sources_on"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordError(f"{where}: {type(exc).__name__}: {exc}") from None
         out.append(ev)
     return out
 

@@ -37,6 +37,7 @@ Every validation error is a :class:`CircuitError` whose message starts with
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import re
@@ -394,26 +395,54 @@ def _toml_str(s: str) -> str:
 
 # -- building and validating -------------------------------------------------
 
+_INDEXED = [None, None]  # the text last indexed, held by identity (comparing contents would cost a pass), and its index
+
+
+def _text_index(text: str) -> tuple:
+    """The index of ``text`` (:func:`_build_index`), built once per text object."""
+    if _INDEXED[0] is not text:
+        _INDEXED[:] = [text, _build_index(text)]
+    return _INDEXED[1]
+
+
+def _build_index(text: str) -> tuple:
+    """One pass over a file's lines: (lines, 1-based lines of every table header, {array-table name:
+    its [[name]] header lines}, {key: the first line that sets it})."""
+    lines = text.splitlines()
+    headers, tables, keys = [], {}, {}
+    for i, line in enumerate(lines):
+        if _HEADER_RE.match(line):
+            headers.append(i + 1)
+            m = _ARRAY_TABLE_RE.match(line)
+            if m:
+                tables.setdefault(m.group(1), []).append(i + 1)
+            continue
+        m = _KEY_RE.match(line)
+        if m:
+            keys.setdefault(m.group(1), i + 1)
+    return lines, headers, tables, keys
+
+
+_HEADER_RE = re.compile(r"^\s*\[")
+_ARRAY_TABLE_RE = re.compile(r"^\s*\[\[\s*([^\s\]]+)\s*\]\]")
+_KEY_RE = re.compile(r"^\s*([^\s=\[]+)\s*=")
+
+
 def _edge_lines(text: str, table: str = "edge") -> list:
     """1-based line numbers of each ``[[table]]`` header (``[[edge]]`` by default), in order."""
-    return [i + 1 for i, line in enumerate(text.splitlines())
-            if re.match(rf"^\s*\[\[\s*{table}\s*\]\]", line)]
+    return list(_text_index(text)[2].get(table, ()))
 
 
 def _table_end(text: str, start: int) -> int:
     """The 1-based line after the table whose header is at ``start``: the next table header or the end."""
-    lines = text.splitlines()
-    for ln in range(start, len(lines)):
-        if re.match(r"^\s*\[", lines[ln]):
-            return ln + 1
-    return len(lines) + 1
+    lines, headers, _, _ = _text_index(text)
+    k = bisect.bisect_right(headers, start)
+    return headers[k] if k < len(headers) else len(lines) + 1
 
 
 def _key_line(text: str, key: str) -> int:
-    for i, line in enumerate(text.splitlines()):
-        if re.match(rf"^\s*{re.escape(key)}\s*=", line):
-            return i + 1
-    return 1
+    """The 1-based line that first sets ``key`` (1 if none does)."""
+    return _text_index(text)[3].get(key, 1)
 
 
 def load_circuit(path) -> Circuit:
@@ -442,6 +471,8 @@ def load_any(path):
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CircuitError(f"{p}: not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise CircuitError(f"{p}: not valid TOML: nested too deeply to read") from None
     kind = data.pop("kind", None)
     if kind == "layered":  # the matrix format of earlier versions: the same circuit is now written in elements
         raise CircuitError(f"{p}:{_key_line(text, 'kind')}: kind = \"layered\" is the matrix format of earlier hil "
@@ -471,7 +502,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
     edge_lines = _edge_lines(text)
     vccs_lines = _edge_lines(text, "vccs")
 
-    lines = text.splitlines()
+    lines = _text_index(text)[0]
 
     heads_of = {"edge": edge_lines, "vccs": vccs_lines}
 

@@ -488,12 +488,14 @@ def cmd_bias(args):
 
     c = load_circuit(args.circuit)
     task = _task(args, c)
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    rules = _names(args.rules, "--rules")
     for r in rules:
         from hil.rules import make_rule
         make_rule(r)  # a clear error before any work
-    if args.noise < 0:
-        raise ValueError(f"--noise {args.noise}: must be a voltage >= 0")
+    if not (math.isfinite(args.noise) and args.noise >= 0):
+        raise ValueError(f"--noise {args.noise}: must be a finite voltage >= 0")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats {args.repeats}: must be a whole number >= 1")
     with open_substrate(c, args.backend, **_backend_options(args)) as sub:
         kappa = sub.kappa_max(task.X_train)
         grid = _nudge_grid(args.nudges, kappa, float(np.median(c.g)))
@@ -591,19 +593,20 @@ def cmd_sweep(args):
     from hil.progress import Progress
 
     c = load_circuit(args.circuit)  # a clear error before any worker starts
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-    nudges = _numbers(args.nudges, "--nudges") if args.nudges else None
-    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [0]
+    rules = _names(args.rules, "--rules")
+    nudges = number_list(args.nudges, "--nudges") if args.nudges else None
+    seeds = number_list(args.seeds, "--seeds", int, lo=0) if args.seeds else [0]
     nonideals = [x or None for x in args.nonideal_files.split(",")] if args.nonideal_files else None
-    weights = _numbers(args.homeostasis, "--homeostasis") if args.homeostasis else None
-    scales = _numbers(args.vccs_scale, "--vccs-scale") if args.vccs_scale else None
-    asyms = _numbers(args.asymmetry, "--asymmetry") if args.asymmetry else None
+    weights = number_list(args.homeostasis, "--homeostasis", lo=0) if args.homeostasis else None
+    scales = number_list(args.vccs_scale, "--vccs-scale") if args.vccs_scale else None
+    asyms = number_list(args.asymmetry, "--asymmetry") if args.asymmetry else None
     points = grid(rules, nudges, seeds, nonideals, weights, scales, asyms)
     _check_sweep(args, points, c)
     with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
         rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
                          args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch,
-                         scheduler=args.scheduler, data=args.data, amplitude=args.amplitude, dataset=args.dataset)
+                         scheduler=args.scheduler, data=args.data, amplitude=args.amplitude, dataset=args.dataset,
+                         worker_wait=args.worker_wait)
     failed = [r for r in rows if r["status"] != "ok"]
     lines = [f"{len(rows)} points, {len(failed)} failed; tables: {args.out}/sweep.csv (each point), "
              f"{args.out}/summary.csv (over seeds); plot: {args.out}/sweep.png"]
@@ -617,20 +620,46 @@ def cmd_sweep(args):
               f"{f(s['final_loss_max']):>11} {f(s['final_H_median']):>11}" for s in summary]
     _emit(args, {"points": len(rows), "failed": len(failed), "table": f"{args.out}/sweep.csv",
                  "summary": summary, "rows": rows}, "\n".join(lines))
+    if failed:  # the finished points are kept; the exit status says the sweep is incomplete
+        print(f"hil sweep: {len(failed)} of {len(rows)} points failed (see {args.out}/sweep.csv)", file=sys.stderr)
+        return 1
+    return 0
 
 
-def _numbers(text: str, option: str) -> list:
-    """Comma-separated finite numbers from the command line; ValueError naming the option otherwise."""
-    from hil.tasks import plain_number
-    vals = [plain_number(x) for x in text.split(",")]
-    if not vals or any(v is None for v in vals):
-        bad = next((x for x, v in zip(text.split(","), vals) if v is None), text)
-        raise ValueError(f"{option} {text!r}: {bad.strip()!r} is not a finite number (give a comma-separated list)")
-    return vals
+def _names(text: str, option: str) -> list:
+    """A comma-separated list of names, at least one; ValueError naming ``option`` otherwise."""
+    names = [r.strip() for r in text.split(",") if r.strip()]
+    if not names:
+        raise ValueError(f"{option} {text!r}: give at least one name (comma-separated)")
+    return names
 
 
-def _check_sweep(args, points, circuit=None) -> None:
-    """Every point's options checked before any worker starts (a bad --steps fails the sweep, not each point)."""
+def number_list(text: str, option: str, kind=float, lo=None, lo_open: bool = False) -> list:
+    """A comma-separated list of finite numbers (``kind``: float, or int for whole numbers), each
+    >= ``lo`` (> with ``lo_open``); ValueError naming ``option`` and the item otherwise."""
+    what = "whole number" if kind is int else "finite number"
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if kind is int:
+            v = int(item) if re.fullmatch(r"[+-]?\d+", item) else None
+        else:
+            try:
+                v = float(item)
+            except ValueError:
+                v = None
+        if v is None or not math.isfinite(v):
+            raise ValueError(f"{option} {text!r}: {item!r} is not a {what}")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise ValueError(f"{option} {text!r}: {item} must be {'>' if lo_open else '>='} {lo:g}")
+        out.append(v)
+    return out
+
+
+def _check_sweep(args, points, circuit) -> None:
+    """Every point's options checked before any worker starts (a bad --steps fails the sweep, not each point):
+    the options, the teacher task, each non-ideality file (read and checked here, as the points will)."""
+    from hil.tasks import teacher_task
     from hil.train import TrainConfig, check_config
     for name in ("examples", "workers"):
         v = getattr(args, name)
@@ -644,9 +673,19 @@ def _check_sweep(args, points, circuit=None) -> None:
         w = p.get("homeostasis") or 0.0
         if w < 0:
             raise ValueError(f"--homeostasis {w!r}: a weight must be >= 0 (V^2/S^2)")
-        if circuit is not None and (p.get("vccs_scale") is not None or p.get("asymmetry") is not None):
+        if p.get("vccs_scale") is not None or p.get("asymmetry") is not None:
             from hil.circuits import couplings
             couplings(circuit, p.get("vccs_scale"), p.get("asymmetry"))
+    if not getattr(args, "data", None) and not getattr(args, "dataset", None):
+        if args.teacher < 0:
+            raise ValueError(f"--teacher {args.teacher}: the teacher's seed must be a whole number >= 0")
+        teacher_task(circuit, args.teacher, args.examples)
+    files = sorted({p["nonideal"] for p in points if p["nonideal"]})
+    if files and args.backend != "ngspice":
+        raise ValueError(f"--nonideal-files: non-idealities are simulated by --backend ngspice, not {args.backend}")
+    for f in files:
+        from hil.spice.nonideal import load_nonideal
+        load_nonideal(f)
 
 
 def cmd_calibrate(args):
@@ -681,8 +720,8 @@ def cmd_replay(args):
     if args.circuit:
         twin_c = load_circuit(args.circuit)
         check_twin_circuit(c, twin_c)
-    if args.threshold <= 0:
-        raise ValueError(f"--threshold {args.threshold}: must be a positive voltage")
+    if not (math.isfinite(args.threshold) and args.threshold > 0):
+        raise ValueError(f"--threshold {args.threshold}: must be a positive finite voltage")
     with open_substrate(twin_c, args.backend, **_backend_options(args)) as twin:
         res = replay(run, twin, args.threshold)
     what = f"{args.backend}" + (f", {args.device}" if args.backend == "ngspice" else "") + \
@@ -855,10 +894,7 @@ def cmd_generate(args):
     from hil import circuits as gen
 
     if args.kind == "layered":
-        try:
-            sizes = tuple(int(x) for x in args.sizes.split(","))
-        except ValueError:
-            raise ValueError(f"--sizes {args.sizes!r}: expected comma-separated widths, e.g. 8,3,6") from None
+        sizes = tuple(number_list(args.sizes, "--sizes", int, lo=1))
         gain = math.inf if args.opamp_gain is None else args.opamp_gain
         if not (gain > 0):
             raise ValueError(f"--opamp-gain {args.opamp_gain}: must be a positive number of V/V (default: ideal)")
@@ -873,15 +909,21 @@ def cmd_generate(args):
                      f"({2 * n_w} trainable in pairs), {sum(len(g) for g in c.elements)} VCVS (op-amps "
                      f"{'ideal' if math.isinf(gain) else f'of gain {gain:g}'}); matrices "
                      + ", ".join(f"{mat.name} {mat.shape[0]}x{mat.shape[1]}" for mat in c.matrices))
+    for name in ("inputs", "outputs"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} {getattr(args, name)}: a generated circuit needs at least 1")
     if args.kind == "board":
         sizes = _sizes(args.sizes if args.sizes != "8,3,6" else "4,3", 2, "4,3 (features, classes)")
         c = gen.board_classifier(sizes[0], sizes[1], args.seed)
     elif args.kind == "random":
+        if not (math.isfinite(args.degree) and args.degree >= 1):
+            raise ValueError(f"--degree {args.degree}: the mean node degree must be a finite number >= 1 "
+                             "(a connected network)")
         c = gen.random_network(args.nodes, args.degree, args.seed, args.inputs, args.outputs)
     elif args.kind == "lattice":
         c = gen.lattice(args.rows, args.cols, args.seed, args.inputs, args.outputs)
     else:
-        c = gen.crossbar(tuple(int(x) for x in args.layers.split(",")), args.seed)
+        c = gen.crossbar(tuple(number_list(args.layers, "--layers", int, lo=1)), args.seed)
     if args.vccs_pairs or args.vccs_singles:
         if args.vccs_pairs < 0 or args.vccs_singles < 0:
             raise ValueError("--vccs-pairs and --vccs-singles must be >= 0")
@@ -1051,6 +1093,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run each point as a task on a Dask cluster: a running scheduler's address, or 'local' "
                          "for a LocalCluster of worker processes (one thread each). Runs come back to this "
                          "machine and are written here: workers need hil, not a shared filesystem")
+    sw.add_argument("--worker-wait", type=float, default=60.0, metavar="SECONDS",
+                    help="with --scheduler: how long to wait with no Dask worker (at the start, or after losing "
+                         "every one) before the points left fail (default 60)")
     sw.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
     sw.add_argument("--device", default="resistor", choices=DEVICE_CHOICES)
     sw.add_argument("--out", required=True)
@@ -1162,7 +1207,7 @@ def main(argv=None) -> int:
     if args.command == "train":
         args.explicit = _explicit(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
     except (CircuitError, TaskError, RunError, SubstrateError, NonIdealError, ValueError) as exc:
         print(f"hil {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -1179,7 +1224,7 @@ def main(argv=None) -> int:
               + (f" (resume: hil train --resume {args.out or args.resume})" if args.command == "train" else ""),
               file=sys.stderr)
         return 130
-    return 0
+    return rc if type(rc) is int else 0  # a command that finished with failures says so (hil sweep: 1)
 
 
 if __name__ == "__main__":

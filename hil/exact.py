@@ -221,8 +221,13 @@ def kappa_max(K) -> float:
 
 def symmetry_index(A) -> float:
     """||A_sym||_F / (||A_sym||_F + ||A_anti||_F): 1 when reciprocal, 1/2 as antisymmetric as symmetric (docs/math.md, section 7.2)."""
-    A = A.toarray() if sp.issparse(A) else np.asarray(A)
-    s, a = np.linalg.norm(0.5 * (A + A.T)), np.linalg.norm(0.5 * (A - A.T))
+    if sp.issparse(A):  # in the matrix's own memory: a large circuit's A has no dense copy
+        from scipy.sparse.linalg import norm as sparse_norm
+        A = sp.csr_matrix(A)
+        s, a = sparse_norm(0.5 * (A + A.T)), sparse_norm(0.5 * (A - A.T))
+    else:
+        A = np.asarray(A)
+        s, a = np.linalg.norm(0.5 * (A + A.T)), np.linalg.norm(0.5 * (A - A.T))
     return float(s / (s + a))
 
 
@@ -240,6 +245,10 @@ def operating_jacobian(c: Circuit, X=None, g=None) -> np.ndarray:
 
 def homeostasis(c: Circuit, g=None) -> float:
     """H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2) at the operating point (docs/math.md, section 7.3; 0 V inputs); zero for resistors."""
+    if not c.elements:  # linear: sparse, a large circuit's A_FF has no dense copy
+        A = sp.csr_matrix(_blocks(c, g)[0])
+        D = A - A.T
+        return float(0.5 * D.multiply(D).sum())
     A = operating_jacobian(c, None, g)
     return float(0.5 * np.sum((A - A.T) ** 2))
 
@@ -341,7 +350,11 @@ def coercivity(c: Circuit, X, g=None, weight=None, restrict: bool = True, active
     eigenvalues are real and positive on R. ``active`` (bool (m,)): only these
     edges' columns (edges pinned at a conductance bound cannot move).
     """
+    from hil.memory import require_fits
     X = np.atleast_2d(X)
+    rows = len(X) * len(c.outputs)
+    require_fits((rows, rows), f"coercivity on {len(X)} examples: J J^T ({len(X)} examples x {len(c.outputs)} outputs "
+                               "squared)", "use fewer examples")
     J = jacobian(c, X, g)
     if active is not None:
         J = J[:, active]

@@ -74,8 +74,12 @@ class Rule:
     descends = "C"
 
     def __init__(self, nudge: float | None = None, points: int = 2):
-        if self.uses_nudge and nudge is not None and not (np.isfinite(nudge) and nudge > 0):
+        if self.uses_nudge and nudge is not None and (isinstance(nudge, (bool, str)) or not isinstance(
+                nudge, (int, float, np.number)) or not (np.isfinite(nudge) and nudge > 0)):
             raise ValueError(f"rule {self.name}: nudge must be a positive finite number, got {nudge!r}")
+        if self.uses_nudge and self.nudge_unit == "" and nudge is not None and nudge > 1:
+            raise ValueError(f"rule {self.name}: nudge eta = {nudge!r} is above 1: eta is the fraction of the way "
+                             "the clamp moves the outputs (0 < eta <= 1; default 0.05)")
         self.nudge = nudge
         self.points = points
         self.kappa = None

@@ -239,7 +239,8 @@ def circuit_teacher_task(circuit: Circuit, teacher: Circuit, seed: int = 0, exam
     _check_amplitude(amplitude)
     _check_same_topology(circuit, teacher)
     amp = f" amplitude={amplitude:g}V" if amplitude != 1 else ""
-    return _teach(circuit, teacher.g, np.random.default_rng(seed), examples, test_examples,
+    # the teacher's own parameters: its conductances and every VCCS's gm (not the student's)
+    return _teach(teacher, teacher.theta, np.random.default_rng(seed), examples, test_examples,
                   f"teacher circuit {teacher.source} examples={examples}{amp}",
                   {"teacher_circuit": str(teacher.source), "input_seed": seed, "amplitude": amplitude}, amplitude)
 
@@ -277,6 +278,14 @@ def _check_same_topology(c: Circuit, t: Circuit) -> None:
         if ours != theirs:
             raise TaskError(f"{where}: edge {e + 1} is {theirs[0]} between {'/'.join(sorted(theirs[1]))}, "
                             f"expected {ours[0]} between {'/'.join(sorted(ours[1]))}")
+    if c.k != t.k:
+        raise TaskError(f"{where}: {t.k} VCCS instead of {c.k}")
+    for j in range(c.k):
+        ours = (c.vccs_names[j], [c.nodes[i] for i in c.vccs_nodes[j]])
+        theirs = (t.vccs_names[j], [t.nodes[i] for i in t.vccs_nodes[j]])
+        if ours != theirs:
+            raise TaskError(f"{where}: vccs {j + 1} is {theirs[0]} on {'/'.join(theirs[1])}, "
+                            f"expected {ours[0]} on {'/'.join(ours[1])}")
 
 
 def _teach(circuit, g_teacher, rng, examples, test_examples, description, meta, amplitude=1.0) -> Task:

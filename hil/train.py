@@ -42,7 +42,7 @@ from hil.circuit import Circuit
 from hil.losslog import LossLog, default_log_every
 from hil.progress import Progress
 from hil.rules import Rule, make_rule
-from hil.runs import LOG_FIELDS, Run, RunError, plot_losses
+from hil.runs import LOG_FIELDS, Run, RunError, plot_losses, write_json
 from hil.substrate import Free, Substrate
 from hil.tasks import Task
 
@@ -126,6 +126,8 @@ def check_fields(cfg, where: str = "", whole=(), optional=(), positive=()) -> No
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             bad(key, v, "must be a positive finite number" + (" (S^2/V^2)" if key == "lr" else ""))
+        if v < sys.float_info.min:  # subnormal: no precision left; a step or a nudge of it changes nothing
+            bad(key, v, f"is below the smallest normal number {sys.float_info.min:.3g}: it would change nothing")
 
 
 def check_config(cfg: TrainConfig, where: str = "") -> TrainConfig:
@@ -681,6 +683,9 @@ def checkpoint_check(n: int, lo, hi, name_of, rng: bool = True):
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
                                or lr <= 0):
             return f"lr {lr!r} is not a positive finite number"
+        row = ck.get("awaiting_row")
+        if row is not None and not _log_row(row, step):
+            return f"awaiting_row {str(row)[:60]} is not the log row of step {step} (a table of numbers)"
         if not rng:
             return None
         state = ck.get("rng")
@@ -694,11 +699,19 @@ def checkpoint_check(n: int, lo, hi, name_of, rng: bool = True):
     return check
 
 
-def apply_changes(run: Run, raw: dict, config, at_step: int, steps, changes, check) -> list:
+def _log_row(row, step) -> bool:
+    """Whether ``row`` is a log row of ``step``: a table of numbers whose step is ``step``."""
+    if not isinstance(row, dict) or row.get("step") != step or isinstance(row.get("step"), bool):
+        return False
+    return all(isinstance(k, str) and not isinstance(v, bool) and isinstance(v, (int, float)) for k, v in row.items())
+
+
+def apply_changes(run: Run, raw: dict, config, at_step: int, steps, changes, check, write: bool = True) -> list:
     """Apply a resume's option changes to ``config`` (only RESUMABLE ones; RunError naming any other).
 
-    Each change is recorded in config.json ("changes": option, from, to, at_step);
-    ``check(config)`` validates the result. Returns the notes saying what changed.
+    Each change is recorded in ``raw`` ("changes": option, from, to, at_step), written to
+    config.json unless ``write`` is False (the caller writes ``raw`` once the resume can go
+    on); ``check(config)`` validates the result. Returns the notes saying what changed.
     """
     wanted = dict(changes or {})
     if steps is not None:
@@ -726,8 +739,8 @@ def apply_changes(run: Run, raw: dict, config, at_step: int, steps, changes, che
         done.append({"option": key, "from": old, "to": value, "at_step": at_step})
     check(config)
     if done:
-        from hil.runs import write_json
         raw.setdefault("changes", []).extend(done)
+    if done and write:
         write_json(run.path / "config.json", raw)
     return [f"--{d['option'].replace('_', '-')} changed from {d['from']} to {d['to']} at step {d['at_step']}"
             for d in done]
@@ -776,13 +789,17 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
         circuit = run.read_circuit(load_circuit)
         task = _load_task(run)
         ck, notes = run.recover_checkpoint(_checkpoint_check(circuit, config.steps))
-        notes += apply_changes(run, raw, config, int(ck["step"]), steps, changes, check_config)
-        # a checkpoint awaiting its step's train loss (hil.losslog) logs that row again: the log keeps the rows before it
-        notes += run.truncate_log(ck["step"] - 1 if ck.get("awaiting_row") else ck["step"])
-        say_recovered(run, int(ck["step"]), notes)
+        changed = apply_changes(run, raw, config, int(ck["step"]), steps, changes, check_config, write=False)
         sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
         sub.write(ck["g"])
         trainer = Trainer(run, circuit, task, config, sub)
+        # the resume can go on: only now are its changes and its note recorded
+        if changed:
+            write_json(run.path / "config.json", raw)
+        notes += changed
+        # a checkpoint awaiting its step's train loss (hil.losslog) logs that row again: the log keeps the rows before it
+        notes += run.truncate_log(ck["step"] - 1 if ck.get("awaiting_row") else ck["step"])
+        say_recovered(run, int(ck["step"]), notes)
         rng = np.random.default_rng()
         rng.bit_generator.state = ck["rng"]
         result = trainer.train(start_step=int(ck["step"]), rng=rng, progress=progress, lr=ck.get("lr"), checkpoint=ck)

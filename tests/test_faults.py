@@ -271,3 +271,393 @@ def test_a_bench_lock_of_a_dead_process_is_taken_over(emulated, tmp_path):
         assert f"{what}: took over the lock of process {dead}" in "\n".join(notes)
         assert json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists()
+
+
+# -- item 10: loading is linear: the line numbers come from one index per file --------------------
+
+def test_a_big_circuits_errors_name_their_lines_from_one_pass(tmp_path, monkeypatch):
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    from load_circuit import ladder_text
+    import hil.circuit as hc
+    from hil.circuit import CircuitError, load_circuit
+    m = 20_000
+    text = ladder_text(m)
+    good = tmp_path / "big.toml"
+    good.write_text(text)
+    passes = []
+    build = hc._build_index
+    monkeypatch.setattr(hc, "_build_index", lambda t: passes.append(len(t)) or build(t))
+    for _ in range(2):  # a second load of the same file (a new text) indexes it once more, not once per element
+        c = load_circuit(good)
+    assert c.m == m and passes == [len(text), len(text)]
+    lines = text.splitlines()
+    last_g = max(i for i, ln in enumerate(lines) if ln.startswith("g = ")) + 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text("\n".join(lines[:last_g - 1] + ["g = -1.0"] + lines[last_g:]))
+    with pytest.raises(CircuitError, match=rf"bad.toml:{last_g}: edge 'E{m - 1}': conductance -1.0 is not"):
+        load_circuit(bad)
+    dup = tmp_path / "dup.toml"
+    name_line = max(i for i, ln in enumerate(lines) if ln.startswith("name = ")) + 1
+    dup.write_text("\n".join(lines[:name_line - 1] + ['name = "E0"'] + lines[name_line:]))
+    with pytest.raises(CircuitError, match=rf"dup.toml:{name_line}: duplicate edge name 'E0' \(first at .*dup.toml:6\)"):
+        load_circuit(dup)
+
+
+# -- items 9, 12, 14: a Dask sweep never waits forever, never fails silently ----------------------
+
+def _sweep(*args, cwd):
+    return subprocess.Popen(HIL + ["sweep", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=cwd)
+
+
+def _wait_for(path: Path, seconds=120):
+    import time
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def _rows(out: Path) -> list:
+    import csv
+    with open(out / "sweep.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_dask_sweep_without_workers_is_bounded_and_keeps_what_finished(tmp_path):
+    from test_sweep_dask import Cluster
+    cl = Cluster(tmp_path)
+    try:
+        p = _sweep("divider", "--steps", 20, "--scheduler", cl.addr, "--worker-wait", 3, "--out", tmp_path / "none",
+                   cwd=tmp_path)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 2 and "Traceback" not in err
+        assert f"--scheduler {cl.addr}: no Dask worker joined in 3 s" in err
+        cl.ensure_workers(1)
+        out = tmp_path / "killed"
+        p = _sweep("net16", "--rules", "cl", "--seeds", "0,1,2,3", "--steps", 3000, "--scheduler", cl.addr,
+                   "--worker-wait", 3, "--out", out, cwd=tmp_path)
+        _wait_for(out / "points" / "p0000" / "result.json")  # one point finished: then the only worker dies
+        cl.workers[0].kill()
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 1 and "Traceback" not in err, err
+        rows = _rows(out)
+        ok = [r for r in rows if r["status"] == "ok"]
+        lost = [r for r in rows if r["status"] == "failed"]
+        assert len(rows) == 4 and ok and lost and ok[0]["point"] == "0"
+        assert all("no Dask worker for 3 s" in r["error"] for r in lost)
+        assert all((out / "points" / f"p{int(r['point']):04d}" / "checkpoint.json").exists() for r in ok)
+        assert f"{len(lost)} of 4 points failed" in err and not (out / "sweep.lock").exists()
+    finally:
+        cl.stop()
+
+
+def test_a_lost_scheduler_fails_the_points_left_plainly(tmp_path):
+    from test_sweep_dask import Cluster
+    cl = Cluster(tmp_path)
+    try:
+        cl.ensure_workers(1)
+        out = tmp_path / "X"
+        p = _sweep("net16", "--rules", "cl", "--seeds", "0,1,2,3", "--steps", 3000, "--scheduler", cl.addr,
+                   "--out", out, cwd=tmp_path)
+        _wait_for(out / "points" / "p0000" / "result.json")
+        cl.scheduler.kill()
+        _, err = p.communicate(timeout=180)
+    finally:
+        cl.stop()
+    assert p.returncode == 1 and "Traceback" not in err, err
+    rows = _rows(out)
+    lost = [r for r in rows if r["status"] == "failed"]
+    assert rows[0]["status"] == "ok" and lost
+    assert all(f"the Dask scheduler at {cl.addr} was lost" in r["error"] for r in lost), lost
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scheduler", "tls://127.0.0.1:1"], "--scheduler tls://127.0.0.1:1: a TLS scheduler needs Dask's TLS "
+                                           "configuration"),
+    (["--teacher", "-1"], "--teacher -1: the teacher's seed must be a whole number >= 0"),
+    (["--backend", "ngspice", "--nonideal-files", "/nope.toml"], "/nope.toml"),
+    (["--nonideal-files", "{tmp}/tol.toml"], "--nonideal-files: non-idealities are simulated by --backend ngspice"),
+    (["--rules", ","], "--rules ',': give at least one name"),
+    (["--seeds", "1.5"], "--seeds '1.5': '1.5' is not a whole number"),
+    (["--seeds", "-2"], "--seeds '-2': -2 must be >= 0"),
+    (["--nudges", "abc"], "--nudges 'abc': 'abc' is not a finite number"),
+    (["--worker-wait", "0", "--scheduler", "local"], "--worker-wait 0.0: must be a positive number of seconds"),
+])
+def test_a_sweep_refuses_what_can_be_checked_before_any_worker_starts(tmp_path, args, message):
+    (tmp_path / "tol.toml").write_text("seed = 5\ntolerance = 0.1\n")
+    out = tmp_path / "s"
+    p = hil("sweep", "divider", "--steps", 5, "--out", out, *[a.format(tmp=tmp_path) for a in args])
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+    assert not (out / "points").exists() or not any((out / "points").iterdir())
+
+
+# -- item 15: a teacher circuit's VCCS make its targets ------------------------------------------
+
+def test_a_teacher_circuits_transconductances_make_the_targets(tmp_path):
+    """Targets against Kirchhoff's laws solved here (A V = 0 at the free nodes, A with the
+    teacher's VCCS stamps); the student's own gm would give other targets."""
+    import re
+    from hil.circuit import load_circuit
+    from hil.exact import conductance_matrix
+    from hil.tasks import circuit_teacher_task
+    net = tmp_path / "s.toml"
+    assert hil("generate", "random", "--nodes", 12, "--vccs-pairs", 2, "--vccs-scale", 1e-3, "-o", net).returncode == 0
+    text = net.read_text()
+    teacher_file = tmp_path / "t.toml"
+    teacher_file.write_text(re.sub(r"^gm = (\S+)$", lambda m: f"gm = {-float(m.group(1))!r}", text, flags=re.M))
+    student, teacher = load_circuit(net), load_circuit(teacher_file)
+    assert np.any(teacher.gm != student.gm)
+    task = circuit_teacher_task(student, teacher, seed=0, examples=8)
+
+    def outputs(c, X):
+        A = conductance_matrix(c).toarray()
+        F, S = c.free, c.sources
+        VS = np.column_stack([np.zeros(len(X)), X])  # ground at 0 V, then the inputs
+        VF = np.linalg.solve(A[np.ix_(F, F)], -A[np.ix_(F, S)] @ VS.T).T
+        V = np.zeros((len(X), c.n))
+        V[:, S], V[:, F] = VS, VF
+        return V[:, c.outputs]
+
+    np.testing.assert_allclose(task.Y_train, outputs(teacher, task.X_train), rtol=1e-9, atol=1e-12)
+    assert np.max(np.abs(task.Y_train - outputs(student, task.X_train))) > 1e-3  # the student's gm differ
+    p = hil("train", net, "--teacher-circuit", teacher_file, "--steps", 1, "--out", tmp_path / "r", "--json")
+    assert p.returncode == 0, p.stderr
+    other = tmp_path / "other.toml"  # a teacher without the VCCS is another topology
+    other.write_text(text.split("[[vccs]]")[0])
+    q = hil("train", net, "--teacher-circuit", other, "--steps", 1, "--out", tmp_path / "q")
+    assert q.returncode == 2 and "0 VCCS instead of 4" in q.stderr
+
+
+# -- item 16: a bench file names any circuit path -------------------------------------------------
+
+def test_emulate_writes_a_valid_bench_file_for_a_path_with_quotes(tmp_path):
+    import json
+    import time
+    from hil.circuit import load_circuit
+    from hil.drivers.bench import load_bench
+    folder = tmp_path / "it's \"mine\" \\ here"
+    folder.mkdir()
+    net = folder / "d.toml"
+    net.write_text(load_circuit("divider").to_toml())
+    bench = tmp_path / "b.toml"
+    emu = subprocess.Popen(HIL + ["emulate", str(net), "--bench-file", str(bench), "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line, deadline = "", time.monotonic() + 60
+        while not line.startswith("{") and time.monotonic() < deadline and emu.poll() is None:
+            line = emu.stdout.readline()
+        assert line.startswith("{"), emu.stderr.read()
+        cfg = load_bench(bench)
+        assert cfg["circuit"] == str(net.resolve()) or Path(cfg["circuit"]) == net
+        p = hil("train", cfg["circuit"], "--teacher", 1, "--steps", 2, "--rule", "cl", "--backend", "bench",
+                "--bench", bench, "--out", tmp_path / "run")
+        assert p.returncode == 0, p.stderr
+    finally:
+        emu.terminate()
+        emu.wait(30)
+
+
+# -- item 13: damaged inputs are named, never a traceback ----------------------------------------
+
+@pytest.fixture
+def recorded_run(tmp_path, emulated):
+    """A 3-step CL run on an emulated bench, recorded (bench/steps.000.jsonl.gz), and its replay's worst divergence."""
+    import json
+    from hil.circuit import load_circuit
+    from hil.ideal import IdealSubstrate
+    from hil.tasks import teacher_task
+    from hil.train import TrainConfig, start_run
+    c = load_circuit("net16")
+    emu, bench = emulated(IdealSubstrate(c))
+    run = tmp_path / "rec"
+    start_run(c, teacher_task(c, 1, 16), TrainConfig(rule="cl", steps=3, batch=8, backend="bench",
+                                                     backend_options={"bench": str(bench)}), run, progress=False)
+    p = hil("replay", run, "--out", tmp_path / "ok", "--json")
+    assert p.returncode == 0, p.stderr
+    return run, json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _damage_record(run, line_text: bytes):
+    import gzip
+    f = sorted((run / "bench").glob("steps.*.jsonl.gz"))[0]
+    lines = gzip.decompress(f.read_bytes()).splitlines(keepends=True)
+    f.write_bytes(gzip.compress(b"".join(lines[:2] + [line_text] + lines[2:])))
+    return f
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("list", "steps.001.jsonl.gz:3: a JSON list, not a record event"),
+    ("no-g", "steps.001.jsonl.gz:3: 'start' event: no g"),
+    ("not-gzip", "steps.001.jsonl.gz: not a gzip-compressed record"),
+    ("kappa", "config.json: kappa_max = None: not a positive finite number"),
+    ("nudge", "config.json: ValueError: rule cl: nudge must be a positive finite number, got 'big'"),
+])
+def test_replay_names_a_damaged_record_or_config(recorded_run, tmp_path, damage, message):
+    import json
+    run, good = recorded_run
+    assert max(good["worst"]) < 1e-6  # the undamaged record replays (the reference)
+    if damage == "list":
+        _damage_record(run, b"[1, 2, 3]\n")
+    elif damage == "no-g":
+        _damage_record(run, b'{"kind": "start"}\n')
+    elif damage == "not-gzip":
+        sorted((run / "bench").glob("steps.*.jsonl.gz"))[0].write_bytes(b'{"kind": "start"}\n')
+    else:
+        cfg = json.loads((run / "config.json").read_text())
+        if damage == "kappa":
+            del cfg["kappa_max"]
+        else:
+            cfg["nudge"] = "big"
+        (run / "config.json").write_text(json.dumps(cfg))
+    p = hil("replay", run, "--out", tmp_path / "bad")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+
+
+def test_a_toml_file_nested_thousands_deep_is_named(tmp_path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    p = hil("info", deep)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{deep}: not valid TOML: nested too deeply to read" in p.stderr
+    p = hil("train", "net16", "--teacher", 1, "--steps", 2, "--rule", "cl", "--backend", "bench", "--bench", deep,
+            "--out", tmp_path / "r")
+    assert p.returncode == 2 and f"{deep}: not valid TOML: nested too deeply to read" in p.stderr
+
+
+def test_a_damaged_awaiting_row_falls_back_to_the_npz_and_resumes_exactly(tmp_path):
+    import json
+    part, whole = tmp_path / "part", tmp_path / "whole"
+    assert hil("train", "net16", "--teacher", 1, "--steps", 4, "--out", part).returncode == 0
+    assert hil("train", "net16", "--teacher", 1, "--steps", 8, "--out", whole).returncode == 0
+    ck = json.loads((part / "checkpoint.json").read_text())
+    ck["awaiting_row"] = [1, 2]  # a mid-run checkpoint's row waiting for its train loss, damaged
+    (part / "checkpoint.json").write_text(json.dumps(ck))
+    p = hil("train", "--resume", part, "--steps", 8)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    assert "checkpoint.json refused (awaiting_row [1, 2] is not the log row of step 4" in p.stderr
+    np.testing.assert_array_equal(Run(part).read_log()["train_loss"], Run(whole).read_log()["train_loss"])
+
+
+def test_a_malformed_feedback_file_is_named_on_resume(tmp_path):
+    import json
+    net = tmp_path / "L.toml"
+    assert hil("generate", "layered", "--sizes", "4,3,2", "-o", net).returncode == 0
+    out = tmp_path / "run"
+    p = hil("train", net, "--task", "factorize", "--rank", 2, "--rule", "fa", "--steps", 3, "--out", out)
+    assert p.returncode == 0, p.stderr
+    fb = json.loads((out / "feedback.json").read_text())
+    for bad in ({"crossbars": [1]}, [], {"crossbars": [{"B": [[1.0, 2.0]]}]}):
+        (out / "feedback.json").write_text(json.dumps(bad))
+        q = hil("train", "--resume", out, "--steps", 5)
+        assert q.returncode == 2 and "Traceback" not in q.stderr, q.stderr
+        assert f"{out / 'feedback.json'}: not the run's feedback crossbars (a 'crossbars' list whose B are 3x2" in q.stderr
+    (out / "feedback.json").write_text(json.dumps(fb))
+    assert hil("train", "--resume", out, "--steps", 5).returncode == 0
+
+
+# -- item 11: work that cannot fit in memory is refused before it is allocated --------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["info", "net16", "--teacher", 1, "--examples", 100_000],
+     "coercivity on 100000 examples: J J^T (100000 examples x 2 outputs squared): a 200,000 x 200,000 array of "
+     "298 GiB does not fit in memory (half of this machine's 8 GiB); use fewer examples"),
+    (["coercivity", "net16", "--teacher", 1, "--examples", 100_000], "a 200,000 x 200,000 array of 298 GiB"),
+])
+def test_a_matrix_that_cannot_fit_is_refused_naming_its_size(tmp_path, args, message):
+    p = hil(*args, env={**os.environ, "HIL_MEMORY_BYTES": str(8 << 30)})
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+
+
+def test_a_layered_jacobian_that_cannot_fit_is_refused_before_training(tmp_path):
+    from hil.layered import generate_layered, jacobian
+    from hil.memory import TooBig
+    c = generate_layered((300, 300, 300), 0)  # P = 2 x 2 x 300 x 300 parameters, 300 examples x 300 outputs
+    X = np.eye(300)
+    os.environ["HIL_MEMORY_BYTES"] = str(1 << 30)
+    try:
+        with pytest.raises(TooBig, match=r"on 300 examples: a 90,000 x 360,000 array of 241 GiB does not fit"):
+            jacobian(c, X)
+    finally:
+        del os.environ["HIL_MEMORY_BYTES"]
+
+
+def test_the_symmetry_index_and_homeostasis_of_a_large_circuit_stay_sparse():
+    """Against the dense formulas on a small circuit with VCCS; then a 20,000-node lattice (a dense
+    A would take 3.2 GB) in the sparse matrix's memory."""
+    from hil.circuits import add_vccs, lattice, random_network
+    from hil.exact import conductance_matrix, homeostasis, symmetry_index
+    c = add_vccs(random_network(12, 3.0, seed=1), 2, seed=1)
+    A = conductance_matrix(c)[c.free][:, c.free]
+    D = A.toarray()
+    s, a = np.linalg.norm(0.5 * (D + D.T)), np.linalg.norm(0.5 * (D - D.T))
+    assert symmetry_index(A) == pytest.approx(s / (s + a), rel=1e-12) and s / (s + a) < 1
+    assert homeostasis(c) == pytest.approx(0.5 * np.sum((D - D.T) ** 2), rel=1e-12) and homeostasis(c) > 0
+    big = lattice(100, 200, seed=0)
+    Ab = conductance_matrix(big)[big.free][:, big.free]
+    assert symmetry_index(Ab) == 1.0 and homeostasis(big) == 0.0
+
+
+# -- item 19: a failed resume changes nothing --------------------------------------------------
+
+def test_a_resume_that_cannot_reach_its_bench_records_no_change(tmp_path, emulated):
+    from hil.circuit import load_circuit
+    from hil.ideal import IdealSubstrate
+    c = load_circuit("net16")
+    emu, bench = emulated(IdealSubstrate(c))
+    out = tmp_path / "run"
+    p = hil("train", "net16", "--teacher", 1, "--steps", 2, "--rule", "cl", "--backend", "bench", "--bench", bench,
+            "--out", out)
+    assert p.returncode == 0, p.stderr
+    before = {f: (out / f).read_bytes() for f in ("config.json", "history.log", "log.csv") if (out / f).exists()}
+    emu.stop()  # the bench is down; one try each
+    bench.write_text("retries = 0\n" + bench.read_text())
+    q = hil("train", "--resume", out, "--steps", 4)
+    assert q.returncode == 2 and "Traceback" not in q.stderr and "cannot connect" in q.stderr, q.stderr
+    assert {f: (out / f).read_bytes() for f in before} == before and not (out / "run.lock").exists()
+
+
+# -- items 17, 20: meaningless values refused, each named -----------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["bias", "divider", "--teacher", 1, "--noise", "nan", "--out", "{tmp}/b"], "--noise nan: must be a finite voltage"),
+    (["bias", "divider", "--teacher", 1, "--noise", "inf", "--out", "{tmp}/b"], "--noise inf: must be a finite voltage"),
+    (["bias", "divider", "--teacher", 1, "--repeats", 0, "--out", "{tmp}/b"], "--repeats 0: must be a whole number >= 1"),
+    (["bias", "divider", "--teacher", 1, "--rules", ",", "--out", "{tmp}/b"], "--rules ',': give at least one name"),
+    (["train", "net16", "--teacher", 1, "--nudge", "1e-320", "--out", "{tmp}/t"],
+     "--nudge 1e-320: nudge is below the smallest normal number"),
+    (["train", "net16", "--teacher", 1, "--lr", "1e-320", "--out", "{tmp}/t"], "--lr 1e-320: lr is below the smallest"),
+    (["train", "net16", "--teacher", 1, "--rule", "cl", "--nudge", "1e6", "--out", "{tmp}/t"],
+     "rule cl: nudge eta = 1000000.0 is above 1"),
+    (["train", "net16", "--teacher", 1, "--rule", "al", "--nudge", "50", "--out", "{tmp}/t"],
+     "rule al: nudge eta = 50.0 is above 1"),
+    (["generate", "random", "--degree", "0", "-o", "{tmp}/g.toml"], "--degree 0.0: the mean node degree must be"),
+    (["generate", "random", "--degree", "-1", "-o", "{tmp}/g.toml"], "--degree -1.0: the mean node degree must be"),
+    (["generate", "random", "--degree", "nan", "-o", "{tmp}/g.toml"], "--degree nan: the mean node degree must be"),
+    (["generate", "random", "--inputs", "0", "-o", "{tmp}/g.toml"], "--inputs 0: a generated circuit needs at least 1"),
+    (["generate", "crossbar", "--layers", "a,b", "-o", "{tmp}/g.toml"], "--layers 'a,b': 'a' is not a whole number"),
+    (["generate", "layered", "--sizes", "3,x", "-o", "{tmp}/g.toml"], "--sizes '3,x': 'x' is not a whole number"),
+    (["generate", "layered", "--sizes", "3,0,2", "-o", "{tmp}/g.toml"], "--sizes '3,0,2': 0 must be >= 1"),
+])
+def test_meaningless_values_are_refused_naming_the_option(tmp_path, args, message):
+    p = hil(*[a.format(tmp=tmp_path) if isinstance(a, str) else a for a in args])
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+    assert not (tmp_path / "g.toml").exists() and not (tmp_path / "t").exists()
+
+
+def test_replay_refuses_a_threshold_of_nan(recorded_run, tmp_path):
+    run, _ = recorded_run
+    p = hil("replay", run, "--threshold", "nan", "--out", tmp_path / "nan")
+    assert p.returncode == 2 and "--threshold nan: must be a positive finite voltage" in p.stderr
+
+
+def test_a_one_stage_layered_circuit_trains_to_its_full_rank_optimum(tmp_path):
+    """--sizes 3,2: one stage, no bottleneck; the Eckart-Young bound at rank min(3, 2) = 2 is 0."""
+    import json
+    net = tmp_path / "l32.toml"
+    assert hil("generate", "layered", "--sizes", "3,2", "-o", net).returncode == 0
+    p = hil("train", net, "--task", "factorize", "--rank", 1, "--steps", 3, "--out", tmp_path / "r", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["eckart_young"] == pytest.approx(0.0, abs=1e-15) and r["final_loss"] < r["initial_loss"]

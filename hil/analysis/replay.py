@@ -19,6 +19,7 @@ where the twin and the bench part.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,14 @@ def replay(run_dir, twin: Substrate, threshold: float = 1e-3) -> dict:
     except FileNotFoundError as exc:
         raise ReplayError(str(exc)) from None
     task = Task.from_dict(read_json(Path(run_dir) / "task.json"))
-    rule = make_rule(cfg["rule"], cfg.get("nudge"), cfg.get("points")).configure(cfg["kappa_max"])
+    kappa = cfg.get("kappa_max")
+    if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not (math.isfinite(kappa) and kappa > 0):
+        raise ReplayError(f"{run.path / 'config.json'}: kappa_max = {kappa!r}: not a positive finite number (ohms); "
+                          "the run's record cannot be replayed without it")
+    try:
+        rule = make_rule(cfg["rule"], cfg.get("nudge"), cfg.get("points")).configure(kappa)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReplayError(f"{run.path / 'config.json'}: {type(exc).__name__}: {exc}") from None
     steps, div, rms, cos, rel, norms = [], [], [], [], [], []
     gain = None
     for seg in segments(events, str(run_dir)):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import os
 import re
 import tempfile
@@ -202,26 +203,29 @@ def _occupied(run_dir: Path) -> str | None:
 def run_sweep(circuit_path, points: list, out, teacher: int = 1, examples: int = 16, steps: int = 200,
               backend: str = "ideal", device: str = "resistor", workers: int | None = None, progress=None,
               batch: int | None = None, scheduler: str | None = None, data=None, amplitude=None,
-              dataset: str | None = None) -> list:
+              dataset: str | None = None, worker_wait: float = 60.0) -> list:
     """Run every point and write and return the table (and the summary and plot: :func:`write_summary`).
 
     ``data``: a CSV task file for every point (its rows split 80/20 by each point's seed) instead
     of the teacher task; ``amplitude``: the teacher's input amplitude (V; default by device);
-    ``dataset``: a classification data set for every point (one split, seed 0; the seeds vary the batches).
+    ``dataset``: a classification data set for every point (one split, seed 0; the seeds vary the batches),
+    the table then carries each point's train and test accuracy.
 
     ``scheduler``: None (``workers`` processes here, default every core), ``"local"``
     (a Dask LocalCluster of ``workers`` processes) or a Dask scheduler's address
-    ``tcp://HOST:PORT``. ``progress(done, total)`` is called as each point finishes. ``dataset``: a
-    classification data set (:data:`hil.classify.DATASETS`, ``GENERATED``) instead of the teacher task; the
-    table then carries each point's train and test accuracy.
+    ``tcp://HOST:PORT`` (``tls://`` with Dask's TLS configuration). ``worker_wait``: seconds a
+    Dask sweep waits with no worker (at the start, or after losing all) before the points left
+    fail. ``progress(done, total)`` is called as each point finishes.
     """
     if scheduler is not None and scheduler != "local" and not SCHEDULER_RE.match(scheduler):
         raise ValueError(f"--scheduler {scheduler!r}: expected 'local' or a Dask scheduler address tcp://HOST:PORT")
+    if not (math.isfinite(worker_wait) and worker_wait > 0):
+        raise ValueError(f"--worker-wait {worker_wait!r}: must be a positive number of seconds")
     out = Path(out)
     spec = task_spec(circuit_path, teacher, examples, steps, batch, backend, device, data, amplitude, dataset)
     _claim(out)
     try:
-        return _sweep_into(out, spec, points, workers, progress, scheduler)
+        return _sweep_into(out, spec, points, workers, progress, scheduler, worker_wait)
     finally:
         (out / SWEEP_LOCK).unlink(missing_ok=True)
 
@@ -253,7 +257,7 @@ def _claim(out: Path) -> None:
     take_lock(out / SWEEP_LOCK, f"--out {out}", "one sweep writes a sweep directory at a time")
 
 
-def _sweep_into(out: Path, spec: dict, points: list, workers, progress, scheduler) -> list:
+def _sweep_into(out: Path, spec: dict, points: list, workers, progress, scheduler, worker_wait) -> list:
     """run_sweep's work, with ``out`` claimed."""
     jobs, rows = [], []
     for i, p in enumerate(points):
@@ -271,7 +275,7 @@ def _sweep_into(out: Path, spec: dict, points: list, workers, progress, schedule
                 rows.append(f.result())
                 done()
     else:
-        for row in _run_dask(jobs, scheduler, workers):
+        for row in _run_dask(jobs, scheduler, workers, worker_wait):
             rows.append(row)
             done()
     rows.sort(key=lambda r: r["point"])
@@ -357,35 +361,114 @@ def write_summary(rows: list, out) -> tuple:
     return out / "summary.csv", out / "sweep.png"
 
 
-def _run_dask(jobs, scheduler: str, workers: int | None):
-    """Yield each job's row as its Dask task completes, after writing its run directory here."""
-    from distributed import Client, LocalCluster
-    from distributed import as_completed as dask_completed
+def _connect(scheduler: str, timeout: float):
+    """A Dask client of the scheduler at ``scheduler`` (tcp:// or tls://); ValueError saying what is missing."""
+    from distributed import Client
+    kw = {}
+    if scheduler.startswith("tls://"):
+        from distributed.security import Security
+        sec = Security()  # Dask's configuration: distributed.comm.tls.{ca-file, client.cert, client.key}
+        if not sec.tls_ca_file:
+            raise ValueError(f"--scheduler {scheduler}: a TLS scheduler needs Dask's TLS configuration "
+                             "(distributed.comm.tls.ca-file, .client.cert and .client.key, e.g. in "
+                             "~/.config/dask/distributed.yaml); none is set")
+        kw["security"] = sec
+    try:
+        return Client(scheduler, timeout=f"{timeout:g}s", **kw)
+    except (OSError, TimeoutError, TypeError, ValueError) as exc:
+        raise ValueError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc})") from None
+
+
+def _failed_row(job, error: str) -> dict:
+    idx, point, _, run_dir = job
+    return {"point": idx, **{k: point.get(k) for k in AXES + ["seed"]}, "status": "failed",
+            "run_dir": run_dir, "error": error}
+
+
+def _run_dask(jobs, scheduler: str, workers: int | None, worker_wait: float = 60.0):
+    """Yield each job's row as its Dask task completes, after writing its run directory here.
+
+    Waits at most ``worker_wait`` seconds for a first worker, and as long with none while
+    points are left (every worker lost): the points not run then come back failed, saying
+    so, and the finished ones are kept. A lost scheduler fails the points left the same way.
+    """
+    import logging
+    import time
+
+    from distributed import LocalCluster, wait
 
     cluster = None
+    logging.disable(logging.CRITICAL)  # Dask's own tracebacks of a lost scheduler: the rows say what happened
     try:
         if scheduler == "local":
             # one thread per worker process (one libngspice each); its HTTP server on loopback, any free port
+            from distributed import Client
             cluster = LocalCluster(n_workers=workers or os.cpu_count(), threads_per_worker=1, processes=True,
                                    host="127.0.0.1", dashboard_address="127.0.0.1:0")
             client = Client(cluster)
         else:
-            try:
-                client = Client(scheduler, timeout="10s")
-            except (OSError, TimeoutError) as exc:
-                raise ValueError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc})") from None
+            client = _connect(scheduler, 10.0)
         with client:
+            try:
+                client.wait_for_workers(1, timeout=worker_wait)
+            except (TimeoutError, OSError) as exc:
+                if isinstance(exc, TimeoutError) and client.status == "running":
+                    raise ValueError(f"--scheduler {scheduler}: no Dask worker joined in {worker_wait:g} s; start "
+                                     f"workers (dask worker {scheduler}) or use --scheduler local") from None
+                raise ValueError(f"--scheduler {scheduler}: the scheduler was lost ({exc})") from None
             futures = {client.submit(run_point_remote, *j, key=f"hil-point-{j[0]:04d}-{os.getpid()}-{id(jobs)}",
                                      pure=False): j for j in jobs}
-            for fut in dask_completed(futures):
-                idx, point, _, run_dir = futures[fut]
+            pending, seen_worker = set(futures), time.monotonic()
+            while pending:
                 try:
-                    row, files = fut.result()
-                    _write_files(Path(run_dir), files)
-                except Exception as exc:  # the task itself was lost (e.g. its workers kept dying)
-                    row = {"point": idx, **{k: point.get(k) for k in AXES + ["seed"]},
-                           "status": "failed", "run_dir": run_dir, "error": f"{type(exc).__name__}: {exc}"}
-                yield row
+                    done = wait(list(pending), timeout=1.0, return_when="FIRST_COMPLETED").done
+                except TimeoutError:
+                    done = set()
+                except Exception as exc:  # the scheduler's connection failed while waiting
+                    yield from (_failed_row(futures[f], f"the Dask scheduler at {scheduler} was lost before this "
+                                            f"point finished ({type(exc).__name__})") for f in sorted(
+                                                pending, key=lambda f: futures[f][0]))
+                    return
+                for fut in done:
+                    pending.discard(fut)
+                    yield _collect(fut, futures[fut], scheduler)
+                if done or not pending:
+                    continue
+                lost = _lost(client, scheduler)
+                if lost is None:
+                    seen_worker = time.monotonic()
+                elif lost or time.monotonic() - seen_worker > worker_wait:
+                    why = lost or (f"no Dask worker for {worker_wait:g} s (every worker lost?); the point was not "
+                                   "run (the finished points are kept)")
+                    client.cancel(list(pending))
+                    for fut in sorted(pending, key=lambda f: futures[f][0]):
+                        yield _failed_row(futures[fut], why)
+                    return
     finally:
+        logging.disable(logging.NOTSET)
         if cluster is not None:
             cluster.close()
+
+
+def _lost(client, scheduler: str):
+    """None while the cluster has a worker; "" with no worker; the reason when the scheduler is lost."""
+    try:
+        if client.status not in ("running", "connecting"):
+            raise OSError(client.status)
+        return None if client.nthreads() else ""
+    except Exception as exc:
+        return f"the Dask scheduler at {scheduler} was lost before this point finished ({type(exc).__name__}: {exc})"
+
+
+def _collect(fut, job, scheduler: str) -> dict:
+    """A finished task's row, its run directory written here; a lost task's failure, said plainly."""
+    from distributed.client import FutureCancelledError
+    try:
+        row, files = fut.result()
+        _write_files(Path(job[3]), files)
+        return row
+    except FutureCancelledError:
+        return _failed_row(job, f"the task was cancelled: the Dask scheduler at {scheduler} was lost before this "
+                                "point finished")
+    except Exception as exc:  # the task itself was lost (e.g. its workers kept dying)
+        return _failed_row(job, f"{type(exc).__name__}: {exc}")

@@ -87,6 +87,8 @@ def nonideal_from_text(text: str, path: str = "<text>") -> NonIdeal:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise NonIdealError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise NonIdealError(f"{path}: not valid TOML: nested too deeply to read") from None
     known = {f.name: f.type for f in fields(NonIdeal) if f.name != "source"}
 
     def line(key):
