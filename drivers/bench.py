@@ -26,6 +26,7 @@ A bench file (TOML) says which instrument drives or reads which node::
     resource = "TCPIP::127.0.0.1::5026::SOCKET"
     voltage_limit = 2.0           # V, never sourced past; compliance when sourcing current
     current_limit = 0.02          # A, never sourced past; compliance when sourcing voltage
+    model = "2400"                # or "2450" (its SCPI command set; stepped point by point)
     [scanner]                     # reads every other node
     resource = "..."
     voltage_limit = 2.0           # V, the DC range it measures on
@@ -138,7 +139,8 @@ SCHEMA = {
     "board": {"resource": _resource, "g_min": _number(0, INF, lo_open=True), "g_max": _number(0, INF, lo_open=True),
               "baud_rate": _within(50, 4_000_000, True), "reset_wait": _within(0.0, 60.0), "device": _device},
     "smu": {"node": _text, "resource": _resource, "voltage_limit": _number(0, 210, lo_open=True),
-            "current_limit": _number(0, 1.05, lo_open=True), "baud_rate": _within(50, 4_000_000, True)},
+            "current_limit": _number(0, 1.05, lo_open=True), "baud_rate": _within(50, 4_000_000, True),
+            "model": lambda v: None if v in ("2400", "2450") else 'must be "2400" or "2450" (the SMU\'s model)'},
     "scanner": {"resource": _resource, "voltage_limit": _number(0, 1010, lo_open=True), "channels": None,
                 "baud_rate": _within(50, 4_000_000, True)},
 }
@@ -225,6 +227,44 @@ def load_bench(path) -> dict:
     return b
 
 
+def lock_dir() -> Path:
+    """Where bench locks live: $HIL_LOCK_DIR, or hil-locks/ in the system's temporary folder
+    (shared by every user of this machine, as the instruments are)."""
+    import os
+    import tempfile
+    d = Path(os.environ.get("HIL_LOCK_DIR") or Path(tempfile.gettempdir()) / "hil-locks")
+    if not d.is_dir():
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.chmod(0o1777)  # every user may lock, none may remove another's lock
+        except OSError:
+            pass
+    return d
+
+
+def _resource_key(resource: str) -> str:
+    """One spelling per instrument: VISA's interface names are case-insensitive and TCPIP means TCPIP0."""
+    r = resource.strip()
+    if r.upper().startswith("ASRL"):
+        return "ASRL" + r[4:]  # a serial port's path keeps its case
+    r = r.upper()
+    return "TCPIP0::" + r[len("TCPIP::"):] if r.startswith("TCPIP::") else r
+
+
+def bench_locks(cfg: dict) -> list:
+    """(lock file, what it locks) for a bench: its bench file, then each instrument resource."""
+    import hashlib
+    d = lock_dir()
+    keys = [("bench file", str(Path(cfg["_path"]).resolve()))] if cfg.get("_path") else []
+    sections = [cfg["board"], *cfg["smu"]] + ([cfg["scanner"]] if "scanner" in cfg else [])
+    keys += [("instrument", _resource_key(sec["resource"])) for sec in sections]
+    out = []
+    for kind, key in dict.fromkeys(keys):
+        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+        out.append((d / f"{kind.replace(' ', '-')}-{digest}.lock", f"{kind} {key}"))
+    return out
+
+
 class _Fault(Exception):
     """An instrument did not answer as it should: which one, doing what, and why."""
 
@@ -291,12 +331,38 @@ class BenchSubstrate(Substrate):
         self.recorder = None  # a BenchRecorder once record_to is called
         self.board, self.smus, self.scanner = None, {}, None
         self._target = None  # the conductances last sent to the board (S), restored after a reconnect
+        self._locks = []
         try:
+            self._lock()
             self._open()
             self._start(from_board)
         except BaseException:
             self.close()
             raise
+
+    # -- one user ---------------------------------------------------------------------
+    def _lock(self) -> None:
+        """Take the bench's locks: its bench file's and each instrument resource's (:func:`bench_locks`).
+
+        BenchError naming the holder (process, host, its bench file) when a live process has one.
+        """
+        from hil.runs import RunError, take_lock
+        where = self.cfg.get("_path")
+        me = {"what": f"bench file {Path(where).resolve()}" if where else "a bench given as a table"}
+        for path, what in bench_locks(self.cfg):
+            try:
+                take_lock(path, what, "one process drives a bench at a time",
+                          lambda text: self.notes.append(("info", f"{what}: {text}")), extra=me)
+            except RunError as exc:
+                raise BenchError(str(exc)) from None
+            except OSError as exc:
+                raise BenchError(f"{what}: cannot take its lock {path}: {exc.strerror}") from None
+            self._locks.append(path)
+
+    def _unlock(self) -> None:
+        for path in self._locks:
+            path.unlink(missing_ok=True)
+        self._locks = []
 
     # -- connections ----------------------------------------------------------------
     def _adapter_kwargs(self, resource: str | None = None):
@@ -311,7 +377,7 @@ class BenchSubstrate(Substrate):
 
     def _open(self):
         """Connect every instrument, make it safe, configure it (board first: it sources nothing)."""
-        from hil.drivers.instruments import ResistorBoard, Scanner, SMU
+        from hil.drivers.instruments import SMU_MODELS, ResistorBoard, Scanner
         b = self.cfg["board"]
         self._bauds = {b["resource"]: int(b.get("baud_rate", 115200))}  # resistor-board.md: 115200 baud
         for sec in self.cfg["smu"] + ([self.cfg["scanner"]] if "scanner" in self.cfg else []):
@@ -325,7 +391,7 @@ class BenchSubstrate(Substrate):
                              f"circuit '{self.circuit.name}' has {self.circuit.m}")
         for s in self.cfg["smu"]:
             name = f"SMU on node {s['node']}"
-            self.smus[self.circuit.node(s["node"])] = self._connect(name, s["resource"], lambda name=name, s=s, **kw: SMU(
+            self.smus[self.circuit.node(s["node"])] = self._connect(name, s["resource"], lambda name=name, s=s, **kw: SMU_MODELS[s.get("model", "2400")](
                 s["resource"], s.get("voltage_limit", 2.0), s.get("current_limit", 0.02), name=name, **kw))
         if self._chan_nodes:
             sc = self.cfg["scanner"]
@@ -684,3 +750,4 @@ class BenchSubstrate(Substrate):
             except Exception:
                 pass
         self.board, self.smus, self.scanner = None, {}, None
+        self._unlock()

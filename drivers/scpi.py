@@ -231,6 +231,7 @@ class Interpreter:
         self.ieee488 = ieee488   # False: a failing unit does not stop the next (the resistor board's contract)
         self.after_unit = None   # called with each unit (command or query) once it has run, failed or not
         self.table = []
+        self.patterns = []       # every command as declared, in the manual's notation (the docs list them)
         self._resolved = {}
         self.status = status or Status()
 
@@ -240,6 +241,7 @@ class Interpreter:
 
     def add(self, pattern: str, handler) -> None:
         query = pattern.endswith("?")
+        self.patterns.append(pattern)
         self.table.append((compile_pattern(pattern.rstrip("?")), query, handler))
         self._resolved.clear()
 

@@ -42,7 +42,7 @@ def _add_task(p, required=True, split=False):
     g.add_argument("--teacher", metavar="SEED", type=int,
                    help="teacher task: random teacher conductances (log-uniform in [g_min, g_max]) on the same topology")
     g.add_argument("--task", choices=["factorize"],
-                   help="layered circuits: factorize, targets y = Y x for a map Y of rank --rank (spec section 8)")
+                   help="layered circuits: factorize, targets y = Y x for a map Y of rank --rank (docs/math.md, section 8)")
     g.add_argument("--teacher-circuit", metavar="FILE",
                    help="teacher task: the teacher is this circuit file (same edges and terminals; shipped name or "
                         "path), inputs uniform in [-1, 1] V with seed 0; e.g. the symmetric kite")
@@ -241,8 +241,11 @@ def _backend_options(args) -> dict:
             from pathlib import Path
             opts["nonideal"] = str(Path(args.nonideal).resolve())
         return opts
+    if args.device in ("mosfet", "mosfet-mid") and not args.nonideal:
+        return {"device": args.device}  # level-1 channels are ideal elements too
     if args.device != "resistor" or args.nonideal:
-        raise ValueError("--device and --nonideal need --backend ngspice")
+        raise ValueError("--device and --nonideal need --backend ngspice (the ideal backend has the level-1 "
+                         "devices mosfet and mosfet-mid, with ideal parts)")
     return {}
 
 
@@ -341,7 +344,9 @@ def cmd_grad(args):
     obj = {"edges": list(circuit.edge_names), "params": list(circuit.param_names), "exact": exact.tolist(),
            "estimate": est.tolist(), "limit": dec["limit"].tolist(),
            "cosine": cos, "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge,
-           "nudge_bias": nb, "asymmetry_bias": dec["asymmetry_bias"], "cos_limit": dec["cos_limit"],
+           "nudge_bias": nb, "asymmetry_bias": dec["asymmetry_bias"], "local_signal_bias": dec["local_signal_bias"],
+           "outside_linear": dec["outside_linear"], "true_limit": None if dec["true_limit"] is None else
+           dec["true_limit"].tolist(), "cos_limit": dec["cos_limit"],
            "cos_mu_lambda": dec["cos_mu_lambda"], "symmetry_index": dec["symmetry_index"],
            "backend": args.backend, "examples": task.n_train, "nudge_refused": refused, "channel_regions": regions,
            "reference": {"auto": auto_ref,
@@ -353,9 +358,11 @@ def cmd_grad(args):
     si = dec["symmetry_index"]
     lines = [_task_line(task)] + ([nudge_note(refused, rule.nudge, rule.nudge_unit)] if refused else []) + [
              f"{rule.describe()} on {circuit.name}: {summary}",
-             "error split (spec 7.2), relative to ||dC/dtheta||: "
+             "error split, relative to ||dC/dtheta||: "
              + (f"nudge bias ||ghat(beta) - ghat(0)|| = {f(nb)}, " if ep_family else "")
-             + f"asymmetry bias ||ghat(0) - dC/dtheta|| = {f(dec['asymmetry_bias'])}",
+             + f"local-signal bias ||ghat(0) + mu^T dF/dtheta|| = {f(dec['local_signal_bias'])}, "
+             + f"asymmetry bias ||(lambda - mu)^T dF/dtheta|| = {f(dec['asymmetry_bias'])}"
+             + _outside_note(dec["outside_linear"]),
              f"cos(ghat(0), dC/dtheta) = {f(dec['cos_limit'], '.6f')}; error-vector alignment cos(mu, lambda) "
              + (f"{min(cml):.6f} to {max(cml):.6f} over {len(cml)} examples" if cml else "-")
              + f"; Jacobian symmetry index {f(si, '.6f') if si is not None else '- (nonlinear device: not measured)'}",
@@ -373,6 +380,12 @@ def _regions_line(r: dict) -> str:
     return (f"channels out of triode at the free operating points: {out} of {r['channels']} channel-examples "
             f"({r['saturation']} saturated, {r['cutoff']} cut off) in {r['examples_out']} examples"
             + ("; a smaller --amplitude keeps them in triode" if out else ""))
+def _outside_note(counts) -> str:
+    """'; elements outside their linear region: example 4: 3' (or nothing when none is)."""
+    if not counts or not any(counts):
+        return ""
+    return "; elements outside their linear region (saturated or cut-off channels, conducting diodes): " + \
+        ", ".join(f"example {i}: {k}" for i, k in enumerate(counts) if k)
 
 
 def _info_layered(args, c):
@@ -392,7 +405,7 @@ def _info_layered(args, c):
 
 def cmd_info(args):
     from hil.circuit import load_any
-    from hil.exact import (coercivity, conductance_matrix, homeostasis, jacobian, kappa_max, output_green,
+    from hil.exact import (coercivity, homeostasis, jacobian, kappa_max, operating_jacobian, output_green,
                            residual_basis, symmetry_index)
 
     c = load_any(args.circuit)
@@ -402,7 +415,7 @@ def cmd_info(args):
     kmax = kappa_max(K)
     ev = np.linalg.eigvalsh(K) if c.reciprocal else np.linalg.eigvals(K)
     from hil.exact import homeostasis_stochastic
-    A = conductance_matrix(c)[c.free][:, c.free]
+    A = operating_jacobian(c)  # at the 0 V inputs' operating point when the circuit is nonlinear
     si = symmetry_index(A)
     Hs, Hse = homeostasis_stochastic(lambda E: A @ E, lambda E: A.T @ E, A.shape[0], 400, 0)
     obj = {"name": c.name, "source": c.source, "nodes": list(c.nodes), "edges": list(c.edge_names),
@@ -411,13 +424,17 @@ def cmd_info(args):
            "outputs": c.output_names, "g_min": c.g_min, "g_max": c.g_max,
            "K_eigenvalues": ev.tolist() if c.reciprocal else [[float(x.real), float(x.imag)] for x in ev],
            "kappa_max": kmax, "nudge_radius": 1 / kmax, "symmetry_index": si, "homeostasis_H": homeostasis(c),
-           "homeostasis_H_stochastic": [Hs, Hse]}
+           "homeostasis_H_stochastic": [Hs, Hse], "biases": {c.nodes[i]: float(v) for i, v in zip(c.biases, c.bias_v)},
+           "elements": {grp.table: list(grp.names) for grp in c.elements}}
     fmt = (lambda x: f"{x:.4g}") if c.reciprocal else (lambda x: f"{x.real:.4g}{x.imag:+.3g}j")
     lines = [f"{c.name} ({c.source}): {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS" if c.k else "") +
+             "".join(f", {len(grp)} {grp.table}" for grp in c.elements) +
+             (f", {len(c.biases)} bias" if c.biases else "") +
              f"; ground {obj['ground']}; "
              f"inputs {', '.join(c.input_names) or '-'}; outputs {', '.join(c.output_names)}",
              f"conductance bounds [{c.g_min:g}, {c.g_max:g}] S",
-             f"eigenvalues of K (ohms): {', '.join(fmt(x) for x in ev)}",
+             f"eigenvalues of K (ohms){' about the operating point at 0 V inputs' if c.elements else ''}: "
+             f"{', '.join(fmt(x) for x in ev)}",
              f"EP nudge radius 1/kappa_max = {1 / kmax:.4g} S" + ("" if c.reciprocal else " (kappa_max: spectral radius of K)"),
              f"Jacobian symmetry index ||A_sym|| / (||A_sym|| + ||A_anti||) = {si:.6g} "
              f"({'reciprocal' if si == 1 else 'non-reciprocal'}); H = 1/2 ||A - A^T||_F^2 = {obj['homeostasis_H']:.4g} S^2 "
@@ -445,7 +462,7 @@ def cmd_info(args):
                      f"(|O| x rank X; {J.shape[0]} rows)")
         lines.append(f"coercivity c = lambda_min(J J^T on the residual space)/N = {cc:.4g} V^2/S^2 "
                      f"({'coercive' if cc > 0 and rank == constraints else 'NOT coercive'}); "
-                     f"spec's raw lambda_min(J J^T)/N = {raw:.3g}")
+                     f"raw lambda_min(J J^T)/N = {raw:.3g}")
         if obj.get("channel_regions"):
             lines.append(_regions_line(obj["channel_regions"]))
     _emit(args, obj, "\n".join(lines))
@@ -541,8 +558,11 @@ def cmd_bias(args):
     cml = [x for x in res["cos_mu_lambda"] if x is not None]
     lines = [_task_line(task), f"{c.name} ({args.backend}): convergence radius 1/kappa_max = {res['radius']:.4g} S; "
              f"reference |dC/dtheta| = {res['ref_norm']:.4g} V^2/S",
-             f"asymmetry bias ||ghat(0) - dC/dtheta|| / ||dC/dtheta|| = {res['asymmetry_bias']:.3e} (every EP rule, "
-             f"any nudge); cos(ghat(0), dC/dtheta) = {res['cos_limit']:.6f}; cos(mu, lambda) "
+             f"local-signal bias ||ghat(0) + mu^T dF/dtheta|| / ||dC/dtheta|| = "
+             f"{'-' if res['local_signal_bias'] is None else format(res['local_signal_bias'], '.3e')}, "
+             f"asymmetry bias ||(lambda - mu)^T dF/dtheta|| / ||dC/dtheta|| = {res['asymmetry_bias']:.3e} (every EP rule, "
+             f"any nudge){_outside_note(res['outside_linear'])}; cos(ghat(0), dC/dtheta) = {res['cos_limit']:.6f}; "
+             "cos(mu, lambda) "
              + (f"{min(cml):.6f}..{max(cml):.6f}" if cml else "-")
              + f"; Jacobian symmetry index {'-' if si is None else format(si, '.6f')}",
              f"{'rule':<12} {'order':>7} {'best nudge':>12} {'rel. MSE':>10} {'nudge bias at smallest':>23}"]
@@ -560,7 +580,8 @@ def cmd_bias(args):
     lines.append("wrote " + ", ".join(map(str, paths)))
     _emit(args, {"rules": res["rules"], "radius": res["radius"], "kappa_max": res["kappa_max"],
                  "nudge_bias": {n: r["nudge_bias"] for n, r in res["rules"].items()},
-                 "asymmetry_bias": res["asymmetry_bias"], "symmetry_index": si, "cos_limit": res["cos_limit"],
+                 "asymmetry_bias": res["asymmetry_bias"], "local_signal_bias": res["local_signal_bias"],
+                 "outside_linear": res["outside_linear"], "symmetry_index": si, "cos_limit": res["cos_limit"],
                  "cos_mu_lambda": res["cos_mu_lambda"], "nudges": [float(x) for x in grid],
                  "out": str(args.out), "examples": task.n_train}, "\n".join(lines))
 
@@ -800,7 +821,8 @@ def cmd_emulate(args):
     fw = _firmware_board(args.firmware, c) if args.firmware else None
     # a digipot board holds (and reads back) its taps' conductances, as the simulated parts do
     taps = sub.device if args.backend == "ngspice" and args.device == "digipot" else None
-    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current), board_device=taps)
+    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current), smu_model=args.smu_model,
+                  board_device=taps)
     if fw is not None:  # the firmware is the board; the emulated instruments measure what its pots hold
         bench.external["board"] = fw.resource
         fw.attach(bench.model)
@@ -892,8 +914,8 @@ def cmd_generate(args):
             raise ValueError(f"--sizes {args.sizes!r}: expected comma-separated widths, e.g. 8,3,6") from None
         c = generate_layered(sizes, args.seed)
         from hil.runs import check_output
-        check_output(args.o, [], args.force, "-o", ours='kind = "layered"')
-        c.save(args.o)
+        check_output(args.o, [], args.force, "-o", ours="# written by hil")
+        c.save(args.o, header="written by hil generate layered")
         return _emit(args, {"path": args.o, "sizes": list(c.sizes), "conductances": c.n_params},
                      f"wrote {args.o}: layered circuit {'-'.join(map(str, c.sizes))} ({c.n_params} conductances, "
                      f"{c.n_layers} transimpedance stages)")
@@ -956,7 +978,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "measurements; a full batch logs its train loss every step at no cost)")
     _add_backend(t)
     t.add_argument("--homeostasis", type=float, default=0.0, metavar="W",
-                   help="homeostasis weight w in V^2/S^2 (spec 7.3): the update becomes -alpha (ghat + w dH/dtheta), "
+                   help="homeostasis weight w in V^2/S^2 (docs/math.md, section 7.3): the update becomes -alpha (ghat + w dH/dtheta), "
                         "H = 1/2 ||A - A^T||_F^2 the Jacobian's asymmetry (S^2), logged per step (log.csv, "
                         "homeostasis.png). Acts on trainable VCCS only; stable below w = 0.5 / alpha for a pair")
     t.add_argument("--rounding", default="nearest", choices=["nearest", "stochastic"],
@@ -1022,6 +1044,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also serve every instrument on a pseudo-terminal; the bench file names those "
                          "(ASRL/dev/pts/K::INSTR, through pyserial) instead of the TCP ports")
     em.add_argument("--fault", action="append", metavar="INSTRUMENT:KIND=VALUE", help=FAULT_HELP)
+    em.add_argument("--smu-model", default="2400", choices=["2400", "2450"],
+                    help="the SMUs' model: Keithley 2400 (default) or 2450 (its SCPI command set)")
     em.add_argument("--force", action="store_true", help="overwrite --bench-file even if hil did not write it")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core or a Dask cluster.")
@@ -1130,7 +1154,7 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--outputs", type=int, default=2, help="random, lattice: output nodes (default 2)")
     ge.add_argument("--seed", type=int, default=0, help="seed of the topology and conductances (default 0)")
     ge.add_argument("--vccs-pairs", type=int, default=0, metavar="P",
-                    help="add P random VCCS pairs a->b, b->a between free nodes (spec 7.1), trainable")
+                    help="add P random VCCS pairs a->b, b->a between free nodes (docs/math.md, section 7.1), trainable")
     ge.add_argument("--vccs-singles", type=int, default=0, metavar="S", help="add S one-way VCCS couplings")
     ge.add_argument("--asymmetry", type=float, default=1.0,
                     help="of each pair: gm_ba = gm_ab (1 - asymmetry); 0 reciprocal, 1 one-way (default 1)")

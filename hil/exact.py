@@ -1,4 +1,4 @@
-"""Reference mathematics for linear circuits (spec sections 1, 2, 3, 6 and 7).
+"""Reference mathematics for linear circuits (docs/math.md, sections 1, 2, 3, 6 and 7).
 
 Plain, direct formulas: the reference every substrate and estimator is tested
 against. They favour clarity over speed; the fast batched solver is
@@ -7,7 +7,7 @@ volts, ``g`` the parameters theta (n_params,) siemens: the conductances, then
 the trainable transconductances (a vector of m conductances keeps the stored
 gm). Loss: C = mean over the batch of 1/2 ||V_O - y||^2 (V^2).
 
-With VCCS elements the circuit's Jacobian A = dF/dV (spec 7.1) is L plus the
+With VCCS elements the circuit's Jacobian A = dF/dV (docs/math.md, section 7.1) is L plus the
 G stamps, non-symmetric: the free state solves A_FF V_F = -A_FS s, the exact
 gradient's adjoint solves the transposed system A_FF^T lambda = P^T r, and
 EP's error vector mu = A_FF^-1 P^T r differs from lambda.
@@ -31,7 +31,7 @@ def laplacian(c: Circuit, g=None) -> sp.csr_matrix:
 
 def conductance_matrix(c: Circuit, g=None) -> sp.csr_matrix:
     """A = dF/dV over every node (n x n, siemens): L plus each VCCS's stamp
-    gm (e_out_p - e_out_n)(e_ctrl_p - e_ctrl_n)^T (spec 7.1). Equal to L without VCCS."""
+    gm (e_out_p - e_out_n)(e_ctrl_p - e_ctrl_n)^T (docs/math.md, section 7.1). Equal to L without VCCS."""
     edges, gm = c.split(c.theta if g is None else g)
     L = laplacian(c, edges)
     if not c.k:
@@ -63,13 +63,18 @@ def _solve(A, rhs, transpose: bool = False):
 
 
 def source_values(c: Circuit, X) -> np.ndarray:
-    """s: (batch, |S|) source voltages, ground (0 V) first then the inputs X."""
+    """s: (batch, |S|) source voltages, ground (0 V) first, then the inputs X, then the biases."""
     X = np.atleast_2d(np.asarray(X, float))
-    return np.column_stack([np.zeros(len(X)), X])
+    return np.column_stack([np.zeros(len(X)), X] + ([np.broadcast_to(c.bias_v, (len(X), len(c.biases)))]
+                                                     if len(c.biases) else []))
 
 
 def free_state(c: Circuit, X, g=None) -> np.ndarray:
-    """V: (batch, n) free-state node voltages: V_S = s, L_FF V_F = -L_FS s (volts)."""
+    """V: (batch, n) free-state node voltages: V_S = s, L_FF V_F = -L_FS s (volts); F(V) = 0 by Newton's
+    method (:mod:`hil.mna`) when the circuit has other element kinds."""
+    if c.elements:
+        from hil.mna import operating_point
+        return operating_point(c, X, g)[1][:, :c.n]
     LFF, LFS = _blocks(c, g)
     s = source_values(c, X)
     V = np.zeros((len(s), c.n))
@@ -81,8 +86,15 @@ def free_state(c: Circuit, X, g=None) -> np.ndarray:
 def output_green(c: Circuit, g=None) -> np.ndarray:
     """K = P A_FF^-1 P^T, the |O| x |O| output Green's matrix (ohms).
 
-    Symmetric positive definite for resistor circuits; non-symmetric with VCCS.
+    Symmetric positive definite for resistor circuits; non-symmetric with VCCS. With other element
+    kinds: about the free operating point at 0 V inputs (:func:`operating_jacobian`).
     """
+    if c.elements:
+        from hil.mna import linear_response, operating_point
+        system, x = operating_point(c, np.zeros((1, len(c.inputs))), g)
+        n_out = len(c.outputs)
+        return np.column_stack([linear_response(system, x, np.eye(n_out)[k][None])[0, list(c.outputs)]
+                                for k in range(n_out)])
     LFF, _ = _blocks(c, g)
     nf = len(c.free)
     Pt = np.zeros((nf, len(c.outputs)))
@@ -98,6 +110,11 @@ def loss(c: Circuit, X, Y, g=None) -> float:
 
 
 def _error_state(c: Circuit, X, Y, g, transpose: bool) -> np.ndarray:
+    if c.elements:  # about each example's free operating point: J_UU^(T) x = P^T r
+        from hil.mna import linear_response, operating_point
+        system, x = operating_point(c, X, g)
+        r = x[:, list(c.outputs)] - np.asarray(Y)
+        return linear_response(system, x, r, transpose=transpose)[:, :c.n]
     AFF, _ = _blocks(c, g)
     V = free_state(c, X, g)
     r = V[:, list(c.outputs)] - np.asarray(Y)
@@ -111,13 +128,13 @@ def _error_state(c: Circuit, X, Y, g, transpose: bool) -> np.ndarray:
 def adjoint_state(c: Circuit, X, Y, g=None) -> np.ndarray:
     """lambda: (batch, n) with A_FF^T lambda_F = P^T r, lambda_S = 0 (V/A x ohm... = volts per volt of error).
 
-    The adjoint uses the transpose (spec 7.2); for resistors A = L_FF is symmetric.
+    The adjoint uses the transpose (docs/math.md, section 7.2); for resistors A = L_FF is symmetric.
     """
-    return _error_state(c, X, Y, g, transpose=not c.reciprocal)
+    return _error_state(c, X, Y, g, transpose=not c.reciprocal or bool(c.elements))
 
 
 def error_vector(c: Circuit, X, Y, g=None) -> np.ndarray:
-    """mu: (batch, n) with A_FF mu_F = P^T r, mu_S = 0: EP's error vector, dV/dbeta at beta = 0 is -mu (spec 7.2)."""
+    """mu: (batch, n) with A_FF mu_F = P^T r, mu_S = 0: EP's error vector, dV/dbeta at beta = 0 is -mu (docs/math.md, section 7.2)."""
     return _error_state(c, X, Y, g, transpose=False)
 
 
@@ -151,6 +168,13 @@ def param_jacobian(c: Circuit, v: np.ndarray) -> np.ndarray:
         cols = c.m + np.arange(len(j))
         np.add.at(D, (c.vccs_nodes[j, 0], cols), vc)
         np.add.at(D, (c.vccs_nodes[j, 1], cols), -vc)
+    col = c.m + len(j)
+    for grp, idx in c.trainable_elements:  # d i_t / d theta at each terminal t
+        di = grp.dparam(v[grp.nodes][None])[0][idx]
+        cols = col + np.arange(len(idx))
+        for t in range(grp.nodes.shape[1]):
+            np.add.at(D, (grp.nodes[idx, t], cols), di[:, t])
+        col += len(idx)
     return D[F]
 
 
@@ -159,6 +183,21 @@ def jacobian(c: Circuit, X, g=None) -> np.ndarray:
 
     Per example J = -P A_FF^-1 dF_F/dtheta (for resistors: -P L_FF^-1 B_F^T diag(B V)).
     """
+    if c.elements:  # A at each example's operating point: J_i = -(A_i^-T P^T)^T dF/dtheta
+        from hil.mna import jacobian_UU, operating_point, out_positions
+        system, x = operating_point(c, X, g)
+        cc = c if g is None else c.with_g(g)
+        A = jacobian_UU(system, x)
+        U = system.unknowns()
+        rows = []
+        for i in range(len(x)):
+            rhs = np.zeros((len(U), len(c.outputs)))
+            rhs[out_positions(system), np.arange(len(c.outputs))] = 1.0
+            Z = np.linalg.solve(A[i].T, rhs)
+            D = np.zeros((len(U), c.n_params))
+            D[:len(c.free)] = param_jacobian(cc, x[i, :c.n])  # U lists the free nodes first, then branches
+            rows.append(-(Z.T @ D))
+        return np.vstack(rows)
     AFF, _ = _blocks(c, g)
     V = free_state(c, X, g)
     if c.reciprocal:
@@ -181,20 +220,32 @@ def kappa_max(K) -> float:
 
 
 def symmetry_index(A) -> float:
-    """||A_sym||_F / (||A_sym||_F + ||A_anti||_F): 1 when reciprocal, 1/2 as antisymmetric as symmetric (spec 7.2)."""
+    """||A_sym||_F / (||A_sym||_F + ||A_anti||_F): 1 when reciprocal, 1/2 as antisymmetric as symmetric (docs/math.md, section 7.2)."""
     A = A.toarray() if sp.issparse(A) else np.asarray(A)
     s, a = np.linalg.norm(0.5 * (A + A.T)), np.linalg.norm(0.5 * (A - A.T))
     return float(s / (s + a))
 
 
+def operating_jacobian(c: Circuit, X=None, g=None) -> np.ndarray:
+    """A = dF/dV over the free unknowns (dense, siemens) at the free operating point of the inputs X
+    (one example; default 0 V): A_FF for a linear circuit, J_UU of :mod:`hil.mna` (free nodes, then
+    each VCVS's branch) with other element kinds."""
+    if not c.elements:
+        return _blocks(c, g)[0].toarray()
+    from hil.mna import jacobian_UU, operating_point
+    X = np.zeros((1, len(c.inputs))) if X is None else np.atleast_2d(np.asarray(X, float))[:1]
+    system, x = operating_point(c, X, g)
+    return jacobian_UU(system, x)[0]
+
+
 def homeostasis(c: Circuit, g=None) -> float:
-    """H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2) at the operating point (spec 7.3); zero for resistors."""
-    A = _blocks(c, g)[0].toarray()
+    """H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2) at the operating point (docs/math.md, section 7.3; 0 V inputs); zero for resistors."""
+    A = operating_jacobian(c, None, g)
     return float(0.5 * np.sum((A - A.T) ** 2))
 
 
 def homeostasis_gradient(c: Circuit, g=None, A=None) -> np.ndarray:
-    """dH/dtheta (n_params,), siemens: 2 <A - A^T, S_j> over the free block for a trainable gm_j (spec 7.3),
+    """dH/dtheta (n_params,), siemens: 2 <A - A^T, S_j> over the free block for a trainable gm_j (docs/math.md, section 7.3),
     S_j its stamp (e_out_p - e_out_n)(e_ctrl_p - e_ctrl_n)^T; zero for conductances, which enter A
     symmetrically. ``A``: A_FF (dense) when the caller has it."""
     A = _blocks(c, g)[0].toarray() if A is None else np.asarray(A)
@@ -278,7 +329,7 @@ def residual_basis(c: Circuit, X) -> np.ndarray:
 def coercivity(c: Circuit, X, g=None, weight=None, restrict: bool = True, active=None) -> float:
     """The coercivity constant c(g) (V^2/S^2) of the mean loss at g on inputs X.
 
-    restrict=False: the spec's lambda_min(J J^T) / batch, J stacked over the
+    restrict=False: lambda_min(J J^T) / batch of docs/math.md, section 6, J stacked over the
     batch; zero whenever batch * |O| exceeds what J can reach.
     restrict=True (default): lambda_min of J J^T on the residual subspace R of
     :func:`residual_basis`, divided by the batch size: the constant of the PL
@@ -305,7 +356,7 @@ def coercivity(c: Circuit, X, g=None, weight=None, restrict: bool = True, active
 
 
 def nudged_state_closed_form(c: Circuit, X, Y, beta, g=None) -> np.ndarray:
-    """V^beta_O = V_O - beta K (I + beta K)^-1 r (spec 3): the closed-loop nudged outputs, (batch, |O|)."""
+    """V^beta_O = V_O - beta K (I + beta K)^-1 r (docs/math.md, section 3): the closed-loop nudged outputs, (batch, |O|)."""
     V = free_state(c, X, g)
     VO = V[:, list(c.outputs)]
     r = VO - np.asarray(Y)
@@ -315,7 +366,7 @@ def nudged_state_closed_form(c: Circuit, X, Y, beta, g=None) -> np.ndarray:
 
 
 def homeostasis_stochastic(matvec, rmatvec, n: int, samples: int = 100, rng=None) -> tuple:
-    """The stochastic estimate of H (spec 7.3): (mean, standard error), S^2.
+    """The stochastic estimate of H (docs/math.md, section 7.3): (mean, standard error), S^2.
 
     With eps ~ N(0, I_n): E[||A eps||^2 - eps^T A^2 eps] = ||A||_F^2 - tr(A^2) = H, and
     eps^T A^2 eps = (A^T eps) . (A eps). ``matvec(E)`` returns A E and ``rmatvec(E)``
@@ -327,3 +378,14 @@ def homeostasis_stochastic(matvec, rmatvec, n: int, samples: int = 100, rng=None
     AE, ATE = matvec(E), rmatvec(E)
     vals = np.sum(AE * AE, axis=0) - np.sum(ATE * AE, axis=0)
     return float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(samples)) if samples > 1 else float("nan")
+
+
+def homeostasis_nonlinear(c: Circuit, X, g=None) -> tuple:
+    """(H, dH/dtheta) with A = J_UU at the free operating point of each example of X, mean over the batch
+    (S^2, S); dH/dtheta the VCCS part at the fixed operating point, as for a linear circuit."""
+    from hil.mna import jacobian_UU, operating_point
+    system, x = operating_point(c, X, g)
+    A = jacobian_UU(system, x)
+    H = float(np.mean([0.5 * np.sum((a - a.T) ** 2) for a in A]))
+    grad = np.mean([homeostasis_gradient(c, g, A=a[:len(c.free)][:, :len(c.free)]) for a in A], axis=0)
+    return H, grad

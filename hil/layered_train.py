@@ -1,6 +1,6 @@
 """Training layered circuits: substrate, rules (gd, fa, ep-sym), the factorisation task, the loop.
 
-Spec ``learning-rules.md`` section 8. The data path is the same as for the
+docs/math.md, section 8. The data path is the same as for the
 reciprocal networks: circuit -> substrate (:class:`LayeredIdealSubstrate`, or
 :class:`LayeredNgSpiceSubstrate` with an op-amp model)
 -> measurements (:class:`LayeredMeasurements`: each stage's forward signal,
@@ -28,7 +28,7 @@ the two nudged states, ghat(g+_ji) = -h_k,i [h_(k+1),j(beta) - h_(k+1),j(-beta)]
 / (2 beta). On the last stage, h_L(beta) = (o + R beta y) / (1 + R beta), so
 ghat = R e h / (1 - R^2 beta^2): the gradient with an O(beta^2) bias. On every
 earlier stage the nudged outputs equal the free ones: ghat = 0 exactly. (The
-spec's co-content 1/2 g dV^2 is no help here: a virtual ground pins every
+co-content 1/2 g dV^2 is no help here: a virtual ground pins every
 crosspoint's drop at h_k,i, so it is the same in every state.)
 """
 

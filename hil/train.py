@@ -74,7 +74,7 @@ class TrainConfig:
     backend: str = "ideal"
     backend_options: dict = field(default_factory=dict)
     kappa_max: float | None = None    # ohms; measured on the substrate at the start, then fixed
-    homeostasis: float = 0.0          # w (V^2/S^2): Delta theta = -alpha (ghat + w dH/dtheta), spec 7.3
+    homeostasis: float = 0.0          # w (V^2/S^2): Delta theta = -alpha (ghat + w dH/dtheta), docs/math.md, section 7.3
     log_every: int | None = None      # steps between logged losses; None: hil.losslog.default_log_every
     rounding: str = "nearest"         # onto a substrate's discrete levels (taps): nearest, or stochastic
 
@@ -205,7 +205,10 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
         inner = open_substrate(actual_circuit(circuit, cal["scale"]), backend, **options)
         return CalibratedSubstrate(circuit, inner, cal["scale"])
     if backend == "ideal":
-        from hil.ideal import IdealSubstrate
+        from hil.ideal import IdealChannelSubstrate, IdealSubstrate
+        device = options.pop("device", "resistor")
+        if device != "resistor":  # the edges as level-1 channels, ideal elements
+            return IdealChannelSubstrate(circuit, device, **options)
         return IdealSubstrate(circuit, **options)
     if backend == "ngspice":
         from hil.spice.substrate import NgSpiceSubstrate
@@ -565,25 +568,32 @@ def _load_task(run: Run) -> Task:
 
 
 def _checkpoint_check(circuit: Circuit, steps: int):
-    return checkpoint_check(circuit.m, circuit.g_min, circuit.g_max, lambda e: f"edge '{circuit.edge_names[e]}'")
+    lo, hi = circuit.bounds()  # theta: conductances, transconductances, gate voltages (fixed edges at [g, g])
+    names = circuit.param_names
+    return checkpoint_check(circuit.n_params, lo, hi,
+                            lambda e: f"{'edge' if e < circuit.m else 'vccs' if names[e] in circuit.vccs_names else 'parameter'} "
+                                      f"'{names[e]}'")
 
 
-def checkpoint_check(m: int, g_min: float, g_max: float, name_of, rng: bool = True):
+def checkpoint_check(n: int, lo, hi, name_of, rng: bool = True):
     """A check of one checkpoint (for :meth:`Run.recover_checkpoint`): None, or why it is refused.
 
-    ``m`` conductances in [g_min, g_max] S (``name_of(e)``: how parameter e is named), a
-    whole step >= 0, a positive finite lr if any, a numpy random state when ``rng``.
+    ``n`` parameters theta, each in [lo, hi] S (scalars or (n,) arrays: the circuit's
+    bounds; ``name_of(e)``: how parameter e is named), a whole step >= 0, a positive
+    finite lr if any, a numpy random state when ``rng``.
     """
+    lo, hi = np.broadcast_to(np.asarray(lo, float), (n,)), np.broadcast_to(np.asarray(hi, float), (n,))
+
     def check(ck):
         step, g = ck.get("step"), np.asarray(ck.get("g"), float)
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             return f"step {step!r} is not a whole number >= 0"
-        if g.shape != (m,) or not np.all(np.isfinite(g)):
-            return f"g is not {m} finite conductances"
-        out = np.flatnonzero((g < g_min) | (g > g_max))
+        if g.shape != (n,) or not np.all(np.isfinite(g)):
+            return f"g is not {n} finite parameters (shape {g.shape})"
+        out = np.flatnonzero((g < lo) | (g > hi))
         if out.size:
             e = out[0]
-            return f"{name_of(e)} g = {g[e]!r} S is outside [g_min, g_max] = [{g_min}, {g_max}]"
+            return f"{name_of(e)} = {float(g[e])!r} S is outside its bounds [{lo[e]}, {hi[e]}]"
         lr = ck.get("lr")
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
                                or lr <= 0):

@@ -242,7 +242,7 @@ def _emulate(*args, cwd=None):
 
 
 def test_hil_emulate_injects_faults_from_the_command_line(tmp_path):
-    """Item 7: the README's fault injection, on the command line; hil's bench rides through each fault."""
+    """Item 7: the fault injection of docs/bench.md, on the command line; hil's bench rides through each fault."""
     from hil.drivers.bench import BenchSubstrate
     bench_file = tmp_path / "bench.toml"
     emu, info = _emulate("net16", "--bench-file", bench_file, "--fault", "smu_n6:garbage=2",

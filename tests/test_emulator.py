@@ -683,7 +683,7 @@ def test_a_reading_reflects_every_setting_made_before_it_by_any_client(bench):
     assert bad == []
 
 
-# -- the lab script of the README ---------------------------------------------------------------
+# -- the lab script of docs/bench.md -------------------------------------------------------------
 
 
 def test_the_readme_lab_script_runs_unchanged_and_gives_the_circuits_numbers(bench):
@@ -692,7 +692,7 @@ def test_the_readme_lab_script_runs_unchanged_and_gives_the_circuits_numbers(ben
         Raw(emu, name).do(":OUTP:SMOD HIMP")
     import pyvisa
     rm = pyvisa.ResourceManager("@py")
-    # --- from README.md, "A lab script for a real 2400, run against the emulator" ---
+    # --- from docs/bench.md, "A lab script for a real 2400, run against the emulator" ---
     smu = rm.open_resource(emu.resource("smu_top"), read_termination="\n", write_termination="\n")
     smu.write("*RST")
     smu.write(":SOUR:FUNC VOLT;:SOUR:VOLT 1.0;:SENS:FUNC 'CURR';:SENS:CURR:PROT 10e-3")

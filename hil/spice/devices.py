@@ -4,21 +4,21 @@ A learning rule updates conductances g (siemens). A device maps the conductance
 it is asked for onto what the hardware holds (its *parameter*), and reports the
 conductance it believes it realised, so the training loop stays the same:
 
-==========  ==========  =====================================================
-device      parameter   map
-==========  ==========  =====================================================
-resistor    g, S        identity (an ideal resistor of 1/g ohms)
-digipot     tap code    nearest of N + 1 taps, R = R_W + code R_AB / N
-mosfet      V_gate, V   NMOS channel in triode; g(V_gate) calibrated by an
-                        ngspice DC sweep at small V_ds and cached
-mosfet-mid  V_c, V      the same channel, gate driven at V_c + (V_d + V_s)/2
-                        (two VCVS of gain 1/2 in series with V_c): reciprocal
-mosfet-bsim V_gate, V   as mosfet, the channel a BSIM4 model (PTM 65 nm card,
-                        netlists/nmos_bsim4_ptm65.lib), W/L = 20, gate 0..4 V
-mosfet-mid-bsim  V_c, V as mosfet-mid with the BSIM4 channel
-==========  ==========  =====================================================
+================  ==========  =====================================================
+device            parameter   map
+================  ==========  =====================================================
+resistor          g, S        identity (an ideal resistor of 1/g ohms)
+digipot           tap code    nearest of N + 1 taps, R = R_W + code R_AB / N
+mosfet            V_gate, V   NMOS channel in triode; g(V_gate) calibrated by an
+                              ngspice DC sweep at small V_ds and cached
+mosfet-mid        V_c, V      the same channel, gate driven at V_c + (V_d + V_s)/2
+                              (two VCVS of gain 1/2 in series with V_c): reciprocal
+mosfet-bsim       V_gate, V   as mosfet, the channel a BSIM4 model (PTM 65 nm card,
+                              netlists/nmos_bsim4_ptm65.lib), W/L = 20, gate 0..4 V
+mosfet-mid-bsim   V_c, V      as mosfet-mid with the BSIM4 channel
+================  ==========  =====================================================
 
-The ground-referenced ``mosfet`` is non-reciprocal (spec 7.1): its current depends
+The ground-referenced ``mosfet`` is non-reciprocal (docs/math.md, section 7.1): its current depends
 on V_d and V_s separately, so A is non-symmetric wherever a channel carries current.
 ``mosfet-mid`` makes the square-law channel linear, I = k (V_c - V_T)(V_d - V_s): on a
 bench the gate drive is a follower network (two buffered 2:1 dividers from drain and
@@ -259,7 +259,7 @@ class Mosfet(Device):
 
 
 class MosfetMidpoint(Mosfet):
-    """The NMOS channel with its gate at V_c + (V_d + V_s)/2 (spec 7.1): I = k (V_c - V_T)(V_d - V_s), reciprocal.
+    """The NMOS channel with its gate at V_c + (V_d + V_s)/2 (docs/math.md, section 7.1): I = k (V_c - V_T)(V_d - V_s), reciprocal.
 
     The parameter is V_c (volts), held by ``Vge_<edge>`` in series with two VCVS of gain 1/2
     controlled by the drain and the source against ground.
