@@ -611,22 +611,3 @@ def build(substrate, board_range=None, board_device=None, board=True, noise=(0.0
     model.set_g(inst["board"].held(substrate.read()) if board else substrate.read())
     return EmulatedBench(model, inst)
 
-
-def command_reference(circuit: str = "net16") -> str:
-    """The emulated instruments' command trees as Markdown tables (one per instrument kind), generated
-    from what each instrument declares: the header in the manual's notation, set and query forms."""
-    from hil.circuit import load_circuit
-    from hil.ideal import IdealSubstrate
-    kinds = {}
-    for model in SMU_MODELS:
-        for inst in build(IdealSubstrate(load_circuit(circuit)), smu_model=model).instruments.values():
-            kinds.setdefault(inst.idn.split(",")[1], inst)
-    out = []
-    for model, inst in kinds.items():
-        forms = {}
-        for p in inst.scpi.patterns:
-            forms.setdefault(p.rstrip("?"), set()).add("query" if p.endswith("?") else "set")
-        out += [f"### {model}", "", "| header | forms |", "| --- | --- |"]
-        out += [f"| `{h}` | {', '.join(sorted(f, reverse=True))} |" for h, f in forms.items()]
-        out.append("")
-    return "\n".join(out)

@@ -821,8 +821,8 @@ def cmd_emulate(args):
     fw = _firmware_board(args.firmware, c) if args.firmware else None
     # a digipot board holds (and reads back) its taps' conductances, as the simulated parts do
     taps = sub.device if args.backend == "ngspice" and args.device == "digipot" else None
-    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current), smu_model=args.smu_model,
-                  board_device=taps)
+    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current), board_device=taps,
+                  smu_model=args.smu_model)
     if fw is not None:  # the firmware is the board; the emulated instruments measure what its pots hold
         bench.external["board"] = fw.resource
         fw.attach(bench.model)

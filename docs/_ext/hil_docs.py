@@ -2,7 +2,7 @@
 
 - ``hil-cli``: every subcommand of ``hil``, its usage and options with their help texts and
   defaults, from :func:`hil.cli.build_parser` (what ``hil CMD --help`` prints).
-- ``hil-scpi INSTRUMENT``: every command an emulated instrument answers (``2400``, ``2700``
+- ``hil-scpi INSTRUMENT``: every command an emulated instrument answers (``2400``, ``2450``, ``2700``
   or ``board``), from the commands its interpreter declares, with each declared setting's
   type, range and *RST default (:mod:`hil.drivers.commands`).
 - ``hil-modules``: an ``automodule`` for every module of the ``hil`` package (an .rst page).
@@ -114,10 +114,10 @@ def _instrument(kind: str):
     from hil.drivers.emulator import build
     from hil.ideal import IdealSubstrate
 
-    bench = build(IdealSubstrate(load("net16")))
+    bench = build(IdealSubstrate(load("net16")), smu_model="2450" if kind == "2450" else "2400")
     for inst in bench.instruments.values():
         name = type(inst).__name__
-        if (kind, name) in (("2400", "SMU"), ("2700", "Scanner"), ("board", "ResistorBoard")):
+        if (kind, name) in (("2400", "SMU"), ("2450", "SMU2450"), ("2700", "Scanner"), ("board", "ResistorBoard")):
             return inst
     return None
 
@@ -151,7 +151,7 @@ class SCPIDirective(SphinxDirective):
     def run(self):
         inst = _instrument(self.arguments[0])
         if inst is None:
-            raise self.error(f"hil-scpi: unknown instrument {self.arguments[0]!r} (2400, 2700 or board)")
+            raise self.error(f"hil-scpi: unknown instrument {self.arguments[0]!r} (2400, 2450, 2700 or board)")
         settings = {s.path: s for s in getattr(inst, "settings", ())}
         rows, seen = [], {}
         for pattern in inst.scpi.patterns:
