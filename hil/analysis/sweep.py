@@ -239,7 +239,7 @@ def _claim(out: Path) -> None:
     """Make ``out`` and take its ``sweep.lock``: one sweep writes a sweep directory at a time.
 
     RunError naming the holder if a live process has it, or naming what the folder holds when
-    that is not a sweep's (a sweep writes points/, sweep.csv and replaced-*/ only).
+    that is not a sweep's (a sweep writes points/, sweep.csv, summary.csv, sweep.png and replaced-*/ only).
     """
     from hil.runs import RunError, is_run_file, take_lock
     if out.exists() and not out.is_dir():
@@ -280,11 +280,13 @@ def _sweep_into(out: Path, spec: dict, points: list, workers, progress, schedule
             done()
     rows.sort(key=lambda r: r["point"])
     table = out / "sweep.csv"
-    if table.exists():  # an earlier sweep's table: kept, as a run's replaced files are
+    earlier = [n for n in ("sweep.csv", "summary.csv", "sweep.png") if (out / n).exists()]
+    if earlier:  # an earlier sweep's tables and plot: kept, as a run's replaced files are
         from hil.runs import _stamp
         aside = out / f"replaced-{_stamp()}"
         aside.mkdir(exist_ok=True)
-        os.replace(table, aside / "sweep.csv")
+        for n in earlier:
+            os.replace(out / n, aside / n)
     with open(table, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         w.writeheader()
