@@ -175,3 +175,13 @@ def test_grad_json_carries_the_local_signal_bias_on_both_backends(tmp_path, ngsp
     for backend, obj in out.items():
         assert obj["local_signal_bias"] > 0.01 and len(obj["outside_linear"]) == 8 and sum(obj["outside_linear"]) > 0
     assert out["ideal"]["local_signal_bias"] == pytest.approx(out["ngspice"]["local_signal_bias"], rel=1e-4)
+
+
+def test_ngspice_refuses_an_ideal_diode_by_name(ngspice, tmp_path):
+    from hil.spice.substrate import NgSpiceSubstrate
+    from hil.substrate import SubstrateError
+    from test_elements import IDEAL
+    src = tmp_path / "c.toml"
+    src.write_text(IDEAL)
+    with pytest.raises(SubstrateError, match="diode 'D1' is an ideal diode, which ngspice does not have"):
+        NgSpiceSubstrate(load_circuit(src))
