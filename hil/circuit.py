@@ -1,6 +1,6 @@
 """The circuit: a validated graph of nodes, conductance edges, sources and outputs.
 
-Notation follows the spec (``shared/spec/learning-rules.md`` section 1): nodes
+Notation follows docs/math.md, section 1: nodes
 0..n-1, edges e = (a, b) with conductance g_e > 0 (siemens), incidence B with
 row e = +1 at a and -1 at b. S = the source nodes (ground first, then the
 inputs, in file order), F = every other node, O = the outputs (a subset of F).
@@ -85,7 +85,7 @@ class Circuit:
     outputs : int tuple, the output nodes (free nodes that are read).
     g_min, g_max : float, bounds on every trainable conductance, siemens.
     source : str, where the circuit came from (a path, or a generator call).
-    vccs_names : tuple of str, the voltage-controlled current sources (spec 7.1).
+    vccs_names : tuple of str, the voltage-controlled current sources (docs/math.md, section 7.1).
     vccs_nodes : int array (k, 4): out_p, out_n, ctrl_p, ctrl_n of each VCCS.
     gm : float array (k,), transconductances, siemens (any sign).
     gm_fixed : bool array (k,), True where gm is not trained.
@@ -274,7 +274,7 @@ class Circuit:
     def signal_products(self, V: np.ndarray, W: np.ndarray) -> np.ndarray:
         """W^T dF/dtheta at state V, per example: (..., n_params), amperes per siemens times W's unit.
 
-        F is the current leaving each node through the elements (spec 7.1), so
+        F is the current leaving each node through the elements (docs/math.md, section 7.1), so
         dF/dg_e = b_e dV_e and dF/dgm_j = (e_out_p - e_out_n) (V_ctrl_p - V_ctrl_n).
         Contracted with a node vector W: dW_e dV_e for an edge, (W_out_p - W_out_n)
         (V_ctrl_p - V_ctrl_n) for a trainable VCCS. dC/dtheta = -lambda^T dF/dtheta.
@@ -374,10 +374,9 @@ class Circuit:
 
     def save(self, path, header: str | None = None) -> Path:
         """Write the circuit as TOML to ``path`` atomically (``header``: a first comment line); returns the path."""
+        from hil.runs import atomic_write
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text((f"# {header}\n" if header else "") + self.to_toml())
-        os.replace(tmp, path)
+        atomic_write(path, (f"# {header}\n" if header else "") + self.to_toml())
         return path
 
 
@@ -425,8 +424,12 @@ def load_circuit(path) -> Circuit:
 
 def load_any(path):
     """A circuit file of any kind: a :class:`Circuit`, or with ``kind = "layered"`` a
-    :class:`hil.layered.LayeredCircuit`."""
+    :class:`hil.layered.LayeredCircuit`. A run directory or one of its checkpoints stands for
+    the trained circuit it holds (:func:`hil.runs.trained_circuit`)."""
     p = Path(path)
+    if p.is_dir() or (p.suffix == ".npz" and p.is_file()):
+        from hil.runs import trained_circuit
+        return trained_circuit(p, load_any)
     if not p.exists():
         from hil.circuits import shipped_path
         found = shipped_path(str(path))
@@ -800,10 +803,16 @@ def _check_connected(c: Circuit, at=None) -> None:
                                "(their voltages are undefined, the circuit is singular)")
 
 
-def make_circuit(name, edges, ground, inputs, outputs, g_min=DEFAULT_G_MIN, g_max=DEFAULT_G_MAX,
+def make_circuit(name, edges, ground, inputs, outputs, g_min=1e-5, g_max=1e-2,
                  source=None, vccs=(), gm_max=None) -> Circuit:
-    """Build a validated Circuit from Python data: ``edges`` is a list of (name, a, b, g);
-    ``vccs`` a list of (name, out_p, out_n, ctrl_p, ctrl_n, gm[, fixed])."""
+    """Build a validated Circuit from Python data, as a circuit file would.
+
+    ``edges`` is a list of (name, a, b, g), g in siemens; ``ground`` the node at 0 V;
+    ``inputs`` the nodes held by input sources, ``outputs`` the nodes read; every trainable
+    conductance stays in [``g_min``, ``g_max``] S (default 1e-5 .. 1e-2 S, 100 ohm to
+    100 kohm, as in the shipped circuit files); ``vccs`` a list of (name, out_p, out_n,
+    ctrl_p, ctrl_n, gm[, fixed]), gm in siemens. Raises CircuitError naming the element.
+    """
     data = {"name": name, "ground": ground, "inputs": list(inputs), "outputs": list(outputs),
             "g_min": g_min, "g_max": g_max,
             "edge": [{"name": e[0], "a": e[1], "b": e[2], "g": float(e[3])} for e in edges]}

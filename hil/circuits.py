@@ -92,7 +92,7 @@ def crossbar(layers=(2, 4, 2), seed: int = 0, g_min: float = G_MIN, g_max: float
 
 def add_vccs(c: Circuit, pairs: int = 2, seed: int = 0, scale: float | None = None, asymmetry: float = 1.0,
              singles: int = 0) -> Circuit:
-    """The circuit with random VCCS couplings between free nodes (spec 7.1), trainable.
+    """The circuit with random VCCS couplings between free nodes (docs/math.md, section 7.1), trainable.
 
     ``pairs`` pairs a->b and b->a: G_ab drives gm_ab V_a (volts at a against ground)
     into row b of A, G_ba the reverse, with gm_ab = s and gm_ba = s (1 - asymmetry):

@@ -1,4 +1,4 @@
-"""Reference mathematics for linear circuits (spec sections 1, 2, 3, 6 and 7).
+"""Reference mathematics for linear circuits (docs/math.md, sections 1, 2, 3, 6 and 7).
 
 Plain, direct formulas: the reference every substrate and estimator is tested
 against. They favour clarity over speed; the fast batched solver is
@@ -7,7 +7,7 @@ volts, ``g`` the parameters theta (n_params,) siemens: the conductances, then
 the trainable transconductances (a vector of m conductances keeps the stored
 gm). Loss: C = mean over the batch of 1/2 ||V_O - y||^2 (V^2).
 
-With VCCS elements the circuit's Jacobian A = dF/dV (spec 7.1) is L plus the
+With VCCS elements the circuit's Jacobian A = dF/dV (docs/math.md, section 7.1) is L plus the
 G stamps, non-symmetric: the free state solves A_FF V_F = -A_FS s, the exact
 gradient's adjoint solves the transposed system A_FF^T lambda = P^T r, and
 EP's error vector mu = A_FF^-1 P^T r differs from lambda.
@@ -31,7 +31,7 @@ def laplacian(c: Circuit, g=None) -> sp.csr_matrix:
 
 def conductance_matrix(c: Circuit, g=None) -> sp.csr_matrix:
     """A = dF/dV over every node (n x n, siemens): L plus each VCCS's stamp
-    gm (e_out_p - e_out_n)(e_ctrl_p - e_ctrl_n)^T (spec 7.1). Equal to L without VCCS."""
+    gm (e_out_p - e_out_n)(e_ctrl_p - e_ctrl_n)^T (docs/math.md, section 7.1). Equal to L without VCCS."""
     edges, gm = c.split(c.theta if g is None else g)
     L = laplacian(c, edges)
     if not c.k:
@@ -128,13 +128,13 @@ def _error_state(c: Circuit, X, Y, g, transpose: bool) -> np.ndarray:
 def adjoint_state(c: Circuit, X, Y, g=None) -> np.ndarray:
     """lambda: (batch, n) with A_FF^T lambda_F = P^T r, lambda_S = 0 (V/A x ohm... = volts per volt of error).
 
-    The adjoint uses the transpose (spec 7.2); for resistors A = L_FF is symmetric.
+    The adjoint uses the transpose (docs/math.md, section 7.2); for resistors A = L_FF is symmetric.
     """
     return _error_state(c, X, Y, g, transpose=not c.reciprocal or bool(c.elements))
 
 
 def error_vector(c: Circuit, X, Y, g=None) -> np.ndarray:
-    """mu: (batch, n) with A_FF mu_F = P^T r, mu_S = 0: EP's error vector, dV/dbeta at beta = 0 is -mu (spec 7.2)."""
+    """mu: (batch, n) with A_FF mu_F = P^T r, mu_S = 0: EP's error vector, dV/dbeta at beta = 0 is -mu (docs/math.md, section 7.2)."""
     return _error_state(c, X, Y, g, transpose=False)
 
 
@@ -220,7 +220,7 @@ def kappa_max(K) -> float:
 
 
 def symmetry_index(A) -> float:
-    """||A_sym||_F / (||A_sym||_F + ||A_anti||_F): 1 when reciprocal, 1/2 as antisymmetric as symmetric (spec 7.2)."""
+    """||A_sym||_F / (||A_sym||_F + ||A_anti||_F): 1 when reciprocal, 1/2 as antisymmetric as symmetric (docs/math.md, section 7.2)."""
     A = A.toarray() if sp.issparse(A) else np.asarray(A)
     s, a = np.linalg.norm(0.5 * (A + A.T)), np.linalg.norm(0.5 * (A - A.T))
     return float(s / (s + a))
@@ -239,13 +239,14 @@ def operating_jacobian(c: Circuit, X=None, g=None) -> np.ndarray:
 
 
 def homeostasis(c: Circuit, g=None) -> float:
-    """H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2) at the operating point (spec 7.3, 0 V inputs); zero for resistors."""
+    """H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2) at the operating point (docs/math.md, section 7.3; 0 V inputs for a
+    nonlinear circuit); zero for resistors."""
     A = operating_jacobian(c, None, g)
     return float(0.5 * np.sum((A - A.T) ** 2))
 
 
 def homeostasis_gradient(c: Circuit, g=None, A=None) -> np.ndarray:
-    """dH/dtheta (n_params,), siemens: 2 <A - A^T, S_j> over the free block for a trainable gm_j (spec 7.3),
+    """dH/dtheta (n_params,), siemens: 2 <A - A^T, S_j> over the free block for a trainable gm_j (docs/math.md, section 7.3),
     S_j its stamp (e_out_p - e_out_n)(e_ctrl_p - e_ctrl_n)^T; zero for conductances, which enter A
     symmetrically. ``A``: A_FF (dense) when the caller has it."""
     A = _blocks(c, g)[0].toarray() if A is None else np.asarray(A)
@@ -329,7 +330,7 @@ def residual_basis(c: Circuit, X) -> np.ndarray:
 def coercivity(c: Circuit, X, g=None, weight=None, restrict: bool = True, active=None) -> float:
     """The coercivity constant c(g) (V^2/S^2) of the mean loss at g on inputs X.
 
-    restrict=False: the spec's lambda_min(J J^T) / batch, J stacked over the
+    restrict=False: lambda_min(J J^T) / batch of docs/math.md, section 6, J stacked over the
     batch; zero whenever batch * |O| exceeds what J can reach.
     restrict=True (default): lambda_min of J J^T on the residual subspace R of
     :func:`residual_basis`, divided by the batch size: the constant of the PL
@@ -356,7 +357,7 @@ def coercivity(c: Circuit, X, g=None, weight=None, restrict: bool = True, active
 
 
 def nudged_state_closed_form(c: Circuit, X, Y, beta, g=None) -> np.ndarray:
-    """V^beta_O = V_O - beta K (I + beta K)^-1 r (spec 3): the closed-loop nudged outputs, (batch, |O|)."""
+    """V^beta_O = V_O - beta K (I + beta K)^-1 r (docs/math.md, section 3): the closed-loop nudged outputs, (batch, |O|)."""
     V = free_state(c, X, g)
     VO = V[:, list(c.outputs)]
     r = VO - np.asarray(Y)
@@ -366,7 +367,7 @@ def nudged_state_closed_form(c: Circuit, X, Y, beta, g=None) -> np.ndarray:
 
 
 def homeostasis_stochastic(matvec, rmatvec, n: int, samples: int = 100, rng=None) -> tuple:
-    """The stochastic estimate of H (spec 7.3): (mean, standard error), S^2.
+    """The stochastic estimate of H (docs/math.md, section 7.3): (mean, standard error), S^2.
 
     With eps ~ N(0, I_n): E[||A eps||^2 - eps^T A^2 eps] = ||A||_F^2 - tr(A^2) = H, and
     eps^T A^2 eps = (A^T eps) . (A eps). ``matvec(E)`` returns A E and ``rmatvec(E)``

@@ -1,4 +1,4 @@
-"""The reference gradient a rule's estimate is judged against, on any substrate (spec section 2).
+"""The reference gradient a rule's estimate is judged against, on any substrate (docs/math.md, section 2).
 
 On the ideal substrate: the exact adjoint formula. On any other: central finite
 differences of the loss through the substrate itself (the circuit's own
@@ -58,10 +58,10 @@ def reference_gradient(sub: Substrate, X, Y, method: str = "auto") -> np.ndarray
         return finite_difference_gradient(sub, X, Y)
 
 
-# -- the two biases of an EP estimate (spec 7.2) ----------------------------------
+# -- the two biases of an EP estimate (docs/math.md, section 7.2) ----------------------------------
 
 def error_vectors(sub: Substrate, X, Y, jacobians=None) -> tuple:
-    """(mu, lambda), each (batch, n) volts: the forward and adjoint networks' responses to r (spec 7.2).
+    """(mu, lambda), each (batch, n) volts: the forward and adjoint networks' responses to r (docs/math.md, section 7.2).
 
     mu = A^-1 P^T r = -dV/dbeta at 0 (:meth:`Substrate.nudge_derivative`: an AC analysis on
     ngspice, a small-signal or sources-off experiment elsewhere); lambda = A^-T P^T r from the
@@ -172,7 +172,8 @@ def outside_linear(sub: Substrate, V) -> list | None:
 
 
 def decomposition(sub: Substrate, X, Y, reference=None, limit=None) -> dict:
-    """The quantities of spec 7.2 and 9.3 that do not depend on a nudge, at the substrate's parameters.
+    """The quantities of docs/math.md, section 7.2, and docs/elements.md (the error in three terms) that do not
+    depend on a nudge, at the substrate's parameters.
 
     Returns {'limit': ghat(0), the rule's limit; 'true_limit': -mu^T dF/dtheta (None where unknown);
     'reference': dC/dtheta; relative to ||dC/dtheta||: 'local_signal_bias' ||ghat(0) - (-mu^T dF/dtheta)||

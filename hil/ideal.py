@@ -15,7 +15,7 @@ triangular solves, and |O| x |O| algebra per experiment. Dense Cholesky for
 small circuits, sparse LU (SuperLU) beyond ``dense_limit`` free nodes (200: the
 crossover measured on random networks and lattices).
 
-With VCCS elements (spec 7.1) L_FF becomes the non-symmetric A_FF (L plus the G
+With VCCS elements (docs/math.md, section 7.1) L_FF becomes the non-symmetric A_FF (L plus the G
 stamps): a dense LU (LAPACK gesv, kept as the inverse) replaces the Cholesky, K is non-symmetric, and an experiment
 on the adjoint network (``Experiment.transpose``) solves A_FF^T instead.
 Resistor-only circuits keep the Cholesky path unchanged.
@@ -483,6 +483,17 @@ class IdealChannelSubstrate(Substrate):
         """Per example, the number of channels saturated or cut off at states V (batch, n)."""
         grp = self.inner.circuit.elements[1]
         return grp.outside_linear(V[:, grp.nodes]).sum(axis=1)
+
+    def channel_regions(self, X) -> dict:
+        """How many channels sit in each region at the free operating points of the examples X (as
+        :meth:`hil.spice.substrate.NgSpiceSubstrate.channel_regions`: counts over B x m channel-examples)."""
+        from hil.substrate import Experiment
+        X = np.atleast_2d(np.asarray(X, float))
+        V = self.run(X, [Experiment.free(len(X), len(self.circuit.outputs))])[0]
+        grp = self.inner.circuit.elements[1]
+        r = grp.regions(V[:, grp.nodes])  # 0 cut off, 1 triode, 2 saturation
+        return {"triode": int(np.sum(r == 1)), "saturation": int(np.sum(r == 2)), "cutoff": int(np.sum(r == 0)),
+                "channels": int(r.size), "examples_out": int(np.sum(np.any(r != 1, axis=1)))}
 
     def homeostasis(self) -> tuple:
         raise SubstrateError(f"homeostasis acts on trainable asymmetries (VCCS); the {self.device_name} device has "

@@ -1,6 +1,6 @@
 """Training layered circuits: substrate, rules (gd, fa, ep-sym), the factorisation task, the loop.
 
-Spec ``learning-rules.md`` section 8. The data path is the same as for the
+docs/math.md, section 8. The data path is the same as for the
 reciprocal networks: circuit -> substrate (:class:`LayeredIdealSubstrate`, or
 :class:`LayeredNgSpiceSubstrate` with an op-amp model)
 -> measurements (:class:`LayeredMeasurements`: each stage's forward signal,
@@ -28,7 +28,7 @@ the two nudged states, ghat(g+_ji) = -h_k,i [h_(k+1),j(beta) - h_(k+1),j(-beta)]
 / (2 beta). On the last stage, h_L(beta) = (o + R beta y) / (1 + R beta), so
 ghat = R e h / (1 - R^2 beta^2): the gradient with an O(beta^2) bias. On every
 earlier stage the nudged outputs equal the free ones: ghat = 0 exactly. (The
-spec's co-content 1/2 g dV^2 is no help here: a virtual ground pins every
+co-content 1/2 g dV^2 is no help here: a virtual ground pins every
 crosspoint's drop at h_k,i, so it is the same in every state.)
 """
 
@@ -447,6 +447,7 @@ class LayeredTrainer:
 
     def __init__(self, run: Run, circuit: LayeredCircuit, task: Task, cfg: LayeredConfig, sub, feedback=None):
         self.run, self.c, self.task, self.cfg, self.sub = run, circuit, task, cfg, sub
+        run.circuit = circuit  # each checkpoint leaves the trained circuit (trained.toml)
         self.rule = make_layered_rule(cfg.rule, cfg.nudge).configure(circuit)
         cfg.nudge = self.rule.nudge
         if cfg.feedback_seed is None:

@@ -1,4 +1,4 @@
-"""Learning rules: measured states -> a gradient estimate ghat (spec sections 2 to 5).
+"""Learning rules: measured states -> a gradient estimate ghat (docs/math.md, sections 2 to 5).
 
 Every rule reads only node voltages from :class:`hil.substrate.Measurements`
 and, per edge, the co-content derivative f_e = dE/dg_e = 1/2 dV_e^2 (V^2).
@@ -22,7 +22,7 @@ al          kappa [f_e(clamp) - f_e(free)] / eta,   eta, 1          -> grad C
 
 beta_k = beta exp(2 pi i k / N). kappa = kappa_max, the largest eigenvalue of K
 (ohms), measured once by the substrate: it makes AL's eta dimensionless, as
-CL's (K r is in ohm-volts; K / kappa_max has eigenvalues in (0, 1]). CL's update written the spec's way is
+CL's (K r is in ohm-volts; K / kappa_max has eigenvalues in (0, 1]). CL's update written as in docs/math.md, section 4, is
 Delta g_e = alpha / (2 eta) [(dV_e^F)^2 - (dV_e^C)^2], the same number.
 """
 
@@ -41,7 +41,7 @@ CLAMP_ETA = 0.05
 def cocontent(meas: Measurements, state) -> np.ndarray:
     """f_theta per example and parameter, (batch, n_params) V^2; holomorphic (no conjugate).
 
-    Each element's local signal: an edge's co-content 1/2 dV_e^2; a
+    Each element's local signal (docs/math.md, section 7.2): an edge's co-content 1/2 dV_e^2; a
     trainable VCCS's (V_ctrl_p - V_ctrl_n) at the free state times (V_out_p - V_out_n)
     at ``state``; every other kind's own (:meth:`hil.elements.Kind.local_signal`: a channel's
     di/dvg at the free state times its drop at ``state``, or its co-content's dG/dvg with the
@@ -199,7 +199,7 @@ def stencil_weights(n: int) -> np.ndarray:
 
 
 class EPStencil(Rule):
-    """EP with real nudges only (a bench): the 2N-point central stencil +-beta, ..., +-N beta (spec 7.2).
+    """EP with real nudges only (a bench): the 2N-point central stencil +-beta, ..., +-N beta (docs/math.md, section 7.2).
 
     ghat = sum_j w_j [f(j beta) - f(-j beta)] / beta; nudge bias O(beta^2N). N = 1 is ep-sym.
     """

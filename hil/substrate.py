@@ -106,8 +106,10 @@ class Experiment:
     mode : 'current' | 'load' | 'clamp'.
     values : (batch, |O|): injected current (A), load target (V) or clamp voltage (V).
     beta : the load conductance (S), for mode 'load' only; may be complex.
+
     transpose : run it on the adjoint network (A_FF^T: every VCCS with its output and
         control ports swapped); the same circuit when it is reciprocal. Sources at 0 V only.
+
     linearised : mode 'load' only: the nudged state of the circuit linearised about its free
         operating point, V = V_free + dV with (A + beta P P^T) dV = beta P^T (y - V_O^free)
         (a simulator's AC analysis, where beta may be complex). A linear substrate's plain
@@ -185,6 +187,11 @@ class Substrate(ABC):
     def close(self) -> None:
         """Release whatever the substrate holds (a simulator, instruments)."""
 
+    def levels(self) -> np.ndarray | None:
+        """The conductances each edge can hold, (m, L) siemens ascending per row (a digipot's taps), or
+        None where they are continuous (the default)."""
+        return None
+
     def __enter__(self):
         return self
 
@@ -250,7 +257,7 @@ class Substrate(ABC):
         return resp
 
     def nudge_derivative(self, inputs, targets) -> np.ndarray:
-        """dV/dbeta at beta = 0, (batch, n) volts per siemens: -mu = A^-1 P^T (y - V_O) (spec 7.2).
+        """dV/dbeta at beta = 0, (batch, n) volts per siemens: -mu = A^-1 P^T (y - V_O) (docs/math.md, section 7.2).
 
         The response to the current P^T (y - V_O^free) injected into the outputs: with every
         source at 0 V on a linear circuit (scaled by ``adjoint_gain``, exact at any amplitude), as
@@ -273,7 +280,7 @@ class Substrate(ABC):
 
     def homeostasis(self) -> tuple:
         """(H, dH/dtheta) at the written parameters: H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2), dH/dtheta (S),
-        the partial derivative at the fixed operating point (spec 7.3).
+        the partial derivative at the fixed operating point (docs/math.md, section 7.3).
 
         Substrates that can measure A (or know it exactly) override this.
         """

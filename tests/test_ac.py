@@ -1,4 +1,4 @@
-"""The infinitesimal and the complex nudge on ngspice (spec 7.2): AC analyses about the free operating point."""
+"""The infinitesimal and the complex nudge on ngspice (docs/math.md, section 7.2): AC analyses about the free operating point."""
 
 import numpy as np
 import pytest
@@ -123,7 +123,7 @@ def test_hil_grad_runs_ep_holo_on_ngspice(ngspice, tmp_path):
 
 
 def test_measured_small_signal_jacobian_is_the_device_equations_one(ngspice):
-    """A_FF from |F| AC probes per example against the level-1 stamps of spec 7.1 (test_vccs's independent
+    """A_FF from |F| AC probes per example against the level-1 stamps of docs/math.md, section 7.1 (test_vccs's independent
     computation); with it hil's decomposition gets lambda, cos(mu, lambda) and the symmetry index on the
     mosfet network, and the midpoint gate makes A symmetric."""
     from test_vccs import level1_small_signal_A

@@ -162,7 +162,7 @@ def test_coercivity_command_json():
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, ngspice):
-    """The validation report, regenerated from scratch as the README's `hil report --out DIR --ngspice`."""
+    """The validation report, regenerated from scratch as docs/validation.md's `hil report --out DIR --ngspice`."""
     from hil.analysis.report import generate
     out = tmp_path_factory.mktemp("report")
     generate(out, ngspice=True, progress=lambda m: None)
@@ -189,22 +189,19 @@ def test_direction_sign_convention_breaks_ties_by_order(v, sign):
     assert co.sign_convention(-np.asarray(v)) == -sign
 
 
-def test_readme_quotes_the_numbers_the_report_regenerates(report):
-    """Every table of the README's validation section is the report's, cell for cell (numbers to 5 %)."""
-    from pathlib import Path
-
-    from readme_numbers import compare
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    problems = compare(readme, (report / "report.md").read_text())
-    assert not problems, "\n".join(problems) + "\n(python tests/readme_numbers.py DIR --update rewrites them)"
+def test_docs_quote_the_numbers_the_report_regenerates(report):
+    """Every table of docs/validation.md's validation section is the report's, cell for cell (numbers to 5 %)."""
+    from docs_numbers import PAGE, compare
+    problems = compare(PAGE.read_text(), (report / "report.md").read_text())
+    assert not problems, "\n".join(problems) + "\n(python tests/docs_numbers.py DIR --update rewrites them)"
 
 
-def test_readme_check_catches_a_changed_number():
-    from readme_numbers import compare, update
+def test_docs_check_catches_a_changed_number():
+    from docs_numbers import compare, update
     report = "# r\n\n| rule | error |\n|---|---|\n| al | 43 |\n| ep | 1.1e-3 |\n"
     readme = "x\n\n## Validation\n\n| rule | error |\n|---|---|\n| al | 1.9e8 |\n| ep | 1.1e-3 |\n\n## Next\n"
     (problem,) = compare(readme, report)
-    assert "row 1 (al), column 'error': README says '1.9e8', the report '43'" in problem
+    assert "row 1 (al), column 'error': the page says '1.9e8', the report '43'" in problem
     assert compare(update(readme, report), report) == [] and update(readme, report).endswith("## Next\n")
     assert compare(readme.replace("1.9e8", "44"), report) == []  # within 5 %
     assert "no table with this header" in compare(readme.replace("| rule | error |", "| rule | err |"), report)[0]

@@ -1,4 +1,4 @@
-"""Layered circuits with one-way stages, and their rules (spec section 8)."""
+"""Layered circuits with one-way stages, and their rules (docs/math.md, section 8)."""
 
 import json
 import math

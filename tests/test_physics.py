@@ -1,5 +1,5 @@
 """The ideal substrate and the reference formulas against Kirchhoff's laws, finite
-differences and the exact identities of the spec (sections 1 to 5)."""
+differences and the exact identities of docs/math.md (sections 1 to 5)."""
 
 import numpy as np
 import pytest
@@ -83,7 +83,7 @@ def test_open_loop_nudge_and_adjoint_identities(net):
 def test_cl_clamp_identities(net):
     """V^C = V - eta mu with mu_F = L_FF^-1 P^T K^-1 r, and P^C - P^F = eta^2 L_K.
 
-    The spec's P is the co-content E = 1/2 sum g dV^2 (half the dissipated power):
+    The power P of docs/math.md, section 4, is the co-content E = 1/2 sum g dV^2 (half the dissipated power):
     the full power difference is 2 eta^2 L_K.
     """
     c, X, Y = net

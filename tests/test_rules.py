@@ -1,4 +1,4 @@
-"""Every estimator against the exact gradient: bias orders (spec 3 and 9), exactness, CL and AL limits."""
+"""Every estimator against the exact gradient: bias orders (docs/math.md, sections 3 and 11), exactness, CL and AL limits."""
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ def estimate(sub, rule, X, Y, kappa):
 
 @pytest.fixture(params=[7, 8, 9])
 def fresh(request):
-    """A circuit no test was tuned on: 10 nodes, 15 edges (the spec's section 9 size)."""
+    """A circuit no test was tuned on: 10 nodes, 15 edges (the size of docs/math.md, section 11)."""
     c = random_network(10, 3.0, seed=1000 + request.param)
     r = np.random.default_rng(request.param)
     X, Y = r.uniform(-1, 1, (6, 2)), r.uniform(-0.5, 0.5, (6, 2))

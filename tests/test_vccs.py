@@ -1,4 +1,4 @@
-"""Non-reciprocal circuits (spec 7.1): VCCS elements in circuit files, the ideal and ngspice substrates."""
+"""Non-reciprocal circuits (docs/math.md, section 7.1): VCCS elements in circuit files, the ideal and ngspice substrates."""
 
 import subprocess
 import sys
@@ -264,7 +264,7 @@ def test_training_a_vccs_circuit_keeps_gm_in_its_bounds_and_lowers_the_loss(tmp_
     assert load_circuit(tmp_path / "run" / "circuit.toml").k == c.k
 
 
-# -- generalised EP and the two biases (spec 7.2) ----------------------------------
+# -- generalised EP and the two biases (docs/math.md, section 7.2) ----------------------------------
 
 def kcl(c, V, theta):
     """Current leaving each node through the elements, (batch, n), summed element by element."""
@@ -403,7 +403,7 @@ def test_grad_bias_and_info_report_the_two_biases(tmp_path):
     assert "symmetry index" in hil("info", "net16", cwd=tmp_path).stdout
 
 
-# -- homeostasis (spec 7.3) and generated couplings ----------------------------------
+# -- homeostasis (docs/math.md, section 7.3) and generated couplings ----------------------------------
 
 def test_homeostasis_exact_gradient_and_the_stochastic_estimator():
     c = nonreciprocal()
@@ -516,7 +516,7 @@ def test_mosfet_small_signal_K_and_error_vector_match_the_nudge_response(ngspice
 
 def level1_small_signal_A(c, V, gates, k=200e-6 * 6, vt=0.5):
     """A_FF of a network of level-1 NMOS channels (gate at ``gates`` against ground, LAMBDA = GAMMA = 0)
-    at node voltages V (n,): the stamps of spec 7.1, triode and saturation, from the device equations."""
+    at node voltages V (n,): the stamps of docs/math.md, section 7.1, triode and saturation, from the device equations."""
     A = np.zeros((c.n, c.n))
     for e in range(c.m):
         d, s = (c.a[e], c.b[e]) if V[c.a[e]] >= V[c.b[e]] else (c.b[e], c.a[e])
@@ -564,7 +564,7 @@ def test_mosfet_radius_is_the_small_signal_one_and_the_midpoint_gate_removes_the
 
 
 def test_stencil_noise_optimal_nudge_is_larger_than_ep_syms():
-    """Higher nudge order, more noise amplification: the stencil's best nudge under noise is the larger (spec 7.2)."""
+    """Higher nudge order, more noise amplification: the stencil's best nudge under noise is the larger (docs/math.md, section 7.2)."""
     from hil.analysis.bias import sweep
     c = load("net16")
     t = teacher_task(c, 1, 6)

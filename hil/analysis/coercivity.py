@@ -1,4 +1,4 @@
-"""Coercivity and convergence (spec section 6): will training converge exponentially, and how fast?
+"""Coercivity and convergence (docs/math.md, section 6): will training converge exponentially, and how fast?
 
 J = dV_O/dg stacked over the examples (V/S). The constant that governs the loss
 is c = lambda_min(J J^T) on the subspace the residuals live in (for a linear

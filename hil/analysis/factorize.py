@@ -1,4 +1,4 @@
-"""The factorisation experiment on layered circuits (spec section 8; Garg & Vempala, AISTATS 2022).
+"""The factorisation experiment on layered circuits (docs/math.md, section 8; Garg & Vempala, AISTATS 2022).
 
 Y (d_L x d_0) of rank K, one-hot inputs, two-stage circuits of hidden width r
 below, at and above K, trained by ``gd`` (weight transport) and ``fa``

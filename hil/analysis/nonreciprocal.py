@@ -1,4 +1,4 @@
-"""Non-reciprocal circuits (spec section 7): the asymmetry bias against asymmetry, and what removes it.
+"""Non-reciprocal circuits (docs/math.md, section 7): the asymmetry bias against asymmetry, and what removes it.
 
 Two experiments, for the report:
 

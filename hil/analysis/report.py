@@ -60,7 +60,7 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
 
     # 1. bias orders --------------------------------------------------------------------------
     progress("bias orders (ideal)")
-    c = random_network(10, 3.0, seed=seed)  # 10 nodes, 15 edges: the spec's section 9 size
+    c = random_network(10, 3.0, seed=seed)  # 10 nodes, 15 edges: the size of docs/math.md, section 11
     task = teacher_task(c, seed=seed, examples=6)
     X, Y = task.X_train, task.Y_train
     sub = IdealSubstrate(c)
@@ -96,12 +96,12 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
                "precision of ngspice's perturbative `sens` reference. ep-holo runs on ngspice as an AC analysis "
                "about the free operating point, each complex nudge beta_k a complex admittance (a resistor of "
                "1/Re beta_k beside a capacitor of Im beta_k / (2 pi f), either possibly negative) from each "
-               "output to a source at y - V_O: the nudged state of the circuit linearised there (spec 7.2), exact "
+               "output to a source at y - V_O: the nudged state of the circuit linearised there (docs/math.md, section 7.2), exact "
                "for resistors.", "",
                "On the mosfet network every estimator misses the circuit's own gradient by an amount that does "
                "not vanish with the nudge: the gate is held against ground, so the channel's current depends on "
                "each node voltage, not only on the drop across it; A is non-symmetric and the error is the "
-               "asymmetry bias of spec 7.2 (section 7 separates it from the nudge bias). The radius and AL's "
+               "asymmetry bias of docs/math.md, section 7.2 (section 7 separates it from the nudge bias). The radius and AL's "
                "adjoint experiment are small-signal (AC) analyses about the free operating points; a large "
                "negative nudge can leave a channel near pinch-off without an operating point (such points are "
                "left out of the sweep).", ""]

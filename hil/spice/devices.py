@@ -4,21 +4,21 @@ A learning rule updates conductances g (siemens). A device maps the conductance
 it is asked for onto what the hardware holds (its *parameter*), and reports the
 conductance it believes it realised, so the training loop stays the same:
 
-==========  ==========  =====================================================
-device      parameter   map
-==========  ==========  =====================================================
-resistor    g, S        identity (an ideal resistor of 1/g ohms)
-digipot     tap code    nearest of N + 1 taps, R = R_W + code R_AB / N
-mosfet      V_gate, V   NMOS channel in triode; g(V_gate) calibrated by an
-                        ngspice DC sweep at small V_ds and cached
-mosfet-mid  V_c, V      the same channel, gate driven at V_c + (V_d + V_s)/2
-                        (two VCVS of gain 1/2 in series with V_c): reciprocal
-mosfet-bsim V_gate, V   as mosfet, the channel a BSIM4 model (PTM 65 nm card,
-                        netlists/nmos_bsim4_ptm65.lib), W/L = 20, gate 0..4 V
-mosfet-mid-bsim  V_c, V as mosfet-mid with the BSIM4 channel
-==========  ==========  =====================================================
+================  ==========  =====================================================
+device            parameter   map
+================  ==========  =====================================================
+resistor          g, S        identity (an ideal resistor of 1/g ohms)
+digipot           tap code    nearest of N + 1 taps, R = R_W + code R_AB / N
+mosfet            V_gate, V   NMOS channel in triode; g(V_gate) calibrated by an
+                              ngspice DC sweep at small V_ds and cached
+mosfet-mid        V_c, V      the same channel, gate driven at V_c + (V_d + V_s)/2
+                              (two VCVS of gain 1/2 in series with V_c): reciprocal
+mosfet-bsim       V_gate, V   as mosfet, the channel a BSIM4 model (PTM 65 nm card,
+                              netlists/nmos_bsim4_ptm65.lib), W/L = 20, gate 0..4 V
+mosfet-mid-bsim   V_c, V      as mosfet-mid with the BSIM4 channel
+================  ==========  =====================================================
 
-The ground-referenced ``mosfet`` is non-reciprocal (spec 7.1): its current depends
+The ground-referenced ``mosfet`` is non-reciprocal (docs/math.md, section 7.1): its current depends
 on V_d and V_s separately, so A is non-symmetric wherever a channel carries current.
 ``mosfet-mid`` makes the square-law channel linear, I = k (V_c - V_T)(V_d - V_s): on a
 bench the gate drive is a follower network (two buffered 2:1 dividers from drain and
@@ -232,6 +232,26 @@ class Mosfet(Device):
     def sens_vector(self, e):
         return f"vge_{self.circuit.edge_names[e]}".lower()
 
+    def regions(self, V, p):
+        """Each channel's region at operating points: (B, m) of 0 triode, 1 saturation, 2 cut off.
+
+        ``V`` (B, n): node voltages of B operating points (V); ``p``: the gate parameters (V).
+        The square law's boundaries with the source the lower terminal s and the drain the
+        higher d: overdrive V_ov = V_g - V_s - V_T (V_T: the card's vto, plus the part's
+        threshold offset); triode V_d - V_s < V_ov, saturation 0 < V_ov <= V_d - V_s, cut off
+        V_ov <= 0. None for a channel that is not a square law (BSIM4).
+        """
+        import re
+        m = re.search(r"\bvto\s*=\s*([-+0-9.eE]+)", self.model_card, re.I)
+        if m is None:
+            return None
+        c, V = self.circuit, np.atleast_2d(np.asarray(V, float))
+        va, vb = V[:, c.a], V[:, c.b]
+        lo, hi = np.minimum(va, vb), np.maximum(va, vb)
+        gate = np.asarray(p, float)[None, :] + ((va + vb) / 2 if self.midpoint else 0.0)
+        ov = gate - self.truth["dvth"][None, :] - float(m.group(1)) - lo
+        return np.where(ov <= 0, 2, np.where(hi - lo < ov, 0, 1))
+
     def dparam_dg(self, p):
         """dV_gate/dg of the calibration segment that holds p (the same segment param_from_g interpolates on)."""
         k = np.clip(np.searchsorted(self._vg_on, np.asarray(p, float)) - 1, 0, len(self._vg_on) - 2)
@@ -239,7 +259,7 @@ class Mosfet(Device):
 
 
 class MosfetMidpoint(Mosfet):
-    """The NMOS channel with its gate at V_c + (V_d + V_s)/2 (spec 7.1): I = k (V_c - V_T)(V_d - V_s), reciprocal.
+    """The NMOS channel with its gate at V_c + (V_d + V_s)/2 (docs/math.md, section 7.1): I = k (V_c - V_T)(V_d - V_s), reciprocal.
 
     The parameter is V_c (volts), held by ``Vge_<edge>`` in series with two VCVS of gain 1/2
     controlled by the drain and the source against ground.
@@ -265,6 +285,9 @@ class _Bsim:
     model_file = "nmos_bsim4_ptm65.lib"
     W, L = 20e-6, 1e-6
     param_range = (0.0, 4.0)
+    def regions(self, V, p):
+        return None  # BSIM4 has no square-law boundary to count against
+
     # ngspice 39's sens on a BSIM4 deck fails in DEVsetup and leaves libngspice unusable:
     # the reference gradient is taken by central differences instead
     sens = False

@@ -26,7 +26,7 @@ small-signal Jacobian).
 Each input is a voltage source ``Vin_<i>`` (at :func:`input_drive`). A VCCS ``G1`` of the circuit is SPICE's
 ``Gv_G1 out_p out_n ctrl_p ctrl_n gm`` (its ``gain`` is altered on a write); the
 adjoint deck (``adjoint=True``) swaps its output and control ports, which realises
-A_FF^T (spec 7.2).
+A_FF^T (docs/math.md, section 7.2).
 
 Every other element kind writes its own card (:meth:`hil.elements.Kind.card`): a diode
 ``D_<name>`` with its ``.model dm_<name>``; a level-1 channel ``M_<name>`` with its

@@ -49,6 +49,7 @@ class NgSpiceSubstrate(Substrate):
 
     device : 'resistor' (ideal resistors: the cross-check against the ideal
         substrate), 'digipot', 'mosfet' (gate against ground) or 'mosfet-mid' (gate at V_c + (V_d + V_s)/2).
+
     nonideal : a :class:`NonIdeal`, a path to its TOML file, or None (ideal parts).
     batched : each round as one DC sweep (default) or one ``op`` per example and experiment.
     """
@@ -161,6 +162,28 @@ class NgSpiceSubstrate(Substrate):
         are measured as small signals about the free operating point (see Substrate)."""
         from hil.spice.devices import Mosfet
         return isinstance(self.device, Mosfet) or bool(self.circuit.elements)
+
+    def levels(self) -> np.ndarray | None:
+        """A digipot's tap conductances as the device believes them (nominal parts), (m, taps + 1) S ascending;
+        None for the continuous devices."""
+        taps = getattr(self.device, "taps", None)
+        if taps is None:
+            return None
+        return np.tile(np.sort(self.device.g_from_param(np.arange(taps + 1))), (self.circuit.m, 1))
+
+    def channel_regions(self, X) -> dict | None:
+        """How many channels sit in each region at the free operating points of the examples X (B, |inputs|):
+        {"triode", "saturation", "cutoff": counts over B x m channel-examples, "channels": B x m,
+        "examples_out": examples with a channel out of triode}; None for devices without a square-law channel."""
+        from hil.substrate import Free
+        regions = getattr(self.device, "regions", None)
+        X = np.atleast_2d(np.asarray(X, float))
+        V = self.measure(X, np.zeros((len(X), len(self.circuit.outputs))), [Free()])[Free()] if regions else None
+        r = regions(V, self._p) if regions else None
+        if r is None:
+            return None
+        return {"triode": int(np.sum(r == 0)), "saturation": int(np.sum(r == 1)), "cutoff": int(np.sum(r == 2)),
+                "channels": int(r.size), "examples_out": int(np.sum(np.any(r != 0, axis=1)))}
 
     def write_gm(self, gm) -> None:
         """Set every VCCS's transconductance (k,) siemens in each deck (``alter ... gain``)."""
@@ -569,7 +592,7 @@ class NgSpiceSubstrate(Substrate):
         """The nudged states of the linearised circuit, (batch, n) volts each, for closed-loop load
         experiments at complex beta (S) with targets y: V0 + dV, dV the AC response with the load
         beta to a source at y - V0_O on every output, i.e. (A + beta P P^T) dV = beta P^T (y - V_O)
-        (spec 7.2). All about the same operating point V0 per example, so that an estimator
+        (docs/math.md, section 7.2). All about the same operating point V0 per example, so that an estimator
         combining them sees one linear circuit. Voltmeter noise on both parts."""
         out = list(self.circuit.outputs)
         settings = [lambda i, v0, e=e: self._ac_setting(beta=complex(e.beta),
@@ -584,7 +607,7 @@ class NgSpiceSubstrate(Substrate):
 
     def nudge_derivative(self, inputs, targets) -> np.ndarray:
         """dV/dbeta at beta = 0 (batch, n), V/S: one AC analysis per example about its free operating point,
-        the AC current P^T (y - V_O) injected into the outputs (spec 7.2); exact for nonlinear devices too.
+        the AC current P^T (y - V_O) injected into the outputs (docs/math.md, section 7.2); exact for nonlinear devices too.
         Noiseless (a quantity of the circuit, as the ``sens`` reference)."""
         X = np.atleast_2d(np.asarray(inputs, float))
         Y = np.atleast_2d(np.asarray(targets, float))
@@ -600,7 +623,7 @@ class NgSpiceSubstrate(Substrate):
         return dV.real
 
     def small_signal_jacobian(self, inputs) -> np.ndarray:
-        """A_FF about each example's free operating point, (batch, |F|, |F|) siemens (spec 7.1).
+        """A_FF about each example's free operating point, (batch, |F|, |F|) siemens (docs/math.md, section 7.1).
 
         |F| AC analyses per example, 1 A AC into each free node in turn: their responses at the
         free nodes are the columns of A_FF^-1, inverted. Exact small-signal A for any device.

@@ -1,13 +1,13 @@
-"""The README's validation tables against a freshly generated report.
+"""The documentation's validation tables against a freshly generated report.
 
-The README section "Validation" quotes tables of ``hil report --out DIR --ngspice``
-whole: each README table has the header of one table of ``DIR/report.md`` and the same
-rows in the same order. :func:`compare` lists every cell where they differ (numbers
-beyond a relative tolerance; anything else as text); :func:`update` rewrites the README's
-tables from a report, for after a change that moves the numbers on purpose.
+The section "Validation" of docs/validation.md quotes tables of ``hil report --out DIR
+--ngspice`` whole: each table there has the header of one table of ``DIR/report.md`` and
+the same rows in the same order. :func:`compare` lists every cell where they differ
+(numbers beyond a relative tolerance; anything else as text); :func:`update` rewrites the
+page's tables from a report, for after a change that moves the numbers on purpose.
 
-    python tests/readme_numbers.py DIR            # compare, exit 1 on any difference
-    python tests/readme_numbers.py DIR --update   # rewrite README.md's tables from DIR/report.md
+    python tests/docs_numbers.py DIR            # compare, exit 1 on any difference
+    python tests/docs_numbers.py DIR --update   # rewrite docs/validation.md's tables from DIR/report.md
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the page that quotes the report
+PAGE = ROOT / "docs" / "validation.md"
 SECTION = "## Validation"
 NUMBER = re.compile(r"^[+-]?(\d[\d,]*\.?\d*|\.\d+)(e[+-]?\d+)?$", re.I)
 #: numbers below this in magnitude are rounding (errors at machine precision, a constant that is zero):
@@ -47,7 +49,7 @@ def _cells(line: str) -> tuple:
 
 
 def _section(text: str) -> tuple:
-    """(start, end) character offsets of the README's validation section."""
+    """(start, end) character offsets of the page's validation section."""
     start = text.index(SECTION)
     nxt = text.find("\n## ", start + len(SECTION))
     return start, len(text) if nxt < 0 else nxt
@@ -65,51 +67,51 @@ def _same(a: str, b: str, rtol: float) -> bool:
     return False
 
 
-def compare(readme: str, report: str, rtol: float = 0.05) -> list:
-    """Differences between the README's validation tables and the report's, as readable lines."""
-    start, end = _section(readme)
+def compare(page: str, report: str, rtol: float = 0.05) -> list:
+    """Differences between the page's validation tables and the report's, as readable lines."""
+    start, end = _section(page)
     theirs = {h: rows for _, h, rows in tables(report)}
     problems = []
-    quoted = tables(readme[start:end])
+    quoted = tables(page[start:end])
     if not quoted:
-        problems.append("the README's validation section quotes no table")
+        problems.append("the validation section quotes no table")
     for _, header, rows in quoted:
         name = " | ".join(header[:3]) + " ..."
         if header not in theirs:
-            problems.append(f"README table [{name}]: the report has no table with this header")
+            problems.append(f"table [{name}]: the report has no table with this header")
             continue
         want = theirs[header]
         if len(rows) != len(want):
-            problems.append(f"README table [{name}]: {len(rows)} rows, the report's has {len(want)}")
+            problems.append(f"table [{name}]: {len(rows)} rows, the report's has {len(want)}")
         for i, (ours, rep) in enumerate(zip(rows, want)):
             for col, (a, b) in enumerate(zip(ours, rep)):
                 if not _same(a, b, rtol):
-                    problems.append(f"README table [{name}] row {i + 1} ({ours[0]}), column '{header[col]}': "
-                                    f"README says {a!r}, the report {b!r}")
+                    problems.append(f"table [{name}] row {i + 1} ({ours[0]}), column '{header[col]}': "
+                                    f"the page says {a!r}, the report {b!r}")
     return problems
 
 
-def update(readme: str, report: str) -> str:
-    """``readme`` with each validation table replaced by the report's table of the same header."""
-    start, end = _section(readme)
+def update(page: str, report: str) -> str:
+    """``page`` (the text of the page) with each validation table replaced by the report's table of the same header."""
+    start, end = _section(page)
     theirs = {h: rows for _, h, rows in tables(report)}
-    section = readme[start:end].splitlines()
-    for line, header, rows in reversed(tables(readme[start:end])):
+    section = page[start:end].splitlines()
+    for line, header, rows in reversed(tables(page[start:end])):
         if header in theirs:
             new = ["| " + " | ".join(r) + " |" for r in theirs[header]]
             section[line + 2:line + 2 + len(rows)] = new
-    return readme[:start] + "\n".join(section) + readme[end:]
+    return page[:start] + "\n".join(section) + page[end:]
 
 
 def main(argv) -> int:
     report_dir = Path(argv[0])
-    readme = (ROOT / "README.md").read_text()
+    page = PAGE.read_text()
     report = (report_dir / "report.md").read_text()
     if "--update" in argv:
-        (ROOT / "README.md").write_text(update(readme, report))
-        readme = (ROOT / "README.md").read_text()
-    problems = compare(readme, report)
-    print("\n".join(problems) or "the README's validation tables match the report")
+        PAGE.write_text(update(page, report))
+        page = PAGE.read_text()
+    problems = compare(page, report)
+    print("\n".join(problems) or f"{PAGE.name}'s validation tables match the report")
     return 1 if problems else 0
 
 
