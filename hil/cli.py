@@ -358,7 +358,7 @@ def cmd_grad(args):
     si = dec["symmetry_index"]
     lines = [_task_line(task)] + ([nudge_note(refused, rule.nudge, rule.nudge_unit)] if refused else []) + [
              f"{rule.describe()} on {circuit.name}: {summary}",
-             "error split (docs/elements.md), relative to ||dC/dtheta||: "
+             "error split, relative to ||dC/dtheta||: "
              + (f"nudge bias ||ghat(beta) - ghat(0)|| = {f(nb)}, " if ep_family else "")
              + f"local-signal bias ||ghat(0) + mu^T dF/dtheta|| = {f(dec['local_signal_bias'])}, "
              + f"asymmetry bias ||(lambda - mu)^T dF/dtheta|| = {f(dec['asymmetry_bias'])}"
@@ -374,20 +374,18 @@ def cmd_grad(args):
     _emit(args, obj, "\n".join(lines))
 
 
-def _outside_note(counts) -> str:
-    """'; elements outside their linear region: example 4: 3' (or nothing when none is)."""
-    if not counts or not any(counts):
-        return ""
-    return "; elements outside their linear region (saturated or cut-off channels, conducting diodes): " + \
-        ", ".join(f"example {i}: {k}" for i, k in enumerate(counts) if k)
-
-
 def _regions_line(r: dict) -> str:
     """What grad and info say about the channels' regions at the free operating points."""
     out = r["channels"] - r["triode"]
     return (f"channels out of triode at the free operating points: {out} of {r['channels']} channel-examples "
             f"({r['saturation']} saturated, {r['cutoff']} cut off) in {r['examples_out']} examples"
             + ("; a smaller --amplitude keeps them in triode" if out else ""))
+def _outside_note(counts) -> str:
+    """'; elements outside their linear region: example 4: 3' (or nothing when none is)."""
+    if not counts or not any(counts):
+        return ""
+    return "; elements outside their linear region (saturated or cut-off channels, conducting diodes): " + \
+        ", ".join(f"example {i}: {k}" for i, k in enumerate(counts) if k)
 
 
 def _info_layered(args, c):

@@ -239,8 +239,7 @@ def operating_jacobian(c: Circuit, X=None, g=None) -> np.ndarray:
 
 
 def homeostasis(c: Circuit, g=None) -> float:
-    """H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2) at the operating point (docs/math.md, section 7.3; 0 V inputs for a
-    nonlinear circuit); zero for resistors."""
+    """H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2) at the operating point (docs/math.md, section 7.3; 0 V inputs); zero for resistors."""
     A = operating_jacobian(c, None, g)
     return float(0.5 * np.sum((A - A.T) ** 2))
 

@@ -172,8 +172,7 @@ def outside_linear(sub: Substrate, V) -> list | None:
 
 
 def decomposition(sub: Substrate, X, Y, reference=None, limit=None) -> dict:
-    """The quantities of docs/math.md, section 7.2, and docs/elements.md (the error in three terms) that do not
-    depend on a nudge, at the substrate's parameters.
+    """The quantities of docs/math.md, sections 7.2 and 9.3, that do not depend on a nudge, at the substrate's parameters.
 
     Returns {'limit': ghat(0), the rule's limit; 'true_limit': -mu^T dF/dtheta (None where unknown);
     'reference': dC/dtheta; relative to ||dC/dtheta||: 'local_signal_bias' ||ghat(0) - (-mu^T dF/dtheta)||

@@ -41,7 +41,7 @@ CLAMP_ETA = 0.05
 def cocontent(meas: Measurements, state) -> np.ndarray:
     """f_theta per example and parameter, (batch, n_params) V^2; holomorphic (no conjugate).
 
-    Each element's local signal (docs/math.md, section 7.2): an edge's co-content 1/2 dV_e^2; a
+    Each element's local signal: an edge's co-content 1/2 dV_e^2; a
     trainable VCCS's (V_ctrl_p - V_ctrl_n) at the free state times (V_out_p - V_out_n)
     at ``state``; every other kind's own (:meth:`hil.elements.Kind.local_signal`: a channel's
     di/dvg at the free state times its drop at ``state``, or its co-content's dG/dvg with the

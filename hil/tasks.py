@@ -150,8 +150,8 @@ def teacher_task(circuit: Circuit, seed: int, examples: int = 16, test_examples:
     _check_amplitude(amplitude)
     rng = np.random.default_rng(seed)
     g_teacher = np.exp(rng.uniform(np.log(circuit.g_min), np.log(circuit.g_max), circuit.m))
-    g_teacher[circuit.edge_fixed] = circuit.g[circuit.edge_fixed]  # a fixed resistor is the teacher's too
     amp = f" amplitude={amplitude:g}V" if amplitude != 1 else ""
+    g_teacher[circuit.edge_fixed] = circuit.g[circuit.edge_fixed]  # a fixed resistor is the teacher's too
     return _teach(circuit, g_teacher, rng, examples, test_examples,
                   f"teacher seed={seed} examples={examples}{amp}", {"teacher_seed": seed, "amplitude": amplitude},
                   amplitude)

@@ -552,10 +552,11 @@ def _load_task(run: Run) -> Task:
 
 
 def _checkpoint_check(circuit: Circuit, steps: int):
-    lo, hi = circuit.bounds()  # fixed edges at [g, g], gate voltages at [vg_min, vg_max]
-    names, t = circuit.param_names, circuit.m + len(circuit.trainable_vccs)
+    lo, hi = circuit.bounds()  # theta: conductances, transconductances, gate voltages (fixed edges at [g, g])
+    names = circuit.param_names
     return checkpoint_check(circuit.n_params, lo, hi,
-                            lambda e: f"{'edge' if e < circuit.m else 'vccs' if e < t else 'element'} '{names[e]}'")
+                            lambda e: f"{'edge' if e < circuit.m else 'vccs' if names[e] in circuit.vccs_names else 'parameter'} "
+                                      f"'{names[e]}'")
 
 
 def checkpoint_check(n: int, lo, hi, name_of, rng: bool = True):

@@ -76,7 +76,7 @@ def test_the_emulator_page_lists_every_command_the_instruments_answer(html):
         for b in bases:
             assert b in text, b
     # a declared setting shows its parameter and *RST default as the 2400's manual gives them
-    assert "SOURce:VOLTage:MODE(?) FIXed | LIST FIX" in text
+    assert "SOURce:VOLTage:MODE(?) FIXed | LIST | SWEep FIX" in text
 
 
 def test_the_api_reference_documents_every_module(html):

@@ -12,7 +12,7 @@ With voltmeter noise sigma (V rms on every reading), R repeats give the squared
 bias ||E ghat - g*||^2 and the variance E ||ghat - E ghat||^2, both relative to
 ||g*||^2; the nudge minimising their sum is the one a bench user wants.
 
-The error of an EP estimate splits in three (docs/elements.md): the nudge bias ||ghat(beta) -
+The error of an EP estimate splits in three: the nudge bias ||ghat(beta) -
 ghat(0)||, which vanishes with beta; the local-signal bias ||ghat(0) - (-mu^T dF/dtheta)||,
 where the rule's local signal is not dF/dtheta (a transistor edge read as 1/2 dV^2 out of
 triode); and the asymmetry bias ||(lambda - mu)^T dF/dtheta||, which does not vanish either and
