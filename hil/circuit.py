@@ -596,11 +596,10 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
     for kind in KINDS:
         if kind.table in data:
             try:
-                grp = kind.parse(data[kind.table], ctx)
+                grps = kind.parse(data[kind.table], ctx)
             except ElementError as exc:
                 raise CircuitError(str(exc)) from None
-            if len(grp):
-                elements.append(grp)
+            elements += [grp for grp in (grps if isinstance(grps, list) else [grps]) if len(grp)]
 
     def lookup(nm, key):
         if not isinstance(nm, str) or nm not in index:

@@ -197,20 +197,31 @@ class Diode(Kind):
 
     @classmethod
     def parse(cls, tables, ctx):
+        """The [[diode]] tables: the Shockley diodes, then (``model = "ideal"``) the ideal ones, as two groups."""
         names, nodes, vals = [], [], {"is": [], "n": [], "rs": []}
+        ideal_names, ideal_nodes = [], []
         for j, t in enumerate(ctx.tables(tables, cls)):
             nm, where = ctx.header(t, j, cls)
             what = f"diode '{nm}'"
             model = t.get("model", "shockley")
-            if model != "shockley":
+            if model not in ("shockley", "ideal"):
                 raise ElementError(f"{ctx.at('model', j, cls.table)}: {what}: model = {model!r} is not supported "
-                                   "(expected \"shockley\"; the piecewise-linear \"ideal\" diode is not implemented yet)")
+                                   "(expected \"shockley\" or \"ideal\")")
+            if model == "ideal":
+                extra = [k for k in ("is", "n", "rs") if k in t]
+                if extra:
+                    raise ElementError(f"{ctx.at(extra[0], j, cls.table)}: {what}: an ideal diode has no "
+                                       f"'{extra[0]}' (it conducts with no drop, blocks with no current)")
+                ideal_nodes.append(ctx.two_terminals(t, j, cls, what))
+                ideal_names.append(nm)
+                continue
             nodes.append(ctx.two_terminals(t, j, cls, what))
             vals["is"].append(_number(t, "is", ctx.at("is", j, cls.table), what, "A", positive=True))
             vals["n"].append(_number(t, "n", ctx.at("n", j, cls.table), what, "1", positive=True, default=1.0))
             vals["rs"].append(_number(t, "rs", ctx.at("rs", j, cls.table), what, "ohms", nonneg=True, default=0.0))
             names.append(nm)
-        return cls(names, np.array(nodes, int).reshape(-1, 2), vals)
+        return [cls(names, np.array(nodes, int).reshape(-1, 2), vals),
+                IdealDiode(ideal_names, np.array(ideal_nodes, int).reshape(-1, 2), {})]
 
     def _current(self, dv):
         """(i, di/ddv) of each diode at drops dv (B, k)."""
@@ -261,6 +272,49 @@ class Diode(Kind):
         a, b = (node_names[x] for x in self.nodes[j])
         return ["[[diode]]", f'name = "{self.names[j]}"', f'a = "{a}"', f'b = "{b}"',
                 f"is = {float(self.values['is'][j])!r}", f"n = {float(self.values['n'][j])!r}", f"rs = {float(self.values['rs'][j])!r}", ""]
+
+
+class IdealDiode(Kind):
+    """[[diode]] with ``model = "ideal"`` (Scellier 2024): i >= 0, dv <= 0, i dv = 0 from anode a to cathode b.
+
+    Its current i is an unknown of its own (a branch, as a VCVS's) and its equation the complementarity
+    max(dv, -R0 i) = 0, R0 = 1 kohm a scale: on (dv = 0, i >= 0) a short, off (i = 0, dv <= 0) an open
+    (written so that its stamp, like a resistor's, is symmetric).
+    Newton's method on this piecewise-linear equation is an active-set method: each step solves the circuit
+    with the diodes of the current guess on and off, and the guess is revised where the step violates it; a
+    circuit of resistors, sources and ideal diodes is solved exactly (to rounding) in finitely many steps.
+    The state minimises the co-content sum of 1/2 g dv^2 subject to dv <= 0 at every diode (a convex
+    quadratic program). No SPICE card: ngspice has no ideal diode.
+    """
+
+    table, prefix, terminals, linear, branch = "diode", "D", ("a", "b"), False, True
+    R0 = 1e3
+
+    def evaluate(self, Vt):
+        # terminals: a, b, then the diode's current (the 3rd "terminal")
+        i = Vt[..., 2]
+        dv = Vt[..., 0] - Vt[..., 1]
+        on = dv >= -self.R0 * i  # max picks dv: the diode is a short
+        con = np.where(on, dv, -self.R0 * i)
+        G = np.zeros(i.shape + (3, 3))
+        G[..., 0, 2], G[..., 1, 2] = 1.0, -1.0
+        G[..., 2, 0] = np.where(on, 1.0, 0.0)
+        G[..., 2, 1] = np.where(on, -1.0, 0.0)
+        G[..., 2, 2] = np.where(on, 0.0, -self.R0)
+        return np.stack([i, -i, con], axis=-1), G
+
+    def outside_linear(self, Vt):
+        """Conducting diodes (dv = 0 to rounding), from the terminal voltages (B, k, 2)."""
+        dv = Vt[..., 0] - Vt[..., 1]
+        return dv >= -1e-12 * np.maximum(1.0, np.abs(Vt).max(axis=-1))
+
+    def card(self, sc, nn, j, value=None, adjoint=False):
+        raise ValueError(f"diode '{self.names[j]}': an ideal diode has no SPICE card (ngspice has no ideal diode); "
+                         "use the ideal backend, or a Shockley diode")
+
+    def toml(self, j, node_names):
+        a, b = (node_names[x] for x in self.nodes[j])
+        return ["[[diode]]", f'name = "{self.names[j]}"', f'a = "{a}"', f'b = "{b}"', 'model = "ideal"', ""]
 
 
 #: default bounds on a channel's gate voltage (V)

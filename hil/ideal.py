@@ -39,6 +39,8 @@ import scipy.sparse.linalg as spla
 
 from hil.circuit import Circuit
 from hil.exact import source_values
+from hil.spice.devices import Device as _Device
+from hil.spice.devices import Mosfet as _MosfetDevice
 from hil.substrate import Substrate, SubstrateError
 
 
@@ -397,7 +399,7 @@ class IdealChannelSubstrate(Substrate):
         if circuit.k or circuit.elements:
             raise SubstrateError(f"--device {device} turns the edges of a resistor network into channels; circuit "
                                  f"'{circuit.name}' has other elements (write its channels as [[mosfet]] instead)")
-        self.circuit, self.device_name = circuit, device
+        self.circuit, self.device_name, self.name = circuit, device, device
         card = level1_parameters(_model_card(folder("netlists") / Mosfet.model_file))
         self.k = card["kp"] * Mosfet.W / Mosfet.L
         self.vto, self.midpoint = card["vto"], device == "mosfet-mid"
@@ -427,27 +429,17 @@ class IdealChannelSubstrate(Substrate):
         self.inner = IdealSubstrate(self.channels)
         self.write(circuit.theta if g is None else g)
 
-    # the device's believed map, as hil.spice.devices.Mosfet
-    def g_from_param(self, p):
-        return np.interp(np.asarray(p, float), self.vg, self.g)
-
-    def param_from_g(self, g):
-        return np.interp(np.asarray(g, float), self._g_on, self._vg_on)
-
-    def dparam_dg(self, p) -> np.ndarray:
-        """dV_gate/dg of the calibration segment that holds p (V/S)."""
-        k = np.clip(np.searchsorted(self._vg_on, np.asarray(p, float)) - 1, 0, len(self._vg_on) - 2)
-        return (self._vg_on[k + 1] - self._vg_on[k]) / (self._g_on[k + 1] - self._g_on[k])
+    # the device's believed map and range check, those of the ngspice device (on this calibration curve)
+    name, unit = "mosfet", "V"
+    g_from_param = _MosfetDevice.g_from_param
+    param_from_g = _MosfetDevice.param_from_g
+    dparam_dg = _MosfetDevice.dparam_dg
+    check = _Device.check
 
     def write(self, g) -> np.ndarray:
         g = self.circuit.check_g(g)
         p = self.param_from_g(g)
-        lo, hi = self.param_range
-        bad = np.flatnonzero(~np.isfinite(p) | (p < lo) | (p > hi))
-        if bad.size:
-            e = bad[0]
-            raise SubstrateError(f"edge '{self.circuit.edge_names[e]}': gate voltage {float(p[e])!r} V is outside "
-                                 f"[{lo}, {hi}] V")
+        self.check(p)
         self._p = p
         self.inner.write(np.concatenate([self._gmin, p]))
         return self.read()
@@ -491,6 +483,17 @@ class IdealChannelSubstrate(Substrate):
         """Per example, the number of channels saturated or cut off at states V (batch, n)."""
         grp = self.inner.circuit.elements[1]
         return grp.outside_linear(V[:, grp.nodes]).sum(axis=1)
+
+    def channel_regions(self, X) -> dict:
+        """How many channels sit in each region at the free operating points of the examples X (as
+        :meth:`hil.spice.substrate.NgSpiceSubstrate.channel_regions`: counts over B x m channel-examples)."""
+        from hil.substrate import Experiment
+        X = np.atleast_2d(np.asarray(X, float))
+        V = self.run(X, [Experiment.free(len(X), len(self.circuit.outputs))])[0]
+        grp = self.inner.circuit.elements[1]
+        r = grp.regions(V[:, grp.nodes])  # 0 cut off, 1 triode, 2 saturation
+        return {"triode": int(np.sum(r == 1)), "saturation": int(np.sum(r == 2)), "cutoff": int(np.sum(r == 0)),
+                "channels": int(r.size), "examples_out": int(np.sum(np.any(r != 1, axis=1)))}
 
     def homeostasis(self) -> tuple:
         raise SubstrateError(f"homeostasis acts on trainable asymmetries (VCCS); the {self.device_name} device has "

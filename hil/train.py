@@ -241,6 +241,12 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
         from hil.spice.substrate import NgSpiceSubstrate
         return NgSpiceSubstrate(circuit, **options)
     if backend == "bench":
+        if circuit.elements or circuit.biases:  # a bench has parts for edges and sources at its inputs only
+            what = [f"{grp.table} '{grp.names[0]}'" for grp in circuit.elements] + \
+                [f"bias node '{circuit.nodes[i]}'" for i in circuit.biases]
+            raise ValueError(f"{circuit.source}: the bench has no part for {what[0]}"
+                             f"{' (and ' + str(len(what) - 1) + ' more)' if len(what) > 1 else ''}; "
+                             "circuits with diodes, channels, VCVS or biases run on --backend ideal or ngspice")
         from hil.drivers.bench import BenchSubstrate
         if "bench" not in options:
             raise ValueError("backend bench needs a bench file (--bench FILE; `hil emulate` writes one)")

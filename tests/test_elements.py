@@ -408,3 +408,59 @@ def test_a_run_with_channels_resumes_with_its_gate_voltages(tmp_path):
     ga, gb = a.load_checkpoint()["g"], b.load_checkpoint()["g"]
     assert len(ga) == 7 and ga[-1] != 3.0  # the channel's vg was trained and kept
     np.testing.assert_allclose(ga, gb, rtol=1e-12)
+
+
+def test_the_bench_refuses_the_kinds_it_has_no_part_for(tmp_path):
+    from hil.train import open_substrate
+    c = load_circuit(write(tmp_path, MIX))
+    with pytest.raises(ValueError, match=r"c.toml: the bench has no part for diode 'D1' \(and 3 more\); circuits "
+                                         r"with diodes, channels, VCVS or biases run on --backend ideal or ngspice"):
+        open_substrate(c, "bench", bench=str(tmp_path / "bench.toml"))
+
+
+IDEAL = MIX.replace("is = 1.0e-12\nn = 1.0\nrs = 20.0", 'model = "ideal"').replace(
+    '[[mosfet]]\nname = "M1"\nd = "h1"\ns = "h2"\ngate = "ground"', '[[mosfet]]\nname = "M1"\nd = "h1"\ns = "h2"\ngate = "midpoint"')
+
+
+def ideal_diode_circuit(seed):
+    import tomllib
+
+    from hil.circuit import circuit_from_dict
+    c0 = random_network(12, 3, seed=seed)
+    d = tomllib.loads(c0.to_toml())
+    rng = np.random.default_rng(seed)
+    d["diode"] = [{"name": f"D{j}", "a": c0.nodes[a], "b": c0.nodes[b], "model": "ideal"}
+                  for j, (a, b) in enumerate(rng.choice(c0.n, 2, replace=False) for _ in range(5))]
+    return circuit_from_dict(d, source=f"ideal diodes {seed}")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ideal_diodes_are_solved_exactly(seed):
+    c = ideal_diode_circuit(seed)
+    assert c.reciprocal and [type(g).__name__ for g in c.elements] == ["IdealDiode"]
+    rng = np.random.default_rng(seed)
+    X, Y = rng.uniform(-1, 1, (20, 2)), rng.uniform(-0.3, 0.3, (20, 2))
+    system, x = operating_point(c, X)
+    idx = system.idx[-1]
+    i, dv = x[:, idx[:, 2]], x[:, idx[:, 0]] - x[:, idx[:, 1]]
+    # complementarity: each diode conducts with no drop or blocks with no current, both in some example
+    assert i.min() >= 0 and dv.max() <= 1e-15 and np.abs(i * dv).max() <= 1e-18
+    on = i > 0
+    assert on.any() and (~on).any()
+    R, _, imax = system.evaluate(x, False)
+    assert (np.abs(R[:, system.unknowns()]).max(axis=1) / imax).max() < 1e-12
+    # the state minimises the co-content: every diode's constraint dv <= 0, and among the states that keep the
+    # conducting diodes shorted and the others open it is the linear one (KCL above); gd = central differences
+    ref = fd_gradient(c, X, Y)
+    np.testing.assert_allclose(exact.gradient(c, X, Y), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+
+
+def test_an_ideal_diode_loads_round_trips_and_is_refused_by_ngspice(tmp_path):
+    c = load_circuit(write(tmp_path, IDEAL))
+    assert [type(g).__name__ for g in c.elements] == ["IdealDiode", "Mosfet", "VCVS"]
+    assert load_circuit(c.save(tmp_path / "again.toml")).to_toml() == c.to_toml()
+    with pytest.raises(CircuitError, match=r":53: diode 'D1': an ideal diode has no 'is'"):
+        load_circuit(write(tmp_path, MIX.replace("rs = 20.0", 'model = "ideal"')))
+    from hil.spice.netlist import standalone_deck
+    with pytest.raises(ValueError, match="diode 'D1': an ideal diode has no SPICE card"):
+        standalone_deck(c, c.g, [0.0, 0.0])

@@ -176,3 +176,29 @@ def test_grad_json_carries_the_local_signal_bias_on_both_backends(tmp_path, ngsp
     for backend, obj in out.items():
         assert obj["local_signal_bias"] > 0.01 and len(obj["outside_linear"]) == 8 and sum(obj["outside_linear"]) > 0
     assert out["ideal"]["local_signal_bias"] == pytest.approx(out["ngspice"]["local_signal_bias"], rel=1e-4)
+
+
+def test_ngspice_refuses_an_ideal_diode_by_name(ngspice, tmp_path):
+    from hil.spice.substrate import NgSpiceSubstrate
+    from hil.substrate import SubstrateError
+    from test_elements import IDEAL
+    src = tmp_path / "c.toml"
+    src.write_text(IDEAL)
+    with pytest.raises(SubstrateError, match="diode 'D1' is an ideal diode, which ngspice does not have"):
+        NgSpiceSubstrate(load_circuit(src))
+
+
+def test_bias_shows_the_three_terms_with_the_same_numbers_on_both_backends(tmp_path, ngspice):
+    import json
+    out = {}
+    for backend in ("ideal", "ngspice"):
+        run = subprocess.run(HIL + ["bias", "net16", "--teacher", "1", "--examples", "8", "--device", "mosfet",
+                                    "--rules", "ep", "--nudges", "1e-8:1e-7:2", "--backend", backend,
+                                    "--out", str(tmp_path / backend), "--json"], capture_output=True, text=True,
+                             check=True)
+        assert "local-signal bias" in run.stdout and "asymmetry bias ||(lambda - mu)^T dF/dtheta||" in run.stdout
+        out[backend] = json.loads(run.stdout.splitlines()[-1])
+    a, b = out["ideal"], out["ngspice"]
+    assert a["outside_linear"] == b["outside_linear"] and sum(a["outside_linear"]) > 0
+    assert a["local_signal_bias"] == pytest.approx(b["local_signal_bias"], rel=1e-3)
+    assert a["asymmetry_bias"] == pytest.approx(b["asymmetry_bias"], rel=1e-3)

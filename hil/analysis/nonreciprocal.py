@@ -102,8 +102,10 @@ def transistor_comparison(circuit, out: Path, scale: float = 0.1, steps: int = 1
     the level-1 channel and the BSIM4 one (``devices``).
 
     The task is the teacher task with inputs and targets times ``scale`` (a linear teacher:
-    the same task, smaller signals) so that the channels stay in triode. Returns per device:
-    the decomposition at the start, at full-size signals too, the bias sweep and the training run.
+    the same task, smaller signals), which keeps most channels in triode. Returns per device:
+    the decomposition at the start, at full-size signals too, the bias sweep, the training run and
+    ``split``: the three-term decomposition at both sizes on ngspice and, for the level-1 devices, on
+    the embedded substrate.
     """
     from hil.analysis.bias import sweep, write_outputs
     from hil.gradients import reference_gradient
@@ -210,8 +212,8 @@ def section(out: Path, ngspice: bool = False, progress=print, number: int = 7) -
     md += [f"Transistor networks on ngspice: `net16` with each edge an NMOS channel (level 1, "
            "`netlists/nmos_level1.lib`), gate against ground (`--device mosfet`) or driven at V_c + (V_d + V_s)/2 "
            "by two VCVS of gain 1/2 (`--device mosfet-mid`; on a bench, a follower network). Teacher task "
-           f"(seed 1, {tr['examples']} examples) with every signal times {tr['scale']:g} so the channels stay in "
-           "triode; the radius is measured as a small signal about the free operating points (AC analyses), "
+           f"(seed 1, {tr['examples']} examples) with every signal times {tr['scale']:g}, which keeps most channels "
+           "in triode (not all: the split below counts those out of it); the radius is measured as a small signal about the free operating points (AC analyses), "
            "ghat(0) from one AC analysis per example. The `-bsim` devices replace the level-1 channel by a "
            "BSIM4 one (ngspice level 54, the PTM 65 nm NMOS card, `netlists/nmos_bsim4_ptm65.lib`; W/L = 20, "
            "gate 0..4 V). The symmetry index is the mean over the examples of that of A_FF, measured with "

@@ -58,6 +58,11 @@ class NgSpiceSubstrate(Substrate):
     supports_complex = True
 
     def __init__(self, circuit: Circuit, g=None, device: str = "resistor", nonideal=None, batched: bool = True):
+        from hil.elements import IdealDiode
+        ideal = next((grp for grp in circuit.elements if isinstance(grp, IdealDiode)), None)
+        if ideal is not None:
+            raise SubstrateError(f"circuit '{circuit.name}': diode '{ideal.names[0]}' is an ideal diode, which ngspice "
+                                 "does not have; use the ideal backend, or a Shockley diode")
         self.circuit = circuit
         self.nonideal = nonideal if isinstance(nonideal, NonIdeal) else \
             (load_nonideal(nonideal) if nonideal else NonIdeal())
