@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from hil.circuit import Circuit, load_circuit
+from hil.circuit import Circuit, load_any
+from hil.layered import LayeredCircuit
 from hil.runs import Run
 from hil.substrate import Experiment
 from hil.tasks import Task
 # imported here, before hil/__init__ binds the name hil.train to the function below: a first
 # import of the module later would rebind hil.train to the module
 from hil.train import TrainConfig, check_config, open_substrate, start_run
+from hil.layered_train import LayeredConfig, check_layered_config, factorize_task, start_layered_run  # noqa: F401
 
 
 @dataclass
@@ -36,7 +38,7 @@ class TrainResult:
 
     Attributes
     ----------
-    circuit : Circuit
+    circuit : Circuit or LayeredCircuit
         The trained circuit: the starting circuit with the final parameters theta (S).
     log : dict of str to ndarray
         The run's log, one array per column of ``log.csv``: ``step``, ``train_loss`` and
@@ -44,7 +46,7 @@ class TrainResult:
         ``seconds``, ``lr`` (S^2/V^2), and any column the run adds (``homeostasis_H``, an accuracy).
     task : Task
         The task trained on.
-    config : TrainConfig
+    config : TrainConfig or LayeredConfig
         The options in force, defaults resolved (nudge, lr, kappa_max, log_every).
     initial_loss, final_loss : float
         Mean training loss 1/2 ||V_O - y||^2 at step 0 and at the last step, V^2.
@@ -81,11 +83,12 @@ def _accuracy(log: dict, summary: dict) -> dict | None:
     return acc or None
 
 
-def _circuit(circuit) -> Circuit:
-    return circuit if isinstance(circuit, Circuit) else load_circuit(circuit)
+def _circuit(circuit):
+    """A Circuit or LayeredCircuit as given, or the one a shipped name or a file path names."""
+    return circuit if isinstance(circuit, (Circuit, LayeredCircuit)) else load_any(circuit)
 
 
-def train(circuit, task: Task, *, rule: str = "ep-sym", steps: int = 1000, lr: float | None = None,
+def train(circuit, task: Task, *, rule: str | None = None, steps: int = 1000, lr: float | None = None,
           nudge: float | None = None, batch: int | None = None, seed: int = 0, backend: str = "ideal",
           out=None, force: bool = False, progress: bool = True, **options) -> TrainResult:
     """Train ``circuit`` on ``task`` and return the trained circuit with its log.
@@ -95,12 +98,15 @@ def train(circuit, task: Task, *, rule: str = "ep-sym", steps: int = 1000, lr: f
 
     Parameters
     ----------
-    circuit : Circuit, str or path
-        A :class:`Circuit`, a shipped circuit's name (``"net16"``) or a circuit file.
+    circuit : Circuit, LayeredCircuit, str or path
+        A :class:`Circuit`, a shipped circuit's name (``"net16"``) or a circuit file; a layered
+        circuit (``kind = "layered"``) trains with its own rules on a factorisation task.
     task : Task
-        Examples in volts (:func:`hil.teacher_task`, :func:`hil.load_csv_task`, or ``Task(...)``).
-    rule : str
-        ``gd``, ``ep``, ``ep-sym``, ``ep-holo:N``, ``ep-open``, ``ep-stencil:N``, ``cl`` or ``al``.
+        Examples in volts (:func:`hil.teacher_task`, :func:`hil.load_csv_task`,
+        :func:`hil.factorize_task` for a layered circuit, or ``Task(...)``).
+    rule : str, optional
+        ``gd``, ``ep``, ``ep-sym`` (the default), ``ep-holo:N``, ``ep-open``, ``ep-stencil:N``, ``cl``
+        or ``al``; on a layered circuit ``gd``, ``fa`` (the default) or ``ep-sym``.
     steps : int
         Number of updates.
     lr : float, optional
@@ -127,13 +133,21 @@ def train(circuit, task: Task, *, rule: str = "ep-sym", steps: int = 1000, lr: f
     TrainResult
     """
     c = _circuit(circuit)
-    if getattr(c, "kind", None) == "layered":
-        raise TypeError(f"{c.source}: a layered circuit; train it with `hil train` (hil.layered_train.start_layered_run)")
-    cfg = check_config(TrainConfig(rule=rule, steps=steps, lr=lr, nudge=nudge, batch=batch, seed=seed,
-                                   backend=backend, backend_options=dict(options)))
+    layered = getattr(c, "kind", None) == "layered"
+    if layered:
+        if batch is not None or set(options) - {"opamp_gain", "opamp_rin"}:
+            raise ValueError("a layered circuit takes no batch and no substrate options but opamp_gain, opamp_rin")
+        cfg = check_layered_config(LayeredConfig(rule=rule or "fa", steps=steps, lr=lr, nudge=nudge, seed=seed,
+                                                 backend=backend, **options))
+    else:
+        cfg = check_config(TrainConfig(rule=rule or "ep-sym", steps=steps, lr=lr, nudge=nudge, batch=batch,
+                                       seed=seed, backend=backend, backend_options=dict(options)))
     with tempfile.TemporaryDirectory(prefix="hil-train-") as tmp:
         where = Path(out) if out is not None else Path(tmp) / "run"
-        summary = start_run(c, task, cfg, where, progress=bool(progress), force=force)
+        if layered:
+            summary = start_layered_run(c, task, cfg, where, progress=bool(progress), force=force)
+        else:
+            summary = start_run(c, task, cfg, where, progress=bool(progress), force=force)
         run = Run(where)
         log = run.read_log()
         trained = c.with_g(run.load_checkpoint()["g"])
@@ -148,8 +162,14 @@ def predict(circuit, X, backend: str = "ideal", **options) -> np.ndarray:
 
     The free state with every input source at its value (no nudge, no clamp), measured on
     ``backend`` (``ideal``: the exact linear solve; ``ngspice``: the device ``options`` name).
+    A layered circuit gives o = W_(L-1) ... W_0 x (ideal backend).
     """
     c = _circuit(circuit)
+    if getattr(c, "kind", None) == "layered":
+        if backend != "ideal" or options:
+            raise ValueError(f"{c.source}: hil.predict runs a layered circuit on the ideal backend only")
+        from hil.layered import forward
+        return forward(c, np.atleast_2d(np.asarray(X, dtype=float)))[-1]
     return free_state(c, X, backend, **options)[:, list(c.outputs)]
 
 

@@ -17,7 +17,7 @@ from helpers import run_hil
 ROOT = Path(__file__).resolve().parents[1]
 #: the names the API page (docs/api.md) documents
 DOCUMENTED = {"Circuit", "CircuitError", "load_circuit", "make_circuit", "circuits", "Task", "TaskError",
-              "teacher_task", "circuit_teacher_task", "load_csv_task", "write_csv_task", "train", "TrainResult",
+              "teacher_task", "circuit_teacher_task", "load_csv_task", "write_csv_task", "factorize_task", "train", "TrainResult",
               "predict", "free_state"}
 
 
@@ -77,6 +77,22 @@ def test_train_into_a_run_directory_resumes_from_the_cli(tmp_path):
     assert json.loads(p.stdout.splitlines()[-1])["steps"] == 60
     with pytest.raises(Exception, match="already holds a run"):
         hil.train(c, task, rule="cl", steps=5, out=tmp_path / "run", progress=False)
+
+
+def test_train_a_layered_circuit_by_feedback_alignment():
+    """A layered circuit trains through the same call (fa by default); predict is o = W_1 W_0 x, checked
+    against the node-level Kirchhoff solve of the trained circuit."""
+    from hil.layered import generate_layered, outputs_kcl
+
+    c = generate_layered((4, 2, 3), seed=0)
+    task = hil.factorize_task(c, rank=2)
+    res = hil.train(c, task, steps=300, progress=False)
+    assert res.config.rule == "fa" and res.final_loss < res.initial_loss / 10 and "angle" in res.log
+    X = np.random.default_rng(1).normal(size=(5, 4))
+    o = hil.predict(res.circuit, X)
+    np.testing.assert_allclose(o, outputs_kcl(res.circuit, X), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="no batch"):
+        hil.train(c, task, steps=5, batch=2, progress=False)
 
 
 def test_progress_draws_where_stderr_is_not_a_terminal():
