@@ -591,18 +591,14 @@ class BenchSubstrate(Substrate):
                 reply = smu.read().strip()
                 if reply != "1":
                     raise ValueError(f"*OPC? answered {reply[:40]!r}, not 1")
-        for smu in self.smus.values():
+        from hil.drivers.instruments import linked_sweep
+        # one sweep: the first SMU triggers the others and the scanner over the trigger link at each point
+        replies, volts = linked_sweep(list(self.smus.values()), self.scanner, chans, points, self._talk)
+        for (node, smu), reply in zip(self.smus.items(), replies):
             with self._talk(smu, "reading"):
-                smu.request_sweep()
+                V[:, node] = smu.collect_sweep(points, reply)
         if self.scanner is not None:
-            with self._talk(self.scanner, "scan"):
-                self.scanner.request_scan(chans, points)
-        for node, smu in self.smus.items():
-            with self._talk(smu, "reading"):
-                V[:, node] = smu.collect_sweep(points)
-        if self.scanner is not None:
-            with self._talk(self.scanner, "scan"):
-                V[:, cols] = self.scanner.collect_scan(chans, points)
+            V[:, cols] = volts
         return V
 
     def stop_recording(self) -> None:

@@ -37,6 +37,7 @@ from hil.drivers.circuitmodel import PortSolver
 from hil.drivers.scpi import (INPUT_OVERRUN, SETTINGS_CONFLICT, Interpreter, SCPIError, Status, number)
 
 SCANNER_CHANNELS = range(101, 121)          # 7700 card in slot 1
+HELD = type("Held", (str,), {})("1")      # the reply of a *OPC? that waits for a pending operation
 MAX_LINE = 65536                            # bytes an instrument's input buffer holds (a longer line is refused)
 HISTORY = 5000                              # received messages kept per instrument (each cut to HISTORY_CHARS)
 HISTORY_CHARS = 4096
@@ -72,6 +73,7 @@ class BenchModel:
         lo, hi = board_range or (self.c.g_min, self.c.g_max)
         self.g_range = (float(lo), float(hi))
         self.smus = {}
+        self.instruments = []   # every emulated instrument, in the order made (the trigger link's)
         self.noise = (float(noise[0]), float(noise[1]))   # V rms, A rms of one reading at 1 PLC
         self.rng = np.random.default_rng(seed)
         self.solver = PortSolver(substrate)
@@ -89,30 +91,34 @@ class BenchModel:
             self.version += 1
             self._cache = None
 
-    def points(self) -> int:
-        """Points of the sweep the SMUs are set up for (1 unless some hold source lists)."""
-        counts = {s.sweep_count() for s in self.smus.values() if s.state["output"] and s.list_mode()}
-        if len(counts) > 1:
-            raise SCPIError(SETTINGS_CONFLICT, f"SMUs in list mode disagree on the trigger count {sorted(counts)}")
-        return counts.pop() if counts else 1
+    def link_listeners(self, line: int) -> list:
+        """The instruments waiting for a trigger on trigger-link line ``line`` (every instrument's
+        link connectors are wired together, as a bench's trigger-link cables do)."""
+        return [i for i in self.instruments if i.listening(line)]
 
-    def solution(self):
-        """(V (N, n), port volts (N, P), port amps (N, P), in compliance (N, P)) for the instruments' state."""
+    def solution(self, sweeping: dict | None = None):
+        """(V (N, n), port volts (N, P), port amps (N, P), in compliance (N, P)).
+
+        Every SMU at what it sources now (its bias level, or its output-off state); with
+        ``sweeping`` ({smu: (held at a voltage?, levels (N,), limit)}), those SMUs at N points
+        of their sweeps while every other stays where it is. Each instrument has its own
+        trigger model: a sweep moves no other instrument unless the trigger link steps it.
+        """
         with self.lock:
             if self.g_source is not None:
                 g = np.asarray(self.g_source(), float)
                 if not np.array_equal(g, self.g):
                     self.set_g(g)
-            if self._cache is not None and self._cache[0] == self.version:
+            if not sweeping and self._cache is not None and self._cache[0] == self.version:
                 return self._cache[1]
-            N = self.points()
+            N = max([len(np.atleast_1d(v[1])) for v in (sweeping or {}).values()] + [1])
             P = self.solver.P
             isV, val, lim = np.zeros((N, P), bool), np.zeros((N, P)), np.full((N, P), np.inf)
             for k, node in enumerate(self.solver.ports):
                 s = self.smus.get(self.c.nodes[node])
                 if s is None:
                     continue  # no instrument: an open node
-                isV[:, k], val[:, k], lim[:, k] = s.port(N)
+                isV[:, k], val[:, k], lim[:, k] = (sweeping or {}).get(s) or s.port()
             if not np.array_equal(self.sub.read(), self.g):
                 self.sub.write(self.g)
             V, Vp, Ip, comp = self.solver.solve(isV, val, lim)
@@ -121,7 +127,8 @@ class BenchModel:
                 V = voltmeter(V)
                 Vp = V[:, self.solver.ports]
             sol = (V, Vp, Ip, comp)
-            self._cache = (self.version, sol)
+            if not sweeping:
+                self._cache = (self.version, sol)
             return sol
 
     def port_index(self, node: int) -> int:
@@ -138,6 +145,10 @@ class Instrument:
 
     def __init__(self, model: BenchModel):
         self.model = model
+        model.instruments.append(self)
+        self.clock = 0.0          # the instrument's timer (s): virtual, advanced by what each operation takes
+        self._held = []           # (reply lines, write) of messages whose *OPC? waits for a pending operation
+        self._opc_armed = False
         self.faults = Faults()
         self.received = deque(maxlen=HISTORY)  # recent messages (cut to HISTORY_CHARS), for tests and post-mortems
         self.state_log = deque(maxlen=20000)  # (time, command, applied()) after each command: every state applied
@@ -145,19 +156,20 @@ class Instrument:
         self.scpi = Interpreter(self.status, ieee488=self.ieee488)
         self.scpi.after_unit = self._log_applied
         s, st = self.scpi, self.status
-        s.add("*IDN?", lambda a: self.idn)
-        s.add("*RST", lambda a: self.reset())
-        s.add("*CLS", lambda a: st.clear())
-        s.add("*OPC", lambda a: setattr(st, "esr", st.esr | 1))  # every operation completes at once
-        s.add("*OPC?", lambda a: "1")
-        s.add("*WAI", lambda a: None)
-        s.add("*TST?", lambda a: "0")
+        bare = lambda fn: lambda a: _no_args(fn)(a)   # a common command that takes no parameter: -108
+        s.add("*IDN?", bare(lambda: self.idn))
+        s.add("*RST", bare(lambda: self.reset()))
+        s.add("*CLS", bare(lambda: st.clear()))
+        s.add("*OPC", bare(lambda: self._opc()))
+        s.add("*OPC?", bare(lambda: HELD if self.pending() else "1"))
+        s.add("*WAI", bare(lambda: None))
+        s.add("*TST?", bare(lambda: "0"))
         s.add("*ESE", lambda a: setattr(st, "ese", int(number(a, 0, 255))))
         s.add("*ESE?", lambda a: str(st.ese))
-        s.add("*ESR?", lambda a: str(self._read_esr()))
+        s.add("*ESR?", bare(lambda: str(self._read_esr())))
         s.add("*SRE", lambda a: setattr(st, "sre", int(number(a, 0, 255)) & ~64))
         s.add("*SRE?", lambda a: str(st.sre))
-        s.add("*STB?", lambda a: str(st.stb()))
+        s.add("*STB?", bare(lambda: str(st.stb())))
         s.add("SYSTem:ERRor[:NEXT]?", lambda a: st.next_error())
         s.add("SYSTem:ERRor:ALL?", lambda a: st.all_errors())
         s.add("SYSTem:ERRor:COUNt?", lambda a: str(len(st.errors)))
@@ -198,10 +210,47 @@ class Instrument:
         lines = self.respond(message)
         return "\n".join(lines) if lines else None
 
-    def respond(self, message: str) -> list:
-        """The reply lines of one program message."""
+    def respond(self, message: str, write=None) -> list:
+        """The reply lines of one program message.
+
+        A message with a ``*OPC?`` while an operation is pending (a sweep armed, waiting for
+        ``*TRG`` or the trigger link) answers nothing now: its reply line goes out through
+        ``write`` (a callable taking one line) when the operation completes (IEEE 488.2 12.5.3).
+        """
         with self.model.lock:
-            return self.scpi.response(message)
+            replies = self.scpi.execute(message)
+            lines = ([";".join(replies)] if replies else []) if self.ieee488 else replies
+            if any(r is HELD for r in replies):
+                self._held.append((lines, write))
+                return []
+            return lines
+
+    # -- pending operations (the no-operation-pending flag of IEEE 488.2) ------------------
+    def pending(self) -> bool:
+        """An operation is under way: the instrument was initiated and waits for a trigger."""
+        return False
+
+    def listening(self, line: int) -> bool:
+        """Waiting for a trigger on trigger-link line ``line``."""
+        return False
+
+    def _opc(self):
+        """*OPC: the Operation Complete bit, set once no operation is pending."""
+        if self.pending():
+            self._opc_armed = True
+        else:
+            self.status.esr |= 1
+
+    def completed(self):
+        """The pending operation is done: *OPC sets its bit, held *OPC? replies go out."""
+        if self._opc_armed:
+            self._opc_armed = False
+            self.status.esr |= 1
+        held, self._held = self._held, []
+        for lines, write in held:
+            for line in lines:
+                if write is not None:
+                    write(line)
 
     def _log_applied(self, unit: str) -> None:
         """After each command of a message: what the instrument applies then, into ``state_log``."""
@@ -356,14 +405,17 @@ class _Pty:
                     overrun = False
                     continue
                 text = _received(self.inst, line)
-                for r in (self.inst.respond(text) if text is not None else []):
-                    r = _faulted(self.inst, r)
-                    if r is not None:
-                        os.write(self.master, (r + "\n").encode("ascii", "replace"))
+                for r in (self.inst.respond(text, self._write) if text is not None else []):
+                    self._write(r)
             if len(buf) > self.inst.max_line:  # bounded: an over-long line is dropped as it arrives
                 if not overrun:
                     _received(self.inst, buf)
                 buf, overrun = b"", True
+
+    def _write(self, r: str) -> None:
+        r = _faulted(self.inst, r)
+        if r is not None:
+            os.write(self.master, (r + "\n").encode("ascii", "replace"))
 
     def stop(self, wait: bool = True):
         self._stop.set()
@@ -381,6 +433,7 @@ class _Handler(socketserver.StreamRequestHandler):
         super().setup()
         # small replies must leave at once (Nagle's algorithm would hold them ~40 ms)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._wlock = threading.Lock()   # a held *OPC? reply may be sent from another client's thread
 
     def _read_line(self, inst):
         """One line (without its newline), or None at EOF; an over-long one is read and dropped in bounded pieces."""
@@ -407,15 +460,22 @@ class _Handler(socketserver.StreamRequestHandler):
             text = _received(inst, line)
             if text is None:
                 continue
-            for r in inst.respond(text):
-                r = _faulted(inst, r)
-                if r is None:
+            for r in inst.respond(text, self._write):
+                if not self._write(r):
                     return
-                try:
-                    self.wfile.write((r + "\n").encode("ascii", "replace"))
-                    self.wfile.flush()
-                except OSError:
-                    return
+
+    def _write(self, r: str) -> bool:
+        """Send one reply line (as the injected faults leave it); False when the link is gone."""
+        r = _faulted(self.server.instrument, r)
+        if r is None:
+            return False
+        try:
+            with self._wlock:
+                self.wfile.write((r + "\n").encode("ascii", "replace"))
+                self.wfile.flush()
+        except (OSError, ValueError):
+            return False
+        return True
 
 
 class _Server(socketserver.ThreadingTCPServer):

@@ -150,11 +150,27 @@ class SMU(Keithley2400):
     # The sweep's reading split into request and reply, so that a bench asks every
     # instrument first and collects the replies after (the round trips overlap).
     def request_sweep(self) -> None:
-        self.write(":READ?")
+        self.write(":TRIG:SOUR IMM;:TRIG:OUTP NONE;:READ?")
 
-    def collect_sweep(self, points: int) -> np.ndarray:
+    LINK_LINE = 1  # the trigger-link line a bench's master SMU triggers the others on
+
+    def arm_on_link(self) -> None:
+        """Initiate a sweep that takes one point per trigger on the trigger link (as a follower);
+        returns once the SMU has processed it (a query answers), so the master may fire."""
+        reply = self.ask(f":TRIG:SOUR TLIN;:TRIG:ILIN {self.LINK_LINE};:TRIG:OUTP NONE;:INIT;:TRIG:SOUR?").strip()
+        if reply != "TLIN":
+            raise ReplyError(f"{self.name}: armed on the trigger link, but :TRIG:SOUR? answered {reply[:40]!r}")
+
+    def request_master_sweep(self) -> None:
+        """Run the sweep, triggering every follower on the link at each source point; its readings follow."""
+        self.write(f":TRIG:SOUR IMM;:TRIG:OUTP SOUR;:TRIG:OLIN {self.LINK_LINE};:READ?")
+
+    def request_fetch(self) -> None:
+        self.write(":FETC?")
+
+    def collect_sweep(self, points: int, reply: str | None = None) -> np.ndarray:
         """Volts at each sweep point (the first element of each reading, as FORMAT:ELEMENTS puts it)."""
-        vals = floats(self.name, self.read())
+        vals = floats(self.name, self.read() if reply is None else reply)
         if len(vals) % points:
             raise ReplyError(f"{self.name}: {len(vals)} values for {points} points")
         return vals.reshape(points, -1)[:, 0]
@@ -163,6 +179,41 @@ class SMU(Keithley2400):
         i = _check(self.name, "source current", i, -self.current_limit, self.current_limit, "A")
         self._use("current")
         self.source_current = i
+
+
+def linked_sweep(smus: list, scanner=None, channels=(), points: int = 1, talk=None):
+    """Every SMU's source list stepped together: the first SMU sweeps and triggers the rest over the
+    trigger link at each source point; the scanner reads ``channels`` at each point.
+
+    Returns (the SMUs' raw reading replies, in order; the scanner's volts (points, channels) or None).
+    ``talk(instrument, what)``: a context manager naming the instrument in any error (the bench's).
+    """
+    import contextlib
+    talk = talk or (lambda inst, what: contextlib.nullcontext())
+    followers, master = smus[1:], smus[0]
+    for smu in followers:          # armed first, each confirmed, so the master's triggers find them waiting
+        with talk(smu, "arm on the trigger link"):
+            smu.arm_on_link()
+    if scanner is not None:
+        with talk(scanner, "scan"):
+            scanner.arm_scan_on_link(channels, points)
+    with talk(master, "sweep"):
+        master.request_master_sweep()
+        replies = [master.read()]   # the sweep is done: every follower has its readings
+    for smu in followers:
+        with talk(smu, "reading"):
+            smu.request_fetch()
+    if scanner is not None:
+        with talk(scanner, "scan"):
+            scanner.request_fetch()
+    for smu in followers:
+        with talk(smu, "reading"):
+            replies.append(smu.read())
+    volts = None
+    if scanner is not None:
+        with talk(scanner, "scan"):
+            volts = scanner.collect_scan(channels, points)
+    return replies, volts
 
 
 class Scanner(Keithley2700):
@@ -193,11 +244,23 @@ class Scanner(Keithley2700):
         self.request_scan(channels, points)
         return self.collect_scan(channels, points)
 
+    def arm_scan_on_link(self, channels, points: int) -> None:
+        """Initiate ``points`` scans of ``channels``, each waiting for a trigger on the trigger link."""
+        for ch in channels:
+            _check(self.name, "channel", ch, 101, 120, "")
+        self.scan_list = list(channels)
+        reply = self.ask("SAMP:COUN %d;:TRIG:COUN %d;:TRIG:SOUR EXT;:INIT;:TRIG:SOUR?" % (len(channels), points)).strip()
+        if reply != "EXT":
+            raise ReplyError(f"{self.name}: armed on the trigger link, but TRIG:SOUR? answered {reply[:40]!r}")
+
+    def request_fetch(self) -> None:
+        self.write("FETC?")
+
     def request_scan(self, channels, points: int = 1) -> None:
         for ch in channels:
             _check(self.name, "channel", ch, 101, 120, "")
         self.scan_list = list(channels)
-        self.write("SAMP:COUN %d" % (len(channels) * points))
+        self.write("TRIG:SOUR IMM;:TRIG:COUN 1;:SAMP:COUN %d" % (len(channels) * points))
         self.write("READ?")
 
     def collect_scan(self, channels, points: int = 1) -> np.ndarray:

@@ -59,21 +59,17 @@ def _probe_chunk(sub: BenchSubstrate, X, VO):
             reply = smu.ask("*OPC?").strip()
             if reply != "1":
                 raise ValueError(f"*OPC? answered {reply[:40]!r}, not 1")
-    for node, smu in sub.smus.items():
-        with sub._talk(smu, "probe reading"):
-            vals = _sweep_iv(smu, n)
+    from hil.drivers.instruments import floats, linked_sweep
+    # one sweep: the first SMU triggers the others and the scanner over the trigger link at each point
+    replies, volts = linked_sweep(list(sub.smus.values()), sub.scanner, [ch for _, ch in sub._chan_nodes], n,
+                                  sub._talk)
+    for (node, smu), reply in zip(sub.smus.items(), replies):
+        with sub._talk(smu, "probe reading"):   # (points, 5): voltage (V), current (A), resistance, time, status
+            vals = floats(smu.name, reply, 5 * n).reshape(n, 5)
         if (vals[:, 4].astype(int) & COMPLIANCE_BIT).any():
             raise BenchError(f"{smu.name}: in compliance during a probe (current limit {smu.current_limit} A); "
                              "lower the probe level")
         V[:, node], I[:, node] = vals[:, 0], vals[:, 1]
     if sub.scanner is not None:
-        with sub._talk(sub.scanner, "scan"):
-            V[:, [node for node, _ in sub._chan_nodes]] = sub.scanner.read_scan([ch for _, ch in sub._chan_nodes], n)
+        V[:, [node for node, _ in sub._chan_nodes]] = volts
     return V, I
-
-
-def _sweep_iv(smu, points: int) -> np.ndarray:
-    """(points, 5) readings of a sweep: voltage (V), current (A), resistance, time, status."""
-    from hil.drivers.instruments import floats
-    smu.request_sweep()
-    return floats(smu.name, smu.read(), 5 * points).reshape(points, 5)

@@ -321,6 +321,8 @@ def split_params(arg: str) -> list:
 
 
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)(E[+-]?\d+)?")  # SCPI NR1/NR2/NR3 (upper-cased)
+_INCOMPLETE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)E[+-]?|[+-]\.?")   # a number cut short: '1E', '1E+', '-'
+SYNTAX_ERROR = -102
 
 
 def number(arg: str, lo: float = -float("inf"), hi: float = float("inf"), default: float | None = None) -> float:
@@ -335,6 +337,10 @@ def number(arg: str, lo: float = -float("inf"), hi: float = float("inf"), defaul
     if a in ("DEF", "DEFAULT") and default is not None:
         return default
     if not _DECIMAL.fullmatch(a):  # float() would also take 'inf', 'nan', '1_0'
+        if len(split_params(a)) > 1:            # '1,2': one parameter too many
+            raise SCPIError(PARAMETER_NOT_ALLOWED, f"{arg[:40]}: one number expected")
+        if re.search(r"\s", a) or _INCOMPLETE.fullmatch(a):   # '1 2', '1e': a malformed number
+            raise SCPIError(SYNTAX_ERROR, arg[:40])
         raise SCPIError(DATA_TYPE_ERROR, arg[:40])
     v = float(a)
     if not (lo <= v <= hi) or v != v:

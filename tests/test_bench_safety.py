@@ -74,7 +74,7 @@ def test_a_run_starts_from_the_circuit_file_and_from_board_is_explicit(tmp_path,
     np.testing.assert_allclose(np.load(tmp_path / "two/checkpoints/step_000000.npz")["g"], c.g, rtol=1e-15)
     # the board held the file's conductances before the first reading of the run
     written = [t for t, _, st in since(emu.instruments["board"], t0) if np.array_equal(st["g"], c.g)]
-    first_read = min(t for t, line, _ in since(emu.instruments["smu_n6"], t0) if "READ?" in line)
+    first_read = min(t for t, line, _ in since(emu.instruments["smu_n6"], t0) if "READ?" in line or ":INIT" in line)
     assert written and written[0] < first_read
 
     board_now = emu.model.g.copy()
@@ -104,7 +104,7 @@ def test_instruments_are_made_safe_on_connect_and_old_errors_cleared(emulated):
     c = load_circuit("net16")
     emu, path = emulated(IdealSubstrate(c))
     script(emu, "smu_n1", [":SOUR:FUNC VOLT;:SOUR:VOLT 150;:SENS:CURR:PROT 0.5;:OUTP ON",
-                           ":SOUR:VOLT:MODE SWE"])  # a -224 left in the queue (SWE: no staircase sweep emulated)
+                           ":SOUR:VOLT:MODE STAIR"])  # a -224 left in the queue (no such source mode)
     script(emu, "board", ["EDGE:COND 99,1e-3"])       # a -222
     assert not safe(emu.instruments["smu_n1"].applied())
     t0 = time.monotonic()

@@ -202,8 +202,9 @@ def test_every_setting_set_to_a_new_value_reads_it_back_and_rst_restores_it(benc
     from hil.drivers import emulated2400, emulated2700
     table = emulated2400.SETTINGS if name.startswith("smu") else emulated2700.SETTINGS
     r = Raw(bench(), name)
+    coupled = getattr(emulated2400, "COUPLED", set()) if name.startswith("smu") else set()
     for s in table:
-        if not (s.settable and s.queryable):
+        if not (s.settable and s.queryable) or s.key in coupled:   # a staircase's coupled settings: test_staircase
             continue
         if s.kind == "bool":
             new = not s.default
@@ -418,7 +419,10 @@ def test_ranges_set_resolution_and_overrange(bench):
     k.write(":SENS:VOLT:RANG 20")                                      # 21 V range: 10 uV steps
     v20 = readings(k.query(":READ?"))[0][0]
     assert abs(v20 / 1e-5 - round(v20 / 1e-5)) < 1e-6 and v20 == pytest.approx(v_auto, abs=1e-5)
-    k.write(":SENS:VOLT:RANG 0.1")                                     # 210 mV range: overflow
+    k.write(":SENS:VOLT:RANG 0.1")        # 210 mV range: range compliance holds the node at 0.21 V
+    v, i, _, _, word = readings(k.query(":READ?"))[0]
+    assert v == pytest.approx(0.21, abs=1e-7) and 0 < i < 2e-4 and int(word) & 8 and int(word) & (1 << 16)
+    k.write(":SOUR:FUNC VOLT;:SOUR:VOLT 0.5;:SENS:VOLT:RANG 0.1;:SENS:CURR:PROT 0.05")   # measured V past the range
     v, _, _, _, word = readings(k.query(":READ?"))[0]
     assert v == 9.9e37 and int(word) & 1
     assert int(k.query(":STAT:MEAS?")) & (1 << 7)                     # reading overflow event
@@ -448,7 +452,7 @@ PROPERTIES_2400 = [
     ("source_current", 0.0), ("source_current_range", 1.05e-4), ("source_current_range_auto_enabled", True),
     ("voltage_range", 21.0), ("voltage_range_auto_enabled", True), ("voltage_nplc", 1.0),
     ("compliance_voltage", 21.0), ("source_voltage", 0.0), ("source_voltage_range", 21.0),
-    ("source_voltage_range_auto_enabled", True), ("resistance_mode_auto_enabled", False),
+    ("source_voltage_range_auto_enabled", True), ("resistance_mode_auto_enabled", True),
     ("resistance_range", 2.1e5), ("resistance_range_auto_enabled", True), ("resistance_nplc", 1.0),
     ("trigger_count", 1), ("arm_count", 1), ("trigger_delay", 0.0), ("arm_timer", 0.1),
     ("trigger_source", "immediate"), ("arm_source", "immediate"), ("trigger_output_event", "none"),
@@ -461,7 +465,7 @@ SETTINGS_2400 = [
     ("filter_enabled", True), ("filter_count", 20), ("filter_type", "MOV"), ("current_range", 1.05e-2),
     ("current_nplc", 2.0), ("compliance_current", 2e-3), ("source_current", 1e-5), ("source_current_range", 1.05e-3),
     ("voltage_range", 2.1), ("voltage_nplc", 0.5), ("compliance_voltage", 3.0), ("source_voltage", 0.7),
-    ("source_voltage_range", 2.1), ("resistance_mode_auto_enabled", True), ("resistance_range", 2.1e4),
+    ("source_voltage_range", 2.1), ("resistance_mode_auto_enabled", False), ("resistance_range", 2.1e4),
     ("resistance_nplc", 3.0), ("trigger_delay", 0.01), ("arm_timer", 0.5), ("trigger_source", "trigger_link"),
     ("arm_source", "bus"), ("trigger_output_event", "sense"), ("arm_output_event", "trigger_enter"),
     ("trigger_input_line", 3), ("arm_input_line", 2), ("trigger_output_line", 4), ("arm_output_line", 3),
@@ -571,9 +575,11 @@ def test_pymeasure_keithley2400_every_other_method_runs_without_an_instrument_er
     k.measure_current(nplc=2, auto_range=False)
     k.measure_resistance(nplc=2)
     assert k.voltage_nplc == 2 and k.current_nplc == 2 and k.resistance_nplc == 2
-    # measure_current(auto_range=False) fixed the 105 uA range; ~300 uA flow: overflow, and R with it
-    v, i, r = k.values(":READ?")[:3]
-    assert (i, r) == (9.9e37, 9.9e37) and v == pytest.approx(0.3, abs=1e-6)
+    # measure_current(auto_range=False) fixed the 105 uA range; ~300 uA would flow: range compliance
+    # (manual section 6) holds the current at the range's full scale and the voltage falls
+    v, i, r, _, word = k.values(":READ?")[:5]
+    assert i == pytest.approx(1.05e-4, rel=1e-6) and 0 < v < 0.3 and r == pytest.approx(v / i, rel=1e-5)
+    assert int(word) & 8 and int(word) & (1 << 16)
     k.current_range_auto_enabled = True
     assert (k.auto_output_off, k.auto_zero, k.source_delay_auto, k.line_frequency_auto) == (False, True, True, False)
     assert k.filter_state in ("ON", "OFF", 0, 1, False, True)
@@ -602,8 +608,8 @@ def test_pymeasure_keithley2700_as_far_as_it_goes_with_a_7700(bench):
     d.text_enabled = True
     d.display_text = "hil emulate"
     assert d.text_enabled is True and d.display_text == "hil emulate"
-    d.write("ROUT:MULT:CLOS (@101,103)")
-    assert d.closed_channels == [101, 103]
+    d.write("ROUT:MULT:CLOS (@101,125)")       # a channel and the backplane relay to the meter
+    assert d.closed_channels == [101, 125]
     d.open_all_channels()
     assert d.closed_channels == []
     V = emu.model.solution()[0][0]
