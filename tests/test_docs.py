@@ -75,8 +75,10 @@ def test_the_emulator_page_lists_every_command_the_instruments_answer(html):
         assert f"{len(bases)} commands ({inst.idn}" in text, inst.idn
         for b in bases:
             assert b in text, b
-    # a declared setting shows its parameter and *RST default as the 2400's manual gives them
-    assert "SOURce:VOLTage:MODE(?) FIXed | LIST FIX" in text
+    # a declared setting shows its mnemonics and *RST default as the 2400's manual gives them
+    mode = next(s for s in kinds["SMU"].settings if s.path == "SOURce:VOLTage:MODE")
+    assert {"FIXed", "LIST"} <= set(mode.choices) and mode.default == "FIX"
+    assert f"SOURce:VOLTage:MODE(?) {' | '.join(mode.choices)} FIX" in text
 
 
 def test_the_api_reference_documents_every_module(html):
