@@ -218,6 +218,44 @@ def load_bench(path) -> dict:
     return b
 
 
+def lock_dir() -> Path:
+    """Where bench locks live: $HIL_LOCK_DIR, or hil-locks/ in the system's temporary folder
+    (shared by every user of this machine, as the instruments are)."""
+    import os
+    import tempfile
+    d = Path(os.environ.get("HIL_LOCK_DIR") or Path(tempfile.gettempdir()) / "hil-locks")
+    if not d.is_dir():
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.chmod(0o1777)  # every user may lock, none may remove another's lock
+        except OSError:
+            pass
+    return d
+
+
+def _resource_key(resource: str) -> str:
+    """One spelling per instrument: VISA's interface names are case-insensitive and TCPIP means TCPIP0."""
+    r = resource.strip()
+    if r.upper().startswith("ASRL"):
+        return "ASRL" + r[4:]  # a serial port's path keeps its case
+    r = r.upper()
+    return "TCPIP0::" + r[len("TCPIP::"):] if r.startswith("TCPIP::") else r
+
+
+def bench_locks(cfg: dict) -> list:
+    """(lock file, what it locks) for a bench: its bench file, then each instrument resource."""
+    import hashlib
+    d = lock_dir()
+    keys = [("bench file", str(Path(cfg["_path"]).resolve()))] if cfg.get("_path") else []
+    sections = [cfg["board"], *cfg["smu"]] + ([cfg["scanner"]] if "scanner" in cfg else [])
+    keys += [("instrument", _resource_key(sec["resource"])) for sec in sections]
+    out = []
+    for kind, key in dict.fromkeys(keys):
+        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+        out.append((d / f"{kind.replace(' ', '-')}-{digest}.lock", f"{kind} {key}"))
+    return out
+
+
 class _Fault(Exception):
     """An instrument did not answer as it should: which one, doing what, and why."""
 
@@ -274,12 +312,38 @@ class BenchSubstrate(Substrate):
         self.recorder = None  # a BenchRecorder once record_to is called
         self.board, self.smus, self.scanner = None, {}, None
         self._target = None  # the conductances last sent to the board (S), restored after a reconnect
+        self._locks = []
         try:
+            self._lock()
             self._open()
             self._start(from_board)
         except BaseException:
             self.close()
             raise
+
+    # -- one user ---------------------------------------------------------------------
+    def _lock(self) -> None:
+        """Take the bench's locks: its bench file's and each instrument resource's (:func:`bench_locks`).
+
+        BenchError naming the holder (process, host, its bench file) when a live process has one.
+        """
+        from hil.runs import RunError, take_lock
+        where = self.cfg.get("_path")
+        me = {"what": f"bench file {Path(where).resolve()}" if where else "a bench given as a table"}
+        for path, what in bench_locks(self.cfg):
+            try:
+                take_lock(path, what, "one process drives a bench at a time",
+                          lambda text: self.notes.append(("info", f"{what}: {text}")), extra=me)
+            except RunError as exc:
+                raise BenchError(str(exc)) from None
+            except OSError as exc:
+                raise BenchError(f"{what}: cannot take its lock {path}: {exc.strerror}") from None
+            self._locks.append(path)
+
+    def _unlock(self) -> None:
+        for path in self._locks:
+            path.unlink(missing_ok=True)
+        self._locks = []
 
     # -- connections ----------------------------------------------------------------
     def _adapter_kwargs(self, resource: str | None = None):
@@ -624,3 +688,4 @@ class BenchSubstrate(Substrate):
             except Exception:
                 pass
         self.board, self.smus, self.scanner = None, {}, None
+        self._unlock()

@@ -440,6 +440,8 @@ class _Handler(socketserver.StreamRequestHandler):
         line = self.rfile.readline(inst.max_line + 1)
         if not line:
             return None
+        if not line.endswith(b"\n") and len(line) <= inst.max_line:
+            return None  # cut by a disconnect before its terminator: discarded, as an instrument does
         if len(line) > inst.max_line and not line.endswith(b"\n"):
             while not line.endswith(b"\n"):
                 line = self.rfile.readline(65536)

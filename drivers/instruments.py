@@ -69,15 +69,40 @@ def _check(name: str, what: str, value: float, lo: float, hi: float, unit: str) 
     return value
 
 
+def toward_zero(value: float, digits: int = 17) -> str:
+    """``value`` as SCPI text of at most ``digits`` significant digits, rounded toward zero.
+
+    The number the instrument reads is never larger in magnitude than ``value``: a limit or
+    a level checked against the configured limits stays within them once sent. At 17
+    digits the text is the double itself (its shortest exact form, ``repr``).
+    """
+    from decimal import ROUND_DOWN, Context, Decimal
+    v = float(value)
+    text = repr(v) if digits >= 17 else f"{v:.{digits}g}"
+    if abs(float(text)) <= abs(v):
+        return text
+    return str(Context(prec=digits, rounding=ROUND_DOWN).plus(Decimal(v)))
+
+
 class SMU(Keithley2400):
-    """A Keithley 2400 that never sources past ``voltage_limit`` (V) or ``current_limit`` (A)."""
+    """A Keithley 2400 that never sources past ``voltage_limit`` (V) or ``current_limit`` (A).
+
+    Levels go at 12 significant digits (PyMeasure's ``%g`` keeps 6), compliances at full
+    precision, both rounded toward zero (:func:`toward_zero`), so nothing sent exceeds a limit.
+    """
 
     source_voltage = Instrument.control(
-        ":SOUR:VOLT?", ":SOUR:VOLT:LEV %.12g", "Source voltage level (V), 12 significant digits.",
-        validator=strict_range, values=[-210, 210])
+        ":SOUR:VOLT?", ":SOUR:VOLT:LEV %s", "Source voltage level (V), 12 significant digits toward zero.",
+        validator=strict_range, values=[-210, 210], set_process=lambda v: toward_zero(v, 12))
     source_current = Instrument.control(
-        ":SOUR:CURR?", ":SOUR:CURR:LEV %.12g", "Source current level (A), 12 significant digits.",
-        validator=strict_range, values=[-1.05, 1.05])
+        ":SOUR:CURR?", ":SOUR:CURR:LEV %s", "Source current level (A), 12 significant digits toward zero.",
+        validator=strict_range, values=[-1.05, 1.05], set_process=lambda v: toward_zero(v, 12))
+    compliance_current = Instrument.control(
+        ":SENS:CURR:PROT?", ":SENS:CURR:PROT %s", "Compliance current (A), full precision toward zero.",
+        validator=strict_range, values=[0, 1.05], set_process=toward_zero)
+    compliance_voltage = Instrument.control(
+        ":SENS:VOLT:PROT?", ":SENS:VOLT:PROT %s", "Compliance voltage (V), full precision toward zero.",
+        validator=strict_range, values=[0, 210], set_process=toward_zero)
 
     def __init__(self, adapter, voltage_limit: float, current_limit: float, name="SMU", **kwargs):
         self.voltage_limit = _check(name, "voltage limit", voltage_limit, 0, 210, "V")
@@ -144,7 +169,7 @@ class SMU(Keithley2400):
             raise LimitError(f"{self.name}: {len(values)} list points (1 to {self.LIST_MAX})")
         self._use(kind)
         key = "VOLT" if kind == "voltage" else "CURR"
-        self.write(f":SOUR:{key}:MODE LIST;:SOUR:LIST:{key} " + ",".join(f"{v:.12g}" for v in values)
+        self.write(f":SOUR:{key}:MODE LIST;:SOUR:LIST:{key} " + ",".join(toward_zero(v, 12) for v in values)
                    + f";:TRIG:COUN {len(values)}")
 
     # The sweep's reading split into request and reply, so that a bench asks every

@@ -47,6 +47,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from hil.elements import ElementError
+
 try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -91,6 +93,11 @@ class Circuit:
     calibration : dict or None, a calibrated circuit's per-edge record (``hil calibrate``): ``written``
         (S, what the bench was told), ``scale`` (actual / written, 1) and ``sigma`` (the
         scale's standard uncertainty, 1), plus ``bench`` (the bench file it came from).
+    edge_fixed : bool array (m,), True for a resistor that is not trained: it stays in theta (theta[:m] is
+        always the conductances) with bounds [g, g], so a step never moves it.
+    biases : int tuple, nodes held at constant voltages ``bias_v`` (V) for every example: sources, like inputs.
+    elements : tuple of :class:`hil.elements.Kind`, the other element kinds (diodes, channels, VCVS), one
+        group per kind in :data:`hil.elements.KINDS` order; empty groups are left out.
     """
 
     name: str
@@ -112,6 +119,14 @@ class Circuit:
     gm_max: float | None = None
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
     calibration: dict | None = field(default=None, compare=False, repr=False)
+    edge_fixed: np.ndarray | None = None
+    biases: tuple = ()
+    bias_v: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    elements: tuple = ()
+
+    def __post_init__(self):
+        if self.edge_fixed is None:
+            object.__setattr__(self, "edge_fixed", np.zeros(len(self.edge_names), bool))
 
     # -- sizes and index sets ------------------------------------------------
     @property
@@ -131,8 +146,41 @@ class Circuit:
 
     @property
     def reciprocal(self) -> bool:
-        """True when every element is a two-terminal conductance (no VCCS): A is symmetric."""
-        return self.k == 0
+        """True when A = dF/dV is symmetric at every state: no VCCS, no VCVS, every channel's gate at the midpoint."""
+        return self.k == 0 and all(grp.reciprocal for grp in self.elements)
+
+    @property
+    def linear(self) -> bool:
+        """True when the circuit is linear in V (edges, VCCS, VCVS and sources only): one linear solve."""
+        return all(grp.linear for grp in self.elements)
+
+    def group(self, kind):
+        """The circuit's group of ``kind`` (a :class:`hil.elements.Kind` subclass), or None."""
+        return next((grp for grp in self.elements if type(grp) is kind), None)
+
+    @property
+    def trainable_elements(self) -> tuple:
+        """((group, indices), ...) of the element kinds beyond edges and VCCS with trained parameters, theta's order."""
+        return tuple((grp, grp.trainable) for grp in self.elements if len(grp.trainable))
+
+    def element_groups(self, theta=None) -> list:
+        """Every element as kind groups (edges and VCCS included) at parameters theta: what the solver stamps."""
+        from hil.elements import VCCS, Resistor
+        g, gm = self.split(self.theta if theta is None else theta)
+        out = [Resistor(self.edge_names, np.column_stack([self.a, self.b]), {"g": g}, self.edge_fixed)]
+        if self.k:
+            out.append(VCCS(self.vccs_names, self.vccs_nodes, {"gm": gm}, self.gm_fixed))
+        theta = self.theta if theta is None else np.asarray(theta, float)
+        pos = self.m + len(self.trainable_vccs)
+        for grp in self.elements:
+            j = grp.trainable
+            if len(j) and theta.shape == (self.n_params,):
+                vals = grp.values[grp.param].copy()
+                vals[j] = theta[pos:pos + len(j)]
+                grp = grp.with_values(**{grp.param: vals})
+                pos += len(j)
+            out.append(grp)
+        return out
 
     @property
     def trainable_vccs(self) -> np.ndarray:
@@ -141,18 +189,20 @@ class Circuit:
 
     @property
     def n_params(self) -> int:
-        """Length of theta: m conductances, then the trainable transconductances."""
-        return self.m + len(self.trainable_vccs)
+        """Length of theta: m conductances, the trainable transconductances, then the other kinds' parameters."""
+        return self.m + len(self.trainable_vccs) + sum(len(j) for _, j in self.trainable_elements)
 
     @property
     def param_names(self) -> tuple:
-        """Names of theta's entries: the edges, then the trainable VCCS."""
-        return tuple(self.edge_names) + tuple(self.vccs_names[j] for j in self.trainable_vccs)
+        """Names of theta's entries: the edges, the trainable VCCS, then the trainable elements of other kinds."""
+        return (tuple(self.edge_names) + tuple(self.vccs_names[j] for j in self.trainable_vccs)
+                + tuple(grp.names[i] for grp, j in self.trainable_elements for i in j))
 
     @property
     def theta(self) -> np.ndarray:
-        """theta = (g, gm of the trainable VCCS), siemens."""
-        return np.concatenate([self.g, np.asarray(self.gm, float)[self.trainable_vccs]])
+        """theta = (g, gm of the trainable VCCS, then e.g. the vg of trainable channels): siemens, then volts."""
+        return np.concatenate([self.g, np.asarray(self.gm, float)[self.trainable_vccs]]
+                              + [grp.values[grp.param][j] for grp, j in self.trainable_elements])
 
     def split(self, theta) -> tuple:
         """(g (m,), gm (k,)) from theta (n_params,) siemens; a vector of m conductances keeps the stored gm."""
@@ -160,20 +210,26 @@ class Circuit:
         gm = np.array(self.gm, dtype=float)
         if theta.shape == (self.m,):
             return theta, gm
-        gm[self.trainable_vccs] = theta[self.m:]
+        t = len(self.trainable_vccs)
+        gm[self.trainable_vccs] = theta[self.m:self.m + t]
         return theta[:self.m], gm
 
     def bounds(self) -> tuple:
-        """(lo, hi), (n_params,) each: [g_min, g_max] for conductances, [-gm_max, gm_max] for gm (siemens)."""
+        """(lo, hi), (n_params,) each: [g_min, g_max] for conductances ([g, g] for a fixed edge),
+        [-gm_max, gm_max] for gm (siemens), [vg_min, vg_max] for a channel's gate (volts)."""
         t = len(self.trainable_vccs)
         gmx = self.gm_max if self.gm_max is not None else self.g_max
-        return (np.concatenate([np.full(self.m, self.g_min), np.full(t, -gmx)]),
-                np.concatenate([np.full(self.m, self.g_max), np.full(t, gmx)]))
+        fx = np.asarray(self.edge_fixed, bool)
+        lo = np.where(fx, self.g, self.g_min)
+        hi = np.where(fx, self.g, self.g_max)
+        extra = [grp.bounds() for grp, _ in self.trainable_elements]
+        return (np.concatenate([lo, np.full(t, -gmx)] + [b[0] for b in extra]),
+                np.concatenate([hi, np.full(t, gmx)] + [b[1] for b in extra]))
 
     @property
     def sources(self) -> np.ndarray:
-        """S: the nodes held by voltage sources, ground first then the inputs."""
-        return np.array((self.ground,) + tuple(self.inputs), dtype=int)
+        """S: the nodes held by voltage sources, ground first, then the inputs, then the biases."""
+        return np.array((self.ground,) + tuple(self.inputs) + tuple(self.biases), dtype=int)
 
     @property
     def free(self) -> np.ndarray:
@@ -227,6 +283,10 @@ class Circuit:
         if len(self.trainable_vccs):
             j = self.trainable_vccs
             parts.append(self.control_drops(V)[..., j] * self.output_drops(W)[..., j])
+        if self.trainable_elements:  # any kind: sum over its terminals of W_t d i_t / d theta at V
+            for grp, j in self.trainable_elements:
+                di = grp.dparam(V[..., grp.nodes])
+                parts.append(np.sum(di * W[..., grp.nodes], axis=-1)[..., j])
         return np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
     def node(self, name: str) -> int:
@@ -262,9 +322,11 @@ class Circuit:
                                "is not a positive finite number")
         bad = np.flatnonzero(~np.isfinite(g[self.m:]))
         if bad.size:
-            j = self.trainable_vccs[bad[0]]
-            raise CircuitError(f"{self.source}: vccs '{self.vccs_names[j]}': transconductance "
-                               f"{float(g[self.m + bad[0]])!r} is not a finite number")
+            e = self.m + bad[0]
+            t = len(self.trainable_vccs)
+            what = (f"vccs '{self.param_names[e]}': transconductance" if bad[0] < t
+                    else f"element '{self.param_names[e]}': parameter")
+            raise CircuitError(f"{self.source}: {what} {float(g[e])!r} is not a finite number")
         return g
 
     def with_g(self, g) -> "Circuit":
@@ -274,7 +336,9 @@ class Circuit:
             g = np.concatenate([g, self.theta[self.m:]])
         g = self.check_g(g)
         edges, gm = self.split(g)
-        return replace(self, g=edges.copy(), gm=gm, calibration=None)  # as before: a record of other parts
+        groups = self.element_groups(g)[1 + bool(self.k):]
+        return replace(self, g=edges.copy(), gm=gm, calibration=None,  # as before: a record of other parts
+                       elements=tuple(groups))
 
     # -- serialisation ---------------------------------------------------------
     def to_toml(self) -> str:
@@ -286,7 +350,8 @@ class Circuit:
                  f"g_min = {self.g_min!r}", f"g_max = {self.g_max!r}", ""]
         for e in range(self.m):
             lines += ["[[edge]]", f"name = {q(self.edge_names[e])}", f"a = {q(self.nodes[self.a[e]])}",
-                      f"b = {q(self.nodes[self.b[e]])}", f"g = {float(self.g[e])!r}", ""]
+                      f"b = {q(self.nodes[self.b[e]])}", f"g = {float(self.g[e])!r}"]
+            lines += ["fixed = true", ""] if self.edge_fixed[e] else [""]
         if self.k and self.gm_max is not None:
             lines.insert(6, f"gm_max = {self.gm_max!r}")
         for j in range(self.k):
@@ -294,6 +359,11 @@ class Circuit:
             lines += ["[[vccs]]", f"name = {q(self.vccs_names[j])}", f"out_p = {nd[0]}", f"out_n = {nd[1]}",
                       f"ctrl_p = {nd[2]}", f"ctrl_n = {nd[3]}", f"gm = {float(self.gm[j])!r}"]
             lines += ["fixed = true", ""] if self.gm_fixed[j] else [""]
+        for i, v in zip(self.biases, self.bias_v):
+            lines += ["[[bias]]", f"node = {q(self.nodes[i])}", f"v = {float(v)!r}", ""]
+        for grp in self.elements:
+            for j in range(len(grp)):
+                lines += grp.toml(j, self.nodes)
         if self.calibration:
             cal = self.calibration
             lines += ["# per edge, in the order of the [[edge]] tables: actual = scale x written", "[calibration]",
@@ -304,10 +374,9 @@ class Circuit:
 
     def save(self, path, header: str | None = None) -> Path:
         """Write the circuit as TOML to ``path`` atomically (``header``: a first comment line); returns the path."""
+        from hil.runs import atomic_write
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text((f"# {header}\n" if header else "") + self.to_toml())
-        os.replace(tmp, path)
+        atomic_write(path, (f"# {header}\n" if header else "") + self.to_toml())
         return path
 
 
@@ -355,8 +424,12 @@ def load_circuit(path) -> Circuit:
 
 def load_any(path):
     """A circuit file of any kind: a :class:`Circuit`, or with ``kind = "layered"`` a
-    :class:`hil.layered.LayeredCircuit`."""
+    :class:`hil.layered.LayeredCircuit`. A run directory or one of its checkpoints stands for
+    the trained circuit it holds (:func:`hil.runs.trained_circuit`)."""
     p = Path(path)
+    if p.is_dir() or (p.suffix == ".npz" and p.is_file()):
+        from hil.runs import trained_circuit
+        return trained_circuit(p, load_any)
     if not p.exists():
         from hil.circuits import shipped_path
         found = shipped_path(str(path))
@@ -398,8 +471,12 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
 
     lines = text.splitlines()
 
+    heads_of = {"edge": edge_lines, "vccs": vccs_lines}
+
     def at(key=None, edge=None, table=None):
-        heads = vccs_lines if table == "vccs" else edge_lines
+        if table is not None and table not in heads_of:
+            heads_of[table] = _edge_lines(text, table)
+        heads = heads_of[table or "edge"]
         if edge is not None and edge < len(heads):
             start = heads[edge]
             stop = _table_end(text, start)
@@ -413,7 +490,9 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             return f"{source}:{_key_line(text, key)}"
         return source
 
-    known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge", "vccs", "gm_max", "calibration"}
+    from hil.elements import KINDS
+    known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge", "vccs", "gm_max", "calibration",
+             "bias"} | {kind.table for kind in KINDS}
     for k in data:
         if k not in known:
             raise CircuitError(f"{at(k)}: unknown key '{k}' (expected one of {', '.join(sorted(known))})")
@@ -449,15 +528,15 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             nodes.append(nm)
         return index[nm]
 
-    names, a, b, g = [], [], [], []
+    names, a, b, g, fixed = [], [], [], [], []
     seen = {}
     for e, edge in enumerate(edges):
         where = at(edge=e)
         if not isinstance(edge, dict):
             raise CircuitError(f"{where}: edge #{e + 1} is not a table")
         for k in edge:
-            if k not in ("name", "a", "b", "g"):
-                raise CircuitError(f"{where}: edge #{e + 1}: unknown key '{k}' (expected name, a, b, g)")
+            if k not in ("name", "a", "b", "g", "fixed"):
+                raise CircuitError(f"{where}: edge #{e + 1}: unknown key '{k}' (expected name, a, b, g, fixed)")
         nm = edge.get("name", f"E{e + 1}")
         check_name(nm, at("name", e), "edge")
         if nm.lower() in seen:
@@ -472,13 +551,27 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
         gv = edge["g"]
         if isinstance(gv, bool) or not isinstance(gv, (int, float)) or not math.isfinite(gv) or gv <= 0:
             raise CircuitError(f"{at('g', e)}: edge '{nm}': conductance {gv!r} is not a positive finite number (siemens)")
-        if not g_min <= gv <= g_max:
+        fx = edge.get("fixed", False)
+        if not isinstance(fx, bool):
+            raise CircuitError(f"{at('fixed', e)}: edge '{nm}': fixed = {fx!r} must be true or false")
+        if not fx and not g_min <= gv <= g_max:
             raise CircuitError(f"{at('g', e)}: edge '{nm}': conductance {gv!r} S is outside [g_min, g_max] = [{g_min}, {g_max}]")
-        names.append(nm); a.append(ia); b.append(ib); g.append(float(gv))
+        names.append(nm); a.append(ia); b.append(ib); g.append(float(gv)); fixed.append(fx)
+
+    ctx = _ElementContext(at, add_node, check_name, seen, index)
+    elements = []
+    for kind in KINDS:
+        if kind.table in data:
+            try:
+                grp = kind.parse(data[kind.table], ctx)
+            except ElementError as exc:
+                raise CircuitError(str(exc)) from None
+            if len(grp):
+                elements.append(grp)
 
     def lookup(nm, key):
         if not isinstance(nm, str) or nm not in index:
-            raise CircuitError(f"{at(key)}: {key}: unknown node {nm!r} (no edge touches it)")
+            raise CircuitError(f"{at(key)}: {key}: unknown node {nm!r} (no element touches it)")
         return index[nm]
 
     ground = lookup(data["ground"], "ground")
@@ -508,6 +601,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
         # every output at 0 V whatever g, or every input driving only ground: nothing to learn
         # (a VCCS whose output, or control, is the terminal reaches it past the edges)
         port = vccs_nodes[:, :2] if key == "outputs" else vccs_nodes[:, 2:]
+        port = np.concatenate([port.ravel()] + [grp.nodes.ravel() for grp in elements])
         grounded = [t for t in lst if all(ground in (a[e], b[e]) for e in range(len(a)) if t in (a[e], b[e]))
                     and t not in port]
         if lst and len(grounded) == len(lst):
@@ -518,16 +612,91 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             raise CircuitError(f"{at(key)}: {key[:-1]} '{nodes[t]}' is joined only to ground "
                                f"(edge {', '.join(touching)}): {what}" + (" (and so is every other)" if len(lst) > 1 else ""))
     calibration = _calibration(data["calibration"], len(names), at) if "calibration" in data else None
+    biases, bias_v = _biases(data.get("bias", []), at, index, ground, inputs, outputs)
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
                       np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source,
-                      *vccs, gm_max=gm_max, calibration=calibration)
+                      *vccs, gm_max=gm_max, calibration=calibration, edge_fixed=np.array(fixed, bool),
+                      biases=biases, bias_v=bias_v, elements=tuple(elements))
     _check_connected(circuit, at)
-    if circuit.k:
+    if circuit.k and not circuit.elements:
         _check_operating_point(circuit, at(edge=0, table="vccs"))
     return circuit
 
 
 VCCS_KEYS = ("name", "out_p", "out_n", "ctrl_p", "ctrl_n", "gm", "fixed")
+
+
+class _ElementContext:
+    """What an element kind's parser needs from the loader: lines, node creation, names seen."""
+
+    def __init__(self, at, add_node, check_name, seen, index):
+        self.at, self.add_node, self.check_name, self.seen, self.index = at, add_node, check_name, seen, index
+
+    def tables(self, tables, kind):
+        """The [[table]] list checked: tables with known keys only."""
+        if not isinstance(tables, list):
+            raise CircuitError(f"{self.at(kind.table)}: '{kind.table}' must be an array of [[{kind.table}]] tables")
+        for j, t in enumerate(tables):
+            if not isinstance(t, dict):
+                raise CircuitError(f"{self.at(edge=j, table=kind.table)}: {kind.table} #{j + 1} is not a table")
+            for k in t:
+                if k not in kind.keys:
+                    raise CircuitError(f"{self.at(k, j, kind.table)}: {kind.table} '{t.get('name', f'#{j + 1}')}': "
+                                       f"unknown key '{k}' (expected {', '.join(kind.keys)})")
+        return tables
+
+    def header(self, t, j, kind) -> tuple:
+        """(name, where) of element j: a plain identifier used by no other element."""
+        nm = t.get("name", f"{kind.prefix}{j + 1}")
+        where = self.at(edge=j, table=kind.table)
+        self.check_name(nm, self.at("name", j, kind.table), kind.table)
+        if nm.lower() in self.seen:
+            raise CircuitError(f"{self.at('name', j, kind.table)}: duplicate element name '{nm}' "
+                               f"(first at {self.seen[nm.lower()]})")
+        self.seen[nm.lower()] = where
+        return nm, where
+
+    def terminal(self, t, key, j, kind, what) -> int:
+        if key not in t:
+            raise CircuitError(f"{self.at(edge=j, table=kind.table)}: {what}: missing '{key}'")
+        return self.add_node(t[key], self.at(key, j, kind.table))
+
+    def two_terminals(self, t, j, kind, what) -> list:
+        ia, ib = (self.terminal(t, key, j, kind, what) for key in kind.terminals)
+        if ia == ib:
+            raise CircuitError(f"{self.at(kind.terminals[1], j, kind.table)}: {what} is a self-loop on node "
+                               f"'{t[kind.terminals[0]]}'")
+        return [ia, ib]
+
+
+def _biases(tables, at, index, ground, inputs, outputs) -> tuple:
+    """The [[bias]] tables checked: (nodes, volts); each a known node that is no other source or an output."""
+    if not isinstance(tables, list):
+        raise CircuitError(f"{at('bias')}: 'bias' must be an array of [[bias]] tables")
+    nodes, volts = [], []
+    for j, t in enumerate(tables):
+        where = at(edge=j, table="bias")
+        if not isinstance(t, dict):
+            raise CircuitError(f"{where}: bias #{j + 1} is not a table")
+        for k in t:
+            if k not in ("node", "v"):
+                raise CircuitError(f"{at(k, j, 'bias')}: bias #{j + 1}: unknown key '{k}' (expected node, v)")
+        for k in ("node", "v"):
+            if k not in t:
+                raise CircuitError(f"{where}: bias #{j + 1}: missing '{k}'")
+        nm = t["node"]
+        if not isinstance(nm, str) or nm not in index:
+            raise CircuitError(f"{at('node', j, 'bias')}: bias #{j + 1}: unknown node {nm!r} (no element touches it)")
+        i = index[nm]
+        role = ("the ground node" if i == ground else "an input" if i in inputs else "an output" if i in outputs
+                else "biased twice" if i in nodes else None)
+        if role:
+            raise CircuitError(f"{at('node', j, 'bias')}: bias '{nm}': the node is {role}")
+        v = t["v"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise CircuitError(f"{at('v', j, 'bias')}: bias '{nm}': v = {v!r} is not a finite number (volts)")
+        nodes.append(i); volts.append(float(v))
+    return tuple(nodes), np.array(volts, float)
 
 
 def _vccs_from_dict(tables, at, index, seen, check_name, gm_max, where_all) -> tuple:
@@ -620,14 +789,16 @@ def _positive(v, what) -> float:
 
 def _check_connected(c: Circuit, at=None) -> None:
     """Every node needs a path to a source or ground; otherwise L_FF is singular."""
-    adj = sp.coo_matrix((np.ones(c.m), (c.a, c.b)), shape=(c.n, c.n))
+    pa = np.concatenate([c.a] + [grp.nodes[:, 0] for grp in c.elements])
+    pb = np.concatenate([c.b] + [grp.nodes[:, 1] for grp in c.elements])
+    adj = sp.coo_matrix((np.ones(len(pa)), (pa, pb)), shape=(c.n, c.n))
     ncomp, label = connected_components(adj, directed=False)
     anchored = set(label[c.sources].tolist())
     for comp in range(ncomp):
         if comp not in anchored:
             members = [c.nodes[i] for i in np.flatnonzero(label == comp)]
-            first = int(np.flatnonzero(label[c.a] == comp)[0])  # the first edge of the floating part
-            where = c.source if at is None else at("name", first)
+            hit = np.flatnonzero(label[c.a] == comp)  # the first edge of the floating part
+            where = c.source if at is None or not len(hit) else at("name", int(hit[0]))
             shown = ", ".join(members[:8]) + (" ..." if len(members) > 8 else "")
             raise CircuitError(f"{where}: floating subnetwork: node(s) {shown} have no path to ground or an input "
                                "(their voltages are undefined, the circuit is singular)")

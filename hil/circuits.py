@@ -154,3 +154,48 @@ def perturb(c: Circuit, scale: float, seed: int = 0) -> Circuit:
         raise ValueError(f"perturb: scale must be a finite number >= 0, got {scale}")
     z = np.random.default_rng(seed).standard_normal(c.m)
     return c.with_g(np.clip(c.g * np.exp(scale * z), c.g_min, c.g_max))
+
+
+def with_elements(circuit: Circuit, seed: int = 0, diodes: int = 2, mosfets: int = 2, midpoint: int = 0,
+                  vcvs: int = 0, vccs: int = 0, biases: int = 0, rs: float = 0.0) -> Circuit:
+    """``circuit`` with element kinds added between random nodes (seeded): Shockley diodes (I_s = 1e-12 A,
+    series ``rs`` ohms), level-1 channels with the gate against ground (``mosfets``) or at the midpoint
+    (``midpoint``; kp = 1e-3 A/V^2, vto = 0.7 V, vg in [1.5, 4] V, trainable), VCVS buffers of gain 0.5
+    each driving a new node joined to the network by an edge, trainable VCCS of small gm, and bias nodes
+    (a new node at v in [-0.5, 0.5] V joined by an edge). Every element's name is a plain identifier."""
+    import tomllib
+
+    from hil.circuit import circuit_from_dict
+
+    rng = np.random.default_rng([seed, 21])
+    data = tomllib.loads(circuit.to_toml())
+    nodes = list(circuit.nodes)
+    held = set(circuit.sources) | set(circuit.outputs)
+    free = [circuit.nodes[i] for i in range(circuit.n) if i not in held]
+    pair = lambda: [nodes[i] for i in rng.choice(len(nodes), 2, replace=False)]
+    g_mid = float(np.sqrt(circuit.g_min * circuit.g_max))
+    data["diode"] = [dict(zip(("a", "b"), pair()), name=f"D{j + 1}", **{"is": 1e-12, "n": 1.0, "rs": rs})
+                     for j in range(diodes)]
+    data["mosfet"] = [dict(zip(("d", "s"), pair()), name=f"M{j + 1}", gate="midpoint" if j >= mosfets else "ground",
+                           vg=float(rng.uniform(1.5, 4.0)), vg_min=0.0, vg_max=5.0, kp=1e-3, vto=0.7)
+                      for j in range(mosfets + midpoint)]
+    for j in range(vcvs):
+        out = f"buf{j + 1}"
+        data["vcvs"] = data.get("vcvs", []) + [{"name": f"E{j + 1}", "out_p": out, "out_n": nodes[circuit.ground],
+                                                "ctrl_p": nodes[int(rng.integers(len(nodes)))],
+                                                "ctrl_n": nodes[circuit.ground], "gain": 0.5}]
+        data["edge"].append({"name": f"Rbuf{j + 1}", "a": out, "b": free[int(rng.integers(len(free)))] if free
+                             else nodes[circuit.outputs[0]], "g": g_mid})
+    data["vccs"] = [dict(zip(("out_p", "out_n", "ctrl_p", "ctrl_n"), pair() + pair()), name=f"G{j + 1}",
+                         gm=float(rng.uniform(-0.1, 0.1) * g_mid)) for j in range(vccs)]
+    data["bias"] = []
+    for j in range(biases):
+        b = f"vb{j + 1}"
+        data["edge"].append({"name": f"Rb{j + 1}", "a": b, "b": free[int(rng.integers(len(free)))] if free
+                             else nodes[circuit.outputs[0]], "g": g_mid})
+        data["bias"].append({"node": b, "v": float(rng.uniform(-0.5, 0.5))})
+    for k in ("diode", "mosfet", "vccs", "bias"):
+        if not data[k]:
+            del data[k]
+    data["name"] = f"{circuit.name}_el{seed}"
+    return circuit_from_dict(data, source=f"with_elements({circuit.name}, seed={seed})")

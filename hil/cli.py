@@ -22,6 +22,8 @@ UNITS = ("units: conductances and EP's --nudge (beta) in siemens; CL's and AL's 
          "dimensionless; voltages in V; loss = mean over examples of 1/2 ||V_O - y||^2 in V^2; "
          "--lr in S^2/V^2.")
 
+CIRCUIT_HELP = ("circuit file (TOML), shipped circuit name, or a run directory (its trained circuit, trained.toml) "
+                "or one of its checkpoints (RUN/checkpoints/step_NNNNNN.npz)")
 DEVICE_CHOICES = ["resistor", "digipot", "mosfet", "mosfet-mid", "mosfet-bsim", "mosfet-mid-bsim"]
 NUDGE_HELP = ("nudge size: beta in siemens for ep, ep-sym, ep-holo, ep-open, ep-stencil; eta (dimensionless) for cl, al. "
               "Default: beta = 0.05 / kappa_max, 5%% of the convergence radius 1/kappa_max (kappa_max: the "
@@ -44,6 +46,10 @@ def _add_task(p, required=True, split=False):
     g.add_argument("--teacher-circuit", metavar="FILE",
                    help="teacher task: the teacher is this circuit file (same edges and terminals; shipped name or "
                         "path), inputs uniform in [-1, 1] V with seed 0; e.g. the symmetric kite")
+    p.add_argument("--amplitude", type=float, default=None, metavar="VOLTS",
+                   help="teacher tasks: inputs uniform in [-A, A] V (targets scale with them). Default 1 V; "
+                        "0.1 V with --device mosfet*, where a channel is a conductance only in triode, at small "
+                        "signals (net16: 4 of 256 channel-examples leave triode at 0.1 V, 55 at 1 V)")
     p.add_argument("--examples", type=int, default=None,
                    help="teacher task: training examples (default 16; test split: a quarter more); "
                         "factorize with --inputs random: default 4 x inputs")
@@ -95,15 +101,20 @@ def _task(args, circuit):
     layered = getattr(circuit, "kind", None) == "layered"
     if getattr(args, "task", None) == "factorize" or layered:
         return _layered_task(args, circuit)
+    from hil.tasks import teacher_amplitude
     if args.examples is None:
         args.examples = 16
+    amp = args.amplitude if args.amplitude is not None else teacher_amplitude(getattr(args, "device", None))
+    if getattr(args, "data", None) and args.amplitude is not None:
+        raise ValueError("--amplitude applies to teacher tasks (--teacher, --teacher-circuit): a CSV task's "
+                         "voltages are its own")
     if getattr(args, "teacher_circuit", None):
         from hil.circuit import load_circuit
-        return circuit_teacher_task(circuit, load_circuit(args.teacher_circuit), 0, args.examples)
+        return circuit_teacher_task(circuit, load_circuit(args.teacher_circuit), 0, args.examples, amplitude=amp)
     if getattr(args, "data", None):
         return load_csv_task(circuit, args.data, getattr(args, "test_fraction", 0.0), seed=getattr(args, "seed", 0) or 0)
     if getattr(args, "teacher", None) is not None:
-        return teacher_task(circuit, args.teacher, args.examples)
+        return teacher_task(circuit, args.teacher, args.examples, amplitude=amp)
     return None
 
 
@@ -159,7 +170,8 @@ def _train_layered(args, circuit, task):
     text = (f"{_task_line(task, trains=True)}\nloss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in "
             f"{res['steps']} steps; rank-{circuit.sizes[1]} optimum (Eckart-Young) {res['eckart_young']:.4g} V^2, "
             f"relative excess {res['relative_excess']:.3g}; angle(Z, B^T) {res['angle_start']:.1f} -> "
-            f"{res['angle_end']:.1f} deg; run in {res['run_dir']} (loss.png, log.csv, feedback.json)")
+            f"{res['angle_end']:.1f} deg; run in {res['run_dir']} (loss.png, log.csv, feedback.json; the trained "
+            f"circuit: trained.toml, or name the run folder as the circuit)")
     res.update(examples=task.n_train, test_examples=len(task.X_test))
     _emit(args, res, text)
 
@@ -188,7 +200,7 @@ def cmd_train(args):
                               steps=1000 if args.steps is None else args.steps, batch=args.batch, seed=args.seed,
                               checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                               backend=args.backend, backend_options=_backend_options(args),
-                              homeostasis=args.homeostasis)
+                              homeostasis=args.homeostasis, rounding=args.rounding)
             from hil.train import check_config
             check_config(cfg)  # before the task is built: a bad option is named first
         task = _task(args, circuit)
@@ -198,7 +210,12 @@ def cmd_train(args):
             raise SystemExit("hil train: give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
         res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
-            f"run in {res['run_dir']} (loss.png, log.csv)")
+            f"run in {res['run_dir']} (loss.png, log.csv; the trained circuit: trained.toml, or name the run "
+            "folder as the circuit)")
+    for st in res.get("stalled", []):  # the message itself was printed when it happened
+        text = f"stalled at step {st['step']}: no parameter changed for the 20 steps before (history.log)\n" + text
+    if res.get("nudge_note"):
+        text = res["nudge_note"] + " (config.json: nudge, nudge_refused)\n" + text
     if not args.resume:
         text = _task_line(task, trains=True) + "\n" + text
         res.update(examples=task.n_train, test_examples=len(task.X_test))
@@ -224,8 +241,11 @@ def _backend_options(args) -> dict:
             from pathlib import Path
             opts["nonideal"] = str(Path(args.nonideal).resolve())
         return opts
+    if args.device in ("mosfet", "mosfet-mid") and not args.nonideal:
+        return {"device": args.device}  # level-1 channels are ideal elements too
     if args.device != "resistor" or args.nonideal:
-        raise ValueError("--device and --nonideal need --backend ngspice")
+        raise ValueError("--device and --nonideal need --backend ngspice (the ideal backend has the level-1 "
+                         "devices mosfet and mosfet-mid, with ideal parts)")
     return {}
 
 
@@ -296,7 +316,7 @@ def cmd_grad(args):
     from hil.circuit import load_any
     from hil.gradients import reference_gradient
     from hil.rules import make_rule
-    from hil.train import open_substrate
+    from hil.train import nudge_note, open_substrate, settle_default_nudge
 
     circuit = load_any(args.circuit)
     task = _task(args, circuit)
@@ -307,9 +327,11 @@ def cmd_grad(args):
     with open_substrate(circuit, args.backend, **_backend_options(args)) as sub:
         kappa = sub.kappa_max(X)
         rule = make_rule(args.rule, args.nudge, args.points).configure(kappa)
+        refused = settle_default_nudge(sub, rule, X, Y) if args.nudge is None else []
         est = rule.estimate(sub.measure(X, Y, rule.states()))
         exact = reference_gradient(sub, X, Y, args.reference)
         dec = decomposition(sub, X, Y, reference=exact)
+        regions = sub.channel_regions(X) if hasattr(sub, "channel_regions") else None
         auto_ref = "adjoint formula" if args.backend == "ideal" else \
             "ngspice sens analysis" if getattr(sub, "has_sens", True) else "central differences through the substrate"
     n_exact, n_est, err = np.linalg.norm(exact), np.linalg.norm(est), float(np.linalg.norm(est - exact))
@@ -322,9 +344,11 @@ def cmd_grad(args):
     obj = {"edges": list(circuit.edge_names), "params": list(circuit.param_names), "exact": exact.tolist(),
            "estimate": est.tolist(), "limit": dec["limit"].tolist(),
            "cosine": cos, "rel_error": rel, "abs_error": err, "rule": rule.describe(), "nudge": rule.nudge,
-           "nudge_bias": nb, "asymmetry_bias": dec["asymmetry_bias"], "cos_limit": dec["cos_limit"],
+           "nudge_bias": nb, "asymmetry_bias": dec["asymmetry_bias"], "local_signal_bias": dec["local_signal_bias"],
+           "outside_linear": dec["outside_linear"], "true_limit": None if dec["true_limit"] is None else
+           dec["true_limit"].tolist(), "cos_limit": dec["cos_limit"],
            "cos_mu_lambda": dec["cos_mu_lambda"], "symmetry_index": dec["symmetry_index"],
-           "backend": args.backend, "examples": task.n_train,
+           "backend": args.backend, "examples": task.n_train, "nudge_refused": refused, "channel_regions": regions,
            "reference": {"auto": auto_ref,
                          "sens": "ngspice sens analysis", "fd": "central differences through the substrate"}[args.reference]}
     summary = (f"cosine {cos:.6f}" if cos is not None else "cosine undefined") + ", " + (
@@ -332,17 +356,36 @@ def cmd_grad(args):
         f"the reference gradient is zero; absolute error {err:.3e} V^2/S")
     f = lambda x, spec=".3e": "-" if x is None else format(x, spec)
     si = dec["symmetry_index"]
-    lines = [_task_line(task), f"{rule.describe()} on {circuit.name}: {summary}",
-             "error split (docs/math.md, section 7.2), relative to ||dC/dtheta||: "
+    lines = [_task_line(task)] + ([nudge_note(refused, rule.nudge, rule.nudge_unit)] if refused else []) + [
+             f"{rule.describe()} on {circuit.name}: {summary}",
+             "error split, relative to ||dC/dtheta||: "
              + (f"nudge bias ||ghat(beta) - ghat(0)|| = {f(nb)}, " if ep_family else "")
-             + f"asymmetry bias ||ghat(0) - dC/dtheta|| = {f(dec['asymmetry_bias'])}",
+             + f"local-signal bias ||ghat(0) + mu^T dF/dtheta|| = {f(dec['local_signal_bias'])}, "
+             + f"asymmetry bias ||(lambda - mu)^T dF/dtheta|| = {f(dec['asymmetry_bias'])}"
+             + _outside_note(dec["outside_linear"]),
              f"cos(ghat(0), dC/dtheta) = {f(dec['cos_limit'], '.6f')}; error-vector alignment cos(mu, lambda) "
              + (f"{min(cml):.6f} to {max(cml):.6f} over {len(cml)} examples" if cml else "-")
              + f"; Jacobian symmetry index {f(si, '.6f') if si is not None else '- (nonlinear device: not measured)'}",
              f"{'param':>8} {'exact dC/dtheta (V^2/S)':>24} {'estimate':>14} {'ghat(0)':>14}"]
+    if regions:  # after the rule's line
+        lines.insert(next(k for k, ln in enumerate(lines) if ln.startswith(rule.describe())) + 1, _regions_line(regions))
     lines += [f"{n:>8} {e:24.6g} {s:14.6g} {z:14.6g}"
               for n, e, s, z in zip(circuit.param_names, exact, est, dec["limit"])]
     _emit(args, obj, "\n".join(lines))
+
+
+def _regions_line(r: dict) -> str:
+    """What grad and info say about the channels' regions at the free operating points."""
+    out = r["channels"] - r["triode"]
+    return (f"channels out of triode at the free operating points: {out} of {r['channels']} channel-examples "
+            f"({r['saturation']} saturated, {r['cutoff']} cut off) in {r['examples_out']} examples"
+            + ("; a smaller --amplitude keeps them in triode" if out else ""))
+def _outside_note(counts) -> str:
+    """'; elements outside their linear region: example 4: 3' (or nothing when none is)."""
+    if not counts or not any(counts):
+        return ""
+    return "; elements outside their linear region (saturated or cut-off channels, conducting diodes): " + \
+        ", ".join(f"example {i}: {k}" for i, k in enumerate(counts) if k)
 
 
 def _info_layered(args, c):
@@ -362,7 +405,7 @@ def _info_layered(args, c):
 
 def cmd_info(args):
     from hil.circuit import load_any
-    from hil.exact import (coercivity, conductance_matrix, homeostasis, jacobian, kappa_max, output_green,
+    from hil.exact import (coercivity, homeostasis, jacobian, kappa_max, operating_jacobian, output_green,
                            residual_basis, symmetry_index)
 
     c = load_any(args.circuit)
@@ -372,7 +415,7 @@ def cmd_info(args):
     kmax = kappa_max(K)
     ev = np.linalg.eigvalsh(K) if c.reciprocal else np.linalg.eigvals(K)
     from hil.exact import homeostasis_stochastic
-    A = conductance_matrix(c)[c.free][:, c.free]
+    A = operating_jacobian(c)  # at the 0 V inputs' operating point when the circuit is nonlinear
     si = symmetry_index(A)
     Hs, Hse = homeostasis_stochastic(lambda E: A @ E, lambda E: A.T @ E, A.shape[0], 400, 0)
     obj = {"name": c.name, "source": c.source, "nodes": list(c.nodes), "edges": list(c.edge_names),
@@ -381,18 +424,30 @@ def cmd_info(args):
            "outputs": c.output_names, "g_min": c.g_min, "g_max": c.g_max,
            "K_eigenvalues": ev.tolist() if c.reciprocal else [[float(x.real), float(x.imag)] for x in ev],
            "kappa_max": kmax, "nudge_radius": 1 / kmax, "symmetry_index": si, "homeostasis_H": homeostasis(c),
-           "homeostasis_H_stochastic": [Hs, Hse]}
+           "homeostasis_H_stochastic": [Hs, Hse], "biases": {c.nodes[i]: float(v) for i, v in zip(c.biases, c.bias_v)},
+           "elements": {grp.table: list(grp.names) for grp in c.elements}}
     fmt = (lambda x: f"{x:.4g}") if c.reciprocal else (lambda x: f"{x.real:.4g}{x.imag:+.3g}j")
     lines = [f"{c.name} ({c.source}): {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS" if c.k else "") +
+             "".join(f", {len(grp)} {grp.table}" for grp in c.elements) +
+             (f", {len(c.biases)} bias" if c.biases else "") +
              f"; ground {obj['ground']}; "
              f"inputs {', '.join(c.input_names) or '-'}; outputs {', '.join(c.output_names)}",
              f"conductance bounds [{c.g_min:g}, {c.g_max:g}] S",
-             f"eigenvalues of K (ohms): {', '.join(fmt(x) for x in ev)}",
+             f"eigenvalues of K (ohms){' about the operating point at 0 V inputs' if c.elements else ''}: "
+             f"{', '.join(fmt(x) for x in ev)}",
              f"EP nudge radius 1/kappa_max = {1 / kmax:.4g} S" + ("" if c.reciprocal else " (kappa_max: spectral radius of K)"),
              f"Jacobian symmetry index ||A_sym|| / (||A_sym|| + ||A_anti||) = {si:.6g} "
              f"({'reciprocal' if si == 1 else 'non-reciprocal'}); H = 1/2 ||A - A^T||_F^2 = {obj['homeostasis_H']:.4g} S^2 "
              f"(stochastic estimate, 400 probes: {Hs:.4g} +- {Hse:.2g})"]
     task = _task(args, c)
+    if args.device != "resistor" and task is None:
+        raise ValueError(f"--device {args.device}: counts the channels' regions at a task's operating points; "
+                         "give a task (--teacher SEED, --data CSV)")
+    if task is not None and args.device != "resistor":
+        from hil.train import open_substrate
+        with open_substrate(c, "ngspice", device=args.device) as sub:
+            regions = sub.channel_regions(task.X_train)
+        obj["channel_regions"] = regions
     if task is not None:
         X = task.X_train
         J = jacobian(c, X)
@@ -408,6 +463,8 @@ def cmd_info(args):
         lines.append(f"coercivity c = lambda_min(J J^T on the residual space)/N = {cc:.4g} V^2/S^2 "
                      f"({'coercive' if cc > 0 and rank == constraints else 'NOT coercive'}); "
                      f"raw lambda_min(J J^T)/N = {raw:.3g}")
+        if obj.get("channel_regions"):
+            lines.append(_regions_line(obj["channel_regions"]))
     _emit(args, obj, "\n".join(lines))
 
 
@@ -501,8 +558,11 @@ def cmd_bias(args):
     cml = [x for x in res["cos_mu_lambda"] if x is not None]
     lines = [_task_line(task), f"{c.name} ({args.backend}): convergence radius 1/kappa_max = {res['radius']:.4g} S; "
              f"reference |dC/dtheta| = {res['ref_norm']:.4g} V^2/S",
-             f"asymmetry bias ||ghat(0) - dC/dtheta|| / ||dC/dtheta|| = {res['asymmetry_bias']:.3e} (every EP rule, "
-             f"any nudge); cos(ghat(0), dC/dtheta) = {res['cos_limit']:.6f}; cos(mu, lambda) "
+             f"local-signal bias ||ghat(0) + mu^T dF/dtheta|| / ||dC/dtheta|| = "
+             f"{'-' if res['local_signal_bias'] is None else format(res['local_signal_bias'], '.3e')}, "
+             f"asymmetry bias ||(lambda - mu)^T dF/dtheta|| / ||dC/dtheta|| = {res['asymmetry_bias']:.3e} (every EP rule, "
+             f"any nudge){_outside_note(res['outside_linear'])}; cos(ghat(0), dC/dtheta) = {res['cos_limit']:.6f}; "
+             "cos(mu, lambda) "
              + (f"{min(cml):.6f}..{max(cml):.6f}" if cml else "-")
              + f"; Jacobian symmetry index {'-' if si is None else format(si, '.6f')}",
              f"{'rule':<12} {'order':>7} {'best nudge':>12} {'rel. MSE':>10} {'nudge bias at smallest':>23}"]
@@ -516,7 +576,8 @@ def cmd_bias(args):
     lines.append("wrote " + ", ".join(map(str, paths)))
     _emit(args, {"rules": res["rules"], "radius": res["radius"], "kappa_max": res["kappa_max"],
                  "nudge_bias": {n: r["nudge_bias"] for n, r in res["rules"].items()},
-                 "asymmetry_bias": res["asymmetry_bias"], "symmetry_index": si, "cos_limit": res["cos_limit"],
+                 "asymmetry_bias": res["asymmetry_bias"], "local_signal_bias": res["local_signal_bias"],
+                 "outside_linear": res["outside_linear"], "symmetry_index": si, "cos_limit": res["cos_limit"],
                  "cos_mu_lambda": res["cos_mu_lambda"], "nudges": [float(x) for x in grid],
                  "out": str(args.out), "examples": task.n_train}, "\n".join(lines))
 
@@ -806,8 +867,8 @@ def cmd_generate(args):
             raise ValueError(f"--sizes {args.sizes!r}: expected comma-separated widths, e.g. 8,3,6") from None
         c = generate_layered(sizes, args.seed)
         from hil.runs import check_output
-        check_output(args.o, [], args.force, "-o", ours='kind = "layered"')
-        c.save(args.o)
+        check_output(args.o, [], args.force, "-o", ours="# written by hil")
+        c.save(args.o, header="written by hil generate layered")
         return _emit(args, {"path": args.o, "sizes": list(c.sizes), "conductances": c.n_params},
                      f"wrote {args.o}: layered circuit {'-'.join(map(str, c.sizes))} ({c.n_params} conductances, "
                      f"{c.n_layers} transimpedance stages)")
@@ -856,7 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     t = add("train", cmd_train, "Train a circuit on a task; records a run directory.")
-    t.add_argument("circuit", nargs="?", help="circuit file (TOML) or shipped circuit name")
+    t.add_argument("circuit", nargs="?", help=CIRCUIT_HELP)
     _add_task(t, required=False, split=True)
     _add_rule(t)
     t.add_argument("--lr", type=float, default=None, help=LR_HELP)
@@ -872,6 +933,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="homeostasis weight w in V^2/S^2 (docs/math.md, section 7.3): the update becomes -alpha (ghat + w dH/dtheta), "
                         "H = 1/2 ||A - A^T||_F^2 the Jacobian's asymmetry (S^2), logged per step (log.csv, "
                         "homeostasis.png). Acts on trainable VCCS only; stable below w = 0.5 / alpha for a pair")
+    t.add_argument("--rounding", default="nearest", choices=["nearest", "stochastic"],
+                   help="onto a digipot's taps: nearest (default), or stochastic: the tap above or below with "
+                        "probability in proportion, so updates below half a tap still move it on average (Gupta "
+                        "et al., ICML 2015). A run whose parameters stop changing for 20 steps says so (history.log, "
+                        "result.json 'stalled', the screen)")
     t.add_argument("--out", help="run directory to create (new or empty)")
     t.add_argument("--force", action="store_true",
                    help="--out may hold files: they are moved into OUT/replaced-TIME/ (nothing is deleted)")
@@ -880,7 +946,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "change, each recorded in the run")
 
     g = add("grad", cmd_grad, "A rule's gradient estimate at the file's conductances beside the exact gradient.")
-    g.add_argument("circuit")
+    g.add_argument("circuit", help=CIRCUIT_HELP)
     _add_task(g)
     _add_rule(g)
     _add_backend(g)
@@ -890,13 +956,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "sens, or fd (central differences through the substrate)")
 
     i = add("info", cmd_info, "Nodes, edges, eigenvalues of K, the nudge radius, and the coercivity for a task.")
-    i.add_argument("circuit")
+    i.add_argument("circuit", help=CIRCUIT_HELP)
     _add_task(i, required=False)
+    i.add_argument("--device", default="resistor", choices=DEVICE_CHOICES,
+                   help="with a task: also count, on ngspice, the channels of this device out of triode at the "
+                        "task's free operating points (mosfet, mosfet-mid); the teacher's default amplitude follows it")
 
     add("circuits", cmd_circuits, "List the shipped circuits.")
 
     b = add("bias", cmd_bias, "Each estimator's error against the reference gradient over a log grid of nudges.")
-    b.add_argument("circuit")
+    b.add_argument("circuit", help=CIRCUIT_HELP)
     _add_task(b)
     _add_backend(b)
     b.add_argument("--rules", default="ep,ep-sym,ep-holo:4,ep-stencil:2,ep-open,cl,al", help="comma-separated rules")
@@ -908,7 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="directory for bias.csv and bias.png")
 
     em = add("emulate", cmd_emulate, "Serve an emulated bench (SCPI over loopback TCP) backed by a simulated circuit.")
-    em.add_argument("circuit")
+    em.add_argument("circuit", help=CIRCUIT_HELP)
     em.add_argument("--backend", default="ideal", choices=["ideal", "ngspice"])
     em.add_argument("--device", default="resistor", choices=DEVICE_CHOICES)
     em.add_argument("--nonideal", metavar="FILE")
@@ -930,7 +999,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--force", action="store_true", help="overwrite --bench-file even if hil did not write it")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core or a Dask cluster.")
-    sw.add_argument("circuit")
+    sw.add_argument("circuit", help=CIRCUIT_HELP)
     sw.add_argument("--teacher", type=int, default=1, help="teacher task seed (default 1)")
     sw.add_argument("--examples", type=int, default=16)
     sw.add_argument("--rules", default="ep-sym,cl,al")
@@ -951,7 +1020,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pt = add("perturb", cmd_perturb, "Write a copy of a circuit with every conductance scaled by a random "
                                      "log-normal factor (a starting point near a teacher).")
-    pt.add_argument("circuit")
+    pt.add_argument("circuit", help=CIRCUIT_HELP)
     pt.add_argument("--scale", type=float, default=0.1, help="sigma of log g (default 0.1: about 10 %% per edge)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("-o", required=True, metavar="FILE", help="circuit file to write")
@@ -990,11 +1059,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed", type=int, default=2026)
 
     co = add("coercivity", cmd_coercivity, "Coercivity constant, rank of J, dead edges, predicted decay rates.")
-    co.add_argument("circuit")
+    co.add_argument("circuit", help=CIRCUIT_HELP)
     _add_task(co)
 
     n = add("netlist", cmd_netlist, "Write a standalone SPICE deck: `ngspice -b FILE` prints the free-state node voltages.")
-    n.add_argument("circuit")
+    n.add_argument("circuit", help=CIRCUIT_HELP)
     n.add_argument("--device", default="resistor", choices=DEVICE_CHOICES)
     n.add_argument("--nonideal", metavar="FILE", help="non-idealities (TOML): tolerance, wire and source resistance")
     n.add_argument("--inputs", help="input voltages, comma-separated (default 1 V each)")

@@ -63,13 +63,18 @@ def _solve(A, rhs, transpose: bool = False):
 
 
 def source_values(c: Circuit, X) -> np.ndarray:
-    """s: (batch, |S|) source voltages, ground (0 V) first then the inputs X."""
+    """s: (batch, |S|) source voltages, ground (0 V) first, then the inputs X, then the biases."""
     X = np.atleast_2d(np.asarray(X, float))
-    return np.column_stack([np.zeros(len(X)), X])
+    return np.column_stack([np.zeros(len(X)), X] + ([np.broadcast_to(c.bias_v, (len(X), len(c.biases)))]
+                                                     if len(c.biases) else []))
 
 
 def free_state(c: Circuit, X, g=None) -> np.ndarray:
-    """V: (batch, n) free-state node voltages: V_S = s, L_FF V_F = -L_FS s (volts)."""
+    """V: (batch, n) free-state node voltages: V_S = s, L_FF V_F = -L_FS s (volts); F(V) = 0 by Newton's
+    method (:mod:`hil.mna`) when the circuit has other element kinds."""
+    if c.elements:
+        from hil.mna import operating_point
+        return operating_point(c, X, g)[1][:, :c.n]
     LFF, LFS = _blocks(c, g)
     s = source_values(c, X)
     V = np.zeros((len(s), c.n))
@@ -81,8 +86,15 @@ def free_state(c: Circuit, X, g=None) -> np.ndarray:
 def output_green(c: Circuit, g=None) -> np.ndarray:
     """K = P A_FF^-1 P^T, the |O| x |O| output Green's matrix (ohms).
 
-    Symmetric positive definite for resistor circuits; non-symmetric with VCCS.
+    Symmetric positive definite for resistor circuits; non-symmetric with VCCS. With other element
+    kinds: about the free operating point at 0 V inputs (:func:`operating_jacobian`).
     """
+    if c.elements:
+        from hil.mna import linear_response, operating_point
+        system, x = operating_point(c, np.zeros((1, len(c.inputs))), g)
+        n_out = len(c.outputs)
+        return np.column_stack([linear_response(system, x, np.eye(n_out)[k][None])[0, list(c.outputs)]
+                                for k in range(n_out)])
     LFF, _ = _blocks(c, g)
     nf = len(c.free)
     Pt = np.zeros((nf, len(c.outputs)))
@@ -98,6 +110,11 @@ def loss(c: Circuit, X, Y, g=None) -> float:
 
 
 def _error_state(c: Circuit, X, Y, g, transpose: bool) -> np.ndarray:
+    if c.elements:  # about each example's free operating point: J_UU^(T) x = P^T r
+        from hil.mna import linear_response, operating_point
+        system, x = operating_point(c, X, g)
+        r = x[:, list(c.outputs)] - np.asarray(Y)
+        return linear_response(system, x, r, transpose=transpose)[:, :c.n]
     AFF, _ = _blocks(c, g)
     V = free_state(c, X, g)
     r = V[:, list(c.outputs)] - np.asarray(Y)
@@ -113,7 +130,7 @@ def adjoint_state(c: Circuit, X, Y, g=None) -> np.ndarray:
 
     The adjoint uses the transpose (docs/math.md, section 7.2); for resistors A = L_FF is symmetric.
     """
-    return _error_state(c, X, Y, g, transpose=not c.reciprocal)
+    return _error_state(c, X, Y, g, transpose=not c.reciprocal or bool(c.elements))
 
 
 def error_vector(c: Circuit, X, Y, g=None) -> np.ndarray:
@@ -151,6 +168,13 @@ def param_jacobian(c: Circuit, v: np.ndarray) -> np.ndarray:
         cols = c.m + np.arange(len(j))
         np.add.at(D, (c.vccs_nodes[j, 0], cols), vc)
         np.add.at(D, (c.vccs_nodes[j, 1], cols), -vc)
+    col = c.m + len(j)
+    for grp, idx in c.trainable_elements:  # d i_t / d theta at each terminal t
+        di = grp.dparam(v[grp.nodes][None])[0][idx]
+        cols = col + np.arange(len(idx))
+        for t in range(grp.nodes.shape[1]):
+            np.add.at(D, (grp.nodes[idx, t], cols), di[:, t])
+        col += len(idx)
     return D[F]
 
 
@@ -159,6 +183,21 @@ def jacobian(c: Circuit, X, g=None) -> np.ndarray:
 
     Per example J = -P A_FF^-1 dF_F/dtheta (for resistors: -P L_FF^-1 B_F^T diag(B V)).
     """
+    if c.elements:  # A at each example's operating point: J_i = -(A_i^-T P^T)^T dF/dtheta
+        from hil.mna import jacobian_UU, operating_point, out_positions
+        system, x = operating_point(c, X, g)
+        cc = c if g is None else c.with_g(g)
+        A = jacobian_UU(system, x)
+        U = system.unknowns()
+        rows = []
+        for i in range(len(x)):
+            rhs = np.zeros((len(U), len(c.outputs)))
+            rhs[out_positions(system), np.arange(len(c.outputs))] = 1.0
+            Z = np.linalg.solve(A[i].T, rhs)
+            D = np.zeros((len(U), c.n_params))
+            D[:len(c.free)] = param_jacobian(cc, x[i, :c.n])  # U lists the free nodes first, then branches
+            rows.append(-(Z.T @ D))
+        return np.vstack(rows)
     AFF, _ = _blocks(c, g)
     V = free_state(c, X, g)
     if c.reciprocal:
@@ -187,9 +226,21 @@ def symmetry_index(A) -> float:
     return float(s / (s + a))
 
 
+def operating_jacobian(c: Circuit, X=None, g=None) -> np.ndarray:
+    """A = dF/dV over the free unknowns (dense, siemens) at the free operating point of the inputs X
+    (one example; default 0 V): A_FF for a linear circuit, J_UU of :mod:`hil.mna` (free nodes, then
+    each VCVS's branch) with other element kinds."""
+    if not c.elements:
+        return _blocks(c, g)[0].toarray()
+    from hil.mna import jacobian_UU, operating_point
+    X = np.zeros((1, len(c.inputs))) if X is None else np.atleast_2d(np.asarray(X, float))[:1]
+    system, x = operating_point(c, X, g)
+    return jacobian_UU(system, x)[0]
+
+
 def homeostasis(c: Circuit, g=None) -> float:
-    """H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2) at the operating point (docs/math.md, section 7.3); zero for resistors."""
-    A = _blocks(c, g)[0].toarray()
+    """H = 1/2 ||A_FF - A_FF^T||_F^2 (S^2) at the operating point (docs/math.md, section 7.3; 0 V inputs); zero for resistors."""
+    A = operating_jacobian(c, None, g)
     return float(0.5 * np.sum((A - A.T) ** 2))
 
 
@@ -327,3 +378,14 @@ def homeostasis_stochastic(matvec, rmatvec, n: int, samples: int = 100, rng=None
     AE, ATE = matvec(E), rmatvec(E)
     vals = np.sum(AE * AE, axis=0) - np.sum(ATE * AE, axis=0)
     return float(vals.mean()), float(vals.std(ddof=1) / np.sqrt(samples)) if samples > 1 else float("nan")
+
+
+def homeostasis_nonlinear(c: Circuit, X, g=None) -> tuple:
+    """(H, dH/dtheta) with A = J_UU at the free operating point of each example of X, mean over the batch
+    (S^2, S); dH/dtheta the VCCS part at the fixed operating point, as for a linear circuit."""
+    from hil.mna import jacobian_UU, operating_point
+    system, x = operating_point(c, X, g)
+    A = jacobian_UU(system, x)
+    H = float(np.mean([0.5 * np.sum((a - a.T) ** 2) for a in A]))
+    grad = np.mean([homeostasis_gradient(c, g, A=a[:len(c.free)][:, :len(c.free)]) for a in A], axis=0)
+    return H, grad

@@ -111,7 +111,8 @@ def symmetry_index(sub: Substrate, jacobians=None):
     from hil.exact import conductance_matrix
     from hil.exact import symmetry_index as index
     c = sub.circuit
-    linear = type(sub).__name__ == "IdealSubstrate" or getattr(getattr(sub, "device", None), "name", "") == "resistor"
+    linear = not c.elements and (type(sub).__name__ == "IdealSubstrate"
+                                 or getattr(getattr(sub, "device", None), "name", "") == "resistor")
     inner = getattr(sub, "inner", None)  # a wrapper (noisy readings) around a substrate
     if inner is not None:
         return symmetry_index(inner, jacobians)
@@ -125,7 +126,8 @@ def small_signal_jacobians(sub: Substrate, X):
     """Each example's measured small-signal A_FF (batch, |F|, |F|) on a nonlinear substrate that can
     measure it (ngspice: AC probes at every free node), else None."""
     inner = getattr(sub, "inner", sub)
-    if not getattr(inner, "small_signal", False) or not hasattr(inner, "small_signal_jacobian"):
+    nonlinear = getattr(inner, "small_signal", False) or bool(getattr(inner.circuit, "elements", ()))
+    if not nonlinear or not hasattr(inner, "small_signal_jacobian"):
         return None
     return inner.small_signal_jacobian(X)
 
@@ -135,12 +137,52 @@ def _cos(a, b):
     return float(a @ b / (na * nb)) if na > 0 and nb > 0 else None
 
 
-def decomposition(sub: Substrate, X, Y, reference=None, limit=None) -> dict:
-    """The quantities of docs/math.md, section 7.2 that do not depend on a nudge, at the substrate's parameters.
+def _inner(sub):
+    while getattr(sub, "inner", None) is not None and not hasattr(sub, "param_signal"):
+        sub = sub.inner
+    return sub
 
-    Returns {'limit': ghat(0), 'reference': dC/dtheta, 'asymmetry_bias': ||ghat(0) - dC/dtheta|| / ||dC/dtheta||,
+
+def true_limit(sub: Substrate, V, mu) -> np.ndarray | None:
+    """-mu^T dF/dtheta, mean over the batch (V^2/S): generalised EP's limit when the local signal is dF/dtheta.
+
+    ``V`` (batch, n) the free states, ``mu`` (batch, n) the error vectors. dF/dtheta is the substrate's own
+    (:meth:`param_signal`: a channel's di/dvg where an edge is realised by a transistor), else the circuit's
+    element kinds (:meth:`hil.circuit.Circuit.signal_products`, what every rule of :mod:`hil.rules` reads);
+    None where the substrate's physics is not known in closed form (a BSIM channel).
+    """
+    inner = _inner(sub)
+    if hasattr(inner, "param_signal"):
+        out = inner.param_signal(V, -mu)
+        return None if out is None else np.mean(out, axis=0)
+    return np.mean(sub.circuit.signal_products(V, -mu), axis=0)
+
+
+def outside_linear(sub: Substrate, V) -> list | None:
+    """Per example, the number of elements outside their linear region at the free states V (channels saturated or
+    cut off, diodes conducting); None where unknown."""
+    inner = _inner(sub)
+    if hasattr(inner, "outside_linear"):
+        out = inner.outside_linear(V)
+        return None if out is None else [int(x) for x in out]
+    c = sub.circuit
+    if not c.elements:
+        return [0] * len(V)
+    return [int(x) for x in sum(grp.outside_linear(V[:, grp.nodes]).sum(axis=1) for grp in c.elements)]
+
+
+def decomposition(sub: Substrate, X, Y, reference=None, limit=None) -> dict:
+    """The quantities of docs/math.md, sections 7.2 and 9.3, that do not depend on a nudge, at the substrate's parameters.
+
+    Returns {'limit': ghat(0), the rule's limit; 'true_limit': -mu^T dF/dtheta (None where unknown);
+    'reference': dC/dtheta; relative to ||dC/dtheta||: 'local_signal_bias' ||ghat(0) - (-mu^T dF/dtheta)||
+    (the rule's local signal is not dF/dtheta: a channel out of triode read as 1/2 dV^2) and
+    'asymmetry_bias' ||(lambda - mu)^T dF/dtheta|| = ||-mu^T dF/dtheta - dC/dtheta|| (||ghat(0) - dC/dtheta||
+    where dF/dtheta is unknown, 'local_signal_bias' then None);
     'cos_limit': cos(ghat(0), dC/dtheta), 'cos_mu_lambda': per-example cos(mu, lambda) (list),
-    'symmetry_index': float or None}. The nudge bias of an estimate is :func:`nudge_bias`.
+    'symmetry_index': float or None, 'outside_linear': per example the elements outside their linear
+    region}. The nudge bias of an estimate is :func:`nudge_bias`; the three error vectors add up to
+    ghat(beta) - dC/dtheta exactly.
     """
     import contextlib
     ref = reference_gradient(sub, X, Y) if reference is None else np.asarray(reference)
@@ -149,11 +191,17 @@ def decomposition(sub: Substrate, X, Y, reference=None, limit=None) -> dict:
         g0 = ep_limit(sub, X, Y) if limit is None else np.asarray(limit)
         jac = small_signal_jacobians(sub, X)
         mu, lam = error_vectors(sub, X, Y, jac)
+        V = sub.measure(X, Y, [Free()])[Free()]
+        g0_true = true_limit(sub, V, mu)
+        outside = outside_linear(sub, V)
     n = float(np.linalg.norm(ref))
     cos_ml = [_cos(a, b) for a, b in zip(mu, lam)] if lam is not None else [None] * len(mu)
-    return {"limit": g0, "reference": ref, "ref_norm": n,
-            "asymmetry_bias": float(np.linalg.norm(g0 - ref) / n) if n > 0 else None,
-            "cos_limit": _cos(g0, ref), "cos_mu_lambda": cos_ml, "symmetry_index": symmetry_index(sub, jac)}
+    rel = lambda v: float(np.linalg.norm(v) / n) if n > 0 else None
+    return {"limit": g0, "true_limit": g0_true, "reference": ref, "ref_norm": n,
+            "local_signal_bias": rel(g0 - g0_true) if g0_true is not None else None,
+            "asymmetry_bias": rel((g0 if g0_true is None else g0_true) - ref), "limit_bias": rel(g0 - ref),
+            "cos_limit": _cos(g0, ref), "cos_mu_lambda": cos_ml, "symmetry_index": symmetry_index(sub, jac),
+            "outside_linear": outside}
 
 
 def nudge_bias(estimate, dec: dict):

@@ -160,11 +160,11 @@ class LayeredCircuit:
                       f"g_plus = {mat(gp)}", f"g_minus = {mat(gm)}", ""]
         return "\n".join(lines)
 
-    def save(self, path) -> Path:
+    def save(self, path, header: str | None = None) -> Path:
+        """Write the circuit as TOML to ``path`` atomically (``header``: a first comment line); returns the path."""
+        from hil.runs import atomic_write
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_toml())
-        os.replace(tmp, path)
+        atomic_write(path, (f"# {header}\n" if header else "") + self.to_toml())
         return path
 
 

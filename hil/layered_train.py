@@ -447,6 +447,7 @@ class LayeredTrainer:
 
     def __init__(self, run: Run, circuit: LayeredCircuit, task: Task, cfg: LayeredConfig, sub, feedback=None):
         self.run, self.c, self.task, self.cfg, self.sub = run, circuit, task, cfg, sub
+        run.circuit = circuit  # each checkpoint leaves the trained circuit (trained.toml)
         self.rule = make_layered_rule(cfg.rule, cfg.nudge).configure(circuit)
         cfg.nudge = self.rule.nudge
         if cfg.feedback_seed is None:

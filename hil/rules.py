@@ -41,9 +41,11 @@ CLAMP_ETA = 0.05
 def cocontent(meas: Measurements, state) -> np.ndarray:
     """f_theta per example and parameter, (batch, n_params) V^2; holomorphic (no conjugate).
 
-    Each element's local signal (docs/math.md, section 7.2): an edge's co-content 1/2 dV_e^2; a
+    Each element's local signal: an edge's co-content 1/2 dV_e^2; a
     trainable VCCS's (V_ctrl_p - V_ctrl_n) at the free state times (V_out_p - V_out_n)
-    at ``state``, so that d f / d beta at 0 is -mu^T dF/dtheta for both kinds.
+    at ``state``; every other kind's own (:meth:`hil.elements.Kind.local_signal`: a channel's
+    di/dvg at the free state times its drop at ``state``, or its co-content's dG/dvg with the
+    gate at the midpoint), so that d f / d beta at 0 is -mu^T dF/dtheta for every kind.
     """
     c = meas.circuit
     V = meas[state]
@@ -53,6 +55,10 @@ def cocontent(meas: Measurements, state) -> np.ndarray:
     if len(j):
         vc = c.control_drops(meas[Free()])[:, j]
         f = np.concatenate([f, vc * c.output_drops(V)[:, j]], axis=1)
+    if c.trainable_elements:
+        Vf = meas[Free()]
+        f = np.concatenate([f] + [grp.local_signal(Vf[:, grp.nodes], V[:, grp.nodes])[:, j]
+                                  for grp, j in c.trainable_elements], axis=1)
     return f
 
 
@@ -111,7 +117,7 @@ class GradientDescent(Rule):
 
     def estimate(self, meas):
         c = meas.circuit
-        if c.reciprocal:
+        if c.n_params == c.m:
             return -np.mean(c.drops(meas[Free()]) * c.drops(meas[Adjoint()]), axis=0)
         return -np.mean(c.signal_products(meas[Free()], meas[Adjoint()]), axis=0)
 

@@ -10,6 +10,8 @@ A run directory holds
   homeostasis_H (S^2) for a non-reciprocal circuit or a run with homeostasis;
 - ``checkpoint.json`` and ``checkpoints/step_NNNNNN.npz``: conductances and the
   random state, written atomically (write to a temporary file, then rename);
+- ``trained.toml``: the circuit at the newest checkpoint's parameters, rewritten with
+  every checkpoint: a circuit file any command takes (the run directory itself names it);
 - ``loss.png``: the loss curves; ``result.json`` once the run ends;
 - ``bench/``: a bench run's record (:mod:`hil.drivers.record`).
 """
@@ -24,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 LOG_FIELDS = ["step", "train_loss", "test_loss", "grad_norm", "seconds", "lr"]
+#: the trained circuit a run leaves, rewritten at every checkpoint
+TRAINED = "trained.toml"
 
 
 class RunError(RuntimeError):
@@ -31,18 +35,40 @@ class RunError(RuntimeError):
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old or the new file, never half of one."""
+    """Write ``data`` to ``path`` so that a reader sees the old or the new file, never half of one.
+
+    The bytes go to a new file of a unique name beside it (``.NAME.XXXXXXXX.tmp``, created
+    exclusively: never a file of the user's), which then replaces ``path``; on any failure
+    (a full disk) that file is removed and ``path`` is as it was.
+    """
+    import tempfile
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise named(exc, path) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _mode_for(path))
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)  # the old file stands; no half-written copy is left beside it
-        raise named(exc, path) from None
-    os.replace(tmp, path)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)  # the old file stands; no half-written copy is left beside it
+        if isinstance(exc, OSError):
+            raise named(exc, path) from None
+        raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions a replaced file keeps, or a new file's (0o666 less the umask)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def named(exc: OSError, path) -> OSError:
@@ -103,6 +129,22 @@ def read_json(path: Path):
 
 LOCK = "run.lock"
 
+#: what hil writes in a run directory (a file of another name makes the folder someone else's)
+RUN_FILES = frozenset({"config.json", "circuit.toml", "task.json", "log.csv", "checkpoint.json", "checkpoints",
+                       "loss.png", "homeostasis.png", "result.json", "history.log", "substrate.log", "bench",
+                       "recovered", "feedback.json", TRAINED, LOCK})
+
+
+def is_run_file(name: str, ours=RUN_FILES) -> bool:
+    """True for a name hil gives an entry of a run directory (``ours``): its files, replaced-*/ folders,
+    and the .NAME.tmp files of an interrupted write."""
+    if name.startswith("replaced-"):
+        return True
+    if name.startswith(".") and name.endswith(".tmp"):  # .NAME.tmp, or a lock's .NAME.PID.tmp
+        name = name[1:-4]
+        return name in ours or name.rsplit(".", 1)[0] in ours
+    return name in ours
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -119,12 +161,76 @@ def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
 
 
+def take_lock(p: Path, what: str, rule: str, note=None, extra: dict | None = None) -> None:
+    """Create the lock file ``p`` holding this process's pid, host and ``extra``; RunError naming the holder.
+
+    ``what`` names the locked thing in the message, ``rule`` says why there is one holder.
+    The file appears whole or not at all (written beside it, then linked into place), so a
+    full disk leaves no empty lock. A lock of a process of this host that no longer runs
+    is taken over and ``note(text)`` says so.
+    """
+    import socket
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _stamp(), **(extra or {})}
+    for _ in range(3):
+        if _create_whole(p, json.dumps(me)):
+            return
+        try:
+            holder = json.loads(p.read_text())
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except FileNotFoundError:
+            continue  # released meanwhile
+        except (OSError, ValueError, KeyError, TypeError):
+            raise RunError(f"{what}: {p} exists but is unreadable; if no hil process uses it, remove {p}") from None
+        if host == me["host"] and not _alive(pid):
+            p.unlink(missing_ok=True)
+            if note:
+                note(f"took over the lock of process {pid} on {host}, which no longer runs")
+            continue
+        user = f" ({holder['what']})" if holder.get("what") and holder.get("what") != me.get("what") else ""
+        raise RunError(f"{what}: in use by process {pid} on {host}{user} (since {holder.get('since', '?')}); "
+                       f"{rule} (if that process is gone, remove {p})")
+    raise RunError(f"{what}: could not take {p}")
+
+
+def _create_whole(p: Path, text: str) -> bool:
+    """Create ``p`` with ``text`` unless it exists (False then); OSError naming ``p`` if it cannot be written."""
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, p)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: exclusive create (the write can still fail)
+            try:
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(text)
+            except OSError:
+                p.unlink(missing_ok=True)
+                raise
+            return True
+    except OSError as exc:
+        raise named(exc, p) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class Run:
     """A run directory on disk: one writer at a time (``run.lock``), nothing recorded ever deleted."""
 
-    def __init__(self, path):
+    def __init__(self, path, circuit=None):
         self.path = Path(path)
         self._locked = False
+        #: the run's starting circuit; set, each checkpoint also writes it at the checkpoint's parameters (trained.toml)
+        self.circuit = circuit
 
     @property
     def config(self) -> dict:
@@ -162,30 +268,8 @@ class Run:
 
         A lock left by a process of this host that no longer runs is taken over (and noted).
         """
-        import socket
-        p = self.path / LOCK
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _stamp()}
-        for _ in range(3):
-            try:
-                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                try:
-                    holder = json.loads(p.read_text())
-                    pid, host = int(holder["pid"]), str(holder["host"])
-                except (OSError, ValueError, KeyError, TypeError):
-                    raise RunError(f"{self.path}: {p} exists but is unreadable; if no hil process uses this run, "
-                                   f"remove {p}") from None
-                if host == me["host"] and not _alive(pid):
-                    p.unlink(missing_ok=True)
-                    self.note(f"took over the lock of process {pid} on {host}, which no longer runs")
-                    continue
-                raise RunError(f"{self.path}: in use by process {pid} on {host} (since {holder.get('since', '?')}); "
-                               f"one process writes a run at a time (if that process is gone, remove {p})")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            self._locked = True
-            return
-        raise RunError(f"{self.path}: could not take {p}")
+        take_lock(self.path / LOCK, str(self.path), "one process writes a run at a time", self.note)
+        self._locked = True
 
     def unlock(self) -> None:
         if self._locked:
@@ -213,6 +297,11 @@ class Run:
                 shown = ", ".join(held[:6]) + (" ..." if len(held) > 6 else "")
                 raise RunError(f"--out {p}: not empty ({shown}) and not a new run; choose another --out "
                                "(--force moves what it holds into replaced-*/, deleting nothing)")
+            theirs = [x for x in held if not is_run_file(x)]
+            if theirs:
+                shown = ", ".join(theirs[:6]) + (" ..." if len(theirs) > 6 else "")
+                raise RunError(f"--out {p}: --force replaces only a run directory hil wrote, and this folder "
+                               f"also holds {shown}; choose another --out (nothing was moved)")
             if held:
                 aside = p / f"replaced-{_stamp()}"
                 aside.mkdir()
@@ -349,6 +438,8 @@ class Run:
         atomic_write(self.path / "checkpoints" / f"step_{step:06d}.npz", buf.getvalue())
         write_json(self.path / "checkpoint.json",
                    {"step": step, "g": g.tolist(), "rng": rng_state, **(extra or {})})
+        if self.circuit is not None:
+            atomic_write(self.path / TRAINED, trained_toml(self.circuit, g, step))
 
     def load_checkpoint(self) -> dict:
         """checkpoint.json as saved (step, g, rng); RunError naming the file when absent or unreadable."""
@@ -391,6 +482,53 @@ class Run:
                 return ck, notes
             reasons.append(f"checkpoints/{f.name}: {why}")
         raise RunError(f"{self.path}: no usable checkpoint: " + "; ".join(reasons))
+
+
+def at_params(circuit, g):
+    """``circuit`` with its parameters set to ``g`` (siemens), keeping a calibration (the same bench's parts)."""
+    from dataclasses import replace
+    out = circuit.with_g(np.asarray(g, float))
+    if getattr(circuit, "calibration", None) is not None:
+        out = replace(out, calibration=circuit.calibration)
+    return out
+
+
+def trained_toml(circuit, g, step: int) -> str:
+    """The text of trained.toml: ``circuit`` at the parameters ``g`` reached after ``step`` steps of its run."""
+    # no path in the text: a run directory may be moved (a sweep's points come back from its workers)
+    return (f"# written by hil train: {circuit.name} after step {step} of its run (circuit.toml beside this file "
+            f"holds the circuit it started from)\n" + at_params(circuit, g).to_toml())
+
+
+def trained_circuit(path, load):
+    """The circuit a run directory or checkpoint file names, read with ``load`` (a circuit loader).
+
+    A run directory: its ``trained.toml`` (the newest checkpoint's parameters), or for a run
+    written before trained.toml existed, ``circuit.toml`` at ``checkpoint.json``'s parameters.
+    A checkpoint ``RUN/checkpoints/step_NNNNNN.npz``: ``circuit.toml`` at that checkpoint's
+    parameters. CircuitError naming the path when it is neither.
+    """
+    from dataclasses import replace
+
+    from hil.circuit import CircuitError
+    p = Path(path)
+    run = p.parent.parent if p.suffix == ".npz" else p
+    if p.is_dir() and (p / TRAINED).is_file():
+        return load(p / TRAINED)
+    start = run / "circuit.toml"
+    if not start.is_file() or (p.is_dir() and not (p / "checkpoint.json").is_file()):
+        raise CircuitError(f"{p}: a folder, not a circuit file; a run directory (from `hil train --out`) would "
+                           f"hold {TRAINED} or circuit.toml and checkpoint.json" if p.is_dir() else
+                           f"{p}: not a circuit file nor a checkpoint of a run (RUN/checkpoints/step_NNNNNN.npz)")
+    try:
+        if p.is_dir():
+            g = np.asarray(read_json(p / "checkpoint.json")["g"], float)
+        else:
+            with np.load(p) as z:
+                g = np.array(z["g"], float)
+    except Exception as exc:  # a damaged file: say which
+        raise CircuitError(f"{p}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    return replace(at_params(load(start), g), source=str(p))
 
 
 def _fmt_field(key: str, v: float) -> str:

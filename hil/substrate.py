@@ -187,6 +187,11 @@ class Substrate(ABC):
     def close(self) -> None:
         """Release whatever the substrate holds (a simulator, instruments)."""
 
+    def levels(self) -> np.ndarray | None:
+        """The conductances each edge can hold, (m, L) siemens ascending per row (a digipot's taps), or
+        None where they are continuous (the default)."""
+        return None
+
     def __enter__(self):
         return self
 

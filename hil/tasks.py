@@ -17,6 +17,17 @@ import numpy as np
 from hil.circuit import Circuit
 
 
+#: the teacher's default input amplitude (V) on transistor channels: at 1 V, net16's mosfet channels
+#: leave triode in 55 of 256 channel-examples (ep-sym's error 88x the gradient), at 0.1 V in 4 (error 0.13)
+TRANSISTOR_AMPLITUDE = 0.1
+
+
+def teacher_amplitude(device: str | None = None) -> float:
+    """The teacher's default input amplitude a (V) for a device: 1 V, and TRANSISTOR_AMPLITUDE for the
+    transistor channels (``mosfet*``), whose square law is a conductance only in triode, at small signals."""
+    return TRANSISTOR_AMPLITUDE if (device or "").startswith("mosfet") else 1.0
+
+
 class TaskError(ValueError):
     """A task that does not fit its circuit; the message names file, line and column."""
 
@@ -125,42 +136,57 @@ def load_csv_task(circuit: Circuit, path, test_fraction: float = 0.2, seed: int 
     return Task(*_split(X, Y, test_fraction, seed), description=f"csv:{path}", meta={"csv": str(path)})
 
 
-def teacher_task(circuit: Circuit, seed: int, examples: int = 16, test_examples: int | None = None) -> Task:
+def teacher_task(circuit: Circuit, seed: int, examples: int = 16, test_examples: int | None = None,
+                 amplitude: float = 1.0) -> Task:
     """A teacher task on the circuit's own topology: zero loss is reachable.
 
     Teacher conductances are log-uniform in [g_min, g_max] (seeded by ``seed``);
     ``examples`` training and ``test_examples`` (default examples // 4, at least 1)
-    test inputs are uniform in [-1, 1] V; targets are the teacher's free-state outputs.
+    test inputs are uniform in [-a, a] V, a = ``amplitude`` (default 1 V; the same
+    draws scaled, so targets scale by a too); targets are the teacher's free-state outputs.
     """
     _check_examples(examples)
     _check_inputs(circuit)
+    _check_amplitude(amplitude)
     rng = np.random.default_rng(seed)
     g_teacher = np.exp(rng.uniform(np.log(circuit.g_min), np.log(circuit.g_max), circuit.m))
+    amp = f" amplitude={amplitude:g}V" if amplitude != 1 else ""
+    g_teacher[circuit.edge_fixed] = circuit.g[circuit.edge_fixed]  # a fixed resistor is the teacher's too
     return _teach(circuit, g_teacher, rng, examples, test_examples,
-                  f"teacher seed={seed} examples={examples}", {"teacher_seed": seed})
+                  f"teacher seed={seed} examples={examples}{amp}", {"teacher_seed": seed, "amplitude": amplitude},
+                  amplitude)
 
 
 def circuit_teacher_task(circuit: Circuit, teacher: Circuit, seed: int = 0, examples: int = 16,
-                         test_examples: int | None = None) -> Task:
+                         test_examples: int | None = None, amplitude: float = 1.0) -> Task:
     """A teacher task whose teacher is another circuit file of the same topology.
 
     The targets are ``teacher``'s free-state outputs V*_O(x) = T(g*) x (V) with g* =
     ``teacher.g`` (S); inputs are uniform in [-1, 1] V, seeded by ``seed``. Used where
     the teacher point matters, e.g. a symmetric teacher on the kite. Raises TaskError
-    naming the first edge, node or terminal where the two circuits differ.
+    naming the first edge, node or terminal where the two circuits differ. ``amplitude``:
+    inputs uniform in [-a, a] V instead (see :func:`teacher_task`).
     """
     _check_examples(examples)
     _check_inputs(circuit)
+    _check_amplitude(amplitude)
     _check_same_topology(circuit, teacher)
+    amp = f" amplitude={amplitude:g}V" if amplitude != 1 else ""
     return _teach(circuit, teacher.g, np.random.default_rng(seed), examples, test_examples,
-                  f"teacher circuit {teacher.source} examples={examples}",
-                  {"teacher_circuit": str(teacher.source), "input_seed": seed})
+                  f"teacher circuit {teacher.source} examples={examples}{amp}",
+                  {"teacher_circuit": str(teacher.source), "input_seed": seed, "amplitude": amplitude}, amplitude)
 
 
 def _check_inputs(circuit: Circuit) -> None:
     if not circuit.inputs:
         raise TaskError(f"{circuit.source}: circuit '{circuit.name}' has no inputs: every node sits at 0 V whatever "
                         "the conductances, so there is nothing to learn")
+
+
+def _check_amplitude(amplitude):
+    if isinstance(amplitude, bool) or not isinstance(amplitude, (int, float)) or not math.isfinite(amplitude) \
+            or amplitude <= 0:
+        raise TaskError(f"--amplitude {amplitude!r}: the teacher's input amplitude must be a positive number of volts")
 
 
 def _check_examples(examples):
@@ -186,11 +212,11 @@ def _check_same_topology(c: Circuit, t: Circuit) -> None:
                             f"expected {ours[0]} between {'/'.join(sorted(ours[1]))}")
 
 
-def _teach(circuit, g_teacher, rng, examples, test_examples, description, meta) -> Task:
+def _teach(circuit, g_teacher, rng, examples, test_examples, description, meta, amplitude=1.0) -> Task:
     from hil.exact import free_state
 
     n_test = max(1, examples // 4) if test_examples is None else test_examples
-    X = rng.uniform(-1.0, 1.0, (examples + n_test, len(circuit.inputs)))
+    X = amplitude * rng.uniform(-1.0, 1.0, (examples + n_test, len(circuit.inputs)))
     Y = free_state(circuit, X, np.asarray(g_teacher, float))[:, list(circuit.outputs)]
     return Task(X[:examples], Y[:examples], X[examples:], Y[examples:], description=description,
                 meta={**meta, "g_teacher": np.asarray(g_teacher, float).tolist()})

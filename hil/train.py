@@ -9,7 +9,12 @@ user need not guess S^2/V^2:
 
 - nudge: EP's beta = 0.05 / kappa_max (siemens), 5 % of the convergence radius
   1/kappa_max of the nudged state's series (kappa_max = largest eigenvalue of
-  K, ohms); CL's and AL's eta = 0.05.
+  K, ohms); CL's and AL's eta = 0.05. On a nonlinear substrate (transistor
+  channels) a nudged state may have no operating point (ep-sym's -beta is a
+  negative, active load): the default is then divided by :data:`NUDGE_BACKOFF`
+  until every state the rule needs solves on the training set
+  (:func:`settle_default_nudge`); config.json records the nudge kept and the ones
+  refused, with the reason.
 - lr: alpha_k = 0.25 / lambda_max(H(g_k)), H = mean over the training set of
   J^T W J, the Gauss-Newton curvature of the loss (W = I; W = K^-1 for CL, whose
   update descends L_K), computed on the circuit model at the conductances g_k
@@ -42,6 +47,13 @@ from hil.substrate import Free, Substrate
 from hil.tasks import Task
 
 LR_FRACTION = 0.25
+#: steps without any parameter changing after which a run says it has stalled
+STALL_STEPS = 20
+ROUNDINGS = ("nearest", "stochastic")
+#: a default nudge with no operating point on a nonlinear substrate is divided by this ...
+NUDGE_BACKOFF = 4.0
+#: ... at most this many times (down to 0.05 / 4^6 = 1.2e-5 of the radius 1/kappa_max)
+NUDGE_TRIES = 6
 #: steps between re-estimates of the default learning rate's curvature
 LR_EVERY = 10
 
@@ -64,6 +76,7 @@ class TrainConfig:
     kappa_max: float | None = None    # ohms; measured on the substrate at the start, then fixed
     homeostasis: float = 0.0          # w (V^2/S^2): Delta theta = -alpha (ghat + w dH/dtheta), docs/math.md, section 7.3
     log_every: int | None = None      # steps between logged losses; None: hil.losslog.default_log_every
+    rounding: str = "nearest"         # onto a substrate's discrete levels (taps): nearest, or stochastic
 
 
 #: up to this many edges the curvature runs on one BLAS thread (see :func:`one_blas_thread`)
@@ -120,6 +133,9 @@ def check_config(cfg: TrainConfig, where: str = "") -> TrainConfig:
                                     ("points", 1), ("lr_every", 1), ("log_every", 1)),
                  optional=("batch", "checkpoint_every", "points", "lr_every", "log_every"), positive=("lr", "nudge"))
     make_rule(cfg.rule, cfg.nudge, cfg.points)  # an unknown rule names itself
+    if cfg.rounding not in ROUNDINGS:
+        name = f"{where}: rounding =" if where else "--rounding"
+        raise ConfigError(f"{name} {cfg.rounding!r}: known: {', '.join(ROUNDINGS)}")
     if cfg.backend not in ("ideal", "ngspice", "bench"):
         name = f"{where}: backend =" if where else "--backend"
         raise ConfigError(f"{name} {cfg.backend!r}: known backends: ideal, ngspice, bench")
@@ -189,7 +205,10 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
         inner = open_substrate(actual_circuit(circuit, cal["scale"]), backend, **options)
         return CalibratedSubstrate(circuit, inner, cal["scale"])
     if backend == "ideal":
-        from hil.ideal import IdealSubstrate
+        from hil.ideal import IdealChannelSubstrate, IdealSubstrate
+        device = options.pop("device", "resistor")
+        if device != "resistor":  # the edges as level-1 channels, ideal elements
+            return IdealChannelSubstrate(circuit, device, **options)
         return IdealSubstrate(circuit, **options)
     if backend == "ngspice":
         from hil.spice.substrate import NgSpiceSubstrate
@@ -202,17 +221,85 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
     raise ValueError(f"unknown backend '{backend}' (known: ideal, ngspice, bench)")
 
 
+def settle_default_nudge(sub: Substrate, rule: Rule, X, Y) -> list:
+    """Shrink ``rule``'s default nudge until its every state has an operating point on ``sub``.
+
+    On a nonlinear substrate (``sub.small_signal``: transistor channels) the states of
+    the rule are measured at every example of X (targets Y); while a nudged state fails
+    (a SubstrateError: ngspice finds no operating point, or only a far one), the nudge
+    is divided by NUDGE_BACKOFF, at most NUDGE_TRIES times. A linear substrate's nudged
+    states exist for every beta inside the radius 1/kappa_max: nothing is measured.
+    Returns the nudges refused, [{"nudge": beta, "reason": message}]; rule.nudge is the
+    one kept. The free state failing, or every try, raises the SubstrateError.
+    """
+    from hil.substrate import SubstrateError
+    refused = []
+    if not getattr(sub, "small_signal", False) or not rule.uses_nudge:
+        return refused
+    sub.measure(X, Y, [Free()])  # the free state's own failure is not the nudge's
+    for _ in range(NUDGE_TRIES + 1):
+        try:
+            sub.measure(X, Y, rule.states())
+            return refused
+        except SubstrateError as exc:
+            refused.append({"nudge": rule.nudge, "reason": str(exc)})
+            if len(refused) > NUDGE_TRIES:
+                raise SubstrateError(f"{exc} (the default nudge divided by {NUDGE_BACKOFF:g} {NUDGE_TRIES} times, "
+                                     f"down to {rule.nudge:.3g}, still has none)") from None
+            rule.nudge /= NUDGE_BACKOFF
+
+
+def nudge_note(refused: list, kept: float, unit: str = "S") -> str:
+    """What a command says when the default nudge was shrunk (:func:`settle_default_nudge`)."""
+    if not refused:
+        return ""
+    return (f"default nudge {refused[0]['nudge']:.3g} {unit}: no operating point for every nudged state "
+            f"({len(refused)} tr{'y' if len(refused) == 1 else 'ies'} refused); using {kept:.3g} {unit}")
+
+
+def stochastic_round(x, levels, rng) -> np.ndarray:
+    """Each x_e (S) rounded to one of the two levels around it in ``levels[e]`` (ascending), the upper
+    with probability (x_e - lo) / (hi - lo): unbiased, E[round(x)] = x, so an update smaller than the
+    gap between levels still moves a parameter on average (stochastic rounding: Gupta, Agrawal,
+    Gopalakrishnan, Narayanan, "Deep Learning with Limited Numerical Precision", ICML 2015, with
+    its FPGA implementation). Values outside the levels' range go to the nearest end."""
+    x = np.asarray(x, float)
+    out = np.empty_like(x)
+    u = rng.random(len(x))
+    for e, (v, L) in enumerate(zip(x, levels)):
+        k = int(np.clip(np.searchsorted(L, v), 1, len(L) - 1))
+        lo, hi = L[k - 1], L[k]
+        out[e] = lo if v <= lo else hi if v >= hi else (hi if u[e] < (v - lo) / (hi - lo) else lo)
+    return out
+
+
+def stall_message(step: int, loss: float, discrete: bool, rounding: str) -> str:
+    """What a run says once no parameter has changed for STALL_STEPS steps (history.log, stderr, result.json)."""
+    why = ("every update alpha * ghat is below half a tap of the digipots, so each write lands on the tap it "
+           "left" if discrete else "every parameter sits at a bound it is pushed against, or ghat is zero")
+    helps = ("--rounding stochastic (each update rounded to the tap above or below with probability in "
+             "proportion: small updates move taps on average), or a larger fixed --lr"
+             if discrete and rounding == "nearest" else "a larger fixed --lr" if discrete else
+             "wider [g_min, g_max] in the circuit file, or another rule")
+    return (f"stalled: no parameter has changed for {STALL_STEPS} steps (steps {step - STALL_STEPS + 1}-{step}; "
+            f"train loss {loss:.4g} V^2): {why}. What helps: {helps}")
+
+
 class Trainer:
     """Runs (or resumes) the loop for one run directory."""
 
     def __init__(self, run: Run, circuit: Circuit, task: Task, config: TrainConfig, substrate: Substrate):
         self.run, self.circuit, self.task, self.cfg, self.sub = run, circuit, task, config, substrate
+        run.circuit = circuit  # each checkpoint leaves the trained circuit (trained.toml)
         self.message_counts = {}
         self.rule = make_rule(config.rule, config.nudge, config.points)
         if config.kappa_max is None:
             config.kappa_max = substrate.kappa_max(task.X_train)
         self.rule.configure(config.kappa_max)
+        #: default nudges refused on a nonlinear substrate (recorded in config.json)
+        self.nudge_refused = []
         if config.nudge is None:
+            self.nudge_refused = settle_default_nudge(substrate, self.rule, task.X_train, task.Y_train)
             config.nudge = self.rule.nudge
         if config.lr is None:
             try:
@@ -244,6 +331,12 @@ class Trainer:
         if config.log_every is None:
             n = task.n_train
             config.log_every = default_log_every(self.rule.states(), min(config.batch or n, n), n, len(task.X_test))
+        self.levels = substrate.levels()
+        if config.rounding == "stochastic" and self.levels is None:
+            raise ConfigError("--rounding stochastic: this substrate's conductances are continuous (no taps to "
+                              "round to); it applies to --device digipot")
+        #: the steps at which the run said it had stalled
+        self.stalls = []
 
     def default_lr(self, g) -> float:
         """The curvature step alpha = LR_FRACTION / lambda_max(H(g)) on the training set (S^2/V^2)."""
@@ -300,6 +393,16 @@ class Trainer:
                     fh.write(f"step {step}\t{level}\t{line}\n")
                     self.message_counts[level] = self.message_counts.get(level, 0) + 1
 
+    def _stalled(self, step: int, loss, bar) -> None:
+        """Say once per stall, in history.log and on screen, that no parameter has moved for STALL_STEPS steps."""
+        loss = self.train_loss() if loss is None or not np.isfinite(loss) else loss
+        msg = stall_message(step, loss, self.levels is not None, self.cfg.rounding)
+        self.stalls.append({"step": step, "train_loss": float(loss), "message": msg})
+        self.run.note(msg)
+        write = getattr(bar, "write", None)  # a tqdm bar prints above itself
+        lead = "\n" if write is None and getattr(bar, "enabled", False) else ""
+        (write or (lambda m: print(lead + m, file=sys.stderr)))(f"hil: {self.run.path}: {msg}")
+
     def train(self, start_step: int = 0, rng=None, progress: bool | None = None, lr: float | None = None,
               checkpoint: dict | None = None) -> dict:
         """Run steps ``start_step`` .. cfg.steps; ``lr``: the step in force at ``start_step``, ``checkpoint``:
@@ -331,6 +434,7 @@ class Trainer:
                 # they follow from the checkpoint's conductances (the gradient norm is gone)
                 book.add(start_step, float("nan"), 0.0, alpha)
         step = start_step
+        still = 0  # steps in a row that changed no parameter
         rng_before = rng.bit_generator.state
         mark = getattr(self.sub, "mark", None)  # a recording substrate notes where each step begins
         try:
@@ -348,8 +452,14 @@ class Trainer:
                     book.measured(step, meas)
                     ghat = self.rule.estimate(meas)
                     step_dir = ghat + cfg.homeostasis * self.sub.homeostasis()[1] if cfg.homeostasis else ghat
-                    g = self.sub.write(np.clip(g - alpha * step_dir, lo, hi))
+                    target = np.clip(g - alpha * step_dir, lo, hi)
+                    if cfg.rounding == "stochastic":
+                        target[:c.m] = stochastic_round(target[:c.m], self.levels, rng)
+                    g_before, g = g, self.sub.write(target)
                     step += 1
+                    still = still + 1 if np.array_equal(g, g_before) else 0
+                    if still == STALL_STEPS:
+                        self._stalled(step, book.last_train, bar)
                     rng_before = rng.bit_generator.state
                     book.add(step, float(np.linalg.norm(ghat)), time.perf_counter() - t0, alpha)
                     if step % every == 0 or step == cfg.steps:
@@ -380,6 +490,10 @@ class Trainer:
             result.update(initial_H=float(log["homeostasis_H"][0]), final_H=float(log["homeostasis_H"][-1]))
         if self.message_counts:
             result["substrate_messages"] = self.message_counts
+        if self.stalls:
+            result["stalled"] = self.stalls
+        if self.nudge_refused:
+            result["nudge_note"] = nudge_note(self.nudge_refused, self.cfg.nudge, self.rule.nudge_unit or "")
         result.update(rates)
         from hil.runs import write_json
         write_json(self.run.path / "result.json", result)
@@ -404,6 +518,8 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
         cfg = asdict(config)
         cfg.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
                    rule_description=trainer.rule.describe())
+        if trainer.nudge_refused:
+            cfg["nudge_refused"] = trainer.nudge_refused
         run.create(cfg, circuit.to_toml(), task.to_dict(),
                    fields=LOG_FIELDS + (["homeostasis_H"] if trainer.log_H else []))
         return trainer.train(progress=progress)
@@ -430,25 +546,32 @@ def _load_task(run: Run) -> Task:
 
 
 def _checkpoint_check(circuit: Circuit, steps: int):
-    return checkpoint_check(circuit.m, circuit.g_min, circuit.g_max, lambda e: f"edge '{circuit.edge_names[e]}'")
+    lo, hi = circuit.bounds()  # theta: conductances, transconductances, gate voltages (fixed edges at [g, g])
+    names = circuit.param_names
+    return checkpoint_check(circuit.n_params, lo, hi,
+                            lambda e: f"{'edge' if e < circuit.m else 'vccs' if names[e] in circuit.vccs_names else 'parameter'} "
+                                      f"'{names[e]}'")
 
 
-def checkpoint_check(m: int, g_min: float, g_max: float, name_of, rng: bool = True):
+def checkpoint_check(n: int, lo, hi, name_of, rng: bool = True):
     """A check of one checkpoint (for :meth:`Run.recover_checkpoint`): None, or why it is refused.
 
-    ``m`` conductances in [g_min, g_max] S (``name_of(e)``: how parameter e is named), a
-    whole step >= 0, a positive finite lr if any, a numpy random state when ``rng``.
+    ``n`` parameters theta, each in [lo, hi] S (scalars or (n,) arrays: the circuit's
+    bounds; ``name_of(e)``: how parameter e is named), a whole step >= 0, a positive
+    finite lr if any, a numpy random state when ``rng``.
     """
+    lo, hi = np.broadcast_to(np.asarray(lo, float), (n,)), np.broadcast_to(np.asarray(hi, float), (n,))
+
     def check(ck):
         step, g = ck.get("step"), np.asarray(ck.get("g"), float)
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             return f"step {step!r} is not a whole number >= 0"
-        if g.shape != (m,) or not np.all(np.isfinite(g)):
-            return f"g is not {m} finite conductances"
-        out = np.flatnonzero((g < g_min) | (g > g_max))
+        if g.shape != (n,) or not np.all(np.isfinite(g)):
+            return f"g is not {n} finite parameters (shape {g.shape})"
+        out = np.flatnonzero((g < lo) | (g > hi))
         if out.size:
             e = out[0]
-            return f"{name_of(e)} g = {g[e]!r} S is outside [g_min, g_max] = [{g_min}, {g_max}]"
+            return f"{name_of(e)} = {float(g[e])!r} S is outside its bounds [{lo[e]}, {hi[e]}]"
         lr = ck.get("lr")
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
                                or lr <= 0):

@@ -1,5 +1,6 @@
 """The ngspice substrate against the ideal substrate and against ngspice itself."""
 
+import json
 import os
 import re
 import shutil
@@ -416,11 +417,14 @@ def test_a_minus_beta_state_inside_the_span_but_not_the_neighbour_is_re_solved(n
 
 
 def test_a_negative_nudge_without_an_operating_point_says_what_to_change(ngspice, tmp_path):
-    """net16 with mosfet channels, ep-sym at its default nudge: example 4's -beta state has no
-    operating point near the free state (a negative load is active). The run stops with exit 2
-    and a message naming the example, the nudge and the options that help; a smaller nudge trains."""
-    base = ["train", "net16", "--teacher", "1", "--backend", "ngspice", "--device", "mosfet", "--rule", "ep-sym"]
-    r = subprocess.run(HIL + base + ["--steps", "2", "--out", str(tmp_path / "a")], capture_output=True, text=True)
+    """net16 with mosfet channels, ep-sym at a nudge the user gives (the former default, 0.05/kappa_max):
+    example 4's -beta state has no operating point near the free state (a negative load is active).
+    The run stops with exit 2 and a message naming the example, the nudge and the options that help;
+    a smaller nudge trains."""
+    base = ["train", "net16", "--teacher", "1", "--amplitude", "1", "--backend", "ngspice", "--device", "mosfet",
+            "--rule", "ep-sym"]
+    r = subprocess.run(HIL + base + ["--nudge", "9.24e-7", "--steps", "2", "--out", str(tmp_path / "a")],
+                       capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     msg = r.stderr.strip().splitlines()[-1]
@@ -432,3 +436,68 @@ def test_a_negative_nudge_without_an_operating_point_says_what_to_change(ngspice
     L = Run(tmp_path / "b").read_log()["train_loss"]
     L = L[np.isfinite(L)]
     assert len(L) >= 2 and L[-1] < L[0]
+
+
+def test_the_default_nudge_runs_on_transistors(ngspice, tmp_path):
+    """At the default nudge the default rule runs on net16's mosfet channels with 1 V signals: 0.05/kappa_max
+    is refused (no operating point at -beta), the nudge kept is a power of NUDGE_BACKOFF below it, and
+    config.json records both; `hil grad` settles on the same nudge."""
+    from hil.train import NUDGE_BACKOFF
+    base = ["net16", "--teacher", "1", "--amplitude", "1", "--backend", "ngspice", "--device", "mosfet"]
+    r = subprocess.run(HIL + ["train"] + base + ["--steps", "4", "--out", str(tmp_path / "d")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "default nudge" in r.stdout and "using" in r.stdout
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())
+    refused = [x["nudge"] for x in cfg["nudge_refused"]]
+    assert refused[0] == pytest.approx(0.05 / cfg["kappa_max"], rel=1e-12)
+    assert "no operating point" in cfg["nudge_refused"][0]["reason"]
+    k = np.log(refused[0] / cfg["nudge"]) / np.log(NUDGE_BACKOFF)
+    assert k == pytest.approx(round(k)) and round(k) == len(refused)
+    L = Run(tmp_path / "d").read_log()["train_loss"]
+    L = L[np.isfinite(L)]
+    assert L[-1] < L[0]
+    r = subprocess.run(HIL + ["grad"] + base + ["--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    g = json.loads(r.stdout.splitlines()[-1])
+    assert g["nudge"] == pytest.approx(cfg["nudge"], rel=1e-9)
+    assert [x["nudge"] for x in g["nudge_refused"]] == pytest.approx(refused, rel=1e-9)
+
+
+
+def test_channel_regions_satisfy_kirchhoff(ngspice):
+    """The region count of the mosfet channels is the one in which the square law holds: at ngspice's free
+    states (net16, 1 V teacher signals) each channel's level-1 current in its counted region sums to zero at
+    every free node (KCL), where taking every channel as triode does not; at 0.1 V every channel but a few is
+    in triode."""
+    from hil.spice.substrate import NgSpiceSubstrate
+    from hil.substrate import Free
+    c = load_circuit("net16")
+    X = teacher_task(c, 1, 16).X_train
+    with NgSpiceSubstrate(c, device="mosfet") as sub:
+        V = sub.measure(X, np.zeros((len(X), 2)), [Free()])[Free()]
+        p, dev = sub.read_params(), sub.device
+        r = dev.regions(V, p)
+        counts = sub.channel_regions(X)
+        small = sub.channel_regions(0.1 * X)
+    assert counts["triode"] == np.sum(r == 0) and counts["channels"] == r.size
+    assert counts["saturation"] > 0 and counts["cutoff"] > 0
+    assert small["channels"] - small["triode"] < (counts["channels"] - counts["triode"]) / 5
+    k = 200e-6 * dev.W / dev.L  # netlists/nmos_level1.lib: kp = 200u, vto = 0.5
+    va, vb = V[:, c.a], V[:, c.b]
+    lo, hi = np.minimum(va, vb), np.maximum(va, vb)
+    ov, vds = p - 0.5 - lo, hi - lo
+    i_triode = k * (ov * vds - vds ** 2 / 2)
+    i_region = np.where(r == 0, i_triode, np.where(r == 1, k * ov ** 2 / 2, 0.0))
+    free = [i for i in range(c.n) if i != c.ground and i not in c.inputs]
+
+    def kcl(i_ch):  # current into each free node, A; channel current flows from the higher terminal
+        into = np.zeros_like(V)
+        sgn = np.sign(va - vb)
+        np.add.at(into.T, c.b, (sgn * i_ch).T)
+        np.add.at(into.T, c.a, (-sgn * i_ch).T)
+        return np.abs(into[:, free]).max()
+
+    scale = np.abs(i_region).max()
+    assert kcl(i_region) < 1e-6 * scale
+    assert kcl(i_triode) > 1e-3 * scale

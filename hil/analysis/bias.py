@@ -12,9 +12,11 @@ With voltmeter noise sigma (V rms on every reading), R repeats give the squared
 bias ||E ghat - g*||^2 and the variance E ||ghat - E ghat||^2, both relative to
 ||g*||^2; the nudge minimising their sum is the one a bench user wants.
 
-The error of an EP estimate splits in two (docs/math.md, section 7.2): the nudge bias ||ghat(beta) -
-ghat(0)||, which vanishes with beta, and the asymmetry bias ||ghat(0) - dC/dtheta||,
-which does not and is zero on a reciprocal circuit. Both are reported per point
+The error of an EP estimate splits in three: the nudge bias ||ghat(beta) -
+ghat(0)||, which vanishes with beta; the local-signal bias ||ghat(0) - (-mu^T dF/dtheta)||,
+where the rule's local signal is not dF/dtheta (a transistor edge read as 1/2 dV^2 out of
+triode); and the asymmetry bias ||(lambda - mu)^T dF/dtheta||, which does not vanish either and
+is zero on a reciprocal circuit. Both are reported per point
 (relative to ||dC/dtheta||) for the EP rules, with ghat(0) from
 :func:`hil.gradients.ep_limit`, beside cos(mu, lambda) and the Jacobian symmetry index.
 
@@ -101,7 +103,7 @@ def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int 
                 points.append({"rule": name, "beta": float(beta), "nudge": float(nu), "rel_error": float("nan"),
                                "cosine": float("nan"), "bias2": float("nan"), "variance": float("nan"),
                                "mse": float("nan"), "nudge_bias": None, "asymmetry_bias": None,
-                               "failed": str(exc).split("|")[0][:200]})
+                               "local_signal_bias": None, "failed": str(exc).split("|")[0][:200]})
                 done += 1
                 if progress:
                     progress(done, total)
@@ -116,7 +118,8 @@ def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int 
             points.append({"rule": name, "beta": float(beta), "nudge": float(nu), "rel_error": float(np.median(err)),
                            "cosine": float(np.median(cos)), "bias2": bias2, "variance": var, "mse": bias2 + var,
                            "nudge_bias": nb,
-                           "asymmetry_bias": dec["asymmetry_bias"] if rule.nudge_unit == "S" else None})
+                           "asymmetry_bias": dec["asymmetry_bias"] if rule.nudge_unit == "S" else None,
+                           "local_signal_bias": dec["local_signal_bias"] if rule.nudge_unit == "S" else None})
             done += 1
             if progress:
                 progress(done, total)
@@ -129,7 +132,8 @@ def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int 
                          "failed": [p["beta"] for p in mine if p.get("failed")],
                          "nudge_bias": [p["nudge_bias"] for p in mine]}
     return {"points": points, "rules": summary, "radius": radius, "kappa_max": kappa, "ref_norm": ref_norm,
-            "asymmetry_bias": dec["asymmetry_bias"], "cos_limit": dec["cos_limit"],
+            "asymmetry_bias": dec["asymmetry_bias"], "local_signal_bias": dec["local_signal_bias"],
+            "limit_bias": dec["limit_bias"], "outside_linear": dec["outside_linear"], "cos_limit": dec["cos_limit"],
             "cos_mu_lambda": dec["cos_mu_lambda"], "symmetry_index": dec["symmetry_index"]}
 
 
@@ -156,7 +160,7 @@ def write_outputs(result: dict, out_dir, title: str = "") -> list:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fields = ["rule", "beta", "nudge", "rel_error", "cosine", "bias2", "variance", "mse", "nudge_bias",
-              "asymmetry_bias"]
+              "local_signal_bias", "asymmetry_bias"]
     with open(out / "bias.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()

@@ -166,8 +166,43 @@ def run_sweep(circuit_path, points: list, out, teacher: int = 1, examples: int =
     if scheduler is not None and scheduler != "local" and not SCHEDULER_RE.match(scheduler):
         raise ValueError(f"--scheduler {scheduler!r}: expected 'local' or a Dask scheduler address tcp://HOST:PORT")
     out = Path(out)
-    (out / "points").mkdir(parents=True, exist_ok=True)
     spec = task_spec(circuit_path, teacher, examples, steps, batch, backend, device)
+    _claim(out)
+    try:
+        return _sweep_into(out, spec, points, workers, progress, scheduler)
+    finally:
+        (out / SWEEP_LOCK).unlink(missing_ok=True)
+
+
+SWEEP_LOCK = "sweep.lock"
+#: what a sweep writes in its folder (anything else there is someone else's)
+SWEEP_FILES = frozenset({"sweep.csv", "points", SWEEP_LOCK})
+
+
+def _claim(out: Path) -> None:
+    """Make ``out`` and take its ``sweep.lock``: one sweep writes a sweep directory at a time.
+
+    RunError naming the holder if a live process has it, or naming what the folder holds when
+    that is not a sweep's (a sweep writes points/, sweep.csv and replaced-*/ only).
+    """
+    from hil.runs import RunError, is_run_file, take_lock
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out}: exists and is not a folder")
+    if out.is_dir():
+        theirs = sorted(x.name for x in out.iterdir() if not is_run_file(x.name, SWEEP_FILES))
+        if theirs:
+            shown = ", ".join(theirs[:6]) + (" ..." if len(theirs) > 6 else "")
+            raise RunError(f"--out {out}: not a sweep directory (it holds {shown}); a sweep writes into a new "
+                           "folder or one an earlier sweep wrote")
+    try:
+        (out / "points").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
+    take_lock(out / SWEEP_LOCK, f"--out {out}", "one sweep writes a sweep directory at a time")
+
+
+def _sweep_into(out: Path, spec: dict, points: list, workers, progress, scheduler) -> list:
+    """run_sweep's work, with ``out`` claimed."""
     jobs, rows = [], []
     for i, p in enumerate(points):
         run_dir = out / "points" / f"p{i:04d}"

@@ -232,6 +232,26 @@ class Mosfet(Device):
     def sens_vector(self, e):
         return f"vge_{self.circuit.edge_names[e]}".lower()
 
+    def regions(self, V, p):
+        """Each channel's region at operating points: (B, m) of 0 triode, 1 saturation, 2 cut off.
+
+        ``V`` (B, n): node voltages of B operating points (V); ``p``: the gate parameters (V).
+        The square law's boundaries with the source the lower terminal s and the drain the
+        higher d: overdrive V_ov = V_g - V_s - V_T (V_T: the card's vto, plus the part's
+        threshold offset); triode V_d - V_s < V_ov, saturation 0 < V_ov <= V_d - V_s, cut off
+        V_ov <= 0. None for a channel that is not a square law (BSIM4).
+        """
+        import re
+        m = re.search(r"\bvto\s*=\s*([-+0-9.eE]+)", self.model_card, re.I)
+        if m is None:
+            return None
+        c, V = self.circuit, np.atleast_2d(np.asarray(V, float))
+        va, vb = V[:, c.a], V[:, c.b]
+        lo, hi = np.minimum(va, vb), np.maximum(va, vb)
+        gate = np.asarray(p, float)[None, :] + ((va + vb) / 2 if self.midpoint else 0.0)
+        ov = gate - self.truth["dvth"][None, :] - float(m.group(1)) - lo
+        return np.where(ov <= 0, 2, np.where(hi - lo < ov, 0, 1))
+
     def dparam_dg(self, p):
         """dV_gate/dg of the calibration segment that holds p (the same segment param_from_g interpolates on)."""
         k = np.clip(np.searchsorted(self._vg_on, np.asarray(p, float)) - 1, 0, len(self._vg_on) - 2)
@@ -265,6 +285,9 @@ class _Bsim:
     model_file = "nmos_bsim4_ptm65.lib"
     W, L = 20e-6, 1e-6
     param_range = (0.0, 4.0)
+    def regions(self, V, p):
+        return None  # BSIM4 has no square-law boundary to count against
+
     # ngspice 39's sens on a BSIM4 deck fails in DEVsetup and leaves libngspice unusable:
     # the reference gradient is taken by central differences instead
     sens = False

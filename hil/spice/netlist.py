@@ -27,6 +27,13 @@ Each input is a voltage source ``Vin_<i>`` (at :func:`input_drive`). A VCCS ``G1
 ``Gv_G1 out_p out_n ctrl_p ctrl_n gm`` (its ``gain`` is altered on a write); the
 adjoint deck (``adjoint=True``) swaps its output and control ports, which realises
 A_FF^T (docs/math.md, section 7.2).
+
+Every other element kind writes its own card (:meth:`hil.elements.Kind.card`): a diode
+``D_<name>`` with its ``.model dm_<name>``; a level-1 channel ``M_<name>`` with its
+``.model mm_<name>`` (the same kp, vto, lambda, W and L), its gate held by ``Vg_<name>``
+(at the midpoint: two VCVS of gain 1/2 in series with it) and its bulk at ``hb_el``, a
+source ``Vbulk_el`` far below every node (the level-1 junctions then stay off); a VCVS
+``E_<name>``. Each bias node is a source ``Vbi_<node>``.
 """
 
 from __future__ import annotations
@@ -100,6 +107,7 @@ def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None
             sc.R(f"w_{name}", na, f"hw_{name}".lower(), repr(ni.wire_resistance))
             na = f"hw_{name}".lower()
         device.add_edge(sc, e, na, nn(c.b[e]), float(params[e]))
+    add_elements(sc, c, nn)
     gm = c.gm if gm is None else np.asarray(gm, float)
     for j in range(c.k):
         name = c.vccs_names[j]
@@ -109,6 +117,9 @@ def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None
         if adjoint:
             op, on, cp, cn = cp, cn, op, on
         sc.VCCS(f"v_{name}", op, on, cp, cn, repr(float(gm[j])))
+    if variant != "network":  # the sweep deck switches the biases with the inputs
+        for i, v in zip(c.biases, c.bias_v):
+            sc.V(f"bi_{c.nodes[i]}", nn(i), sc.gnd, repr(float(v)))
     values = np.zeros(len(c.inputs)) if inputs is None else np.asarray(inputs, float).reshape(len(c.inputs))
     for i, v in zip(c.inputs, values):
         name = c.nodes[i]
@@ -135,6 +146,27 @@ def build(c: Circuit, params, variant: str, title: str, device=None, inputs=None
     return sc
 
 
+#: the channels' bulk (V): below every node voltage a circuit reaches, so that no junction conducts
+V_BULK_ELEMENTS = -50.0
+
+
+def add_elements(sc, c: Circuit, nn) -> None:
+    """Every element of the kinds beyond edges and VCCS as its own card(s), at the circuit's parameters."""
+    from hil.elements import TEMPERATURE, Mosfet
+    if c.elements:  # the embedded model's temperature (its thermal voltage), in degrees Celsius
+        t = repr(TEMPERATURE - 273.15)
+        sc.raw_spice += f".options temp={t} tnom={t}\n"
+    for grp in c.elements:
+        for name in grp.names:
+            if not NAME_RE.match(name):
+                raise ValueError(f"{grp.table} name {name!r} is not a plain identifier")
+        if isinstance(grp, Mosfet) and len(grp):
+            sc.V("bulk_el", "hb_el", sc.gnd, repr(V_BULK_ELEMENTS))
+            sc.raw_spice += ".options gmin=1e-18\n"  # ngspice's gmin across the junctions: 1e-12 S x 50 V otherwise
+        for j in range(len(grp)):
+            grp.card(sc, nn, j)
+
+
 def standalone_deck(c: Circuit, params, inputs, device=None) -> str:
     """A deck that ``ngspice -b`` runs on its own: the free state at ``inputs`` (V), printing every node voltage.
 
@@ -144,7 +176,8 @@ def standalone_deck(c: Circuit, params, inputs, device=None) -> str:
     sc = build(c, params, "open", "hil_deck", device=device, inputs=inputs)
     nodes = [node_name(c, i) for i in range(c.n) if i != c.ground]
     body = str(sc).split("\n", 1)[1]  # PySpice's .title line replaced by a comment naming the circuit
-    what = "edges are resistors of 1/g ohms" + ("; Gv_* are its VCCS (gm in siemens)" if c.k else "")
+    what = "edges are resistors of 1/g ohms" + ("; Gv_* are its VCCS (gm in siemens)" if c.k else "") + \
+        ("; D_*, M_*, E_* its diodes, channels and VCVS, Vbi_* its biases" if c.elements or c.biases else "")
     return (f"* hil: free state of circuit {c.name!r}; {what}\n" + body
             + ".control\nop\n"
             + f"if length(v({nodes[0]})) = 1\n  print " + " ".join(f"v({n})" for n in nodes) + "\n  quit 0\nend\n"

@@ -81,6 +81,11 @@ class NgSpiceSubstrate(Substrate):
         self._p = p0.copy()
         self._gm = gm0.copy()
         self._in_decks = p0.copy()  # the parameters the loaded decks hold
+        # the channels' gate voltages (every channel of the circuit, V) and the sources that hold them
+        chans = [grp for grp in circuit.elements if grp.param == "vg"]
+        self._vg_src = [grp.gate_source(j) for grp in chans for j in range(len(grp))]
+        self._vg = self._channel_gates(circuit.check_g(circuit.theta if g is None else g))
+        self._vg_in_decks = self._channel_gates(circuit.theta)
         self.batched = bool(batched)
         self._sweep = SweepDeck(circuit, self.device, p0)
         self._sweep_n = 0
@@ -89,6 +94,7 @@ class NgSpiceSubstrate(Substrate):
         el = netlist.element
         self._gv = [el("g", "v", nm) for nm in c.vccs_names]
         self._vin = [el("v", "in", c.nodes[i]) for i in c.inputs]
+        self._bias_src = [el("v", "bi", c.nodes[i]) for i in c.biases]
         self._inj = [el("i", "inj", c.nodes[o]) for o in c.outputs]
         self._rld = [el("r", "ld", c.nodes[o]) for o in c.outputs]
         self._vld = [el("v", "ld", c.nodes[o]) for o in c.outputs]
@@ -121,26 +127,58 @@ class NgSpiceSubstrate(Substrate):
             self._sync_decks()
         return p.copy()
 
+    def _channel_gates(self, theta) -> np.ndarray:
+        """Every channel's gate voltage vg (V) at parameters theta, in the circuit's element order."""
+        groups = self.circuit.element_groups(theta)
+        return np.concatenate([grp.values["vg"] for grp in groups if grp.param == "vg"] or [np.zeros(0)])
+
     def _sync_decks(self) -> None:
-        """alter the loaded decks to the current parameters (only the edges that changed)."""
+        """alter the loaded decks to the current parameters (only the edges and gates that changed)."""
         changed = np.flatnonzero(self._p != self._in_decks)
-        if not len(changed):
+        gates = np.flatnonzero(self._vg != self._vg_in_decks)
+        if not len(changed) and not len(gates):
             return
         for title in self.titles.values():
             self.s.use(title)
             for e in changed:
                 for elem, param, value in self.device.alters(e, self._p[e]):
                     self._set(title, elem, param, value)
+            for j in gates:
+                self._set(title, self._vg_src[j], "dc", self._vg[j])
         self._in_decks = self._p.copy()
+        self._vg_in_decks = self._vg.copy()
 
     def read_params(self) -> np.ndarray:
         return self._p.copy()
 
     @property
     def small_signal(self) -> bool:
-        """The mosfet devices are nonlinear: K and the adjoint are measured as small signals (see Substrate)."""
+        """The mosfet devices and circuits with other element kinds (diodes, channels, VCVS): K and the adjoint
+        are measured as small signals about the free operating point (see Substrate)."""
         from hil.spice.devices import Mosfet
-        return isinstance(self.device, Mosfet)
+        return isinstance(self.device, Mosfet) or bool(self.circuit.elements)
+
+    def levels(self) -> np.ndarray | None:
+        """A digipot's tap conductances as the device believes them (nominal parts), (m, taps + 1) S ascending;
+        None for the continuous devices."""
+        taps = getattr(self.device, "taps", None)
+        if taps is None:
+            return None
+        return np.tile(np.sort(self.device.g_from_param(np.arange(taps + 1))), (self.circuit.m, 1))
+
+    def channel_regions(self, X) -> dict | None:
+        """How many channels sit in each region at the free operating points of the examples X (B, |inputs|):
+        {"triode", "saturation", "cutoff": counts over B x m channel-examples, "channels": B x m,
+        "examples_out": examples with a channel out of triode}; None for devices without a square-law channel."""
+        from hil.substrate import Free
+        regions = getattr(self.device, "regions", None)
+        X = np.atleast_2d(np.asarray(X, float))
+        V = self.measure(X, np.zeros((len(X), len(self.circuit.outputs))), [Free()])[Free()] if regions else None
+        r = regions(V, self._p) if regions else None
+        if r is None:
+            return None
+        return {"triode": int(np.sum(r == 0)), "saturation": int(np.sum(r == 1)), "cutoff": int(np.sum(r == 2)),
+                "channels": int(r.size), "examples_out": int(np.sum(np.any(r != 0, axis=1)))}
 
     def write_gm(self, gm) -> None:
         """Set every VCCS's transconductance (k,) siemens in each deck (``alter ... gain``)."""
@@ -154,9 +192,14 @@ class NgSpiceSubstrate(Substrate):
     def write(self, g) -> np.ndarray:
         """Write theta (S): conductances as the device's nearest parameters, with write noise and
         drift; transconductances exactly. Returns the theta realised."""
-        g, gm = self.circuit.split(self.circuit.check_g(g))
+        theta = self.circuit.check_g(g)
+        g, gm = self.circuit.split(theta)
         if self.circuit.k:
             self.write_gm(gm)
+        if len(self._vg_src):
+            self._vg = self._channel_gates(theta)
+            if not self.batched:
+                self._sync_decks()
         ni, dev = self.nonideal, self.device
         target = dev.param_from_g(g)
         gate = dev.name.startswith("mosfet")
@@ -181,6 +224,13 @@ class NgSpiceSubstrate(Substrate):
         g = self.device.g_from_param(self._p)
         if len(self.circuit.trainable_vccs):
             g = np.concatenate([g, self._gm[self.circuit.trainable_vccs]])
+        if self.circuit.trainable_elements:  # the trained channels' gates, in theta's order
+            pos, parts = 0, []
+            for grp in self.circuit.elements:
+                if grp.param == "vg":
+                    parts.append(self._vg[pos:pos + len(grp)][grp.trainable])
+                    pos += len(grp)
+            g = np.concatenate([g] + parts)
         return g
 
     def actual_conductances(self) -> np.ndarray | None:
@@ -209,6 +259,8 @@ class NgSpiceSubstrate(Substrate):
         vals = np.asarray(e.values)
         for k, el in enumerate(self._vin):
             self._set(title, el, "dc", x[k] if e.sources_on else 0.0)
+        for el, v in zip(self._bias_src, c.bias_v):
+            self._set(title, el, "dc", v if e.sources_on else 0.0)
         for k in range(len(c.outputs)):
             if e.mode == "clamp":
                 self._set(title, self._vcl[k], "dc", vals[i, k])
@@ -285,7 +337,7 @@ class NgSpiceSubstrate(Substrate):
         B, E = len(X), len(experiments)
         self._sweep_n += 1
         title = f"{self.titles['open'][:-5]}_sw{self._sweep_n}"
-        deck, cmd = self._sweep.deck(title, self._p, X, experiments, clamp)
+        deck, cmd = self._sweep.deck(title, self._p, X, experiments, clamp, self._vg)
         what = (f"dc sweep of {E} experiment(s) x {B} example(s) on circuit '{c.name}' "
                 f"({'clamp' if clamp else 'open'}, device {self.device.name})")
         try:
@@ -463,7 +515,7 @@ class NgSpiceSubstrate(Substrate):
         self._sweep_n += 1
         title = f"{self.titles['open'][:-5]}_sw{self._sweep_n}"
         ei = replace(e, values=np.asarray(e.values)[i:i + 1])
-        deck, cmd = self._sweep.deck(title, self._p, X[i:i + 1], [ei], clamp)
+        deck, cmd = self._sweep.deck(title, self._p, X[i:i + 1], [ei], clamp, self._vg)
         if v0 is not None:
             sets = " ".join(f"v({nm})={float(v0[j])!r}" for nm, j in zip(self._read_str, self._read_idx)
                             if not (clamp and j in c.outputs))
@@ -592,6 +644,39 @@ class NgSpiceSubstrate(Substrate):
         radius = [np.abs(np.linalg.eigvals(K)).max() for K in Ks]
         return Ks[int(np.argmax(radius))]
 
+    def _level1(self):
+        """The level-1 channels the mosfet devices put on the edges (true parts: threshold offsets, W
+        scales), or None for other devices (BSIM: no closed form here)."""
+        from hil.data import folder
+        from hil.elements import channels_on_edges, level1_parameters
+        from hil.spice.devices import _model_card
+        dev = self.device
+        if not isinstance(dev, Mosfet) or dev.model_file != "nmos_level1.lib":
+            return None
+        card = level1_parameters(_model_card(folder("netlists") / dev.model_file))
+        return channels_on_edges(self.circuit, self._p - dev.truth["dvth"], dev.midpoint, card["kp"], card["vto"],
+                                 card["lambda"], dev.W * dev.truth["scale"], dev.L)
+
+    def param_signal(self, V, W):
+        """W^T dF/dtheta at states V (batch, n_params): the device's physics. Resistors: the circuit's; a
+        level-1 channel: di/dvg (V) (W_a - W_b) dV_gate/dg; None for BSIM channels (no closed form)."""
+        if not isinstance(self.device, Mosfet):
+            return self.circuit.signal_products(V, W)
+        ch = self._level1()
+        if ch is None:
+            return None
+        edges = np.sum(ch.dparam(V[:, ch.nodes]) * W[:, ch.nodes], axis=-1) * self.device.dparam_dg(self._p)
+        return np.concatenate([edges, self.circuit.signal_products(V, W)[:, self.circuit.m:]], axis=1)
+
+    def outside_linear(self, V):
+        """Per example, the channels saturated or cut off at states V (level-1 devices), None for BSIM; or the
+        circuit's elements outside their linear region."""
+        if not isinstance(self.device, Mosfet):
+            c = self.circuit
+            return sum((grp.outside_linear(V[:, grp.nodes]).sum(axis=1) for grp in c.elements), np.zeros(len(V), int))
+        ch = self._level1()
+        return None if ch is None else ch.outside_linear(V[:, ch.nodes]).sum(axis=1)
+
     def voltmeter(self, V) -> np.ndarray:
         """What the voltmeters report for node voltages V (volts, (batch, n)): noise and ADC, ground exact."""
         V = np.array(V, float)
@@ -601,8 +686,9 @@ class NgSpiceSubstrate(Substrate):
 
     @property
     def has_sens(self) -> bool:
-        """Whether ngspice's ``sens`` analysis can give this circuit's own gradient (not on BSIM4 channels)."""
-        return self.device.sens
+        """Whether ngspice's ``sens`` analysis can give this circuit's own gradient (not on BSIM4 channels, nor on
+        circuits with other element kinds, whose reference is central differences through ngspice)."""
+        return self.device.sens and not self.circuit.elements
 
     def sens_gradient(self, X, Y) -> np.ndarray:
         """dC/dg from ngspice's ``sens`` analysis (V^2/S): the circuit's own gradient, in one run per output.
@@ -637,6 +723,9 @@ class NgSpiceSubstrate(Substrate):
         model's (edges plus G elements), so H is exact; a nonlinear device needs small-signal probes."""
         from hil.exact import homeostasis, homeostasis_gradient
         c = self.circuit
+        if c.elements:
+            raise SubstrateError(f"circuit '{c.name}': homeostasis on ngspice needs small-signal probes of A at each "
+                                 "operating point (not implemented for diodes, channels and VCVS); use the ideal backend")
         if self.device.name != "resistor":
             raise SubstrateError(f"homeostasis on the {self.device.name} device needs small-signal probes of A "
                                  "(not implemented); use --device resistor or the ideal backend")

@@ -83,6 +83,16 @@ class SweepDeck:
                     raise RuntimeError(f"sweep deck: element {elem} of edge {c.edge_names[e]} has no value slot "
                                        "as its last field")
                 slots.append((k, e, j))
+        # every channel's gate source (Vg_<name> ... vg): a slot after the device's, filled from vg (V)
+        self._gates = []
+        for grp in c.elements:
+            if grp.param == "vg":
+                for j in range(len(grp)):
+                    k = first.get(grp.gate_source(j))
+                    if k is None:
+                        raise RuntimeError(f"sweep deck: channel {grp.names[j]} has no gate source")
+                    slots.append((k, -1 - len(self._gates), 0))
+                    self._gates.append(k)
         slots.sort()
         # the network as one %-template: a %r slot per element value (ngspice decks have no '%')
         out, start = [], 0
@@ -98,21 +108,23 @@ class SweepDeck:
         self.drives = [netlist.input_drive(c, i, device.nonideal) for i in c.inputs]
         self.outs = [netlist.node_name(c, o) for o in c.outputs]
 
-    def network(self, p: np.ndarray) -> str:
-        """The network's lines at parameters p (cached for the last p)."""
-        key = np.asarray(p, float).tobytes()
+    def network(self, p: np.ndarray, vg=None) -> str:
+        """The network's lines at device parameters p and channel gates vg (V) (cached for the last ones)."""
+        vg = np.zeros(0) if vg is None else np.asarray(vg, float)
+        key = np.asarray(p, float).tobytes() + vg.tobytes()
         if self._cache[0] == key:
             return self._cache[1]
-        vals = self.device.element_values(p)[self._edges, self._js]
-        text = self._template % tuple(vals.tolist())
+        ev = self.device.element_values(p)
+        vals = [float(vg[-1 - e]) if e < 0 else float(ev[e, j]) for e, j in zip(self._edges, self._js)]
+        text = self._template % tuple(vals)
         self._cache = (key, text)
         return text
 
-    def deck(self, title: str, p: np.ndarray, X: np.ndarray, experiments: list, clamp: bool) -> tuple:
+    def deck(self, title: str, p: np.ndarray, X: np.ndarray, experiments: list, clamp: bool, vg=None) -> tuple:
         """(deck text, dc command) for the experiments (all on the open deck, or all clamped) on batch X (V)."""
         B, E = len(X), len(experiments)
         c = self.c
-        lines = [f".title {title}", netlist.OPTIONS, self.network(p),
+        lines = [f".title {title}", netlist.OPTIONS, self.network(p, vg),
                  "Vix hix 0 0", "Rix hix 0 1", "Vex hex 0 0", "Rex hex 0 1"]
         on = np.array([1.0 if e.sources_on else 0.0 for e in experiments])
         for k, (i, node) in enumerate(zip(c.inputs, self.drives)):
@@ -122,6 +134,9 @@ class SweepDeck:
             elif not on.all():
                 x = f"{x}*{table('v(hex)', on)}"
             lines.append(f"Bin_{k} {node} 0 V={x}")
+        for k, (i, v) in enumerate(zip(c.biases, c.bias_v)):  # biases: on with the sources
+            on_v = "0" if not on.any() else repr(float(v)) if on.all() else f"{float(v)!r}*{table('v(hex)', on)}"
+            lines.append(f"Bbi_{k} {netlist.node_name(c, i)} 0 V={on_v}")
         for k, node in enumerate(self.outs):
             vals = np.array([np.asarray(e.values, float)[:, k] for e in experiments])  # (E, B)
             if clamp:

@@ -1,0 +1,261 @@
+"""Modified nodal analysis over element stamps: the embedded solver of any circuit of :mod:`hil.elements`.
+
+Unknowns x = (V, i_b): every node voltage, then one branch current per VCVS. The
+residual R(x) = sum over elements of the currents leaving each node (and each VCVS's
+branch equation) minus the injected currents; its Jacobian J = dR/dx is the sum of the
+element stamps. Source nodes (ground, inputs, biases; clamped outputs) are held; the
+rest U are solved by Newton's method, batched over examples:
+
+    J_UU dx = -R_U,   x <- x + t dx,
+
+t halved until the residual norm falls (damping), started from a given state (the
+previous solution) and stopped when every node's KCL residual is below ``rtol`` times
+the largest element current. The linear elements' stamps are assembled once per
+parameter vector; only the nonlinear kinds are re-evaluated per iteration. A linear
+circuit converges in one step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hil.substrate import SubstrateError
+
+#: Newton stops when max |R_node| <= RTOL * (largest element current) and likewise for branch rows in volts
+RTOL = 1e-14
+MAX_ITER = 200
+
+
+class System:
+    """A circuit's stamps at parameters theta: J_lin (constant) and the nonlinear groups' scatter maps."""
+
+    def __init__(self, c, theta=None):
+        self.c = c
+        self.groups = c.element_groups(theta)
+        n = c.n
+        nb = sum(len(grp) for grp in self.groups if grp.branch)
+        self.n, self.N = n, n + nb
+        self.idx = []  # per group: (k, T) unknown indices of its terminals (and its branch)
+        b0 = n
+        for grp in self.groups:
+            idx = grp.nodes
+            if grp.branch:
+                idx = np.column_stack([idx, b0 + np.arange(len(grp))])
+                b0 += len(grp)
+            self.idx.append(idx)
+        N = self.N
+        self.J_lin = np.zeros((N, N))
+        self.nonlinear = []  # (group, terminal indices (k, T), flat (row, col) positions of its stamp in J)
+        self.linear_currents = []
+        for grp, idx in zip(self.groups, self.idx):
+            T = idx.shape[1]
+            rows = np.repeat(idx, T, axis=1).ravel()
+            cols = np.tile(idx, (1, T)).ravel()
+            if grp.linear:
+                _, G = grp.evaluate(np.zeros((1,) + idx.shape))
+                np.add.at(self.J_lin, (rows, cols), G[0].ravel())
+                if len(grp):
+                    self.linear_currents.append((grp, idx))
+            else:
+                self.nonlinear.append((grp, idx, rows * N + cols))
+        self.branch_rows = np.arange(n, N)
+        node_diag = np.abs(np.diag(self.J_lin)[:n])
+        self.gscale = float(node_diag.max()) if node_diag.size and node_diag.max() > 0 else 1e-3
+
+    def held(self, clamp_outputs=False) -> np.ndarray:
+        """Unknowns held fixed: the sources, and the outputs when they are clamped."""
+        S = list(self.c.sources) + (list(self.c.outputs) if clamp_outputs else [])
+        return np.array(S, int)
+
+    def unknowns(self, clamp_outputs=False) -> np.ndarray:
+        mask = np.ones(self.N, bool)
+        mask[self.held(clamp_outputs)] = False
+        return np.flatnonzero(mask)
+
+    def evaluate(self, x, jacobian=True):
+        """(R (B, N), J (B, N, N) or None, I_max (B,)): residual of the elements only, its Jacobian, and the
+        largest element current per example (A)."""
+        B, N = len(x), self.N
+        R = x @ self.J_lin.T
+        J = None
+        if jacobian:
+            J = np.empty((B, N, N))
+            J[:] = self.J_lin
+        imax = np.zeros(B)
+        for grp, idx in self.linear_currents:
+            if grp.branch:
+                imax = np.maximum(imax, np.abs(x[:, idx[:, -1]]).max(axis=1))
+            else:
+                i, _ = grp.evaluate(x[:, idx])
+                imax = np.maximum(imax, np.abs(i).reshape(B, -1).max(axis=1))
+        for grp, idx, flat in self.nonlinear:
+            i, G = grp.evaluate(x[:, idx])
+            pos = (np.arange(B) * N)[:, None] + idx.ravel()[None, :]
+            R += np.bincount(pos.ravel(), i.reshape(-1), B * N).reshape(B, N)
+            imax = np.maximum(imax, np.abs(i).reshape(B, -1).max(axis=1, initial=0))
+            if jacobian:
+                posj = (np.arange(B) * (N * N))[:, None] + flat[None, :]
+                J += np.bincount(posj.ravel(), G.reshape(-1), B * N * N).reshape(B, N, N)
+        return R, J, imax
+
+    def currents(self, x) -> list:
+        """Each group's terminal currents (B, k, T) at states x (A); a VCVS's last column is its constraint (V)."""
+        return [grp.evaluate(x[:, idx])[0] for grp, idx in zip(self.groups, self.idx)]
+
+
+def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what="free state", batch=None):
+    """Solve R(x) + (load) - (inject) = 0 over the unknowns, from x0 (B, N) whose held entries are set.
+
+    inject : (B, |O|) currents into the outputs (A), or None.
+    load : (beta, y): each output loaded by a real conductance beta (S; a number or one per row) to a source
+        at y (B, |O|) volts.
+    batch : rows per example block when several experiments are stacked (messages name the example).
+    Returns x (B, N). SubstrateError naming circuit, example, node and residual when it does not converge.
+    """
+    c = system.c
+    out = np.array(c.outputs, int)
+    U = system.unknowns(clamp_outputs)
+    nodeU = U < system.n
+    x = np.array(x0, float)
+    B = len(x)
+    active = np.arange(B)
+
+    def full_residual(xa, jac, rows):
+        R, J, imax = system.evaluate(xa, jac)
+        if inject is not None:
+            R[:, out] -= inject[rows]
+        if load is not None:
+            beta, y = load
+            b = beta[rows, None] if np.ndim(beta) else beta
+            R[:, out] += b * (xa[:, out] - y[rows])
+            if jac:
+                J[:, out, out] += b
+        return R, J, imax
+
+    def merit(R, imax, xa):
+        RU = R[:, U]
+        rn = np.abs(RU[:, nodeU]).max(axis=1, initial=0) / np.maximum(imax, 1e-300)
+        rb = np.abs(RU[:, ~nodeU]).max(axis=1, initial=0) / np.maximum(np.abs(xa[:, :system.n]).max(axis=1), 1e-300)
+        scaled = RU.copy()
+        scaled[:, ~nodeU] *= system.gscale
+        return np.maximum(rn, rb), np.sqrt(np.sum(scaled * scaled, axis=1))
+
+    R, _, imax = full_residual(x, False, active)
+    rel, norm = merit(R, imax, x)
+    for it in range(MAX_ITER):
+        done = rel <= RTOL
+        if done.all():
+            return x
+        keep = ~done
+        active, R, rel, norm = active[keep], R[keep], rel[keep], norm[keep]
+        _, J, _ = full_residual(x[active], True, active)
+        JUU = J[:, U][:, :, U]
+        reg = 1e-14 * system.gscale
+        JUU[:, np.arange(len(U)), np.arange(len(U))] += np.where(nodeU, reg, 0.0)
+        try:
+            dx = -np.linalg.solve(JUU, R[:, U][..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            dx = -np.stack([np.linalg.lstsq(Jk, rk, rcond=None)[0] for Jk, rk in zip(JUU, R[:, U])])
+        t = np.ones(len(active))
+        xa = x[active]
+        pending = np.ones(len(active), bool)
+        newR = R.copy()
+        new_rel, new_norm = rel.copy(), norm.copy()
+        newx = xa.copy()
+        for _ in range(60):
+            idx = np.flatnonzero(pending)
+            trial = xa[idx].copy()
+            trial[:, U] += t[idx, None] * dx[idx]
+            Rt, _, it_max = full_residual(trial, False, active[idx])
+            rt, nt = merit(Rt, it_max, trial)
+            ok = (nt <= (1 - 1e-4 * t[idx]) * norm[idx]) | (rt <= RTOL) | (nt == 0)
+            acc = idx[ok]
+            newx[acc], newR[acc], new_rel[acc], new_norm[acc] = trial[ok], Rt[ok], rt[ok], nt[ok]
+            pending[acc] = False
+            if not pending.any():
+                break
+            t[pending] *= 0.5
+        stalled = np.flatnonzero(pending)
+        if len(stalled):
+            # no decrease at any step length: converged to rounding if the residual is already tiny
+            small = rel[stalled] <= 1e-11
+            if not small.all():
+                _fail(system, x, active[stalled[~small]][0] % (batch or B), R[stalled[~small]][0], what, it)
+            new_rel[stalled] = 0.0  # accept as converged at rounding
+        x[active] = newx
+        R, rel, norm = newR, new_rel, new_norm
+    k = int(np.argmax(rel))
+    _fail(system, x, active[k] % (batch or B), R[k], what, MAX_ITER)
+
+
+def _fail(system, x, example, R, what, iterations):
+    c = system.c
+    U = system.unknowns()
+    r = np.abs(R[U])
+    j = U[int(np.argmax(r))]
+    where = f"node '{c.nodes[j]}'" if j < system.n else f"the branch of vcvs #{j - system.n + 1}"
+    raise SubstrateError(f"circuit '{c.name}': the {what} of example {int(example)} did not converge "
+                         f"(Newton, {iterations} iterations): residual {float(np.max(r)):.3g} "
+                         f"{'A' if j < system.n else 'V'} at {where}")
+
+
+def start(system: System, X, bias=True) -> np.ndarray:
+    """x (B, N) with the sources set (ground 0 V, inputs X, biases) and every other unknown at 0."""
+    c = system.c
+    X = np.atleast_2d(np.asarray(X, float))
+    x = np.zeros((len(X), system.N))
+    x[:, list(c.inputs)] = X
+    if len(c.biases):
+        x[:, list(c.biases)] = c.bias_v
+    return x
+
+
+def jacobian_UU(system: System, x, clamp_outputs=False) -> np.ndarray:
+    """J restricted to the unknowns at states x: (B, u, u) siemens (volts-per-ampere rows for branches)."""
+    U = system.unknowns(clamp_outputs)
+    _, J, _ = system.evaluate(x, True)
+    return J[:, U][:, :, U]
+
+
+def out_positions(system: System) -> np.ndarray:
+    """Positions of the outputs inside the (unclamped) unknowns."""
+    U = system.unknowns()
+    pos = {int(u): i for i, u in enumerate(U)}
+    return np.array([pos[o] for o in system.c.outputs], int)
+
+
+def linear_response(system: System, x, currents, transpose=False, beta=None) -> np.ndarray:
+    """dx (B, N) with (J_UU [+ beta P P^T]) dx_U = P^T currents (A) at states x; J^T with ``transpose``.
+
+    The response of the circuit linearised about x (every source held at 0 V) to ``currents`` (B, |O|)
+    injected into the outputs; complex ``beta`` and currents allowed.
+    """
+    U = system.unknowns()
+    J = jacobian_UU(system, x).astype(complex if np.iscomplexobj(currents) or np.iscomplexobj(beta) else float)
+    if transpose:
+        J = np.swapaxes(J, 1, 2)
+    op = out_positions(system)
+    if beta is not None:
+        J[:, op, op] += beta
+    rhs = np.zeros((len(x), len(U)), dtype=J.dtype)
+    rhs[:, op] = currents
+    dx = np.zeros((len(x), system.N), dtype=J.dtype)
+    dx[:, U] = np.linalg.solve(J, rhs[..., None])[..., 0]
+    return dx
+
+
+def operating_point(c, X, theta=None, x0=None) -> tuple:
+    """(system, x): the free state x (B, N) of every example of X (B, |inputs|) volts at parameters theta."""
+    system = System(c, theta)
+    x = start(system, X)
+    if x0 is not None:
+        U = system.unknowns()
+        x[:, U] = np.asarray(x0)[:, U]
+    return system, newton(system, x)
+
+
+def padded(system: System, V) -> np.ndarray:
+    """Node voltages V (B, n) as unknowns (B, N), the branch currents 0 (the stamps do not depend on them)."""
+    x = np.zeros((len(V), system.N), dtype=V.dtype)
+    x[:, :system.n] = V
+    return x
