@@ -99,9 +99,12 @@ def test_the_api_reference_documents_every_module(html):
 def test_plain_math_in_docstrings_is_escaped_for_restructuredtext():
     sys.path.insert(0, str(DOCS / "_ext"))
     try:
-        from hil_docs import plain_math
+        from hil_docs import blocks_apart, plain_math
     finally:
         sys.path.remove(str(DOCS / "_ext"))
+    # "name : meaning" lines with indented continuations, one after another, become separate items
+    assert blocks_apart(["Fields.", "a : one", "    more", "b : two", "Back.", "=== ===", "x   y", "    z", "=== ==="]) == \
+        ["Fields.", "", "a : one", "    more", "", "b : two", "Back.", "=== ===", "x   y", "    z", "=== ==="]
     got = plain_math(["K^-1 * r, ||r|| over |O| and w_", "``a|b*c``", "", "=== ===", "a   1 | V", "=== ===", ""])
     assert got == ["K^-1 \\* r, \\|\\|r\\|\\| over \\|O\\| and w\\_", "``a|b*c``", "", "=== ===", "a   1 | V",
                    "=== ===", ""]

@@ -212,17 +212,25 @@ _LITERAL = re.compile(r"(``.*?``|`[^`]*`)")
 _BORDER = re.compile(r"^\s*=+(\s+=+)+\s*$")
 
 
+def _table_rows(lines: list) -> list:
+    """For each line, whether it is part of a simple table (between its first and last border)."""
+    flags, table = [], False
+    for k, line in enumerate(lines):
+        if _BORDER.match(line):
+            after = lines[k + 1] if k + 1 < len(lines) else ""
+            flags.append(True)
+            table = not (table and (not after.strip()))  # a border followed by a blank line closes the table
+        else:
+            flags.append(table)
+    return flags
+
+
 def plain_math(lines: list) -> list:
     """``lines`` of a docstring with |, * and a word's trailing _ escaped outside literals and simple tables:
     in hil's docstrings ``|O|`` is a size, ``||r||`` a norm, ``K^-1 * r`` a product and ``w_`` a symbol,
     not reStructuredText substitutions, emphasis or references."""
-    out, table = [], False
-    for k, line in enumerate(lines):
-        if _BORDER.match(line):
-            after = lines[k + 1] if k + 1 < len(lines) else ""
-            table = not (table and (not after.strip()))  # a border followed by a blank line closes the table
-            out.append(line)
-            continue
+    out = []
+    for line, table in zip(lines, _table_rows(lines)):
         if table or line.lstrip().startswith((">>>", "...")):
             out.append(line)
             continue
@@ -235,8 +243,31 @@ def plain_math(lines: list) -> list:
     return out
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def blocks_apart(lines: list) -> list:
+    """``lines`` with a blank line where an indented block starts or ends without one.
+
+    hil's docstrings write ``name : meaning`` lines with an indented continuation, one after
+    another (``Experiment``'s fields, ``newton``'s arguments); reStructuredText reads each such
+    pair as a definition list item and wants blank lines around it."""
+    out = []
+    for k, (line, table) in enumerate(zip(lines, _table_rows(lines))):
+        prev = out[-1] if out else ""
+        nxt = lines[k + 1] if k + 1 < len(lines) else ""
+        if line.strip() and prev.strip() and not table:
+            dedent = _indent(line) < _indent(prev)
+            head = nxt.strip() and _indent(nxt) > _indent(line) and _indent(prev) == _indent(line)
+            if (dedent or head) and not prev.rstrip().endswith("::"):
+                out.append("")
+        out.append(line)
+    return out
+
+
 def _process_docstring(app, what, name, obj, options, lines):
-    lines[:] = plain_math(lines)
+    lines[:] = blocks_apart(plain_math(lines))
 
 
 def setup(app):
