@@ -24,6 +24,7 @@ A bench file (TOML) says which instrument drives or reads which node::
     resource = "TCPIP::127.0.0.1::5026::SOCKET"
     voltage_limit = 2.0           # V, never sourced past; compliance when sourcing current
     current_limit = 0.02          # A, never sourced past; compliance when sourcing voltage
+    model = "2400"                # or "2450" (its SCPI command set; stepped point by point)
     [scanner]                     # reads every other node
     resource = "..."
     voltage_limit = 2.0           # V, the DC range it measures on
@@ -131,7 +132,8 @@ SCHEMA = {
     "board": {"resource": _resource, "g_min": _number(0, INF, lo_open=True), "g_max": _number(0, INF, lo_open=True),
               "baud_rate": _within(50, 4_000_000, True), "reset_wait": _within(0.0, 60.0)},
     "smu": {"node": _text, "resource": _resource, "voltage_limit": _number(0, 210, lo_open=True),
-            "current_limit": _number(0, 1.05, lo_open=True), "baud_rate": _within(50, 4_000_000, True)},
+            "current_limit": _number(0, 1.05, lo_open=True), "baud_rate": _within(50, 4_000_000, True),
+            "model": lambda v: None if v in ("2400", "2450") else 'must be "2400" or "2450" (the SMU\'s model)'},
     "scanner": {"resource": _resource, "voltage_limit": _number(0, 1010, lo_open=True), "channels": None,
                 "baud_rate": _within(50, 4_000_000, True)},
 }
@@ -358,7 +360,7 @@ class BenchSubstrate(Substrate):
 
     def _open(self):
         """Connect every instrument, make it safe, configure it (board first: it sources nothing)."""
-        from hil.drivers.instruments import ResistorBoard, Scanner, SMU
+        from hil.drivers.instruments import SMU_MODELS, ResistorBoard, Scanner
         b = self.cfg["board"]
         self._bauds = {b["resource"]: int(b.get("baud_rate", 115200))}  # resistor-board.md: 115200 baud
         for sec in self.cfg["smu"] + ([self.cfg["scanner"]] if "scanner" in self.cfg else []):
@@ -372,7 +374,7 @@ class BenchSubstrate(Substrate):
                              f"circuit '{self.circuit.name}' has {self.circuit.m}")
         for s in self.cfg["smu"]:
             name = f"SMU on node {s['node']}"
-            self.smus[self.circuit.node(s["node"])] = self._connect(name, s["resource"], lambda name=name, s=s, **kw: SMU(
+            self.smus[self.circuit.node(s["node"])] = self._connect(name, s["resource"], lambda name=name, s=s, **kw: SMU_MODELS[s.get("model", "2400")](
                 s["resource"], s.get("voltage_limit", 2.0), s.get("current_limit", 0.02), name=name, **kw))
         if self._chan_nodes:
             sc = self.cfg["scanner"]

@@ -554,8 +554,10 @@ class EmulatedBench:
                  "[board]", *where("board"), f"g_min = {max(lo, c.g_min)!r}", f"g_max = {min(hi, c.g_max)!r}", ""]
         for name, inst in self.instruments.items():
             if isinstance(inst, SMU):
+                model = inst.idn.split(",")[1].split()[-1]
                 lines += ["[[smu]]", f'node = "{inst.node_name}"', *where(name),
-                          "voltage_limit = 2.0", "current_limit = 0.02", ""]
+                          "voltage_limit = 2.0", "current_limit = 0.02"] + \
+                    ([f'model = "{model}"'] if model != "2400" else []) + [""]
         scan = self.instruments.get("scanner")
         if scan is not None:
             lines += ["[scanner]", *where("scanner"), "voltage_limit = 2.0", "",
@@ -564,7 +566,11 @@ class EmulatedBench:
         return "\n".join(lines) + "\n"
 
 
-def build(substrate, board_range=None, board_device=None, board=True, noise=(0.0, 0.0), seed=0) -> EmulatedBench:
+SMU_MODELS = ("2400", "2450")
+
+
+def build(substrate, board_range=None, board_device=None, board=True, noise=(0.0, 0.0), seed=0,
+          smu_model="2400", interlock=False) -> EmulatedBench:
     """An emulated bench for ``substrate``'s circuit: a board, an SMU per input and output, a scanner.
 
     ``board_device``: a :class:`hil.spice.devices.Digipot` whose taps the board holds (default:
@@ -572,10 +578,17 @@ def build(substrate, board_range=None, board_device=None, board=True, noise=(0.0
     conductances then come from ``model.g_source`` (a firmware board, :mod:`hil.drivers.firmware`).
     ``noise``: (V rms, A rms) of one SMU or scanner reading at 1 PLC; integrating over
     NPLC line cycles (and the filter's count) averages it down by the square root.
+    ``smu_model``: "2400" or "2450" for every SMU, or {node name: model}; ``interlock``: the
+    2450s' interlock asserted (without it they source at most 21 V).
     """
     from hil.drivers.bench import refuse_vccs
     from hil.drivers.emulated2400 import SMU
+    from hil.drivers.emulated2450 import SMU2450
     from hil.drivers.emulated2700 import Scanner
+    models = smu_model if isinstance(smu_model, dict) else {}
+    for m in [smu_model] if not isinstance(smu_model, dict) else list(smu_model.values()):
+        if m not in SMU_MODELS:
+            raise ValueError(f"SMU model {m!r}: the emulator has the Keithley {' and '.join(SMU_MODELS)}")
     if len(noise) != 2 or not all(np.isfinite(x) and x >= 0 for x in noise):
         raise ValueError(f"emulated reading noise (--noise VOLTS, --noise-current AMPS) = {tuple(noise)}: "
                          "each must be a finite rms value >= 0")
@@ -584,7 +597,10 @@ def build(substrate, board_range=None, board_device=None, board=True, noise=(0.0
     c = model.c
     inst = {"board": ResistorBoard(model, board_device)} if board else {}
     for i in list(c.inputs) + list(c.outputs):
-        inst[f"smu_{c.nodes[i]}"] = SMU(model, c.nodes[i])
+        kind = models.get(c.nodes[i], "2400") if models else smu_model
+        inst[f"smu_{c.nodes[i]}"] = SMU2450(model, c.nodes[i]) if kind == "2450" else SMU(model, c.nodes[i])
+        if kind == "2450":
+            inst[f"smu_{c.nodes[i]}"].interlock = bool(interlock)
     others = [i for i in range(c.n) if i != c.ground and i not in c.inputs and i not in c.outputs]
     if len(others) > len(SCANNER_CHANNELS):
         raise ValueError(f"circuit '{c.name}' has {len(others)} inner nodes; one 7700 card reads {len(SCANNER_CHANNELS)}")
@@ -592,3 +608,23 @@ def build(substrate, board_range=None, board_device=None, board=True, noise=(0.0
         inst["scanner"] = Scanner(model, {101 + k: c.nodes[i] for k, i in enumerate(others)})
     model.set_g(inst["board"].held(substrate.read()) if board else substrate.read())
     return EmulatedBench(model, inst)
+
+
+def command_reference(circuit: str = "net16") -> str:
+    """The emulated instruments' command trees as Markdown tables (one per instrument kind), generated
+    from what each instrument declares: the header in the manual's notation, set and query forms."""
+    from hil.circuit import load_circuit
+    from hil.ideal import IdealSubstrate
+    kinds = {}
+    for model in SMU_MODELS:
+        for inst in build(IdealSubstrate(load_circuit(circuit)), smu_model=model).instruments.values():
+            kinds.setdefault(inst.idn.split(",")[1], inst)
+    out = []
+    for model, inst in kinds.items():
+        forms = {}
+        for p in inst.scpi.patterns:
+            forms.setdefault(p.rstrip("?"), set()).add("query" if p.endswith("?") else "set")
+        out += [f"### {model}", "", "| header | forms |", "| --- | --- |"]
+        out += [f"| `{h}` | {', '.join(sorted(f, reverse=True))} |" for h, f in forms.items()]
+        out.append("")
+    return "\n".join(out)

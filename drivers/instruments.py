@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 from pymeasure.instruments import Instrument, SCPIMixin
-from pymeasure.instruments.keithley import Keithley2400, Keithley2700
+from pymeasure.instruments.keithley import Keithley2400, Keithley2450, Keithley2700
 from pymeasure.instruments.validators import strict_range
 
 
@@ -206,6 +206,121 @@ class SMU(Keithley2400):
         self.source_current = i
 
 
+class SMU2450(Keithley2450):
+    """A Keithley 2450 (SCPI command set) that never sources past ``voltage_limit`` (V) or ``current_limit`` (A).
+
+    Its sweeps are stepped point by point (:func:`linked_sweep`): the bench sets every SMU's
+    level, then reads every instrument, at each point.
+    """
+
+    source_voltage = Instrument.control(
+        ":SOUR:VOLT?", ":SOUR:VOLT:LEV %.12g", "Source voltage level (V), 12 significant digits.",
+        validator=strict_range, values=[-210, 210])
+    source_current = Instrument.control(
+        ":SOUR:CURR?", ":SOUR:CURR:LEV %.12g", "Source current level (A), 12 significant digits.",
+        validator=strict_range, values=[-1.05, 1.05])
+
+    def __init__(self, adapter, voltage_limit: float, current_limit: float, name="SMU", **kwargs):
+        self.voltage_limit = _check(name, "voltage limit", voltage_limit, 0, 210, "V")
+        self.current_limit = _check(name, "current limit", current_limit, 0, 1.05, "A")
+        self._mode, self._list = None, None
+        super().__init__(adapter, name=name, **kwargs)
+
+    def make_safe(self) -> list:
+        """Output off, the error queue read, *RST (output off, levels 0) and *CLS; returns the old errors."""
+        self.write(":OUTP OFF")
+        errors = drain_errors(self)
+        self.write("*RST;*CLS")
+        self._mode, self._list = None, None
+        return errors
+
+    def configure(self) -> None:
+        """Output on, sourcing 0 A (a free node), both limits at the configured ones."""
+        self.write(':SOUR:FUNC VOLT;:SOUR:VOLT:ILIM %.12g;:SOUR:FUNC CURR;:SOUR:CURR:VLIM %.12g'
+                   % (self.current_limit, self.voltage_limit))
+        self.write(":SOUR:VOLT:LEV 0;:SOUR:CURR:LEV 0")
+        self._use("current")
+        self.write(":OUTP ON")
+
+    def _use(self, kind: str) -> None:
+        """Source ``kind``, measuring the other quantity (the 2450 measures one function at a time)."""
+        if self._mode != kind:
+            self.write(':SOUR:FUNC VOLT;:SENS:FUNC "CURR"' if kind == "voltage" else ':SOUR:FUNC CURR;:SENS:FUNC "VOLT"')
+            self._mode = kind
+
+    def source_volts(self, v: float) -> None:
+        v = _check(self.name, "source voltage", v, -self.voltage_limit, self.voltage_limit, "V")
+        self._use("voltage")
+        self.source_voltage = v
+
+    def source_amps(self, i: float) -> None:
+        i = _check(self.name, "source current", i, -self.current_limit, self.current_limit, "A")
+        self._use("current")
+        self.source_current = i
+
+    LIST_MAX = 100
+
+    def source_list(self, kind: str, values) -> None:
+        """The levels the next stepped sweep sources ('voltage' V or 'current' A), every one checked first."""
+        values = np.asarray(values, float)
+        lim, unit = (self.voltage_limit, "V") if kind == "voltage" else (self.current_limit, "A")
+        for v in values:
+            _check(self.name, f"source {kind}", v, -lim, lim, unit)
+        if not 1 <= len(values) <= self.LIST_MAX:
+            raise LimitError(f"{self.name}: {len(values)} list points (1 to {self.LIST_MAX})")
+        self._use(kind)
+        self._list = (kind, values)
+
+    def source_point(self, k: int) -> None:
+        """Source point k of the list (no reply)."""
+        kind, values = self._list
+        self.write((":SOUR:VOLT:LEV %.12g" if kind == "voltage" else ":SOUR:CURR:LEV %.12g") % values[k])
+
+    def request_point(self) -> None:
+        """One reading: the measured value, the source readback and whether the source is at its limit."""
+        lim = ":SOUR:VOLT:ILIM:TRIP?" if self._mode == "voltage" else ":SOUR:CURR:VLIM:TRIP?"
+        self.write(f':READ? "defbuffer1", READ, SOUR;{lim}')
+
+    def collect_point(self) -> str:
+        """The reading as a 2400 reading: volts, amps, ohms (NAN), time (0), status (8: in compliance)."""
+        reading, source, tripped = self.read().strip().replace(";", ",").split(",")
+        v, i = (source, reading) if self._mode == "voltage" else (reading, source)
+        return f"{v},{i},9.91e37,0,{8 if tripped.strip() == '1' else 0}"
+
+    def collect_sweep(self, points: int, reply: str | None = None) -> np.ndarray:
+        vals = floats(self.name, self.read() if reply is None else reply)
+        if len(vals) % points:
+            raise ReplyError(f"{self.name}: {len(vals)} values for {points} points")
+        return vals.reshape(points, -1)[:, 0]
+
+
+def _stepped_sweep(smus, scanner, channels, points, talk):
+    """A sweep point by point: every SMU's level set (each confirmed), then every instrument read."""
+    out, volts = [[] for _ in smus], []
+    for k in range(points):
+        for smu in smus:
+            with talk(smu, "source"):
+                smu.source_point(k)
+        for smu in smus:
+            with talk(smu, "operation complete"):
+                reply = smu.ask("*OPC?").strip()
+                if reply != "1":
+                    raise ReplyError(f"{smu.name}: *OPC? answered {reply[:40]!r}, not 1")
+        for smu in smus:
+            with talk(smu, "reading"):
+                smu.request_point()
+        if scanner is not None:
+            with talk(scanner, "scan"):
+                scanner.request_scan(channels, 1)
+        for j, smu in enumerate(smus):
+            with talk(smu, "reading"):
+                out[j].append(smu.collect_point())
+        if scanner is not None:
+            with talk(scanner, "scan"):
+                volts.append(scanner.collect_scan(channels, 1)[0])
+    return [",".join(r) for r in out], (np.array(volts) if scanner is not None else None)
+
+
 def linked_sweep(smus: list, scanner=None, channels=(), points: int = 1, talk=None):
     """Every SMU's source list stepped together: the first SMU sweeps and triggers the rest over the
     trigger link at each source point; the scanner reads ``channels`` at each point.
@@ -215,6 +330,8 @@ def linked_sweep(smus: list, scanner=None, channels=(), points: int = 1, talk=No
     """
     import contextlib
     talk = talk or (lambda inst, what: contextlib.nullcontext())
+    if any(isinstance(s, SMU2450) for s in smus):   # no trigger link to a 2450 here: stepped
+        return _stepped_sweep(smus, scanner, channels, points, talk)
     followers, master = smus[1:], smus[0]
     for smu in followers:          # armed first, each confirmed, so the master's triggers find them waiting
         with talk(smu, "arm on the trigger link"):
@@ -357,3 +474,7 @@ class ResistorBoard(SCPIMixin, Instrument):
         _check(self.name, "edge index", k, 1, self.edges, "")
         g = _check(self.name, f"edge {k} conductance", g, self.g_min, self.g_max, "S")
         self.write(f"EDGE:COND {int(k)},{g:.17g}")
+
+
+#: the SMU driver for each model a bench file names
+SMU_MODELS = {"2400": SMU, "2450": SMU2450}

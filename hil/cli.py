@@ -776,7 +776,7 @@ def cmd_emulate(args):
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
     fw = _firmware_board(args.firmware, c) if args.firmware else None
-    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current))
+    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current), smu_model=args.smu_model)
     if fw is not None:  # the firmware is the board; the emulated instruments measure what its pots hold
         bench.external["board"] = fw.resource
         fw.attach(bench.model)
@@ -996,6 +996,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also serve every instrument on a pseudo-terminal; the bench file names those "
                          "(ASRL/dev/pts/K::INSTR, through pyserial) instead of the TCP ports")
     em.add_argument("--fault", action="append", metavar="INSTRUMENT:KIND=VALUE", help=FAULT_HELP)
+    em.add_argument("--smu-model", default="2400", choices=["2400", "2450"],
+                    help="the SMUs' model: Keithley 2400 (default) or 2450 (its SCPI command set)")
     em.add_argument("--force", action="store_true", help="overwrite --bench-file even if hil did not write it")
 
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core or a Dask cluster.")
