@@ -66,10 +66,10 @@ def test_the_emulator_page_lists_every_command_the_instruments_answer(html):
     from hil.drivers.emulator import build
     from hil.ideal import IdealSubstrate
 
-    text = _text(html / "bench.html")
-    bench = build(IdealSubstrate(load("net16")))
-    kinds = {type(i).__name__: i for i in bench.instruments.values()}
-    assert set(kinds) == {"ResistorBoard", "SMU", "Scanner"}
+    text = _text(html / "emulator.html")
+    kinds = {type(i).__name__: i for model in ("2400", "2450")
+             for i in build(IdealSubstrate(load("net16")), smu_model=model).instruments.values()}
+    assert set(kinds) == {"ResistorBoard", "SMU", "SMU2450", "Scanner"}
     for inst in kinds.values():
         bases = list(dict.fromkeys(p.rstrip("?") for p in inst.scpi.patterns))
         assert f"{len(bases)} commands ({inst.idn}" in text, inst.idn
