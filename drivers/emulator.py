@@ -535,10 +535,11 @@ class EmulatedBench:
     def __exit__(self, *exc):
         self.stop()
 
-    def bench_toml(self, circuit_path: str, settle: float = 0.0, serial: bool = False) -> str:
+    def bench_toml(self, circuit_path: str, settle: float = 0.0, serial: bool = False, device: str | None = None) -> str:
         """The bench file a :class:`hil.drivers.bench.BenchSubstrate` reads to drive this bench.
 
-        ``serial``: the instruments' pseudo-terminals (``serve_serial``) instead of their TCP ports.
+        ``serial``: the instruments' pseudo-terminals (``serve_serial``) instead of their TCP ports;
+        ``device``: the parts the board holds ([board] device: what the wiring check models).
         """
         from hil.drivers.emulated2400 import SMU
         c = self.model.c
@@ -551,7 +552,8 @@ class EmulatedBench:
         lo, hi = self.model.g_range
         lines = ["# written by hil emulate: the emulated bench's instruments and limits",
                  f"circuit = {str(circuit_path)!r}".replace("'", '"'), f"settle = {settle!r}", "",
-                 "[board]", *where("board"), f"g_min = {max(lo, c.g_min)!r}", f"g_max = {min(hi, c.g_max)!r}", ""]
+                 "[board]", *where("board"), f"g_min = {max(lo, c.g_min)!r}", f"g_max = {min(hi, c.g_max)!r}",
+                 *([f'device = "{device}"'] if device else []), ""]
         for name, inst in self.instruments.items():
             if isinstance(inst, SMU):
                 model = inst.idn.split(",")[1].split()[-1]
@@ -609,22 +611,3 @@ def build(substrate, board_range=None, board_device=None, board=True, noise=(0.0
     model.set_g(inst["board"].held(substrate.read()) if board else substrate.read())
     return EmulatedBench(model, inst)
 
-
-def command_reference(circuit: str = "net16") -> str:
-    """The emulated instruments' command trees as Markdown tables (one per instrument kind), generated
-    from what each instrument declares: the header in the manual's notation, set and query forms."""
-    from hil.circuit import load_circuit
-    from hil.ideal import IdealSubstrate
-    kinds = {}
-    for model in SMU_MODELS:
-        for inst in build(IdealSubstrate(load_circuit(circuit)), smu_model=model).instruments.values():
-            kinds.setdefault(inst.idn.split(",")[1], inst)
-    out = []
-    for model, inst in kinds.items():
-        forms = {}
-        for p in inst.scpi.patterns:
-            forms.setdefault(p.rstrip("?"), set()).add("query" if p.endswith("?") else "set")
-        out += [f"### {model}", "", "| header | forms |", "| --- | --- |"]
-        out += [f"| `{h}` | {', '.join(sorted(f, reverse=True))} |" for h, f in forms.items()]
-        out.append("")
-    return "\n".join(out)

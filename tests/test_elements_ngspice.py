@@ -169,8 +169,9 @@ def test_grad_json_carries_the_local_signal_bias_on_both_backends(tmp_path, ngsp
     import json
     out = {}
     for backend in ("ideal", "ngspice"):
-        run = subprocess.run(HIL + ["grad", "net16", "--teacher", "1", "--examples", "8", "--device", "mosfet-mid",
-                                    "--backend", backend, "--json"], capture_output=True, text=True, check=True)
+        # inputs of 1 V (the default on transistor devices is 0.1 V, which keeps every channel in triode)
+        run = subprocess.run(HIL + ["grad", "net16", "--teacher", "1", "--examples", "8", "--amplitude", "1",
+                                    "--device", "mosfet-mid", "--backend", backend, "--json"], capture_output=True, text=True, check=True)
         out[backend] = json.loads(run.stdout.splitlines()[-1])  # the last line of stdout
     for backend, obj in out.items():
         assert obj["local_signal_bias"] > 0.01 and len(obj["outside_linear"]) == 8 and sum(obj["outside_linear"]) > 0

@@ -2,8 +2,8 @@
 
 - ``hil-cli``: every subcommand of ``hil``, its usage and options with their help texts and
   defaults, from :func:`hil.cli.build_parser` (what ``hil CMD --help`` prints).
-- ``hil-scpi INSTRUMENT``: every command an emulated instrument answers (``2400``, ``2450``,
-  ``2700`` or ``board``), from the commands its interpreter declares, with each declared setting's
+- ``hil-scpi INSTRUMENT``: every command an emulated instrument answers (``2400``, ``2450``, ``2700``
+  or ``board``), from the commands its interpreter declares, with each declared setting's
   type, range and *RST default (:mod:`hil.drivers.commands`).
 - ``hil-modules``: an ``automodule`` for every module of the ``hil`` package (an .rst page).
 
@@ -115,12 +115,12 @@ def _instrument(kind: str):
     from hil.drivers import emulator
     from hil.ideal import IdealSubstrate
 
-    model = "2450" if kind == "2450" else None
-    if model and model not in getattr(emulator, "SMU_MODELS", ()):
-        return None
-    bench = emulator.build(IdealSubstrate(load("net16")), **({"smu_model": model} if model else {}))
-    want = {"2400": "SMU", "2450": "SMU2450", "2700": "Scanner", "board": "ResistorBoard"}.get(kind)
-    return next((i for i in bench.instruments.values() if type(i).__name__ == want), None)
+    bench = build(IdealSubstrate(load("net16")), smu_model="2450" if kind == "2450" else "2400")
+    for inst in bench.instruments.values():
+        name = type(inst).__name__
+        if (kind, name) in (("2400", "SMU"), ("2450", "SMU2450"), ("2700", "Scanner"), ("board", "ResistorBoard")):
+            return inst
+    return None
 
 
 def _setting_text(s) -> tuple:
