@@ -115,7 +115,7 @@ def _instrument(kind: str):
     from hil.drivers import emulator
     from hil.ideal import IdealSubstrate
 
-    bench = build(IdealSubstrate(load("net16")), smu_model="2450" if kind == "2450" else "2400")
+    bench = emulator.build(IdealSubstrate(load("net16")), smu_model="2450" if kind == "2450" else "2400")
     for inst in bench.instruments.values():
         name = type(inst).__name__
         if (kind, name) in (("2400", "SMU"), ("2450", "SMU2450"), ("2700", "Scanner"), ("board", "ResistorBoard")):
