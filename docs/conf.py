@@ -38,3 +38,4 @@ html_title = "hil: physical learning in electrical circuits"
 
 # Docstrings write the mathematics in plain text (|O|, ||r||, K^-1, w_k): hil_docs escapes it
 # for reStructuredText (autodoc-process-docstring), outside literals and tables.
+smartquotes = False               # option names keep their two hyphens (--nudge)

@@ -10,11 +10,11 @@ load a task, train, predict. The training loop's module is reached as
 """
 
 from hil import circuits
-from hil.api import TrainResult, free_state, predict, train
+from hil.api import TrainResult, factorize_task, free_state, predict, train
 from hil.circuit import Circuit, CircuitError, load_circuit, make_circuit
 from hil.tasks import Task, TaskError, circuit_teacher_task, load_csv_task, teacher_task, write_csv_task
 
 __all__ = ["Circuit", "CircuitError", "load_circuit", "make_circuit", "circuits",
            "Task", "TaskError", "teacher_task", "circuit_teacher_task", "load_csv_task", "write_csv_task",
-           "train", "TrainResult", "predict", "free_state"]
+           "factorize_task", "train", "TrainResult", "predict", "free_state"]
 __version__ = "0.1.0"

@@ -24,7 +24,7 @@ import numpy as np
 from hil.circuit import Circuit, load_circuit
 from hil.runs import Run
 from hil.substrate import Experiment
-from hil.tasks import Task
+from hil.tasks import Task, factorize_task  # noqa: F401  (exported by hil)
 # imported here, before hil/__init__ binds the name hil.train to the function below: a first
 # import of the module later would rebind hil.train to the module
 from hil.train import TrainConfig, check_config, open_substrate, start_run

@@ -17,7 +17,7 @@ from helpers import run_hil
 ROOT = Path(__file__).resolve().parents[1]
 #: the names the API page (docs/api.md) documents
 DOCUMENTED = {"Circuit", "CircuitError", "load_circuit", "make_circuit", "circuits", "Task", "TaskError",
-              "teacher_task", "circuit_teacher_task", "load_csv_task", "write_csv_task", "train", "TrainResult",
+              "teacher_task", "circuit_teacher_task", "load_csv_task", "write_csv_task", "factorize_task", "train", "TrainResult",
               "predict", "free_state"}
 
 
@@ -77,6 +77,23 @@ def test_train_into_a_run_directory_resumes_from_the_cli(tmp_path):
     assert json.loads(p.stdout.splitlines()[-1])["steps"] == 60
     with pytest.raises(Exception, match="already holds a run"):
         hil.train(c, task, rule="cl", steps=5, out=tmp_path / "run", progress=False)
+
+
+def test_train_a_layered_circuit_by_feedback_alignment():
+    """A layered circuit (crossbars, op-amps as VCVS elements) trains through the same call with rule fa;
+    predict on the trained circuit equals the product of its trained weight matrices, W_1 W_0 x."""
+    from hil.circuits import layered
+    from hil.matrices import weights
+
+    c = layered((4, 2, 3), seed=0)
+    task = hil.factorize_task(c, rank=2)
+    res = hil.train(c, task, rule="fa", steps=300, progress=False)
+    assert res.config.rule == "fa" and res.final_loss < res.initial_loss / 10
+    X = np.random.default_rng(1).normal(size=(5, 4))
+    want = X
+    for W in weights(res.circuit):
+        want = want @ W.T
+    np.testing.assert_allclose(hil.predict(res.circuit, X), want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
 
 
 def test_progress_draws_where_stderr_is_not_a_terminal():

@@ -66,17 +66,19 @@ def test_the_emulator_page_lists_every_command_the_instruments_answer(html):
     from hil.drivers.emulator import build
     from hil.ideal import IdealSubstrate
 
-    text = _text(html / "bench.html")
-    bench = build(IdealSubstrate(load("net16")))
-    kinds = {type(i).__name__: i for i in bench.instruments.values()}
-    assert set(kinds) == {"ResistorBoard", "SMU", "Scanner"}
+    text = _text(html / "emulator.html")
+    kinds = {type(i).__name__: i for model in ("2400", "2450")
+             for i in build(IdealSubstrate(load("net16")), smu_model=model).instruments.values()}
+    assert set(kinds) == {"ResistorBoard", "SMU", "SMU2450", "Scanner"}
     for inst in kinds.values():
         bases = list(dict.fromkeys(p.rstrip("?") for p in inst.scpi.patterns))
         assert f"{len(bases)} commands ({inst.idn}" in text, inst.idn
         for b in bases:
             assert b in text, b
-    # a declared setting shows its parameter and *RST default as the 2400's manual gives them
-    assert "SOURce:VOLTage:MODE(?) FIXed | LIST | SWEep FIX" in text
+    # a declared setting shows its mnemonics and *RST default as the 2400's manual gives them
+    mode = next(s for s in kinds["SMU"].settings if s.path == "SOURce:VOLTage:MODE")
+    assert {"FIXed", "LIST"} <= set(mode.choices) and mode.default == "FIX"
+    assert f"SOURce:VOLTage:MODE(?) {' | '.join(mode.choices)} FIX" in text
 
 
 def test_the_api_reference_documents_every_module(html):
@@ -97,9 +99,12 @@ def test_the_api_reference_documents_every_module(html):
 def test_plain_math_in_docstrings_is_escaped_for_restructuredtext():
     sys.path.insert(0, str(DOCS / "_ext"))
     try:
-        from hil_docs import plain_math
+        from hil_docs import blocks_apart, plain_math
     finally:
         sys.path.remove(str(DOCS / "_ext"))
+    # "name : meaning" lines with indented continuations, one after another, become separate items
+    assert blocks_apart(["Fields.", "a : one", "    more", "b : two", "Back.", "=== ===", "x   y", "    z", "=== ==="]) == \
+        ["Fields.", "", "a : one", "    more", "", "b : two", "Back.", "=== ===", "x   y", "    z", "=== ==="]
     got = plain_math(["K^-1 * r, ||r|| over |O| and w_", "``a|b*c``", "", "=== ===", "a   1 | V", "=== ===", ""])
     assert got == ["K^-1 \\* r, \\|\\|r\\|\\| over \\|O\\| and w\\_", "``a|b*c``", "", "=== ===", "a   1 | V",
                    "=== ===", ""]

@@ -109,12 +109,13 @@ class CLIDirective(SphinxDirective):
 # -- the emulated instruments -----------------------------------------------------------------
 
 def _instrument(kind: str):
-    """One emulated instrument of ``kind`` on a small bench (net16 on the ideal substrate: SMUs, scanner, board)."""
+    """One emulated instrument of ``kind`` (2400, 2450, 2700 or board) on a bench of net16 on the ideal
+    substrate (SMUs, the scanner, the board), or None for an unknown kind."""
     from hil.circuits import load
-    from hil.drivers.emulator import build
+    from hil.drivers import emulator
     from hil.ideal import IdealSubstrate
 
-    bench = build(IdealSubstrate(load("net16")), smu_model="2450" if kind == "2450" else "2400")
+    bench = emulator.build(IdealSubstrate(load("net16")), smu_model="2450" if kind == "2450" else "2400")
     for inst in bench.instruments.values():
         name = type(inst).__name__
         if (kind, name) in (("2400", "SMU"), ("2450", "SMU2450"), ("2700", "Scanner"), ("board", "ResistorBoard")):
@@ -212,17 +213,25 @@ _LITERAL = re.compile(r"(``.*?``|`[^`]*`)")
 _BORDER = re.compile(r"^\s*=+(\s+=+)+\s*$")
 
 
+def _table_rows(lines: list) -> list:
+    """For each line, whether it is part of a simple table (between its first and last border)."""
+    flags, table = [], False
+    for k, line in enumerate(lines):
+        if _BORDER.match(line):
+            after = lines[k + 1] if k + 1 < len(lines) else ""
+            flags.append(True)
+            table = not (table and (not after.strip()))  # a border followed by a blank line closes the table
+        else:
+            flags.append(table)
+    return flags
+
+
 def plain_math(lines: list) -> list:
     """``lines`` of a docstring with |, * and a word's trailing _ escaped outside literals and simple tables:
     in hil's docstrings ``|O|`` is a size, ``||r||`` a norm, ``K^-1 * r`` a product and ``w_`` a symbol,
     not reStructuredText substitutions, emphasis or references."""
-    out, table = [], False
-    for k, line in enumerate(lines):
-        if _BORDER.match(line):
-            after = lines[k + 1] if k + 1 < len(lines) else ""
-            table = not (table and (not after.strip()))  # a border followed by a blank line closes the table
-            out.append(line)
-            continue
+    out = []
+    for line, table in zip(lines, _table_rows(lines)):
         if table or line.lstrip().startswith((">>>", "...")):
             out.append(line)
             continue
@@ -235,8 +244,31 @@ def plain_math(lines: list) -> list:
     return out
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def blocks_apart(lines: list) -> list:
+    """``lines`` with a blank line where an indented block starts or ends without one.
+
+    hil's docstrings write ``name : meaning`` lines with an indented continuation, one after
+    another (``Experiment``'s fields, ``newton``'s arguments); reStructuredText reads each such
+    pair as a definition list item and wants blank lines around it."""
+    out = []
+    for k, (line, table) in enumerate(zip(lines, _table_rows(lines))):
+        prev = out[-1] if out else ""
+        nxt = lines[k + 1] if k + 1 < len(lines) else ""
+        if line.strip() and prev.strip() and not table:
+            dedent = _indent(line) < _indent(prev)
+            head = nxt.strip() and _indent(nxt) > _indent(line) and _indent(prev) == _indent(line)
+            if (dedent or head) and not prev.rstrip().endswith("::"):
+                out.append("")
+        out.append(line)
+    return out
+
+
 def _process_docstring(app, what, name, obj, options, lines):
-    lines[:] = plain_math(lines)
+    lines[:] = blocks_apart(plain_math(lines))
 
 
 def setup(app):
