@@ -11,7 +11,11 @@
 4. coercivity: the predicted loss decay rate beside the measured one;
 5. the kite: a mirror symmetry that removes a rank of J and slows training;
 6. layered circuits: gd and feedback alignment on a low-rank factorisation
-   (:mod:`hil.analysis.factorize`).
+   (:mod:`hil.analysis.factorize`);
+7. non-reciprocal circuits (:mod:`hil.analysis.nonreciprocal`);
+9. the seed papers' claims at the level of tasks: accuracy against asymmetry, where homeostasis
+   helps, voltmeter noise, and the claims table (:mod:`hil.analysis.seedclaims`; ``claims``:
+   ``full``, ``quick`` or ``off``).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def bias_section(sub, X, Y, out: Path, tag: str, rules=RULES) -> tuple:
     return res
 
 
-def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Path:
+def generate(out, ngspice: bool = False, seed: int = 2026, progress=print, claims: str = "full") -> Path:
     """Regenerate the report into ``out``; returns the path of report.md."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,6 +171,9 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print) -> Pa
     md += [""] + factorize_section(out, number=6)
     from hil.analysis.nonreciprocal import section as nonreciprocal_section
     md += [""] + nonreciprocal_section(out, ngspice, progress, number=7)
+    if claims != "off":
+        from hil.analysis.seedclaims import section as claims_section
+        md += [""] + claims_section(out, number=9, quick=claims == "quick", progress=progress)
     md += ["",
            f"Generated in {time.perf_counter() - t0:.0f} s."]
     path = out / "report.md"
