@@ -17,6 +17,8 @@ A bench file (TOML) says which instrument drives or reads which node::
     resource = "TCPIP::127.0.0.1::5025::SOCKET"   # or "ASRL/dev/ttyACM0::INSTR" (firmware/)
     g_min = 1e-5                  # never written below / above (S)
     g_max = 1e-2
+    device = "resistor"           # the parts on the board: resistor (default), digipot, mosfet, mosfet-mid, ...
+                                  # (the model the wiring check compares the readings with)
     # serial resources only (ASRL...): baud_rate (115200 for the board, 9600 for the
     # others) and the board's reset_wait (s, default 2: opening the port resets an Arduino)
     [[smu]]                       # one per input node and per output node
@@ -113,6 +115,11 @@ def _text(v):
     return None if isinstance(v, str) else "must be a string"
 
 
+def _device(v):
+    from hil.spice.devices import DEVICES
+    return None if v in DEVICES else f"is not a part hil models (known: {', '.join(DEVICES)})"
+
+
 def _resource(v):
     if isinstance(v, str) and RESOURCE_RE.match(v):
         return None
@@ -129,7 +136,7 @@ SCHEMA = {
          "sweep_points": _number(1, 100, True), "wiring_check": _flag, "wiring_tolerance": _number(0, 10, lo_open=True),
          "record_max_bytes": _number(0, INF, True), "board": None, "smu": None, "scanner": None},
     "board": {"resource": _resource, "g_min": _number(0, INF, lo_open=True), "g_max": _number(0, INF, lo_open=True),
-              "baud_rate": _within(50, 4_000_000, True), "reset_wait": _within(0.0, 60.0)},
+              "baud_rate": _within(50, 4_000_000, True), "reset_wait": _within(0.0, 60.0), "device": _device},
     "smu": {"node": _text, "resource": _resource, "voltage_limit": _number(0, 210, lo_open=True),
             "current_limit": _number(0, 1.05, lo_open=True), "baud_rate": _within(50, 4_000_000, True)},
     "scanner": {"resource": _resource, "voltage_limit": _number(0, 1010, lo_open=True), "channels": None,
@@ -272,6 +279,16 @@ class BenchSubstrate(Substrate):
     """
 
     supports_complex = False
+
+    @property
+    def device(self) -> str:
+        """The parts on the board, as the bench file's [board] device declares them (default resistor)."""
+        return self.cfg["board"].get("device", "resistor")
+
+    @property
+    def small_signal(self) -> bool:
+        """Transistor channels are nonlinear: K and the adjoint are measured as small signals (see Substrate)."""
+        return self.device.startswith("mosfet")
 
     def __init__(self, circuit: Circuit, bench, visa_library: str = "@py", from_board: bool = False):
         self.circuit = c = circuit
@@ -518,13 +535,16 @@ class BenchSubstrate(Substrate):
             self._wiring_check(float(self.cfg.get("wiring_tolerance", 0.05)))
 
     def _wiring_check(self, tol: float) -> None:
-        """Every node read at two input patterns against the circuit's free state at the board's g (V).
+        """Every node read at two input patterns against the model of the board's parts at its g (V).
 
         Swapped scanner channels or SMU resources read the right voltages at the wrong
-        nodes: the run would train on nonsense. Input levels stay within half the smallest
-        voltage limit (at most 1 V).
+        nodes: the run would train on nonsense. The model is the one the bench file's
+        [board] device declares (resistors and digipot taps: Kirchhoff's laws at the
+        read-back conductances; transistor channels: ngspice with their model). Input
+        levels stay within half the smallest voltage limit (at most 1 V). A mismatch is
+        blamed on the wiring only where it looks like wiring: every wrong reading is
+        another node's expected voltage.
         """
-        from hil.exact import free_state
         from hil.substrate import Experiment
         c = self.circuit
         n_in = len(c.inputs)
@@ -534,16 +554,56 @@ class BenchSubstrate(Substrate):
         k = np.arange(n_in)
         X = min(1.0, 0.5 * lim) * np.array([(k + 1) / (n_in + 1), (-1.0) ** k * (n_in - k) / (n_in + 1)])
         got = self.run(X, [Experiment.free(2, len(c.outputs))])[0]
-        want = free_state(c, X, self._g)
+        want = self._model_free_state(X)
         chan = {node: ch for node, ch in self._chan_nodes}
         bad = [i for i in range(c.n) if i != c.ground and np.max(np.abs(got[:, i] - want[:, i])) > tol]
-        if bad:
-            where = lambda i: f"scanner channel {chan[i]}" if i in chan else self.smus[i].name
-            raise BenchError("wiring check failed (swapped channels or SMU resources?): " + "; ".join(
-                f"node {c.nodes[i]} ({where(i)}) reads {', '.join(f'{v:.4g}' for v in got[:, i])} V where the "
-                f"circuit at the board's conductances gives {', '.join(f'{v:.4g}' for v in want[:, i])} V"
-                for i in bad[:4]) + (f"; {len(bad) - 4} more nodes" if len(bad) > 4 else "")
-                + f" (tolerance {tol:g} V, bench file key wiring_tolerance)")
+        if not bad:
+            return
+        where = lambda i: f"scanner channel {chan[i]}" if i in chan else self.smus[i].name
+        swapped = self._looks_swapped(X, got, want, bad, tol)
+        model = f"the {self.device} model" if self.device != "resistor" else "the circuit"
+        head = ("wiring check failed (swapped channels or SMU resources?): " if swapped else
+                f"the readings differ from {model} at the board's conductances, and not as swapped wiring would "
+                f"(no wrong reading is another node's voltage, nor the state with two inputs exchanged): the board's parts may not be what [board] device "
+                f"= \"{self.device}\" declares (bench file {self.cfg.get('_path', '')}), or the model is off; "
+                "wiring_check = false skips the check: ")
+        raise BenchError(head + "; ".join(
+            f"node {c.nodes[i]} ({where(i)}) reads {', '.join(f'{v:.4g}' for v in got[:, i])} V where {model} "
+            f"at the board's conductances gives {', '.join(f'{v:.4g}' for v in want[:, i])} V"
+            for i in bad[:4]) + (f"; {len(bad) - 4} more nodes" if len(bad) > 4 else "")
+            + f" (tolerance {tol:g} V, bench file key wiring_tolerance)")
+
+    def _looks_swapped(self, X, got, want, bad, tol) -> bool:
+        """Whether wiring explains the readings: every wrong one is another node's expected voltage (swapped
+        scanner channels or output SMUs), or the model with two inputs exchanged gives them (input SMUs)."""
+        c = self.circuit
+        others = [j for j in range(c.n) if j != c.ground]
+        if all(any(np.max(np.abs(got[:, i] - want[:, j])) <= tol for j in others if j != i) for i in bad):
+            return True
+        rest = [i for i in others if i not in c.inputs]
+        n_in = len(c.inputs)
+        for a in range(min(n_in, 8)):
+            for b in range(a + 1, min(n_in, 8)):
+                Xs = X.copy()
+                Xs[:, [a, b]] = X[:, [b, a]]
+                if np.max(np.abs(got[:, rest] - self._model_free_state(Xs)[:, rest])) <= tol:
+                    return True
+        return False
+
+    def _model_free_state(self, X) -> np.ndarray:
+        """The free state (B, n) V the declared parts give at the board's conductances: Kirchhoff's laws for
+        resistors and digipot taps (their read-back is the tap's conductance), ngspice for transistor channels."""
+        from hil.exact import free_state
+        if not self.small_signal:
+            return free_state(self.circuit, X, self._g)
+        from hil.spice.substrate import NgSpiceSubstrate
+        from hil.substrate import Free
+        try:
+            with NgSpiceSubstrate(self.circuit.with_g(self._g), device=self.device) as model:
+                return model.measure(X, np.zeros((len(X), len(self.circuit.outputs))), [Free()])[Free()]
+        except SubstrateError as exc:
+            raise BenchError(f"the wiring check needs the {self.device} model of the board's parts (ngspice): {exc}; "
+                             "wiring_check = false skips it") from None
 
     # -- the substrate interface --------------------------------------------------------
     def write(self, g) -> np.ndarray:

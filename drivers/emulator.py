@@ -535,10 +535,11 @@ class EmulatedBench:
     def __exit__(self, *exc):
         self.stop()
 
-    def bench_toml(self, circuit_path: str, settle: float = 0.0, serial: bool = False) -> str:
+    def bench_toml(self, circuit_path: str, settle: float = 0.0, serial: bool = False, device: str | None = None) -> str:
         """The bench file a :class:`hil.drivers.bench.BenchSubstrate` reads to drive this bench.
 
-        ``serial``: the instruments' pseudo-terminals (``serve_serial``) instead of their TCP ports.
+        ``serial``: the instruments' pseudo-terminals (``serve_serial``) instead of their TCP ports;
+        ``device``: the parts the board holds ([board] device: what the wiring check models).
         """
         from hil.drivers.emulated2400 import SMU
         c = self.model.c
@@ -551,7 +552,8 @@ class EmulatedBench:
         lo, hi = self.model.g_range
         lines = ["# written by hil emulate: the emulated bench's instruments and limits",
                  f"circuit = {str(circuit_path)!r}".replace("'", '"'), f"settle = {settle!r}", "",
-                 "[board]", *where("board"), f"g_min = {max(lo, c.g_min)!r}", f"g_max = {min(hi, c.g_max)!r}", ""]
+                 "[board]", *where("board"), f"g_min = {max(lo, c.g_min)!r}", f"g_max = {min(hi, c.g_max)!r}",
+                 *([f'device = "{device}"'] if device else []), ""]
         for name, inst in self.instruments.items():
             if isinstance(inst, SMU):
                 lines += ["[[smu]]", f'node = "{inst.node_name}"', *where(name),

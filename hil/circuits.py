@@ -129,6 +129,53 @@ def add_vccs(c: Circuit, pairs: int = 2, seed: int = 0, scale: float | None = No
                         source=f"add_vccs({c.name}, pairs={pairs}, seed={seed}, asymmetry={asymmetry})")
 
 
+def vccs_pairs(c: Circuit) -> list:
+    """The VCCS pairs of ``c`` as (forward, reverse) indices: G_f drives row b from V_a and G_r row a from V_b,
+    both against ground (:func:`add_vccs`'s pairs); forward is the one with the larger |gm| (the first on a tie)."""
+    g = c.ground
+    ends = {}
+    for j, (op, on, cp, cn) in enumerate(c.vccs_nodes):
+        if on == g and cn == g:
+            ends.setdefault((int(cp), int(op)), j)
+    out = []
+    for (a, b), j in ends.items():
+        r = ends.get((b, a))
+        if r is not None and j < r:
+            out.append((j, r) if abs(c.gm[j]) >= abs(c.gm[r]) else (r, j))
+    return sorted(out)
+
+
+def couplings(c: Circuit, scale: float | None = None, asymmetry: float | None = None) -> Circuit:
+    """``c`` with its VCCS couplings rescaled and made (a)symmetric, for a sweep over coupling strength and asymmetry.
+
+    ``scale`` (S): every gm multiplied by scale / max |gm|, so that the strongest coupling is ``scale``.
+    ``asymmetry`` a in [0, 1]: in each pair (:func:`vccs_pairs`) the reverse gm becomes the forward gm times
+    (1 - a), as :func:`add_vccs` draws them (0 reciprocal, 1 one-way). ValueError naming the option where the
+    circuit has no VCCS (no pair), a value is out of range, or a gm would pass the file's gm_max.
+    """
+    gm = np.array(c.gm, float)
+    if scale is not None:
+        if not c.k or not np.any(gm):
+            raise ValueError(f"--vccs-scale: circuit '{c.name}' ({c.source}) has no VCCS couplings to scale")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"--vccs-scale {scale!r}: must be a positive number of siemens")
+        gm = gm * (scale / np.max(np.abs(gm)))
+    if asymmetry is not None:
+        pairs = vccs_pairs(c)
+        if not pairs:
+            raise ValueError(f"--asymmetry: circuit '{c.name}' ({c.source}) has no VCCS pair a->b, b->a "
+                             "(`hil generate ... --vccs-pairs P` makes some)")
+        if not (np.isfinite(asymmetry) and 0 <= asymmetry <= 1):
+            raise ValueError(f"--asymmetry {asymmetry!r}: must be in [0, 1] (0 reciprocal, 1 one-way)")
+        for f, r in pairs:
+            gm[r] = gm[f] * (1 - asymmetry)
+    gmx = c.gm_max if c.gm_max is not None else c.g_max
+    if np.any(np.abs(gm) > gmx):
+        raise ValueError(f"--vccs-scale {scale!r}: a transconductance would pass the circuit's bound gm_max = {gmx!r} S")
+    from dataclasses import replace
+    return replace(c, gm=gm)
+
+
 def shipped() -> dict:
     """Shipped circuit files: name -> path."""
     return {p.stem: p for p in sorted(folder("circuits").glob("*.toml"))}

@@ -191,7 +191,7 @@ def cmd_train(args):
         res = resume_run(args.resume, progress=None if not args.json else False, changes=given)
     else:
         if not args.circuit or not args.out:
-            raise SystemExit("hil train: CIRCUIT, a task (--data, --teacher or --teacher-circuit) and --out are needed "
+            raise ValueError("CIRCUIT, a task (--data, --teacher or --teacher-circuit) and --out are needed "
                              "(or --resume DIR)")
         circuit = load_any(args.circuit)
         layered = getattr(circuit, "kind", None) == "layered"
@@ -207,7 +207,7 @@ def cmd_train(args):
         if layered:
             return _train_layered(args, circuit, task)
         if task is None:
-            raise SystemExit("hil train: give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
+            raise ValueError("give a task: --data CSV, --teacher SEED or --teacher-circuit FILE")
         res = start_run(circuit, task, cfg, args.out, progress=None if not args.json else False, force=args.force)
     text = (f"loss {res['initial_loss']:.4g} -> {res['final_loss']:.4g} V^2 in {res['steps']} steps; "
             f"run in {res['run_dir']} (loss.png, log.csv; the trained circuit: trained.toml, or name the run "
@@ -572,7 +572,11 @@ def cmd_bias(args):
         lines.append(f"{name:<12} {order:>7} {r['best_nudge']:12.4g} {r['best_mse']:10.3g} "
                      f"{'-' if nb is None else format(nb, '.3e'):>23}"
                      + (f"  (no operating point at beta = {', '.join(f'{b:.3g}' for b in r['failed'])} S: "
-                        "left out)" if r["failed"] else ""))
+                        "left out)" if r["failed"] else "")
+                     + (f"  (beta = {', '.join(f'{b:.3g}' for b in r['skipped'])} S left out: the stencil's outer "
+                        f"nudges would pass {max(0.5 * res['radius'], float(np.max(grid))):.3g} S, the grid's reach: "
+                        "the series of the nudged states diverges at the radius)"
+                        if r.get("skipped") else ""))
     lines.append("wrote " + ", ".join(map(str, paths)))
     _emit(args, {"rules": res["rules"], "radius": res["radius"], "kappa_max": res["kappa_max"],
                  "nudge_bias": {n: r["nudge_bias"] for n, r in res["rules"].items()},
@@ -588,8 +592,12 @@ def cmd_coercivity(args):
 
     c = load_circuit(args.circuit)
     task = _task(args, c)
-    r = co.report(c, task.X_train)
+    from hil.exact import loss
+    r = co.report(c, task.X_train, Y=task.Y_train)
     r["examples"] = task.n_train
+    r["loss"] = loss(c, task.X_train, task.Y_train)
+    scale = 0.5 * float(np.mean(np.sum(task.Y_train ** 2, axis=1)))
+    r["reachable"] = r["floor"] is None or r["floor"] <= 1e-9 * max(scale, 1e-300)
     lines = [_task_line(task) + ":",
              f"  coercivity constant c = {r['constant']:.4g} V^2/S^2 ({'coercive' if r['coercive'] else 'NOT coercive'}; "
              f"largest eigenvalue {r['lambda_max']:.4g}, ratio {r['constant'] / (r['lambda_max'] or 1):.3g})",
@@ -602,8 +610,14 @@ def cmd_coercivity(args):
         lines.append(f"  dead edge {d['edge']}: {d['reason']}")
     if r["pinned_edges"]:
         lines.append(f"  at a conductance bound (left out): {', '.join(r['pinned_edges'])}")
+    if not r["reachable"]:
+        lines.append(f"  targets OUT OF REACH: no passive network gets below {r['floor']:.4g} V^2 on them (loss now "
+                     f"{r['loss']:.4g} V^2): each output is a weighted mean of the inputs and 0 V, weights >= 0; "
+                     "least squares over such weights gives that floor. Training converges to a point above it, "
+                     "where the coercivity below describes the approach, not a decay to zero")
     lines.append(f"  predicted loss decay per step at the default learning rate: gd/EP/AL {r['rate']['ep']:.4g}, "
-                 f"CL {r['rate']['cl']:.4g} (c_CL = {r['constant_cl']:.4g})")
+                 f"CL {r['rate']['cl']:.4g} (c_CL = {r['constant_cl']:.4g})"
+                 + ("" if r["reachable"] else "; toward zero loss, which these targets do not allow"))
     _emit(args, r, "\n".join(lines))
 
 
@@ -624,38 +638,67 @@ def cmd_perturb(args):
 
 
 def cmd_sweep(args):
-    from hil.analysis.sweep import grid, run_sweep
+    from hil.analysis.sweep import grid, run_sweep, summarize
     from hil.circuit import load_circuit
     from hil.progress import Progress
 
     c = load_circuit(args.circuit)  # a clear error before any worker starts
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-    nudges = [float(x) for x in args.nudges.split(",")] if args.nudges else None
+    nudges = _numbers(args.nudges, "--nudges") if args.nudges else None
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [0]
     nonideals = [x or None for x in args.nonideal_files.split(",")] if args.nonideal_files else None
-    points = grid(rules, nudges, seeds, nonideals)
-    _check_sweep(args, points)
+    weights = _numbers(args.homeostasis, "--homeostasis") if args.homeostasis else None
+    scales = _numbers(args.vccs_scale, "--vccs-scale") if args.vccs_scale else None
+    asyms = _numbers(args.asymmetry, "--asymmetry") if args.asymmetry else None
+    points = grid(rules, nudges, seeds, nonideals, weights, scales, asyms)
+    _check_sweep(args, points, c)
     with Progress(len(points), "sweep", enabled=None if not args.json else False) as bar:
         rows = run_sweep(c.source, points, args.out, args.teacher, args.examples, args.steps, args.backend,
                          args.device, args.workers, progress=lambda d, t: bar.update(d), batch=args.batch,
-                         scheduler=args.scheduler)
+                         scheduler=args.scheduler, data=args.data, amplitude=args.amplitude)
     failed = [r for r in rows if r["status"] != "ok"]
-    lines = [f"{len(rows)} points, {len(failed)} failed; table: {args.out}/sweep.csv"]
+    lines = [f"{len(rows)} points, {len(failed)} failed; tables: {args.out}/sweep.csv (each point), "
+             f"{args.out}/summary.csv (over seeds); plot: {args.out}/sweep.png"]
     lines += [f"  point {r['point']} ({r['rule']}, nudge {r['nudge']}, seed {r['seed']}): {r['error']}" for r in failed]
-    _emit(args, {"points": len(rows), "failed": len(failed), "table": f"{args.out}/sweep.csv", "rows": rows},
-          "\n".join(lines))
+    summary = summarize(rows)
+    from hil.analysis.sweep import _label
+    f = lambda v: "-" if v is None else f"{v:.4g}"
+    lines.append(f"{'point (median over ' + str(len(seeds)) + ' seed' + ('s' if len(seeds) > 1 else '') + ')':<44} "
+                 f"{'final loss':>11} {'min':>11} {'max':>11} {'final H':>11}")
+    lines += [f"{_label(s):<44} {f(s['final_loss_median']):>11} {f(s['final_loss_min']):>11} "
+              f"{f(s['final_loss_max']):>11} {f(s['final_H_median']):>11}" for s in summary]
+    _emit(args, {"points": len(rows), "failed": len(failed), "table": f"{args.out}/sweep.csv",
+                 "summary": summary, "rows": rows}, "\n".join(lines))
 
 
-def _check_sweep(args, points) -> None:
+def _numbers(text: str, option: str) -> list:
+    """Comma-separated finite numbers from the command line; ValueError naming the option otherwise."""
+    from hil.tasks import plain_number
+    vals = [plain_number(x) for x in text.split(",")]
+    if not vals or any(v is None for v in vals):
+        bad = next((x for x, v in zip(text.split(","), vals) if v is None), text)
+        raise ValueError(f"{option} {text!r}: {bad.strip()!r} is not a finite number (give a comma-separated list)")
+    return vals
+
+
+def _check_sweep(args, points, circuit=None) -> None:
     """Every point's options checked before any worker starts (a bad --steps fails the sweep, not each point)."""
     from hil.train import TrainConfig, check_config
     for name in ("examples", "workers"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ValueError(f"--{name} {v}: must be a whole number >= 1")
+    if getattr(args, "data", None) and getattr(args, "amplitude", None) is not None:
+        raise ValueError("--amplitude applies to the teacher task: a CSV task's voltages are its own")
     for p in points:
         check_config(TrainConfig(rule=p["rule"], nudge=p["nudge"], steps=args.steps, seed=p["seed"], batch=args.batch,
                                  backend=args.backend))
+        w = p.get("homeostasis") or 0.0
+        if w < 0:
+            raise ValueError(f"--homeostasis {w!r}: a weight must be >= 0 (V^2/S^2)")
+        if circuit is not None and (p.get("vccs_scale") is not None or p.get("asymmetry") is not None):
+            from hil.circuits import couplings
+            couplings(circuit, p.get("vccs_scale"), p.get("asymmetry"))
 
 
 def cmd_calibrate(args):
@@ -776,7 +819,9 @@ def cmd_emulate(args):
     opts = _backend_options(args) if args.backend == "ngspice" else {}
     sub = open_substrate(c, args.backend, **opts)
     fw = _firmware_board(args.firmware, c) if args.firmware else None
-    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current))
+    # a digipot board holds (and reads back) its taps' conductances, as the simulated parts do
+    taps = sub.device if args.backend == "ngspice" and args.device == "digipot" else None
+    bench = build(sub, board=fw is None, noise=(args.noise, args.noise_current), board_device=taps)
     if fw is not None:  # the firmware is the board; the emulated instruments measure what its pots hold
         bench.external["board"] = fw.resource
         fw.attach(bench.model)
@@ -802,7 +847,7 @@ def cmd_emulate(args):
             setattr(inst.faults, kind, val)
     from hil.runs import atomic_write
     atomic_write(out, bench.bench_toml(Path(c.source).resolve() if Path(c.source).exists() else c.source,
-                                       serial=args.serial))
+                                       serial=args.serial, device=args.device if args.backend == "ngspice" else None))
     lines = [f"emulating {c.name} ({args.backend}{', ' + args.device if args.backend == 'ngspice' else ''}) "
              f"on {args.host}" + (" and on pseudo-terminals" if args.serial else "") + ":"] + \
             [f"  {n:<12} {bench.resource(n)}" + (f"  {bench.resource(n, serial=True)}" if args.serial else "")
@@ -810,7 +855,8 @@ def cmd_emulate(args):
             [f"faults: {', '.join(args.fault)}" for _ in [0] if args.fault] + \
             [f"bench file{' (the pseudo-terminals)' if args.serial else ''}: {out}",
              f"train on it: hil train {args.circuit} --teacher 1 --rule cl --backend bench "
-             f"--bench {out} --out runs/bench", "Ctrl-C stops."]
+             + ("--amplitude 0.1 " if args.backend == "ngspice" and args.device.startswith("mosfet") else "")
+             + f"--bench {out} --out runs/bench", "Ctrl-C stops."]
     obj = {"bench_file": str(out), "resources": {n: bench.resource(n) for n in names}, "faults": args.fault or []}
     if args.serial:
         obj["serial"] = {n: bench.resource(n, serial=True) for n in names}
@@ -907,6 +953,7 @@ def _positive_int(option: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hil.losslog import LOG_FRACTION
     p = argparse.ArgumentParser(prog="hil", description="Physical learning in electrical circuits. " + UNITS)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -926,8 +973,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seed for batch sampling and the CSV split")
     t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/20)")
     t.add_argument("--log-every", type=_positive_int("--log-every"), default=None,
-                   help="steps between logged losses (default: logging under 10%% of a step; a full batch "
-                        "logs its train loss every step at no cost)")
+                   help=f"steps between logged losses (default: logging under {100 * LOG_FRACTION:.0f}%% of a step's "
+                        "measurements; a full batch logs its train loss every step at no cost)")
     _add_backend(t)
     t.add_argument("--homeostasis", type=float, default=0.0, metavar="W",
                    help="homeostasis weight w in V^2/S^2 (docs/math.md, section 7.3): the update becomes -alpha (ghat + w dH/dtheta), "
@@ -1001,12 +1048,24 @@ def build_parser() -> argparse.ArgumentParser:
     sw = add("sweep", cmd_sweep, "A grid of training runs (rule x nudge x seed x non-ideality) on every core or a Dask cluster.")
     sw.add_argument("circuit", help=CIRCUIT_HELP)
     sw.add_argument("--teacher", type=int, default=1, help="teacher task seed (default 1)")
-    sw.add_argument("--examples", type=int, default=16)
+    sw.add_argument("--data", metavar="CSV", help="a CSV task for every point instead of the teacher (rows split "
+                                                   "80/20 into train and test by each point's seed)")
+    sw.add_argument("--amplitude", type=float, default=None, metavar="VOLTS",
+                    help="teacher inputs uniform in [-A, A] V (default 1 V; 0.1 V with --device mosfet*)")
+    sw.add_argument("--examples", type=int, default=16, help="teacher task: training examples (default 16)")
     sw.add_argument("--rules", default="ep-sym,cl,al")
     sw.add_argument("--nudges", help="comma-separated nudges (default: each rule's default)")
     sw.add_argument("--seeds", default="0", help="comma-separated seeds of batch sampling")
     sw.add_argument("--nonideal-files", help="comma-separated non-ideality files (ngspice)")
-    sw.add_argument("--steps", type=int, default=200)
+    sw.add_argument("--homeostasis", metavar="W,...",
+                    help="comma-separated homeostasis weights w (V^2/S^2; 0: none), as hil train's --homeostasis; "
+                         "each row of sweep.csv carries its weight (column homeostasis) and final H")
+    sw.add_argument("--vccs-scale", metavar="S,...",
+                    help="comma-separated coupling strengths (S): every VCCS's gm scaled so the strongest is S")
+    sw.add_argument("--asymmetry", metavar="A,...",
+                    help="comma-separated asymmetries in [0, 1] of the circuit's VCCS pairs: the reverse gm set to "
+                         "the forward gm x (1 - A) (0 reciprocal, 1 one-way)")
+    sw.add_argument("--steps", type=int, default=200, help="training steps per point (default 200)")
     sw.add_argument("--batch", type=int, default=None, help="examples per step (default: all; seeds matter below that)")
     sw.add_argument("--workers", type=int, default=None,
                     help="processes (default: every core); with --scheduler local, the cluster's worker processes")
@@ -1081,16 +1140,19 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered"])
     ge.add_argument("-o", required=True, metavar="FILE")
     ge.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it")
-    ge.add_argument("--nodes", type=int, default=16)
-    ge.add_argument("--degree", type=float, default=3.0)
-    ge.add_argument("--rows", type=int, default=8)
-    ge.add_argument("--cols", type=int, default=8)
-    ge.add_argument("--layers", default="2,4,2")
+    ge.add_argument("--nodes", type=int, default=16, help="random: nodes, ground included (default 16)")
+    ge.add_argument("--degree", type=float, default=3.0, help="random: mean degree, edges per node (default 3; about "
+                                                                 "nodes x degree / 2 edges)")
+    ge.add_argument("--rows", type=int, default=8, help="lattice: rows of nodes (default 8)")
+    ge.add_argument("--cols", type=int, default=8, help="lattice: columns of nodes (default 8)")
+    ge.add_argument("--layers", default="2,4,2", help="crossbar: nodes per layer, comma-separated (inputs first, "
+                                                       "outputs last); every node joined to every node of the next "
+                                                       "layer, every non-input node to ground (default 2,4,2)")
     ge.add_argument("--sizes", default="8,3,6", help="layered: widths m,r,n (inputs, hidden, outputs; more for "
                                                       "deeper circuits)")
-    ge.add_argument("--inputs", type=int, default=2)
-    ge.add_argument("--outputs", type=int, default=2)
-    ge.add_argument("--seed", type=int, default=0)
+    ge.add_argument("--inputs", type=int, default=2, help="random, lattice: input nodes (default 2)")
+    ge.add_argument("--outputs", type=int, default=2, help="random, lattice: output nodes (default 2)")
+    ge.add_argument("--seed", type=int, default=0, help="seed of the topology and conductances (default 0)")
     ge.add_argument("--vccs-pairs", type=int, default=0, metavar="P",
                     help="add P random VCCS pairs a->b, b->a between free nodes (docs/math.md, section 7.1), trainable")
     ge.add_argument("--vccs-singles", type=int, default=0, metavar="S", help="add S one-way VCCS couplings")

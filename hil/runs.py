@@ -537,6 +537,13 @@ def _fmt_field(key: str, v: float) -> str:
     return "nan" if v != v else repr(float(v))
 
 
+def loss_title(cfg: dict) -> str:
+    """loss.png's title: circuit, rule, backend, and the device where the backend has one (ngspice, a bench file's)."""
+    dev = (cfg.get("backend_options") or {}).get("device")
+    return (f"{cfg.get('circuit_name', '')}  rule={cfg.get('rule')}  backend={cfg.get('backend', 'ideal')}"
+            + (f"  device={dev}" if dev else ""))
+
+
 def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:
     """Write ``loss.png``: train and test loss (V^2) against step, log scale."""
     import matplotlib
@@ -555,7 +562,7 @@ def plot_losses(run: Run, extra_lines: dict | None = None) -> Path:
         ax.semilogy(x, y, "--", label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss  (mean 1/2 ||V_O - y||^2, V^2)")
-    ax.set_title(f"{cfg.get('circuit_name', '')}  rule={cfg.get('rule')}  backend={cfg.get('backend', 'ideal')}")
+    ax.set_title(loss_title(cfg))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

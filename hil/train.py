@@ -375,12 +375,34 @@ class Trainer:
         pred = float(1 - (1 - lr * cc) ** 2)
         out = {"measured_rate": meas, "predicted_rate": pred, "coercivity": cc}
         i0 = int(len(loss) * 0.75)
-        if np.isfinite(meas) and loss[i0] > 0:
+        caveat = self._rate_caveat(loss[i0], meas, pred)
+        if caveat:
+            out["predicted_rate_note"] = caveat  # and no predicted line: it would describe a decay that is not there
+        elif np.isfinite(meas) and loss[i0] > 0:
             k0 = steps[i0]
             k = np.arange(k0, steps[-1] + 1)
             out["_lines"] = {f"predicted decay ({pred:.3g}/step)": (k, loss[i0] * (1 - pred) ** (k - k0)),
                              f"measured ({meas:.3g}/step)": (k, loss[i0] * (1 - meas) ** (k - k0))}
         return out
+
+    def _rate_caveat(self, loss_now: float, meas: float, pred: float) -> str | None:
+        """Why the coercivity prediction (a decay to zero loss under the plain rule) does not describe the
+        run's last quarter, or None where it may: the loss at a floor no passive network gets below, a loss
+        that stopped falling, or the homeostatic term (the prediction leaves it out)."""
+        from hil.analysis.coercivity import passive_floor
+        if self.cfg.homeostasis:
+            return (f"the prediction covers the rule's step alone; the homeostatic term w dH/dtheta (w = "
+                    f"{self.cfg.homeostasis:g}) moves the parameters too, so the measured rate may differ")
+        # a linear network's outputs are T x with fixed weights T (a nonlinear one's are not: no such floor)
+        floor = None if getattr(self.sub, "small_signal", False) else \
+            passive_floor(self.circuit, self.task.X_train, self.task.Y_train)
+        if floor is not None and floor > 0 and loss_now <= 1.01 * floor:
+            return (f"the loss sits at {loss_now:.4g} V^2, at the floor {floor:.4g} V^2 no passive network gets "
+                    "below on these targets; the prediction is a decay toward zero")
+        if np.isfinite(meas) and meas < 1e-3 * pred:
+            return ("the loss has stopped falling (a floor of the task, a stall, or conductances at their bounds); "
+                    "the prediction is a decay toward zero")
+        return None
 
     def _diagnostics(self, step: int) -> None:
         """The substrate's own messages (ngspice notes, stepping) into substrate.log, counted."""

@@ -78,6 +78,12 @@ def fit_order(nudges, estimates, ref_norm, radius) -> float | None:
     return float(np.polyfit(x[:half], d[:half], 1)[0])
 
 
+def largest_nudge(rule) -> float:
+    """The largest |beta| (S) among the nudged states ``rule`` measures (ep-stencil:N: N beta); 0 for clamps."""
+    from hil.substrate import Nudge
+    return max([abs(complex(st.beta)) for st in rule.states() if isinstance(st, Nudge)], default=0.0)
+
+
 def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int = 1, seed: int = 0,
           progress=None) -> dict:
     """Run the bias sweep; returns {'points': [...], 'rules': {name: {...}}, 'radius': S, 'kappa_max': ohm}."""
@@ -90,11 +96,26 @@ def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int 
     reps = repeats if noise > 0 else 1
     points, summary = [], {}
     total, done = len(rules) * len(nudges), 0
+    # a stencil's outer points sit at N beta: none past where the grid stops (half the radius by default)
+    reach = max(0.5 * radius, float(np.max(nudges)))
     for name in rules:
         means = []
         for beta in nudges:
             nu = rule_nudge(name, beta, kappa)
             rule = make_rule(name, nu).configure(kappa)
+            far = largest_nudge(rule)
+            if far > reach * (1 + 1e-9):
+                means.append(np.full_like(ref, np.nan))
+                points.append({"rule": name, "beta": float(beta), "nudge": float(nu), "rel_error": float("nan"),
+                               "cosine": float("nan"), "bias2": float("nan"), "variance": float("nan"),
+                               "mse": float("nan"), "nudge_bias": None, "asymmetry_bias": None,
+                               "skipped": f"its largest nudge {far:.3g} S is past {reach:.3g} S, "
+                                          f"{reach / radius:.2g} of the radius 1/kappa_max (the nudged states' "
+                                          "series diverges at the radius; -1/kappa_max is a pole)"})
+                done += 1
+                if progress:
+                    progress(done, total)
+                continue
             try:
                 ests = np.array([rule.estimate(meas_sub.measure(X, Y, rule.states())) for _ in range(reps)])
             except SubstrateError as exc:
@@ -130,6 +151,7 @@ def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int 
                          "best_nudge": best["nudge"], "best_beta": best["beta"], "best_mse": best["mse"],
                          "asymmetry_bias": dec["asymmetry_bias"] if make_rule(name).nudge_unit == "S" else None,
                          "failed": [p["beta"] for p in mine if p.get("failed")],
+                         "skipped": [p["beta"] for p in mine if p.get("skipped")],
                          "nudge_bias": [p["nudge_bias"] for p in mine]}
     return {"points": points, "rules": summary, "radius": radius, "kappa_max": kappa, "ref_norm": ref_norm,
             "asymmetry_bias": dec["asymmetry_bias"], "local_signal_bias": dec["local_signal_bias"],
@@ -139,8 +161,12 @@ def sweep(sub: Substrate, X, Y, rules, nudges, noise: float = 0.0, repeats: int 
 
 def _noiseless_order(sub, X, Y, name, nudges, kappa, ref_norm, radius):
     means = []
+    reach = max(0.5 * radius, float(np.max(nudges)))
     for beta in nudges:
         rule = make_rule(name, rule_nudge(name, beta, kappa)).configure(kappa)
+        if largest_nudge(rule) > reach * (1 + 1e-9):
+            means.append(np.full(len(sub.read()), np.nan))
+            continue
         try:
             means.append(rule.estimate(sub.measure(X, Y, rule.states())))
         except SubstrateError:

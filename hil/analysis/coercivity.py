@@ -102,14 +102,42 @@ def combination(coef: dict) -> str:
     return text.strip() or "0"
 
 
-def report(c: Circuit, X, g=None, lr: dict | None = None) -> dict:
+def passive_floor(c: Circuit, X, Y) -> float | None:
+    """The least loss (V^2) any passive network with these inputs could reach on targets Y: a lower bound.
+
+    In a network of positive conductances each node voltage is a weighted mean of the
+    fixed voltages (inputs and ground at 0 V), so V_O = T x with T >= 0 and every row of T
+    summing to at most 1, whatever the conductances. The floor is min over such T of the
+    loss mean_i 1/2 ||T x_i - y_i||^2, a convex problem solved per output (SLSQP). Targets
+    such as y = x_1 - x_2 leave it above zero: no training reaches them. None for a circuit
+    with VCCS (active: the bound does not hold).
+    """
+    from scipy.optimize import minimize
+    if c.k:
+        return None
+    X, Y = np.atleast_2d(np.asarray(X, float)), np.atleast_2d(np.asarray(Y, float))
+    n, p = X.shape
+    Xg = np.hstack([X, np.zeros((n, 1))])  # ground as a source at 0 V: the weights then sum to exactly 1
+    total = 0.0
+    for y in Y.T:
+        f = lambda t: 0.5 * np.mean((Xg @ t - y) ** 2)
+        jac = lambda t: Xg.T @ (Xg @ t - y) / n
+        res = minimize(f, np.full(p + 1, 1.0 / (p + 1)), jac=jac, method="SLSQP", bounds=[(0, 1)] * (p + 1),
+                       constraints=[{"type": "eq", "fun": lambda t: t.sum() - 1, "jac": lambda t: np.ones_like(t)}],
+                       options={"ftol": 1e-15, "maxiter": 500})
+        total += float(res.fun)
+    return total
+
+
+def report(c: Circuit, X, g=None, lr: dict | None = None, Y=None) -> dict:
     """Everything `hil coercivity` prints: constant, rank, constraints, dead edges, predicted rates.
 
     'constant' c and 'lambda_max' (V^2/S^2): the smallest and largest eigenvalues of J J^T / N on the
     residual subspace (active edges); 'unreachable': the directions :func:`unreachable` finds.
 
     ``lr``: learning rate per rule family {'ep': alpha, 'cl': alpha} (S^2/V^2); default: each
-    rule's default learning rate (:func:`hil.train.default_lr`).
+    rule's default learning rate (:func:`hil.train.default_lr`). With targets ``Y``: 'floor', the
+    least loss any passive network reaches on them (:func:`passive_floor`; None with VCCS).
     """
     from hil.rules import make_rule
     from hil.train import default_lr
@@ -130,7 +158,8 @@ def report(c: Circuit, X, g=None, lr: dict | None = None) -> dict:
             "constraints": int(Q.shape[1]), "rows": int(J.shape[0]),
             "coercive": bool(rank == Q.shape[1] and c_ep > 1e-12 * (np.abs(J).max() ** 2)),
             "dead_edges": dead_edges(c, X, g), "unreachable": missing,
-            "pinned_edges": [c.edge_names[e] for e in np.flatnonzero(~active)], "lr": lr, "rate": rate}
+            "pinned_edges": [c.edge_names[e] for e in np.flatnonzero(~active)], "lr": lr, "rate": rate,
+            "floor": passive_floor(c, X, Y) if Y is not None else None}
 
 
 def measured_rate(loss: np.ndarray, window: float = 0.25, floor: float = 1e-28, steps=None) -> float:

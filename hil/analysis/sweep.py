@@ -1,8 +1,12 @@
-"""Sweeps: a grid of (rule, nudge, seed, non-ideality) training runs, on every core or on a Dask cluster.
+"""Sweeps: a grid of (rule, nudge, seed, non-ideality, homeostasis weight, coupling scale, asymmetry)
+training runs, on every core or on a Dask cluster.
 
 Each point is an independent run directory ``out/points/pNNNN``. A point that
 fails is reported with its error and the others go on; the results are gathered
-into ``out/sweep.csv`` and returned.
+into ``out/sweep.csv`` (one row a point), ``out/summary.csv`` (one row per
+combination of the axes other than the seed: median, lowest and highest final
+loss over the seeds) and ``out/sweep.png``, and returned. The coupling axes
+rescale and (a)symmetrise the circuit's VCCS pairs (:func:`hil.circuits.couplings`).
 
 Where the runs execute:
 
@@ -35,8 +39,12 @@ import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-FIELDS = ["point", "rule", "nudge", "seed", "nonideal", "status", "initial_loss", "final_loss",
-          "measured_rate", "predicted_rate", "run_dir", "error"]
+#: the axes a point varies, beside the seed; None: the circuit's own value (or the rule's default nudge)
+AXES = ["rule", "nudge", "nonideal", "homeostasis", "vccs_scale", "asymmetry"]
+FIELDS = ["point", "rule", "nudge", "seed", "nonideal", "homeostasis", "vccs_scale", "asymmetry", "status",
+          "initial_loss", "final_loss", "final_H", "measured_rate", "predicted_rate", "run_dir", "error"]
+SUMMARY_FIELDS = AXES + ["seeds", "failed", "final_loss_median", "final_loss_min", "final_loss_max",
+                         "final_H_median"]
 
 SCHEDULER_RE = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-]+:\d{1,5}$")
 
@@ -44,18 +52,30 @@ SCHEDULER_RE = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-]+:\d{1,5}$")
 _ONE_RUN_PER_PROCESS = threading.Lock()
 
 
-def grid(rules, nudges, seeds, nonideals) -> list:
-    """Every combination, as dicts; nudge None means the rule's default."""
-    return [{"rule": r, "nudge": n, "seed": s, "nonideal": ni}
-            for r, n, s, ni in itertools.product(rules, nudges or [None], seeds or [0], nonideals or [None])]
+def grid(rules, nudges, seeds, nonideals, homeostasis=None, vccs_scales=None, asymmetries=None) -> list:
+    """Every combination, as dicts; nudge None means the rule's default, vccs_scale and asymmetry None the
+    circuit's own couplings, homeostasis 0 none."""
+    return [{"rule": r, "nudge": n, "seed": s, "nonideal": ni, "homeostasis": w, "vccs_scale": vs, "asymmetry": a}
+            for r, n, s, ni, w, vs, a in itertools.product(rules, nudges or [None], seeds or [0], nonideals or [None],
+                                                           homeostasis or [0.0], vccs_scales or [None],
+                                                           asymmetries or [None])]
 
 
-def task_spec(circuit_path, teacher, examples, steps, batch, backend, device) -> dict:
-    """What every point needs, read on the client: the circuit file's text travels, not its path."""
+def task_spec(circuit_path, teacher, examples, steps, batch, backend, device, data=None, amplitude=None) -> dict:
+    """What every point needs, read on the client: the circuit file's (and a CSV task's) text travels, not its path."""
     from hil.circuit import load_circuit
+    from hil.tasks import teacher_amplitude
     c = load_circuit(circuit_path)
-    return {"circuit_text": Path(c.source).read_text(), "circuit_source": c.source, "teacher": teacher,
-            "examples": examples, "steps": steps, "batch": batch, "backend": backend, "device": device}
+    spec = {"circuit_text": Path(c.source).read_text(), "circuit_source": c.source, "teacher": teacher,
+            "examples": examples, "steps": steps, "batch": batch, "backend": backend, "device": device,
+            "amplitude": amplitude if amplitude is not None else teacher_amplitude(device)}
+    if data is not None:
+        from hil.tasks import TaskError
+        p = Path(data)
+        if not p.is_file():
+            raise TaskError(f"{p}: no such task file" if not p.exists() else f"{p}: not a file (a CSV task file is needed)")
+        spec.update(data_text=p.read_text(encoding="utf-8-sig"), data_source=str(p))
+    return spec
 
 
 def _point_files(point) -> dict:
@@ -73,8 +93,7 @@ def run_point(idx: int, point: dict, spec: dict, run_dir, final_dir=None) -> dic
     names it), when the run is trained elsewhere and moved there.
     """
     final_dir = str(final_dir or run_dir)
-    row = {"point": idx, **{k: point[k] for k in ("rule", "nudge", "seed", "nonideal")}, "status": "ok",
-           "run_dir": final_dir}
+    row = {"point": idx, **{k: point.get(k) for k in AXES + ["seed"]}, "status": "ok", "run_dir": final_dir}
     try:
         with _ONE_RUN_PER_PROCESS:
             res = _train_point(point, spec, run_dir)
@@ -84,7 +103,7 @@ def run_point(idx: int, point: dict, spec: dict, run_dir, final_dir=None) -> dic
             result = read_json(Path(run_dir) / "result.json")
             result["run_dir"] = final_dir
             write_json(Path(run_dir) / "result.json", result)
-        row.update({k: res.get(k) for k in ("initial_loss", "final_loss", "measured_rate", "predicted_rate")})
+        row.update({k: res.get(k) for k in ("initial_loss", "final_loss", "final_H", "measured_rate", "predicted_rate")})
     except Exception as exc:  # reported in the table, the sweep goes on
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     return row
@@ -104,7 +123,10 @@ def _train_point(point, spec, run_dir) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise CircuitError(f"{spec['circuit_source']}: not valid TOML: {exc}") from None
     c = circuit_from_dict(data, source=spec["circuit_source"], text=spec["circuit_text"])
-    task = teacher_task(c, spec["teacher"], spec["examples"])
+    if point.get("vccs_scale") is not None or point.get("asymmetry") is not None:
+        from hil.circuits import couplings
+        c = couplings(c, point.get("vccs_scale"), point.get("asymmetry"))
+    task = _task(c, spec, point["seed"])
     opts, sub_opts = {}, {}
     if spec["backend"] == "ngspice":
         opts = sub_opts = {"device": spec["device"]}
@@ -117,9 +139,26 @@ def _train_point(point, spec, run_dir) -> dict:
     elif point["nonideal"]:
         raise ValueError("a non-ideality needs --backend ngspice")
     cfg = TrainConfig(rule=point["rule"], nudge=point["nudge"], steps=spec["steps"], seed=point["seed"],
-                      batch=spec["batch"], backend=spec["backend"], backend_options=opts)
+                      batch=spec["batch"], backend=spec["backend"], backend_options=opts,
+                      homeostasis=float(point.get("homeostasis") or 0.0))
     with open_substrate(c, spec["backend"], **sub_opts) as sub:
         return start_run(c, task, cfg, run_dir, progress=False, substrate=sub)
+
+
+def _task(c, spec, seed):
+    """The point's task: the CSV the sweep names (its text, written where the worker reads it), or the teacher."""
+    from hil.tasks import load_csv_task, teacher_task
+    if "data_text" not in spec:
+        return teacher_task(c, spec["teacher"], spec["examples"], amplitude=spec.get("amplitude", 1.0))
+    with tempfile.TemporaryDirectory(prefix="hil-task-") as tmp:
+        p = Path(tmp) / Path(spec["data_source"]).name
+        p.write_text(spec["data_text"])
+        try:
+            task = load_csv_task(c, p, 0.2, seed=seed)
+        except ValueError as exc:  # name the user's file, not the copy
+            raise type(exc)(str(exc).replace(str(p), spec["data_source"])) from None
+    task.description, task.meta = f"csv:{spec['data_source']}", {"csv": spec["data_source"]}
+    return task
 
 
 def run_point_remote(idx: int, point: dict, spec: dict, final_dir: str) -> tuple:
@@ -156,8 +195,11 @@ def _occupied(run_dir: Path) -> str | None:
 
 def run_sweep(circuit_path, points: list, out, teacher: int = 1, examples: int = 16, steps: int = 200,
               backend: str = "ideal", device: str = "resistor", workers: int | None = None, progress=None,
-              batch: int | None = None, scheduler: str | None = None) -> list:
-    """Run every point and write and return the table.
+              batch: int | None = None, scheduler: str | None = None, data=None, amplitude=None) -> list:
+    """Run every point and write and return the table (and the summary and plot: :func:`write_summary`).
+
+    ``data``: a CSV task file for every point (its rows split 80/20 by each point's seed) instead
+    of the teacher task; ``amplitude``: the teacher's input amplitude (V; default by device).
 
     ``scheduler``: None (``workers`` processes here, default every core), ``"local"``
     (a Dask LocalCluster of ``workers`` processes) or a Dask scheduler's address
@@ -166,7 +208,7 @@ def run_sweep(circuit_path, points: list, out, teacher: int = 1, examples: int =
     if scheduler is not None and scheduler != "local" and not SCHEDULER_RE.match(scheduler):
         raise ValueError(f"--scheduler {scheduler!r}: expected 'local' or a Dask scheduler address tcp://HOST:PORT")
     out = Path(out)
-    spec = task_spec(circuit_path, teacher, examples, steps, batch, backend, device)
+    spec = task_spec(circuit_path, teacher, examples, steps, batch, backend, device, data, amplitude)
     _claim(out)
     try:
         return _sweep_into(out, spec, points, workers, progress, scheduler)
@@ -176,14 +218,14 @@ def run_sweep(circuit_path, points: list, out, teacher: int = 1, examples: int =
 
 SWEEP_LOCK = "sweep.lock"
 #: what a sweep writes in its folder (anything else there is someone else's)
-SWEEP_FILES = frozenset({"sweep.csv", "points", SWEEP_LOCK})
+SWEEP_FILES = frozenset({"sweep.csv", "summary.csv", "sweep.png", "points", SWEEP_LOCK})
 
 
 def _claim(out: Path) -> None:
     """Make ``out`` and take its ``sweep.lock``: one sweep writes a sweep directory at a time.
 
     RunError naming the holder if a live process has it, or naming what the folder holds when
-    that is not a sweep's (a sweep writes points/, sweep.csv and replaced-*/ only).
+    that is not a sweep's (a sweep writes points/, sweep.csv, summary.csv, sweep.png and replaced-*/ only).
     """
     from hil.runs import RunError, is_run_file, take_lock
     if out.exists() and not out.is_dir():
@@ -234,7 +276,75 @@ def _sweep_into(out: Path, spec: dict, points: list, workers, progress, schedule
         w.writeheader()
         for r in rows:
             w.writerow({k: r.get(k, "") for k in FIELDS})
+    write_summary(rows, out)
     return rows
+
+
+def summarize(rows: list) -> list:
+    """One row per combination of the axes other than the seed (in the points' order): how many seeds ran,
+    how many failed, and the median, lowest and highest final loss (V^2) and median final H (S^2) of those
+    that ran."""
+    import numpy as np
+    groups = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in AXES), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        ok = [r for r in rs if r["status"] == "ok" and r.get("final_loss") is not None]
+        L = np.array([r["final_loss"] for r in ok], float)
+        H = np.array([r["final_H"] for r in ok if r.get("final_H") is not None], float)
+        out.append({**dict(zip(AXES, key)), "seeds": len(rs), "failed": len(rs) - len(ok),
+                    "final_loss_median": float(np.median(L)) if len(L) else None,
+                    "final_loss_min": float(L.min()) if len(L) else None,
+                    "final_loss_max": float(L.max()) if len(L) else None,
+                    "final_H_median": float(np.median(H)) if len(H) else None})
+    return out
+
+
+def _label(s: dict) -> str:
+    """A summary row's axes that vary in the sweep or are set, in words (the plot's tick labels)."""
+    parts = [s["rule"]] + [f"{k}={s[k]:g}" for k in ("nudge", "homeostasis", "vccs_scale", "asymmetry")
+                           if s.get(k) is not None and not (k == "homeostasis" and not s[k])]
+    if s.get("nonideal"):
+        parts.append(Path(s["nonideal"]).stem)
+    return ", ".join(parts)
+
+
+def write_summary(rows: list, out) -> tuple:
+    """Write ``out/summary.csv`` (:func:`summarize`) and ``out/sweep.png`` (every point's final loss, one column
+    per combination, its median marked); returns their paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out = Path(out)
+    summary = summarize(rows)
+    with open(out / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
+        w.writeheader()
+        for s in summary:
+            w.writerow({k: "" if s.get(k) is None else s[k] for k in SUMMARY_FIELDS})
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.6 * len(summary) + 2), 4.4))
+    groups = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in AXES), []).append(r)
+    for x, (s, rs) in enumerate(zip(summary, groups.values())):
+        L = [r["final_loss"] for r in rs if r["status"] == "ok" and r.get("final_loss")]
+        ax.semilogy([x] * len(L), L, "o", color="C0", alpha=0.6, label="a seed's final loss" if x == 0 else None)
+        if s["final_loss_median"]:
+            ax.semilogy([x - 0.3, x + 0.3], [s["final_loss_median"]] * 2, "-", color="C3", lw=2,
+                        label="median over seeds" if x == 0 else None)
+    ax.set_xticks(np.arange(len(summary)), [_label(s) for s in summary], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("final train loss, V^2")
+    ax.set_title(f"sweep: {len(rows)} points")
+    ax.grid(True, which="both", axis="y", alpha=0.3)
+    if rows:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "sweep.png", dpi=110)
+    plt.close(fig)
+    return out / "summary.csv", out / "sweep.png"
 
 
 def _run_dask(jobs, scheduler: str, workers: int | None):
@@ -263,7 +373,7 @@ def _run_dask(jobs, scheduler: str, workers: int | None):
                     row, files = fut.result()
                     _write_files(Path(run_dir), files)
                 except Exception as exc:  # the task itself was lost (e.g. its workers kept dying)
-                    row = {"point": idx, **{k: point[k] for k in ("rule", "nudge", "seed", "nonideal")},
+                    row = {"point": idx, **{k: point.get(k) for k in AXES + ["seed"]},
                            "status": "failed", "run_dir": run_dir, "error": f"{type(exc).__name__}: {exc}"}
                 yield row
     finally:

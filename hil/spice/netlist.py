@@ -176,7 +176,11 @@ def standalone_deck(c: Circuit, params, inputs, device=None) -> str:
     sc = build(c, params, "open", "hil_deck", device=device, inputs=inputs)
     nodes = [node_name(c, i) for i in range(c.n) if i != c.ground]
     body = str(sc).split("\n", 1)[1]  # PySpice's .title line replaced by a comment naming the circuit
-    what = "edges are resistors of 1/g ohms" + ("; Gv_* are its VCCS (gm in siemens)" if c.k else "") + \
+    kind = getattr(device, "name", "resistor")
+    what = ("edges are resistors of 1/g ohms" if kind == "resistor" else
+            "edges are digipots: resistors of R_W + code R_AB / N ohms at each g's nearest tap" if kind == "digipot"
+            else f"edges are {kind} NMOS channels Me_*, each gate source Vge_* at the voltage whose small-V_ds "
+                 "channel conductance is g") + ("; Gv_* are its VCCS (gm in siemens)" if c.k else "") + \
         ("; D_*, M_*, E_* its diodes, channels and VCVS, Vbi_* its biases" if c.elements or c.biases else "")
     return (f"* hil: free state of circuit {c.name!r}; {what}\n" + body
             + ".control\nop\n"
