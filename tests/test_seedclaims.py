@@ -85,17 +85,20 @@ def test_homeostasis_map_point_H_falls(tmp_path):
     (r,) = m["rows"]
     assert r["H0"] > 0
     assert r["H_homeo"] < 1e-3 * r["H0"] and r["H_homeo"] < 1e-3 * r["H_plain"]
+    # homeostasis removes the asymmetry bias it is the cause of; the plain rule keeps it
+    assert r["bias_end_homeo"] < 0.1 * r["bias_end"]
     assert r["asymmetry_bias"] > 0.1 and all(np.isfinite([r["gd"], r["ep-sym"], r["ep-sym+H"]]))
 
 
 def test_small_nudge_loses_accuracy_under_voltmeter_noise_where_a_large_one_keeps_it(tmp_path):
     rules = sc.NOISE_RULES[:2]  # ep at 0.01 and 0.3 of the radius
-    res = sc.noise_table(tmp_path, sigmas=(0.0, 1e-2), steps=300, rules=rules)
+    res = sc.noise_table(tmp_path, sigmas=(0.0, 0.04), steps=300, rules=rules)
     acc = {(r["rule"], r["sigma"]): r["test_accuracy"] for r in res["rows"]}
     small, large = (label for label, *_ in rules)
-    # noise of sigma on a reading is sigma / beta on the estimate: 30x larger at the small nudge
-    assert acc[small, 0.0] - acc[small, 1e-2] > 0.15
-    assert abs(acc[large, 0.0] - acc[large, 1e-2]) < 0.1
+    # noise of sigma on a reading is sigma / beta on the estimate: 30x larger at the small nudge, which falls
+    # to chance (1/3) where the large one keeps its accuracy
+    assert acc[small, 0.0] - acc[small, 0.04] > 0.2 and acc[small, 0.04] < 0.4
+    assert abs(acc[large, 0.0] - acc[large, 0.04]) < 0.1
 
 
 def test_render_states_each_claim_with_the_measured_numbers():
@@ -106,13 +109,15 @@ def test_render_states_each_claim_with_the_measured_numbers():
                            (0.0, "ep-sym+H 0.1/alpha", 0.9), (1.0, "ep-sym+H 0.1/alpha", 0.8)]]}
     hm = {"steps": 1, "weight": 0.1, "rows": [
         {"scale": 1e-3, "asymmetry": 1.0, "seed": s, "gd": 1e-4, "ep-sym": 0.05, "ep-sym+H": 3e-4 if s else 0.1,
-         "H0": 1e-6, "H_plain": 1e-6, "H_homeo": 1e-12, "asymmetry_bias": 1.0, "nudge_bias": 0.01} for s in (0, 1)]}
+         "H0": 1e-6, "H_plain": 1e-6, "H_homeo": 1e-12, "asymmetry_bias": 1.0, "nudge_bias": 0.01, "bias_end": 0.9,
+         "bias_end_homeo": 1e-3} for s in (0, 1)]}
     nz = {"steps": 1, "rows": [{"rule": label, "sigma": s, "seed": 0, "test_accuracy": 0.3 if (s and "0.01" in label) else 0.9}
                                for label, *_ in sc.NOISE_RULES for s in (0.0, 0.01)]}
     md = "\n".join(sc.render(acc, hm, nz, number=9))
     assert "| 1 | 0.900 | 0.500 | 0.800 | 0.01 | 0.5 | 0 | 0.51 | 1 |" in md
-    assert "| 0.001 | 1 | 1 | 0.0001 | 0.05 | 0.0502 | 1/2 |" in md  # median of 0.1 and 3e-4 (0.05015); one seed of two helped
-    assert "ep-sym test accuracy 0.900 -> 0.500 (gd 0.900 -> 0.900)" in md and "(accuracy lost beyond gd's: +0.400) |" in md
+    # median of 0.1 and 3e-4 (0.05015); one seed of two helped
+    assert "| 0.001 | 1 | 0.0001 | 0.05 | 0.0502 | 1/2 | 1e-06 | 1e-06 | 1e-12 | 1 | 0.9 | 0.001 |" in md
+    assert "ep-sym test accuracy 0.900 -> 0.500 (gd 0.900 -> 0.900)" in md and "| holds (accuracy lost beyond gd's: +0.400;" in md
     assert "best with homeostasis 0.800; on the loss map it lowered ep-sym's final loss in 1 of 2 runs | holds" in md
     assert "ep at 0.01/kappa: 0.900 -> 0.300 at sigma 0.01 V | holds |" in md
     assert "ep-holo:4: 0.900 -> 0.900 | holds |" in md
