@@ -107,8 +107,8 @@ def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what
     """Solve R(x) + (load) - (inject) = 0 over the unknowns, from x0 (B, N) whose held entries are set.
 
     inject : (B, |O|) currents into the outputs (A), or None.
-    load : (beta, y): each output loaded by a real conductance beta (S; a number or one per row) to a source
-        at y (B, |O|) volts.
+    load : (beta, y): each output loaded by a real conductance beta (S; a number or one per row) to a
+    source at y (B, |O|) volts.
     batch : rows per example block when several experiments are stacked (messages name the example).
     Returns x (B, N). SubstrateError naming circuit, example, node and residual when it does not converge.
     """

@@ -12,10 +12,11 @@
 5. the kite: a mirror symmetry that removes a rank of J and slows training;
 6. layered circuits: gd and feedback alignment on a low-rank factorisation
    (:mod:`hil.analysis.factorize`);
-7. non-reciprocal circuits (:mod:`hil.analysis.nonreciprocal`);
-9. the seed papers' claims at the level of tasks: accuracy against asymmetry, where homeostasis
-   helps, voltmeter noise, and the claims table (:mod:`hil.analysis.seedclaims`; ``claims``:
-   ``full``, ``quick`` or ``off``).
+7. non-reciprocal circuits (:mod:`hil.analysis.nonreciprocal`).
+
+Section 9: the seed papers' claims at the level of tasks: accuracy against asymmetry, where
+homeostasis helps, voltmeter noise, and the claims table (:mod:`hil.analysis.seedclaims`;
+``claims``: ``full``, ``quick`` or ``off``).
 """
 
 from __future__ import annotations
