@@ -169,7 +169,7 @@ def test_grad_json_carries_the_local_signal_bias_on_both_backends(tmp_path, ngsp
     import json
     out = {}
     for backend in ("ideal", "ngspice"):
-        run = subprocess.run(HIL + ["grad", "net16", "--teacher", "1", "--examples", "8", "--device", "mosfet-mid",
+        run = subprocess.run(HIL + ["grad", "net16", "--teacher", "1", "--amplitude", "1", "--examples", "8", "--device", "mosfet-mid",
                                     "--backend", backend, "--json"], capture_output=True, text=True, check=True)
         out[backend] = json.loads(run.stdout.splitlines()[-1])  # the last line of stdout
     for backend, obj in out.items():
