@@ -70,11 +70,11 @@ def classifier_circuit(asymmetry: float, seed: int = 0, nodes: int = 16, pairs: 
     return add_vccs(base, pairs=pairs, seed=seed, scale=scale, asymmetry=asymmetry)
 
 
-def _train(c, task, out, rule, steps, w=0.0, nudge=None, substrate=None):
-    """One run from scratch at the rule's default step (the curvature step, re-estimated every 10 steps);
-    returns (result dict, final theta)."""
+def _train(c, task, out, rule, steps, w=0.0, nudge=None, substrate=None, lr=None):
+    """One run from scratch at step ``lr`` (S^2/V^2, fixed) or, by default, the rule's curvature step
+    re-estimated every 10 steps; returns (result dict, final theta)."""
     from hil.runs import Run
-    res = start_run(c, task, TrainConfig(rule=rule, steps=steps, nudge=nudge, homeostasis=w), out,
+    res = start_run(c, task, TrainConfig(rule=rule, steps=steps, lr=lr, nudge=nudge, homeostasis=w), out,
                     progress=False, substrate=substrate, force=True)
     return res, Run(out).load_checkpoint()["g"]
 
@@ -125,7 +125,8 @@ def asymmetry_accuracy(out, asymmetries=(0.0, 0.5, 1.0), seeds=(0, 1), steps: in
 
 def homeostasis_map(out, scales=(1e-4, 1e-3, 3e-3), asymmetries=(0.5, 1.0), seeds=(0, 1, 2), steps: int = 300,
                     weight: float = 0.1) -> dict:
-    """Final loss and H of ep-sym without and with homeostasis (w alpha = ``weight``), and gd's loss,
+    """Final loss and H of ep-sym without and with homeostasis (w alpha = ``weight``), and gd's loss, all at
+    ep-sym's curvature step at the start, held fixed,
     per (coupling scale in siemens, asymmetry, seed), on ``hil generate random --nodes 12 --vccs-pairs 2
     --vccs-singles 1`` circuits with a teacher task of the same seed."""
     from pathlib import Path
@@ -140,9 +141,11 @@ def homeostasis_map(out, scales=(1e-4, 1e-3, 3e-3), asymmetries=(0.5, 1.0), seed
                 t = terms(c, task)
                 lr = default_lr(c, c.theta, task.X_train, make_rule("ep-sym"))
                 tag = f"S{S:g}-a{a:g}-s{s}"
-                plain, th_plain = _train(c, task, out / f"{tag}-ep-sym", "ep-sym", steps)
-                homeo, th_homeo = _train(c, task, out / f"{tag}-ep-sym-H", "ep-sym", steps, w=weight / lr)
-                gd, _ = _train(c, task, out / f"{tag}-gd", "gd", steps)
+                # one fixed step for all three: w alpha stays ``weight`` (a re-estimated step that grows
+                # as the curvature falls takes w alpha past the homeostatic step's stability)
+                plain, th_plain = _train(c, task, out / f"{tag}-ep-sym", "ep-sym", steps, lr=lr)
+                homeo, th_homeo = _train(c, task, out / f"{tag}-ep-sym-H", "ep-sym", steps, w=weight / lr, lr=lr)
+                gd, _ = _train(c, task, out / f"{tag}-gd", "gd", steps, lr=lr)
                 rows.append({"scale": S, "asymmetry": a, "seed": s, "gd": gd["final_loss"],
                              "ep-sym": plain["final_loss"], "ep-sym+H": homeo["final_loss"],
                              "H0": plain.get("initial_H"), "H_plain": plain.get("final_H"),
@@ -281,8 +284,8 @@ def render(acc: dict, hm: dict, nz: dict, number: int = 9) -> list:
     m = hm["rows"]
     md += [f"### {number}.2 Where homeostasis helps", "",
            "Random 12-node circuits (`hil generate random --nodes 12 --vccs-pairs 2 --vccs-singles 1`, seed s, "
-           f"teacher seed s), {hm['steps']} steps; ep-sym without and with homeostasis (w alpha = {hm['weight']:g}), "
-           "gd the reference. Per (scale, asymmetry): medians over seeds of the final loss, H at the start and at "
+           f"teacher seed s), {hm['steps']} steps at one fixed step alpha (ep-sym's curvature step at the start); "
+           f"ep-sym without and with homeostasis (w alpha = {hm['weight']:g}), gd the reference. Per (scale, asymmetry): medians over seeds of the final loss, H at the start and at "
            "the end, and ep-sym's asymmetry bias (relative to ||dC/dtheta||) at the start and at the end of each run; "
            "'helps' counts seeds whose loss homeostasis lowered.", "",
            "| VCCS scale (S) | asymmetry | gd | ep-sym | ep-sym+H | helps | H start | H end | H end (+H) | "
