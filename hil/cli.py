@@ -747,7 +747,8 @@ def cmd_report(args):
     from hil.analysis.report import generate
 
     say = (lambda m: None) if args.json else (lambda m: print(f"report: {m} ...", file=sys.stderr, flush=True))
-    path = generate(args.out, ngspice=args.ngspice, seed=args.seed, progress=say, quick=args.quick)
+    path = generate(args.out, ngspice=args.ngspice, seed=args.seed, progress=say, quick=args.quick,
+                    claims=args.seed_claims)
     _emit(args, {"report": str(path)}, f"wrote {path}")
 
 
@@ -1141,6 +1142,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="section 6 (layered circuits) on fewer runs: widths 2, 3, one seed, 300 steps")
     rp.add_argument("--ngspice", action="store_true", help="add the ngspice sections (resistor and mosfet devices)")
     rp.add_argument("--seed", type=int, default=2026)
+    rp.add_argument("--seed-claims", choices=("full", "quick", "off"), default="full",
+                    help="the section on the seed papers' task-level claims (accuracy against asymmetry, "
+                         "homeostasis, voltmeter noise): full (default, a few minutes), quick (about a minute), off")
 
     co = add("coercivity", cmd_coercivity, "Coercivity constant, rank of J, dead edges, predicted decay rates.")
     co.add_argument("circuit", help=CIRCUIT_HELP)

@@ -165,7 +165,7 @@ def report(tmp_path_factory, ngspice):
     """The validation report, regenerated from scratch as docs/validation.md's `hil report --out DIR --ngspice`."""
     from hil.analysis.report import generate
     out = tmp_path_factory.mktemp("report")
-    generate(out, ngspice=True, progress=lambda m: None, quick=True)  # section 6 on fewer runs
+    generate(out, ngspice=True, progress=lambda m: None, quick=True, claims="off")  # section 6 on fewer runs; section 9: tests/test_seedclaims.py
     return out
 
 

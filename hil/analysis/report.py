@@ -15,6 +15,10 @@
 7. non-reciprocal circuits (:mod:`hil.analysis.nonreciprocal`);
 8. classification: Iris on a board-sized network beside the papers and baselines
    (:mod:`hil.analysis.classification`).
+
+Section 9: the seed papers' claims at the level of tasks: accuracy against asymmetry, where
+homeostasis helps, voltmeter noise, and the claims table (:mod:`hil.analysis.seedclaims`;
+``claims``: ``full``, ``quick`` or ``off``).
 """
 
 from __future__ import annotations
@@ -75,8 +79,10 @@ def cl_error(sub, X, Y, table: dict, model: bool):
     return float(np.linalg.norm(est - ref) / np.linalg.norm(ref))
 
 
-def generate(out, ngspice: bool = False, seed: int = 2026, progress=print, quick: bool = False) -> Path:
-    """Regenerate the report into ``out``; returns the path of report.md. ``quick``: section 6 on fewer runs."""
+def generate(out, ngspice: bool = False, seed: int = 2026, progress=print, quick: bool = False,
+             claims: str = "full") -> Path:
+    """Regenerate the report into ``out``; returns the path of report.md. ``quick``: section 6 on fewer runs;
+    ``claims``: section 9 in full, quick or off."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -202,6 +208,9 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print, quick
     md += [""] + nonreciprocal_section(out, ngspice, progress, number=7)
     from hil.analysis.classification import section as classification_section
     md += [""] + classification_section(out, ngspice, progress, number=8)
+    if claims != "off":
+        from hil.analysis.seedclaims import section as claims_section
+        md += [""] + claims_section(out, number=9, quick=claims == "quick", progress=progress)
     md += ["",
            f"Generated in {time.perf_counter() - t0:.0f} s."]
     path = out / "report.md"
