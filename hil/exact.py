@@ -182,7 +182,12 @@ def jacobian(c: Circuit, X, g=None) -> np.ndarray:
     """J = dV_O/dtheta stacked over examples: (batch * |O|, n_params), V/S. Row order: example-major.
 
     Per example J = -P A_FF^-1 dF_F/dtheta (for resistors: -P L_FF^-1 B_F^T diag(B V)).
+    TooBig (naming the size) before anything is allocated when J would not fit in memory.
     """
+    from hil.memory import require_fits
+    X = np.atleast_2d(np.asarray(X, float))
+    require_fits((len(X) * len(c.outputs), c.n_params), f"the output Jacobian dV_O/dtheta on {len(X)} examples",
+                 "use fewer examples, or a fixed --lr (the default step's curvature needs it)")
     if c.elements:  # A at each example's operating point: J_i = -(A_i^-T P^T)^T dF/dtheta
         from hil.mna import jacobian_UU, operating_point, out_positions
         system, x = operating_point(c, X, g)
