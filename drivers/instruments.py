@@ -84,6 +84,18 @@ def toward_zero(value: float, digits: int = 17) -> str:
     return str(Context(prec=digits, rounding=ROUND_DOWN).plus(Decimal(v)))
 
 
+def _check_list(smu, kind: str, values) -> np.ndarray:
+    """A source list ('voltage' V or 'current' A) as an array, every level checked against the SMU's
+    limits and the count against its LIST_MAX before anything is sent; LimitError naming the SMU otherwise."""
+    values = np.asarray(values, float)
+    lim, unit = (smu.voltage_limit, "V") if kind == "voltage" else (smu.current_limit, "A")
+    for v in values:
+        _check(smu.name, f"source {kind}", v, -lim, lim, unit)
+    if not 1 <= len(values) <= smu.LIST_MAX:
+        raise LimitError(f"{smu.name}: {len(values)} list points (1 to {smu.LIST_MAX})")
+    return values
+
+
 class SMU(Keithley2400):
     """A Keithley 2400 that never sources past ``voltage_limit`` (V) or ``current_limit`` (A).
 
@@ -161,12 +173,7 @@ class SMU(Keithley2400):
 
     def source_list(self, kind: str, values) -> None:
         """Source a list (one value per trigger, 'voltage' V or 'current' A): every value checked first."""
-        values = np.asarray(values, float)
-        lim, unit = (self.voltage_limit, "V") if kind == "voltage" else (self.current_limit, "A")
-        for v in values:
-            _check(self.name, f"source {kind}", v, -lim, lim, unit)
-        if not 1 <= len(values) <= self.LIST_MAX:
-            raise LimitError(f"{self.name}: {len(values)} list points (1 to {self.LIST_MAX})")
+        values = _check_list(self, kind, values)
         self._use(kind)
         key = "VOLT" if kind == "voltage" else "CURR"
         self.write(f":SOUR:{key}:MODE LIST;:SOUR:LIST:{key} " + ",".join(toward_zero(v, 12) for v in values)
@@ -262,12 +269,7 @@ class SMU2450(Keithley2450):
 
     def source_list(self, kind: str, values) -> None:
         """The levels the next stepped sweep sources ('voltage' V or 'current' A), every one checked first."""
-        values = np.asarray(values, float)
-        lim, unit = (self.voltage_limit, "V") if kind == "voltage" else (self.current_limit, "A")
-        for v in values:
-            _check(self.name, f"source {kind}", v, -lim, lim, unit)
-        if not 1 <= len(values) <= self.LIST_MAX:
-            raise LimitError(f"{self.name}: {len(values)} list points (1 to {self.LIST_MAX})")
+        values = _check_list(self, kind, values)
         self._use(kind)
         self._list = (kind, values)
 
