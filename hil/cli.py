@@ -941,12 +941,10 @@ def cmd_generate(args):
 
 
 def _sizes(text: str, count: int, example: str) -> tuple:
-    """--sizes as ``count`` whole numbers >= 1, or a ValueError naming the option."""
-    try:
-        sizes = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        sizes = ()
-    if len(sizes) != count or min(sizes) < 1:
+    """--sizes as ``count`` whole numbers >= 1 (each checked by :func:`number_list`), or a ValueError naming
+    the option."""
+    sizes = tuple(number_list(text, "--sizes", int, lo=1))
+    if len(sizes) != count:
         raise ValueError(f"--sizes {text!r}: expected {count} comma-separated whole numbers >= 1, e.g. {example}")
     return sizes
 
