@@ -916,6 +916,11 @@ def cmd_generate(args):
     if args.kind == "board":
         sizes = _sizes(args.sizes if args.sizes != "8,3,6" else "4,3", 2, "4,3 (features, classes)")
         c = gen.board_classifier(sizes[0], sizes[1], args.seed)
+    elif args.kind == "transistor":
+        sizes = _sizes(args.sizes if args.sizes != "8,3,6" else "2,2", 2, "2,2 (features, classes)")
+        if args.hidden < 1:
+            raise ValueError(f"--hidden {args.hidden}: the transistor network needs at least 1 hidden node")
+        c = gen.transistor_network(sizes[0], sizes[1], args.hidden, args.seed)
     elif args.kind == "random":
         if not (math.isfinite(args.degree) and args.degree >= 1):
             raise ValueError(f"--degree {args.degree}: the mean node degree must be a finite number >= 1 "
@@ -937,7 +942,8 @@ def cmd_generate(args):
     from hil.exact import conductance_matrix, symmetry_index
     si = symmetry_index(conductance_matrix(c)[c.free][:, c.free])
     _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m, "vccs": c.k, "symmetry_index": si},
-          f"wrote {args.o}: {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS (symmetry index {si:.4f})" if c.k else ""))
+          f"wrote {args.o}: {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS (symmetry index {si:.4f})" if c.k else "")
+          + "".join(f", {len(grp)} {grp.table}" for grp in c.elements if len(grp)))
 
 
 def _sizes(text: str, count: int, example: str) -> tuple:
@@ -1157,9 +1163,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is an input")
 
     ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar, layered) as TOML.")
-    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered", "board"],
+    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered", "board", "transistor"],
                     help="board: a board-sized linear classifier, --sizes FEATURES,CLASSES (default 4,3: 30 edges, "
-                         "Iris on a resistor board as in Dillavou et al. 2022)")
+                         "Iris on a resistor board as in Dillavou et al. 2022); transistor: MOSFET edges, gate "
+                         "voltages trained, sources -> --hidden nodes -> one output per class, --sizes "
+                         "FEATURES,CLASSES (default 2,2: XOR, as in Dillavou et al. 2024)")
     ge.add_argument("-o", required=True, metavar="FILE")
     ge.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it")
     ge.add_argument("--nodes", type=int, default=16, help="random: nodes, ground included (default 16)")
@@ -1172,6 +1180,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "layer, every non-input node to ground (default 2,4,2)")
     ge.add_argument("--sizes", default="8,3,6", help="layered: widths m,r,n (inputs, hidden, outputs; more for "
                                                       "deeper circuits)")
+    ge.add_argument("--hidden", type=int, default=6, help="transistor: hidden nodes (default 6)")
     ge.add_argument("--opamp-gain", type=float, default=None, metavar="A",
                     help="layered: the op-amps' open-loop gain, V/V (VCVS of finite gain; default: ideal, gain = inf)")
     ge.add_argument("--inputs", type=int, default=2, help="random, lattice: input nodes (default 2)")
