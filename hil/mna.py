@@ -33,6 +33,9 @@ RTOL = 1e-14
 MAX_ITER = 200
 #: up to this many unknowns per example the batched dense solves run on one BLAS thread
 ONE_THREAD_UNKNOWNS = 1024
+#: Newton solves this many bytes' worth of examples at a time (J_UU of each, u x u), so that a whole training set
+#: (the curvature's free states) is solved in bounded memory
+CHUNK_BYTES = 64 << 20
 _blas = []
 
 
@@ -101,11 +104,15 @@ class System:
                 branch.append(idx[:, -1])
                 continue
             _, G = grp.evaluate(np.zeros((1,) + idx.shape))
+            G = G[0]
             k, T = idx.shape
-            rows.append(r0 + np.repeat(np.arange(k * T), T))
-            cols.append(np.tile(idx, (1, T)).ravel())
-            vals.append(G[0].ravel())
-            r0 += k * T
+            if T == 2 and np.array_equal(G[:, 1], -G[:, 0]):
+                G = G[:, :1]  # a two-terminal element: what leaves b is what enters a; one row is enough
+            t = G.shape[1]
+            rows.append(r0 + np.repeat(np.arange(k * t), T))
+            cols.append(np.tile(idx, (1, t)).ravel())
+            vals.append(G.ravel())
+            r0 += k * t
         C = sp.csr_matrix((np.concatenate(vals) if vals else np.zeros(0),
                            (np.concatenate(rows) if rows else np.zeros(0, int),
                             np.concatenate(cols) if cols else np.zeros(0, int))), shape=(r0, self.N))
@@ -207,11 +214,25 @@ def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what
 
     Returns x (B, N). SubstrateError naming circuit, example, node and residual when it does not converge.
     """
-    with one_blas_thread(len(system.unknowns(clamp_outputs))):
-        return _newton(system, x0, inject, load, clamp_outputs, what, batch)
+    u = len(system.unknowns(clamp_outputs))
+    x0 = np.asarray(x0, float)
+    B = len(x0)
+    chunk = max(1, CHUNK_BYTES // (8 * max(u * u, system._lin_i.shape[0], 1)))
+    if B <= chunk:
+        with one_blas_thread(u):
+            return _newton(system, x0, inject, load, clamp_outputs, what, batch or B, 0)
+    x = np.empty_like(x0)
+    for k in range(0, B, chunk):
+        part = slice(k, k + chunk)
+        with one_blas_thread(u):
+            x[part] = _newton(system, x0[part], None if inject is None else inject[part],
+                              None if load is None else (load[0][part] if np.ndim(load[0]) else load[0], load[1][part]),
+                              clamp_outputs, what, batch or B, k)
+    return x
 
 
-def _newton(system, x0, inject, load, clamp_outputs, what, batch):
+def _newton(system, x0, inject, load, clamp_outputs, what, batch, offset):
+    """:func:`newton` on rows offset .. offset + len(x0) of the whole batch (messages count from there)."""
     c = system.c
     out = np.array(c.outputs, int)
     red = system.reduced(clamp_outputs)
@@ -282,12 +303,12 @@ def _newton(system, x0, inject, load, clamp_outputs, what, batch):
             # no decrease at any step length: converged to rounding if the residual is already tiny
             small = rel[stalled] <= 1e-11
             if not small.all():
-                _fail(system, x, active[stalled[~small]][0] % (batch or B), R[stalled[~small]][0], what, it)
+                _fail(system, x, (offset + active[stalled[~small]][0]) % batch, R[stalled[~small]][0], what, it)
             new_rel[stalled] = 0.0  # accept as converged at rounding
         x[active] = newx
         R, rel, norm = newR, new_rel, new_norm
     k = int(np.argmax(rel))
-    _fail(system, x, active[k] % (batch or B), R[k], what, MAX_ITER)
+    _fail(system, x, (offset + active[k]) % batch, R[k], what, MAX_ITER)
 
 
 def _fail(system, x, example, R, what, iterations):
