@@ -727,20 +727,28 @@ def cmd_replay(args):
     what = f"{args.backend}" + (f", {args.device}" if args.backend == "ngspice" else "") + \
         (f", calibrated by {args.circuit}" if twin_c.calibration is not None else "")
     paths = write_outputs(res, out, f"{run.name} replayed on {what}")
-    worst, k = res["worst"], int(np.argmax(res["worst"]))
-    node = res["nodes"][int(np.argmax(res["max_abs"][k]))]
+    from hil.analysis.replay import record_notes
+    worst = res["worst"]
+    ok = np.isfinite(worst)  # a step with a NaN voltage is listed beyond the threshold, not in these numbers
+    k = int(np.flatnonzero(ok)[np.argmax(worst[ok])]) if ok.any() else 0
+    node = res["nodes"][int(np.nanargmax(res["max_abs"][k]))] if ok.any() else "-"
     cos = res["cosine"][np.isfinite(res["cosine"])]
-    lines = [f"{run} ({res['rule']}) replayed on {what}: {len(res['steps'])} steps",
-             f"  node divergence max |V_twin - V_bench|: median over steps {np.median(worst):.3g} V, "
+    notes = record_notes(res)
+    for n in notes:
+        print(f"hil replay: {run}: {n}", file=sys.stderr)
+    lines = [f"{run} ({res['rule']}) replayed on {what}: {len(res['steps'])} steps"] + [f"  {n}" for n in notes] + [
+             f"  node divergence max |V_twin - V_bench|: median over steps {np.median(worst[ok]) if ok.any() else np.nan:.3g} V, "
              f"largest {worst[k]:.3g} V (step {res['steps'][k]}, node {node})",
              f"  steps beyond {args.threshold:g} V: " + (step_ranges(res["parted"]) or "none") +
              (f" (first: {res['parted'][0]})" if res["parted"] else ""),
              f"  gradient estimates: cosine bench vs twin median {np.median(cos):.6f}, lowest {cos.min():.6f}"
              if len(cos) else "  gradient estimates: no training steps recorded",
              "wrote " + ", ".join(map(str, paths))]
-    _emit(args, {"steps": res["steps"], "worst": res["worst"], "median_divergence": float(np.median(worst)),
+    _emit(args, {"steps": res["steps"], "worst": res["worst"],
+                 "median_divergence": float(np.median(worst[ok])) if ok.any() else None,
                  "parted": res["parted"], "cosine": res["cosine"], "rel_error": res["rel_error"],
-                 "nodes": res["nodes"], "out": str(out)}, "\n".join(lines))
+                 "nodes": res["nodes"], "out": str(out), "missing_steps": res["missing"],
+                 "empty_sessions": res["empty_sessions"], "nan": [list(x) for x in res["nan"]]}, "\n".join(lines))
 
 
 def cmd_report(args):

@@ -515,6 +515,63 @@ def test_replay_names_a_damaged_record_or_config(recorded_run, tmp_path, damage,
     assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
 
 
+# -- item 18: replay checks the record against the run --------------------------------------------
+
+def _replay_json(run, out):
+    import json
+    p = hil("replay", run, "--out", out, "--json")
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1]), p
+
+
+def test_replay_names_the_steps_an_empty_session_lost(recorded_run, tmp_path):
+    """A run of 3 steps resumed to 5 (two sessions); the first session's file emptied: steps 0-3 are in no
+    session (counted from the checkpoint's step, 5, and the steps the second session holds, 4 and 5)."""
+    import gzip
+    from hil.train import resume_run
+    run, _ = recorded_run
+    resume_run(run, steps=5, progress=False)
+    whole, _ = _replay_json(run, tmp_path / "whole")
+    assert whole["steps"] == [0, 1, 2, 3, 4, 5] and whole["missing_steps"] == [] and whole["empty_sessions"] == []
+    (run / "bench" / "steps.001.jsonl.gz").write_bytes(gzip.compress(b""))
+    cut, p = _replay_json(run, tmp_path / "cut")
+    assert cut["steps"] == [4, 5] and cut["missing_steps"] == [0, 1, 2, 3]
+    assert cut["empty_sessions"] == ["steps.001.jsonl.gz"]
+    said = "record incomplete: steps 0-3 of the run not in it (bench/steps.001.jsonl.gz: no event)"
+    assert said in p.stdout and said in p.stderr
+
+
+def test_replay_refuses_a_session_file_that_repeats_another(recorded_run, tmp_path):
+    import shutil
+    run, _ = recorded_run
+    shutil.copy(run / "bench" / "steps.001.jsonl.gz", run / "bench" / "steps.002.jsonl.gz")
+    p = hil("replay", run, "--out", tmp_path / "dup")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "steps.002.jsonl.gz: the same session as bench/steps.001.jsonl.gz" in p.stderr
+    assert "would be replayed twice" in p.stderr and not (tmp_path / "dup").exists()
+
+
+def test_replay_counts_a_nan_voltage_as_a_mismatch(recorded_run, tmp_path):
+    """One recorded reading of step 2 set to NaN: step 2 is beyond any threshold and named with its node; the
+    other steps' divergences are those of the undamaged record."""
+    import gzip
+    import json
+    run, good = recorded_run
+    f = run / "bench" / "steps.001.jsonl.gz"
+    events = [json.loads(line) for line in gzip.decompress(f.read_bytes()).splitlines()]
+    at = next(i for i, ev in enumerate(events) if ev["kind"] == "mark" and ev["step"] == 2)
+    run_ev = next(ev for ev in events[at:] if ev["kind"] == "run")
+    nodes = good["nodes"]
+    run_ev["V"][0][0][nodes.index("n3")] = float("nan")
+    f.write_bytes(gzip.compress("".join(json.dumps(ev) + "\n" for ev in events).encode()))
+    res, p = _replay_json(run, tmp_path / "nan")
+    assert res["parted"] == [2] and res["nan"] == [[2, "n3", "bench"]]
+    assert "not a number (NaN), counted beyond the threshold: step 2 node n3 (bench)" in p.stdout
+    worst = np.array(res["worst"], float)
+    assert np.isnan(worst[2]) and max(good["worst"]) < 1e-6
+    np.testing.assert_array_equal(np.delete(worst, 2), np.delete(np.array(good["worst"]), 2))
+
+
 def test_a_toml_file_nested_thousands_deep_is_named(tmp_path):
     deep = tmp_path / "deep.toml"
     deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
