@@ -324,6 +324,7 @@ class Trainer:
     def __init__(self, run: Run, circuit: Circuit, task: Task, config: TrainConfig, substrate: Substrate):
         self.run, self.circuit, self.task, self.cfg, self.sub = run, circuit, task, config, substrate
         run.circuit = circuit  # each checkpoint leaves the trained circuit (trained.toml)
+        run.rule = config.rule  # and records the rule (a resume checks config.json against it)
         self.message_counts = {}
         self.rule = make_rule(config.rule, config.nudge, config.points, seed=config.seed)
         if config.kappa_max is None:
@@ -507,7 +508,7 @@ class Trainer:
             if book.resume(checkpoint or {}):
                 pass  # the checkpoint's row waits for the first step's free state, as it did before the stop
             elif len(logged) and logged[-1] == start_step and not book.exists(start_step):
-                self.run.truncate_log(start_step - 1)  # the old last step's row, off the new schedule
+                self.run.truncate_log(start_step - 1, keep_later=False)  # the old last step's row, off the new schedule
             elif book.exists(start_step) and (not len(logged) or logged[-1] < start_step):
                 # the run stopped after this step's write but before its losses were logged:
                 # they follow from the checkpoint's conductances (the gradient norm is gone)
@@ -647,15 +648,93 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
 RESUMABLE = ("steps", "checkpoint_every", "bench")
 
 
-def _load_task(run: Run) -> Task:
+def _load_task(run: Run, circuit: Circuit) -> Task:
+    """The run's task.json, checked against its circuit: RunError naming the file and what does not fit."""
     d = run.read_json_file("task.json")
+    where = run.path / "task.json"
     try:
         task = Task.from_dict(d, run.path)
         assert task.X_train.ndim == 2 and len(task.X_train) == len(task.Y_train) > 0
         assert np.all(np.isfinite(task.X_train)) and np.all(np.isfinite(task.Y_train))
     except (KeyError, TypeError, ValueError, AssertionError, OSError):
-        raise RunError(f"{run.path / 'task.json'}: not a task (X_train, Y_train, X_test, Y_test of finite volts)") from None
+        raise RunError(f"{where}: not a task (X_train, Y_train, X_test, Y_test of finite volts)") from None
+    for key, want, what in (("X_train", len(circuit.inputs), "inputs"), ("Y_train", len(circuit.outputs), "outputs"),
+                            ("X_test", len(circuit.inputs), "inputs"), ("Y_test", len(circuit.outputs), "outputs")):
+        A = getattr(task, key)
+        if A.size and (A.ndim != 2 or A.shape[1] != want):
+            raise RunError(f"{where}: {key} has {A.shape[-1] if A.ndim else 0} columns; the run's circuit "
+                           f"'{circuit.name}' has {want} {what}")
+    if len(task.X_test) != len(task.Y_test):
+        raise RunError(f"{where}: {len(task.X_test)} test inputs (X_test) but {len(task.Y_test)} targets (Y_test)")
     return task
+
+
+def _log_check(run: Run, config: TrainConfig, n_train: int):
+    """A check (for :meth:`Run.recover_checkpoint`) that a checkpoint is not past the log: no step the log's
+    schedule holds lies between log.csv's last row and the checkpoint (those rows would be missing for good).
+    None when the log cannot tell (missing, no rows: its own recovery says so)."""
+    try:
+        logged = run.read_log()["step"]
+    except (RunError, OSError, ValueError, StopIteration):
+        return lambda ck: None
+    if not len(logged):
+        return lambda ck: None
+    last = int(logged.max())
+    full = not config.batch or config.batch >= n_train
+    every = int(config.log_every or 1)
+    nxt = last + 1 if full else min((last // every + 1) * every, max(int(config.steps), last + 1))
+
+    def check(ck):
+        step = ck.get("step")
+        if isinstance(step, (int, np.integer)) and not isinstance(step, bool) and step > nxt:
+            return (f"step {step} is past log.csv's last row (step {last}): the rows from step {nxt} on are "
+                    "missing (a checkpoint edited forward, or rows cut from the log)")
+        return None
+    return check
+
+
+def _npz_check(run: Run):
+    """A check that a checkpoint's parameters are those of the .npz checkpoint of its step, where one exists
+    (checkpoint.json with its step edited by hand names another step's parameters)."""
+    def check(ck):
+        step = ck.get("step")
+        f = run.path / "checkpoints" / f"step_{step:06d}.npz" if isinstance(step, (int, np.integer)) else None
+        if f is None or not f.is_file():
+            return None
+        try:
+            with np.load(f) as z:
+                g = np.array(z["g"], float)
+        except Exception:  # a damaged .npz is judged when its turn comes
+            return None
+        if g.shape != np.shape(ck["g"]) or not np.array_equal(g, ck["g"]):
+            return f"its parameters are not those of checkpoints/{f.name} (step {step}): a step edited by hand?"
+        return None
+    return check
+
+
+def _both(*checks):
+    """One checkpoint check from several: the first reason any of them gives."""
+    def check(ck):
+        for c in checks:
+            why = c(ck)
+            if why is not None:
+                return why
+        return None
+    return check
+
+
+def _check_rule(run: Run, raw: dict, ck: dict) -> None:
+    """RunError naming config.json when its rule is not the one the run trained with: the checkpoint's
+    (recorded since checkpoints hold it) and config.json's own rule_description."""
+    rule = raw.get("rule")
+    base = str(rule).split(":", 1)[0]
+    desc = str(raw.get("rule_description") or "").split(" ", 1)[0]
+    for theirs, where in ((ck.get("rule"), "the checkpoint's"), (desc or None, "config.json's rule_description")):
+        if theirs is not None and str(theirs).split(":", 1)[0] != base:
+            raise RunError(f"{run.path / 'config.json'}: rule = {rule!r}, but the run trained with rule "
+                           f"{str(theirs).split(':', 1)[0]!r} ({where}); a resume continues the run with its own "
+                           "rule: restore it (to train on with another rule, start a new run from the trained "
+                           f"circuit: hil train {run.path} ... --rule {rule})")
 
 
 def _checkpoint_check(circuit: Circuit, steps: int):
@@ -793,8 +872,10 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
             config.log_every = 1  # a run from before log_every logged every step
         check_config(config, str(run.path / "config.json"))
         circuit = run.read_circuit(load_circuit)
-        task = _load_task(run)
-        ck, notes = run.recover_checkpoint(_checkpoint_check(circuit, config.steps))
+        task = _load_task(run, circuit)
+        ck, notes = run.recover_checkpoint(_both(_checkpoint_check(circuit, config.steps), _npz_check(run),
+                                                 _log_check(run, config, task.n_train)))
+        _check_rule(run, raw, ck)
         changed = apply_changes(run, raw, config, int(ck["step"]), steps, changes, check_config, write=False)
         sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
         sub.write(ck["g"])

@@ -662,6 +662,110 @@ def test_a_resume_that_cannot_reach_its_bench_records_no_change(tmp_path, emulat
     assert {f: (out / f).read_bytes() for f in before} == before and not (out / "run.lock").exists()
 
 
+@pytest.fixture(scope="module")
+def eight_steps(tmp_path_factory):
+    """net16 trained 8 steps uninterrupted: the log and parameters every resume below must reproduce."""
+    out = tmp_path_factory.mktemp("whole") / "w8"
+    assert hil("train", "net16", "--teacher", 1, "--steps", 8, "--out", out).returncode == 0
+    return Run(out)
+
+
+def _four_steps(tmp_path) -> Path:
+    out = tmp_path / "run"
+    assert hil("train", "net16", "--teacher", 1, "--steps", 4, "--out", out).returncode == 0
+    return out
+
+
+def _edit_json(path: Path, **changes):
+    import json
+    d = json.loads(path.read_text())
+    d.update(changes)
+    path.write_text(json.dumps(d))
+
+
+def _unchanged_by(out: Path, *args):
+    """Run ``hil train --resume out *args``; it must fail with exit 2 and leave every file as it was."""
+    before = snapshot(out)
+    p = hil("train", "--resume", out, *args)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert snapshot(out) == before and not (out / "history.log").exists()
+    return p.stderr
+
+
+def test_a_task_json_that_does_not_fit_the_circuit_is_refused_before_anything_is_written(tmp_path):
+    out = _four_steps(tmp_path)
+    import json
+    task = json.loads((out / "task.json").read_text())
+    _edit_json(out / "task.json", X_train=[x + [0.5] for x in task["X_train"]])
+    err = _unchanged_by(out, "--steps", 8)
+    assert f"{out / 'task.json'}: X_train has 3 columns; the run's circuit 'net16' has 2 inputs" in err
+
+
+@pytest.mark.parametrize("edit, step, why", [
+    ("forward", 7, "step 7 is past log.csv's last row (step 4): the rows from step 5 on are missing"),
+    ("back", 2, "its parameters are not those of checkpoints/step_000002.npz (step 2)"),
+])
+def test_a_checkpoint_step_edited_by_hand_falls_back_to_the_npz_that_agrees(tmp_path, eight_steps, edit, step, why):
+    """checkpoint.json's step edited forward (a gap of rows in log.csv) or back (another step's parameters):
+    refused, kept in recovered/, and the run resumes from checkpoints/step_000004.npz to the uninterrupted run."""
+    out = _four_steps(tmp_path)
+    _edit_json(out / "checkpoint.json", step=step)
+    p = hil("train", "--resume", out, "--steps", 8)
+    assert p.returncode == 0, p.stderr
+    assert f"checkpoint.json refused ({why}" in p.stderr and "resumed from checkpoints/step_000004.npz (step 4)" in p.stderr
+    assert len(list((out / "recovered").glob("*-checkpoint.json"))) == 1
+    for k in ("step", "train_loss", "lr"):
+        np.testing.assert_array_equal(Run(out).read_log()[k], eight_steps.read_log()[k])
+    np.testing.assert_array_equal(Run(out).load_checkpoint()["g"], eight_steps.load_checkpoint()["g"])
+
+
+def test_a_checkpoint_edited_forward_with_no_npz_to_fall_back_on_is_refused(tmp_path):
+    out = _four_steps(tmp_path)
+    for f in (out / "checkpoints").glob("*.npz"):
+        f.unlink()
+    _edit_json(out / "checkpoint.json", step=7)
+    err = _unchanged_by(out, "--steps", 8)
+    assert "no usable checkpoint: checkpoint.json: step 7 is past log.csv's last row (step 4)" in err
+
+
+def test_rows_after_a_checkpoint_edited_back_are_kept_in_recovered(tmp_path):
+    """With no .npz to judge it, a checkpoint.json edited back to step 2 resumes there; log rows 3 and 4 are
+    recomputed, and the log as it was (rows 0-4) is kept whole in recovered/."""
+    out = _four_steps(tmp_path)
+    old = (out / "log.csv").read_bytes()
+    for f in (out / "checkpoints").glob("*.npz"):
+        f.unlink()
+    _edit_json(out / "checkpoint.json", step=2)
+    p = hil("train", "--resume", out, "--steps", 8)
+    assert p.returncode == 0, p.stderr
+    assert "log.csv: 2 row(s) after step 2 (step 3-4) dropped, to be recomputed from the checkpoint" in p.stderr
+    kept = list((out / "recovered").glob("*-log.csv"))
+    assert len(kept) == 1 and kept[0].read_bytes() == old
+    assert list(Run(out).read_log()["step"]) == list(range(9))
+
+
+def test_a_rule_edited_in_config_json_is_refused_naming_both(tmp_path):
+    out = _four_steps(tmp_path)
+    _edit_json(out / "config.json", rule="cl")
+    err = _unchanged_by(out, "--steps", 8)
+    assert f"{out / 'config.json'}: rule = 'cl', but the run trained with rule 'ep-sym' (the checkpoint's)" in err
+
+
+def test_a_log_row_cut_inside_its_last_number_is_dropped_and_recomputed(tmp_path, eight_steps):
+    """The last row of log.csv loses the end of its lr (6.0495911528607 for 6.049591152860789e-06) and its line
+    end: named by line, dropped (the log kept in recovered/), and recomputed: the log is the uninterrupted run's."""
+    out = _four_steps(tmp_path)
+    text = (out / "log.csv").read_bytes()
+    lines = text.splitlines()
+    (out / "log.csv").write_bytes(text.rstrip(b"\r\n")[:-6])
+    p = hil("train", "--resume", out, "--steps", 8)
+    assert p.returncode == 0, p.stderr
+    assert f"log.csv: dropped 1 unreadable row(s) (line {len(lines)}: cut short: no line end after its last value" \
+        in p.stderr
+    for k in ("step", "train_loss", "lr"):
+        np.testing.assert_array_equal(Run(out).read_log()[k], eight_steps.read_log()[k])
+
+
 # -- items 17, 20: meaningless values refused, each named -----------------------------------------
 
 @pytest.mark.parametrize("args, message", [

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hil.runs import step_ranges
 from hil.substrate import Experiment, Substrate, SubstrateError
 
 
@@ -286,20 +287,6 @@ def write_outputs(res: dict, out, title: str = "") -> list:
     return [out / "divergence.csv", out / "gradients.csv", out / "replay.png"]
 
 
-def step_ranges(steps) -> str:
-    """'3-7, 9' for [3, 4, 5, 6, 7, 9]."""
-    out, start, prev = [], None, None
-    for s in list(steps) + [None]:
-        if start is None:
-            start = prev = s
-        elif s is not None and s == prev + 1:
-            prev = s
-        else:
-            out.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = prev = s
-    return ", ".join(x for x in out if x != "None")
-
-
 def check_twin_circuit(run_circuit, twin_circuit) -> None:
     """The twin's circuit must be the run's (same nodes, edges, terminals), conductances aside."""
     a, b = run_circuit, twin_circuit
@@ -321,4 +308,5 @@ def record_notes(res: dict) -> list:
     return out
 
 
-__all__ = ["replay", "write_outputs", "Playback", "segments", "sessions", "ReplayError", "SubstrateError"]
+__all__ = ["replay", "write_outputs", "Playback", "segments", "sessions", "step_ranges", "ReplayError",
+           "SubstrateError"]
