@@ -614,6 +614,64 @@ def epoch_batch(seed: int, n: int, batch: int, step: int) -> np.ndarray:
     return perm[j * batch:(j + 1) * batch]
 
 
+#: an EP nudge beta beyond this many convergence radii 1/kappa_max is refused: in the nudged circuit's equations
+#: (A_FF + beta P^T P) the circuit's own part then keeps fewer than 4 of double precision's 16 digits
+NUDGE_RADII_MAX = 1e12
+
+
+def check_start(circuit: Circuit, task: Task, cfg: TrainConfig, rule: Rule, lr_given, nudge_given) -> None:
+    """Refuse, before a run directory is made, options that would make every step meaningless; ConfigError
+    naming the option, the value and a sensible one.
+
+    - ``--nudge`` beta (S) above NUDGE_RADII_MAX / kappa_max;
+    - ``--homeostasis`` w > 0 where no trained parameter enters A asymmetrically: dH/dtheta = 0 whatever
+      theta (conductances enter A = dF/dV symmetrically; only trainable VCCS and channels' gates do not);
+    - ``--lr`` alpha so large that the first update, g - alpha dC/dg (the model's exact gradient on the
+      training set), puts every parameter the gradient moves at a bound: such a step keeps only the
+      gradient's signs. The message gives the curvature step LR_FRACTION / lambda_max (the default).
+    """
+    kappa = rule.kappa or 0.0
+    if nudge_given is not None and rule.nudge_unit == "S" and kappa > 0 and nudge_given * kappa > NUDGE_RADII_MAX:
+        raise ConfigError(f"--nudge {nudge_given!r}: beta is {nudge_given * kappa:.3g} times the convergence radius "
+                          f"1/kappa_max = {1 / kappa:.3g} S; above {NUDGE_RADII_MAX:g} times the nudged circuit's "
+                          "equations lose the circuit's own part to rounding (the default is 5% of the radius, "
+                          f"{rule.default_nudge(kappa):.3g} S)")
+    if cfg.homeostasis and not len(circuit.trainable_vccs) and \
+            all(grp.reciprocal for grp, _ in circuit.trainable_elements):
+        fixed = [f"{grp.table} '{grp.names[0]}'" for grp in circuit.elements if not grp.reciprocal] + \
+            [f"vccs '{nm}'" for nm in circuit.vccs_names[:1]]
+        why = (f"its asymmetry is in fixed elements ({', '.join(fixed)}) and no trained parameter changes it"
+               if not circuit.reciprocal else "it is reciprocal: H = 0 whatever its parameters")
+        raise ConfigError(f"--homeostasis {cfg.homeostasis!r}: circuit '{circuit.name}': {why} (conductances enter "
+                          "A symmetrically), so dH/dtheta = 0 and the term would do nothing; homeostasis acts on "
+                          "trainable VCCS (hil generate random --vccs-pairs P)")
+    if lr_given is not None:
+        _check_first_step(circuit, task, rule, lr_given)
+
+
+def _check_first_step(circuit: Circuit, task: Task, rule: Rule, lr: float) -> None:
+    from hil.exact import gradient
+    g = circuit.theta
+    lo, hi = circuit.bounds()
+    try:
+        grad = gradient(circuit, task.X_train, task.Y_train, g)
+    except Exception:  # the model cannot say (a circuit whose free state it cannot solve): the run will
+        return
+    if not np.all(np.isfinite(grad)):
+        return
+    moves = (np.abs(grad) > 1e-12 * np.abs(grad).max()) & (hi > lo)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = g - lr * grad
+    if not moves.any() or not np.all(((x <= lo) | (x >= hi))[moves]):
+        return
+    a0 = default_lr(circuit, g, task.X_train, rule, task.Y_train)
+    raise ConfigError(f"--lr {lr!r}: the first update would put every one of the {int(moves.sum())} parameters "
+                      "the gradient moves at a bound (g_min or g_max): a step that large keeps only the gradient's "
+                      f"signs; the curvature step here is {a0:.3g} S^2/V^2 ({LR_FRACTION:g} / lambda_max, the "
+                      f"default: leave --lr out), and steps above 2 / lambda_max = {2 * a0 / LR_FRACTION:.3g} "
+                      "diverge on the loss's quadratic model")
+
+
 def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: bool | None = None,
               substrate: Substrate | None = None, force: bool = False, plot: bool = True) -> dict:
     """Train ``circuit`` on ``task`` from scratch, recording into the run directory ``out``.
@@ -624,11 +682,13 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
     check_config(config)
     run = Run(out).prepare(force)
     sub = None
+    lr_given, nudge_given = config.lr, config.nudge
     try:
         sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
         if getattr(sub, "from_board", False):  # the run records where it really started
             circuit = circuit.with_g(sub.read())
         trainer = Trainer(run, circuit, task, config, sub)
+        check_start(circuit, task, config, trainer.rule, lr_given, nudge_given)
         cfg = asdict(config)
         cfg.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
                    rule_description=trainer.rule.describe())

@@ -810,3 +810,150 @@ def test_a_one_stage_layered_circuit_trains_to_its_full_rank_optimum(tmp_path):
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["eckart_young"] == pytest.approx(0.0, abs=1e-15) and r["final_loss"] < r["initial_loss"]
+
+
+# -- item 17, the rest: values that make every step meaningless, options a task or rule would ignore ----
+
+def test_an_lr_that_pins_every_moving_conductance_is_refused_naming_the_curvature_step(tmp_path):
+    """--lr 1e308 on net16: the first update would put the 11 edges the gradient moves (counted here by finite
+    differences of the loss: 5 of the 16 change nothing, joining two sources or hanging off the network) at a
+    bound; the message gives the default step, the lr the same run logs without --lr. A step of 8 times the
+    default (2 / lambda_max) clips some edges, not all: accepted."""
+    import json
+    from hil.circuit import load_circuit
+    from hil.exact import loss
+    from hil.tasks import teacher_task
+    c = load_circuit("net16")
+    task = teacher_task(c, 1, 16)
+    c0 = loss(c, task.X_train, task.Y_train)
+    moved = sum(abs(loss(c, task.X_train, task.Y_train, c.g * (1 + 1e-6 * (np.arange(c.m) == e))) - c0) > 1e-12 * c0
+                for e in range(c.m))
+    assert hil("train", "net16", "--teacher", 1, "--steps", 1, "--out", tmp_path / "d").returncode == 0
+    a0 = float(Run(tmp_path / "d").read_log()["lr"][0])
+    p = hil("train", "net16", "--teacher", 1, "--lr", "1e308", "--out", tmp_path / "t")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"--lr 1e+308: the first update would put every one of the {moved} parameters the gradient " \
+           "moves at a bound" in p.stderr and moved == 11
+    assert f"the curvature step here is {a0:.3g} S^2/V^2 (0.25 / lambda_max" in p.stderr
+    assert not (tmp_path / "t").exists()
+    q = hil("train", "net16", "--teacher", 1, "--lr", repr(8 * a0), "--steps", 1, "--out", tmp_path / "ok", "--json")
+    assert q.returncode == 0, q.stderr
+    g = np.array(json.loads((tmp_path / "ok" / "checkpoint.json").read_text())["g"])
+    pinned = np.sum((g == c.g_min) | (g == c.g_max))
+    assert 0 < pinned < moved
+
+
+def test_a_nudge_past_the_precision_of_the_nudged_circuit_names_the_option(tmp_path):
+    """--nudge 1e308 on net16 (it blamed the circuit: "edge 'R1': conductance nan"): named with its multiple of
+    the convergence radius 1/kappa_max, kappa_max the largest eigenvalue of K computed here."""
+    from hil.circuit import load_circuit
+    from hil.exact import output_green
+    kmax = float(np.linalg.eigvalsh(output_green(load_circuit("net16"))).max())
+    p = hil("train", "net16", "--teacher", 1, "--nudge", "1e308", "--out", tmp_path / "t")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "net16.toml" not in p.stderr
+    assert f"--nudge 1e+308: beta is {1e308 * kmax:.3g} times the convergence radius 1/kappa_max = " \
+           f"{1 / kmax:.3g} S" in p.stderr
+    assert f"the default is 5% of the radius, {0.05 / kmax:.3g} S" in p.stderr and not (tmp_path / "t").exists()
+
+
+@pytest.fixture(scope="module")
+def layered_file(tmp_path_factory):
+    net = tmp_path_factory.mktemp("layered") / "L.toml"
+    assert hil("generate", "layered", "--sizes", "3,2,2", "-o", net).returncode == 0
+    return net
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "net16", "--teacher", 1, "--test-fraction", "0.5"],
+     "--test-fraction 0.5: applies to a CSV or classification task (--data, --dataset), whose rows are split, not "
+     "to the --teacher task"),
+    (["train", "net16", "--teacher", 1, "--rank", 2], "--rank 2: applies to --task factorize (its map Y), not to the "
+                                                     "--teacher task, which would ignore it"),
+    (["train", "net16", "--teacher", 1, "--scale", 3], "--scale 3.0: applies to --task factorize"),
+    (["info", "net16", "--teacher", 1, "--scale", 3], "--scale 3.0: applies to --task factorize"),
+    (["train", "{L}", "--task", "factorize", "--rank", 1, "--scale", "1e300"],
+     "factorize: --scale 1e+300: targets of up to 1e+300 V for 1 V inputs, beyond +-1e+06 V"),
+    (["train", "{L}", "--task", "factorize", "--rank", 1, "--rule", "gd", "--homeostasis", "0.1"],
+     "--homeostasis 0.1: circuit 'layered3x2x2_s0': its asymmetry is in fixed elements (vcvs '"),
+    (["train", "net16", "--teacher", 1, "--homeostasis", "0.1"],
+     "--homeostasis 0.1: circuit 'net16': it is reciprocal: H = 0 whatever its parameters"),
+    (["train", "{L}", "--task", "factorize", "--rank", 1, "--rule", "fa", "--nudge", "0.1"],
+     "--nudge 0.1: rule fa has no nudge (it drives the output error backward through fixed feedback crossbars)"),
+    (["train", "net16", "--teacher", 1, "--rule", "cl", "--points", 4],
+     "--points 4: applies to ep-holo (points on the circle) and ep-stencil"),
+    (["generate", "layered", "--sizes", "3,2,2", "--vccs-pairs", 2],
+     "--vccs-pairs 2: applies to hil generate random and lattice and crossbar and board, not layered: a layered "
+     "circuit's stages are one-way"),
+    (["generate", "layered", "--sizes", "3,2,2", "--vccs-scale", "1e-3"], "--vccs-scale 0.001: applies to hil generate"),
+    (["generate", "random", "--vccs-scale", "1e-3"],
+     "--vccs-scale 0.001: applies to the VCCS that --vccs-pairs or --vccs-singles add, and none is asked for"),
+    (["generate", "random", "--sizes", "3,2"], "--sizes 3,2: applies to hil generate layered and board, not random"),
+])
+def test_an_option_the_task_rule_or_generator_would_ignore_is_refused(tmp_path, layered_file, args, message):
+    out = ["-o", tmp_path / "g.toml"] if args[0] == "generate" else ["--out", tmp_path / "t"] \
+        if args[0] == "train" else []
+    p = hil(*[str(layered_file) if a == "{L}" else a for a in args], *out)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+    assert not (tmp_path / "g.toml").exists() and not (tmp_path / "t").exists()
+
+
+def test_a_vccs_between_two_sources_is_refused_naming_its_line(tmp_path):
+    net = tmp_path / "v.toml"
+    assert hil("generate", "random", "--nodes", 8, "--vccs-pairs", 1, "-o", net).returncode == 0
+    lines = net.read_text().splitlines()
+    at = lines.index("[[vccs]]")
+    name = lines[at + 1].split('"')[1]
+    lines[at + 2], lines[at + 3] = 'out_p = "n1"', 'out_n = "n0"'  # an input and the ground
+    net.write_text("\n".join(lines) + "\n")
+    p = hil("info", net)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{net}:{at + 3}: vccs '{name}': out_p 'n1' and out_n 'n0' are both sources" in p.stderr
+
+
+# -- item 20, the rest: each error names its cause ---------------------------------------------------
+
+def test_a_feedback_resistor_beyond_the_weight_bound_is_named(tmp_path, layered_file):
+    """R = 1e300 ohm on a layered circuit's feedback edge ("SVD did not converge" before): named with its line,
+    its matrix and the bound; the generated circuit itself (R = 100 kohm) loads."""
+    lines = layered_file.read_text().splitlines()
+    at = lines.index('name = "Wf0"')
+    g_line = next(i for i in range(at, at + 6) if lines[i].startswith("g = "))
+    lines[g_line] = "g = 1e-300"
+    bad = tmp_path / "rf.toml"
+    bad.write_text("\n".join(lines) + "\n")
+    assert hil("info", layered_file).returncode == 0
+    p = hil("info", bad)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{bad}:{g_line + 1}: edge 'Wf0' (feedback of matrix 'W', row 0): conductance 1e-300 S (R = 1e+300 ohm) " \
+           "lets the row's weights reach R (g_max - g_min) = 9.9e+295 V/V; at most 1e+08 V/V" in p.stderr
+
+
+def test_a_csv_of_huge_voltages_names_the_column_and_value(tmp_path):
+    big = tmp_path / "big.csv"
+    big.write_text("n1,n2,n6,n7\n0.5,0.25,0.1,0.2\n1e200,2e200,0.3,0.1\n")
+    for cmd in (["info", "net16", "--data", big], ["train", "net16", "--data", big, "--out", tmp_path / "t"]):
+        p = hil(*cmd)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert f"{big}:3: column 1 'n1': 1e200 V is beyond +-1e+06 V" in p.stderr, p.stderr
+
+
+def test_a_full_disk_while_taking_the_run_lock_leaves_no_lock_behind(tmp_path):
+    """A resume on a full disk (every write past 10 bytes fails, the lock's first): named, and no run.lock, empty
+    or not, is left to block the next resume, which runs."""
+    import resource
+    import signal
+
+    def full_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))
+
+    out = tmp_path / "run"
+    assert hil("train", "net16", "--teacher", 1, "--steps", 2, "--out", out).returncode == 0
+    before = snapshot(out)
+    p = subprocess.run(HIL + ["train", "--resume", str(out), "--steps", "4"], capture_output=True, text=True,
+                       timeout=120, preexec_fn=full_disk, cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "File too large" in p.stderr, p.stderr
+    assert str(out / "run.lock") in p.stderr
+    assert snapshot(out) == before and not list(out.glob("*run.lock*"))
+    q = hil("train", "--resume", out, "--steps", 4)
+    assert q.returncode == 0, q.stderr
