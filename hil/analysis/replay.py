@@ -1,6 +1,6 @@
 """Replay a recorded bench run on a simulated twin: where does the hardware depart from the model?
 
-A bench run's record (:mod:`hil.drivers.record`) holds every conductance written
+A bench run's record (:mod:`hil.bench.record`) holds every conductance written
 (read back from the board) and every experiment run: its inputs, each output's
 mode and values, and the node voltages the bench measured. The replay writes the
 same conductances to a twin (ideal or ngspice, optionally a calibrated circuit
@@ -109,10 +109,10 @@ def segments(events: list, where: str) -> list:
 
 def sessions(run_dir) -> list:
     """[(file name, its events)] of each session's ``bench/steps.NNN.jsonl.gz`` in order, events as
-    :func:`hil.drivers.record.read_steps` returns them (a session begins with its ``start`` event)."""
+    :func:`hil.bench.record.read_steps` returns them (a session begins with its ``start`` event)."""
     from collections import Counter
 
-    from hil.drivers.record import _located, read_steps
+    from hil.bench.record import _located, read_steps
     events = read_steps(run_dir)
     files = sorted((Path(run_dir) / "bench").glob("steps.*.jsonl.gz"))
     counts = Counter(f.name for f, _, _ in _located(run_dir, "steps"))
