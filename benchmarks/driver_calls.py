@@ -163,7 +163,7 @@ def main(verbose=False):
     from pymeasure.instruments.keithley import Keithley2400, Keithley2450, Keithley2700
 
     from hil.circuit import load_circuit
-    from hil.drivers.emulator import build
+    from hil.emulator.bench import build
     from hil.ideal import IdealSubstrate
     c = load_circuit("net16")
     try:

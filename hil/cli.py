@@ -795,7 +795,7 @@ def cmd_emulate(args):
     from pathlib import Path
 
     from hil.circuit import load_circuit
-    from hil.drivers.emulator import build
+    from hil.emulator.bench import build
     from hil.train import open_substrate
 
     c = load_circuit(args.circuit)
@@ -865,7 +865,7 @@ def _firmware_board(executable, circuit):
     """The board's firmware built for this machine (``make -C firmware host``) on a pty, with the digipot's taps."""
     from pathlib import Path
 
-    from hil.drivers.firmware import FirmwareBoard, FirmwareError
+    from hil.emulator.firmware import FirmwareBoard, FirmwareError
     from hil.spice.devices import Digipot
     from hil.spice.nonideal import NonIdeal
 

@@ -249,7 +249,7 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
             raise ValueError(f"{circuit.source}: the bench has no part for {what[0]}"
                              f"{' (and ' + str(len(what) - 1) + ' more)' if len(what) > 1 else ''}; "
                              "circuits with diodes, channels, VCVS or biases run on --backend ideal or ngspice")
-        from hil.drivers.bench import BenchSubstrate
+        from hil.bench.substrate import BenchSubstrate
         if "bench" not in options:
             raise ValueError("backend bench needs a bench file (--bench FILE; `hil emulate` writes one)")
         return BenchSubstrate(circuit, options["bench"], from_board=bool(options.get("from_board")))

@@ -122,7 +122,7 @@ def test_2450_interlock_limits_the_output_to_21_volts(bench):
 
 
 def test_training_on_an_emulated_bench_of_2450s_reproduces_the_ideal_run(tmp_path, bench):
-    from hil.drivers.bench import BenchSubstrate
+    from hil.bench.substrate import BenchSubstrate
     from hil.runs import Run
     from hil.tasks import teacher_task
     from hil.train import TrainConfig, start_run
@@ -141,7 +141,7 @@ def test_training_on_an_emulated_bench_of_2450s_reproduces_the_ideal_run(tmp_pat
 
 
 def test_a_bench_file_names_each_smus_model_and_refuses_an_unknown_one(tmp_path, bench):
-    from hil.drivers.bench import BenchError, load_bench
+    from hil.bench.substrate import BenchError, load_bench
     emu = bench("bridge", smu_model={"top": "2450", "left": "2400", "right": "2400"})
     text = emu.bench_toml(load_circuit("bridge").source)
     assert text.count('model = "2450"') == 1 and "MODEL 2450" in Raw(emu, "smu_top").ask("*IDN?")

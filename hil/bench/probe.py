@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hil.drivers.bench import BenchError, BenchSubstrate
+from hil.bench.substrate import BenchError, BenchSubstrate
 
 COMPLIANCE_BIT = 1 << 3  # 2400 status word: in compliance
 

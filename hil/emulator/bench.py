@@ -5,12 +5,12 @@ open them from pyvisa with ``read_termination="\\n"``):
 
 - the resistor board (protocol: ``drivers/resistor-board.md``);
 - one Keithley 2400 SourceMeter per input node and per output node
-  (:mod:`hil.drivers.emulated2400`);
+  (:mod:`hil.emulator.keithley2400`);
 - one Keithley 2700 with a 7700 multiplexer card (channels 101..120) reading
-  every other node (:mod:`hil.drivers.emulated2700`).
+  every other node (:mod:`hil.emulator.keithley2700`).
 
 The node voltages come from a substrate (ideal or ngspice) given what every SMU
-is doing (:mod:`hil.drivers.circuitmodel`): sourcing a voltage or a current, in
+is doing (:mod:`hil.emulator.circuitmodel`): sourcing a voltage or a current, in
 compliance (a source at its limit), or off (the manual's output-off states:
 HIMPedance is an open node, NORMal a 0 V source limited to 0.5 % of the current
 range). One lock serialises every instrument's messages, so a reading reflects
@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hil.drivers.circuitmodel import PortSolver
-from hil.drivers.scpi import (INPUT_OVERRUN, SETTINGS_CONFLICT, Interpreter, SCPIError, Status, number)
+from hil.emulator.circuitmodel import PortSolver
+from hil.emulator.scpi import (INPUT_OVERRUN, SETTINGS_CONFLICT, Interpreter, SCPIError, Status, number)
 
 SCANNER_CHANNELS = range(101, 121)          # 7700 card in slot 1
 HELD = type("Held", (str,), {})("1")      # the reply of a *OPC? that waits for a pending operation
@@ -537,12 +537,12 @@ class EmulatedBench:
         self.stop()
 
     def bench_toml(self, circuit_path: str, settle: float = 0.0, serial: bool = False, device: str | None = None) -> str:
-        """The bench file a :class:`hil.drivers.bench.BenchSubstrate` reads to drive this bench.
+        """The bench file a :class:`hil.bench.substrate.BenchSubstrate` reads to drive this bench.
 
         ``serial``: the instruments' pseudo-terminals (``serve_serial``) instead of their TCP ports;
         ``device``: the parts the board holds ([board] device: what the wiring check models).
         """
-        from hil.drivers.emulated2400 import SMU
+        from hil.emulator.keithley2400 import SMU
         c = self.model.c
 
         def where(name):
@@ -578,16 +578,16 @@ def build(substrate, board_range=None, board_device=None, board=True, noise=(0.0
 
     ``board_device``: a :class:`hil.spice.devices.Digipot` whose taps the board holds (default:
     any conductance in its range). ``board=False``: no emulated board; the circuit's
-    conductances then come from ``model.g_source`` (a firmware board, :mod:`hil.drivers.firmware`).
+    conductances then come from ``model.g_source`` (a firmware board, :mod:`hil.emulator.firmware`).
     ``noise``: (V rms, A rms) of one SMU or scanner reading at 1 PLC; integrating over
     NPLC line cycles (and the filter's count) averages it down by the square root.
     ``smu_model``: "2400" or "2450" for every SMU, or {node name: model}; ``interlock``: the
     2450s' interlock asserted (without it they source at most 21 V).
     """
-    from hil.drivers.bench import refuse_vccs
-    from hil.drivers.emulated2400 import SMU
-    from hil.drivers.emulated2450 import SMU2450
-    from hil.drivers.emulated2700 import Scanner
+    from hil.bench.substrate import refuse_vccs
+    from hil.emulator.keithley2400 import SMU
+    from hil.emulator.keithley2450 import SMU2450
+    from hil.emulator.keithley2700 import Scanner
     models = smu_model if isinstance(smu_model, dict) else {}
     for m in [smu_model] if not isinstance(smu_model, dict) else list(smu_model.values()):
         if m not in SMU_MODELS:

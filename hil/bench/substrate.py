@@ -685,10 +685,10 @@ class BenchSubstrate(Substrate):
             time.sleep(self.settle)
         return np.mean([self._read_nodes(n) for _ in range(self.average)], axis=0)
 
-    # -- the record of a run (drivers/record.py) ---------------------------------------
+    # -- the record of a run (hil/bench/record.py) ---------------------------------------
     def record_to(self, path, max_bytes: int | None = None) -> None:
         """Record every instrument exchange and every write and run into ``path`` from now on."""
-        from hil.drivers.record import BenchRecorder
+        from hil.bench.record import BenchRecorder
         self.recorder = BenchRecorder(path, max_bytes or int(self.cfg.get("record_max_bytes", 100_000_000)))
         for node, smu in self.smus.items():
             self.recorder.wrap(f"smu_{self.circuit.nodes[node]}", smu)

@@ -17,7 +17,7 @@ section 6 (SCPI command reference) and section 7 (buffers, trigger model):
 - the interlock: not asserted, the 200 V range is unavailable and the output is limited to
   21 V (event 5074); ``:OUTP:INT:TRIP?`` answers 1 when it is asserted.
 
-The physics is the 2400's (:class:`hil.drivers.emulated2400.SMU`): every SMU mode on the
+The physics is the 2400's (:class:`hil.emulator.keithley2400.SMU`): every SMU mode on the
 circuit solve, compliance (and range compliance) as physics. Sweeps are instant on a virtual clock.
 """
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hil.drivers.commands import Setting, fmt_real, install, reset
-from hil.drivers.emulated2400 import NAN, OVERFLOW, SETTINGS as SETTINGS_2400, SMU
-from hil.drivers.scpi import (DATA_OUT_OF_RANGE, ILLEGAL_VALUE, MISSING_PARAMETER, SETTINGS_CONFLICT, SCPIError,
+from hil.emulator.commands import Setting, fmt_real, install, reset
+from hil.emulator.keithley2400 import NAN, OVERFLOW, SETTINGS as SETTINGS_2400, SMU
+from hil.emulator.scpi import (DATA_OUT_OF_RANGE, ILLEGAL_VALUE, MISSING_PARAMETER, SETTINGS_CONFLICT, SCPIError,
                               boolean, number, split_params)
 
 INTERLOCK_LIMIT = 21.0                                      # V without the interlock (20 V range, 105 %)
