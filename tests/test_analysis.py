@@ -165,7 +165,8 @@ def report(tmp_path_factory, ngspice):
     """The validation report, regenerated from scratch as docs/validation.md's `hil report --out DIR --ngspice`."""
     from hil.analysis.report import generate
     out = tmp_path_factory.mktemp("report")
-    generate(out, ngspice=True, progress=lambda m: None, quick=True, claims="off")  # section 6 on fewer runs; section 9: tests/test_seedclaims.py
+    generate(out, ngspice=True, progress=lambda m: None, quick=True, claims="off",  # section 6 on fewer runs; section 9: tests/test_seedclaims.py
+             reproductions="quick")
     return out
 
 
@@ -182,6 +183,26 @@ def test_report_regenerates_with_its_tables_and_figures(report):
     for fig in ("bias-ideal.png", "rules.png", "kite.png", "factorize-excess.png", "factorize-angle.png",
                 "factorize-phase.png"):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_reproductions_section_puts_each_measurement_beside_the_paper(report):
+    """Section 10 (quick): its table's numbers are the run's own (reproductions.json), digits learn far above chance
+    (1/10) with both rules, and XOR says plainly that it was not run."""
+    md = (report / "report.md").read_text()
+    sec = md[md.index("## 10. The field's results, reproduced"):]
+    r = json.loads((report / "reproductions.json").read_text())
+    dig, iris = r["digits"], r["iris_drn"]
+    for rule, paper in (("ep-sym", "96.54 %"), ("gd", "96.70 %")):
+        acc = dig["runs"][rule]["test"]
+        assert acc >= 0.5
+        assert f"| ideal | {rule} | {100 * acc:.1f} % | {paper}" in sec
+        # the test accuracy is the last logged row's, a fraction of the held-out images
+        assert dig["runs"][rule]["log"]["test_accuracy"][-1] == acc and (acc * dig["n_test"]).is_integer()
+    assert f"| ep-sym | {100 * iris['test']:.1f} % | > 95 %" in sec and iris["test"] >= 0.9
+    assert "| (a) Iris, test accuracy | board, 30 edges (section 8) | ideal | cl |" in sec
+    assert "| (b) XOR, examples right | transistor edges | - | cl | not run" in sec
+    assert "| ngspice | ep-sym |" in sec and r["epoch_time"]["ngspice"]["step"] > 0
+    assert (report / "reproductions.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("v, sign", [([0.7071067811865476, -0.7071067811865475], 1),

@@ -177,3 +177,9 @@ def test_the_default_step_is_the_circuits_fraction_of_the_curvature_step(iris_dr
     rule = make_rule("ep-sym")
     assert default_lr(c, c.g, X, rule) == pytest.approx(10 * default_lr(replace(c, lr_fraction=None), c.g, X, rule),
                                                         rel=1e-12)
+
+
+def test_the_reports_reproductions_option_is_checked(tmp_path):
+    r = run_hil("report", "--out", tmp_path / "x", "--reproductions", "some")
+    assert r.returncode == 2 and "--reproductions" in r.stderr and "invalid choice" in r.stderr
+    assert not (tmp_path / "x").exists()

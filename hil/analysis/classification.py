@@ -84,9 +84,12 @@ def others(progress=print) -> list:
     return rows
 
 
-def section(out: Path, ngspice: bool = False, progress=print, number: int = 8) -> list:
-    """The report's Markdown lines for the classification experiments."""
+def section(out: Path, ngspice: bool = False, progress=print, number: int = 8, keep: dict | None = None) -> list:
+    """The report's Markdown lines for the classification experiments (``keep``: given a dict, the board's rows
+    [(backend, rule, result)] are left in it under "rows", for the reproductions section)."""
     r = experiment(ngspice, progress)
+    if keep is not None:
+        keep["rows"] = r["rows"]
     c, task, base = r["circuit"], r["task"], r["base"]
     md = [f"## {number}. Classification: Iris on a board-sized network", "",
           f"`hil generate board -o board.toml` ({c.m} edges: a +-x pair per feature, a +1 V bias and ground, each "

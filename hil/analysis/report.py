@@ -19,6 +19,10 @@
 Section 9: the seed papers' claims at the level of tasks: accuracy against asymmetry, where
 homeostasis helps, voltmeter noise, and the claims table (:mod:`hil.analysis.seedclaims`;
 ``claims``: ``full``, ``quick`` or ``off``).
+
+Section 10: the field's results, reproduced, each beside the paper's number: Iris on a board and on
+a deep resistive network, digits on a deep resistive network with EP and gd, the epoch time embedded
+and on ngspice (:mod:`hil.analysis.reproductions`; ``reproductions``: ``full``, ``quick`` or ``off``).
 """
 
 from __future__ import annotations
@@ -80,9 +84,9 @@ def cl_error(sub, X, Y, table: dict, model: bool):
 
 
 def generate(out, ngspice: bool = False, seed: int = 2026, progress=print, quick: bool = False,
-             claims: str = "full") -> Path:
+             claims: str = "full", reproductions: str = "full") -> Path:
     """Regenerate the report into ``out``; returns the path of report.md. ``quick``: section 6 on fewer runs;
-    ``claims``: section 9 in full, quick or off."""
+    ``claims``: section 9 in full, quick or off; ``reproductions``: section 10 likewise."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -207,10 +211,15 @@ def generate(out, ngspice: bool = False, seed: int = 2026, progress=print, quick
     from hil.analysis.nonreciprocal import section as nonreciprocal_section
     md += [""] + nonreciprocal_section(out, ngspice, progress, number=7)
     from hil.analysis.classification import section as classification_section
-    md += [""] + classification_section(out, ngspice, progress, number=8)
+    board = {}
+    md += [""] + classification_section(out, ngspice, progress, number=8, keep=board)
     if claims != "off":
         from hil.analysis.seedclaims import section as claims_section
         md += [""] + claims_section(out, number=9, quick=claims == "quick", progress=progress)
+    if reproductions != "off":
+        from hil.analysis.reproductions import section as reproductions_section
+        md += [""] + reproductions_section(out, ngspice, progress, number=10, mode=reproductions,
+                                           board=board.get("rows"))
     md += ["",
            f"Generated in {time.perf_counter() - t0:.0f} s."]
     path = out / "report.md"
