@@ -632,9 +632,11 @@ def check_start(circuit: Circuit, task: Task, cfg: TrainConfig, rule: Rule, lr_g
     """
     kappa = rule.kappa or 0.0
     if nudge_given is not None and rule.nudge_unit == "S" and kappa > 0 and nudge_given * kappa > NUDGE_RADII_MAX:
-        raise ConfigError(f"--nudge {nudge_given!r}: beta is {nudge_given * kappa:.3g} times the convergence radius "
-                          f"1/kappa_max = {1 / kappa:.3g} S; above {NUDGE_RADII_MAX:g} times the nudged circuit's "
-                          "equations lose the circuit's own part to rounding (the default is 5% of the radius, "
+        radii = nudge_given * kappa
+        radii = f"{radii:.3g}" if math.isfinite(radii) else f"10^{math.log10(nudge_given) + math.log10(kappa):.0f}"
+        raise ConfigError(f"--nudge {nudge_given!r}: beta is {radii} times the convergence radius 1/kappa_max = "
+                          f"{1 / kappa:.3g} S; above {NUDGE_RADII_MAX:g} times the nudged circuit's equations lose "
+                          "the circuit's own part to rounding (the default is 5% of the radius, "
                           f"{rule.default_nudge(kappa):.3g} S)")
     if cfg.homeostasis and not len(circuit.trainable_vccs) and \
             all(grp.reciprocal for grp, _ in circuit.trainable_elements):

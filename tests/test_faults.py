@@ -851,8 +851,10 @@ def test_a_nudge_past_the_precision_of_the_nudged_circuit_names_the_option(tmp_p
     kmax = float(np.linalg.eigvalsh(output_green(load_circuit("net16"))).max())
     p = hil("train", "net16", "--teacher", 1, "--nudge", "1e308", "--out", tmp_path / "t")
     assert p.returncode == 2 and "Traceback" not in p.stderr and "net16.toml" not in p.stderr
-    assert f"--nudge 1e+308: beta is {1e308 * kmax:.3g} times the convergence radius 1/kappa_max = " \
+    assert f"--nudge 1e+308: beta is 10^{308 + np.log10(kmax):.0f} times the convergence radius 1/kappa_max = " \
            f"{1 / kmax:.3g} S" in p.stderr
+    q = hil("train", "net16", "--teacher", 1, "--nudge", "1e12", "--out", tmp_path / "t")
+    assert q.returncode == 2 and f"--nudge 1000000000000.0: beta is {1e12 * kmax:.3g} times the convergence" in q.stderr
     assert f"the default is 5% of the radius, {0.05 / kmax:.3g} S" in p.stderr and not (tmp_path / "t").exists()
 
 
