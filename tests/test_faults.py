@@ -873,6 +873,9 @@ def layered_file(tmp_path_factory):
                                                      "--teacher task, which would ignore it"),
     (["train", "net16", "--teacher", 1, "--scale", 3], "--scale 3.0: applies to --task factorize"),
     (["info", "net16", "--teacher", 1, "--scale", 3], "--scale 3.0: applies to --task factorize"),
+    (["train", "{L}", "--task", "factorize", "--rank", 1, "--examples", 5],
+     "--examples 5: applies to teacher tasks and to --task factorize --inputs random, not to the --task factorize "
+     "task with one-hot inputs"),
     (["train", "{L}", "--task", "factorize", "--rank", 1, "--scale", "1e300"],
      "factorize: --scale 1e+300: targets of up to 1e+300 V for 1 V inputs, beyond +-1e+06 V"),
     (["train", "{L}", "--task", "factorize", "--rank", 1, "--rule", "gd", "--homeostasis", "0.1"],
