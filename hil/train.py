@@ -630,7 +630,7 @@ def check_start(circuit: Circuit, task: Task, cfg: TrainConfig, rule: Rule, lr_g
       theta (conductances enter A = dF/dV symmetrically; only trainable VCCS and channels' gates do not);
     - ``--lr`` alpha so large that the first update, g - alpha dC/dg (the model's exact gradient on the
       training set), puts every parameter the gradient moves at a bound: such a step keeps only the
-      gradient's signs. The message gives the curvature step LR_FRACTION / lambda_max (the default).
+      gradient's signs. The message gives the curvature step, the default.
     """
     kappa = rule.kappa or 0.0
     if nudge_given is not None and rule.nudge_unit == "S" and kappa > 0 and nudge_given * kappa > NUDGE_RADII_MAX:
@@ -669,10 +669,11 @@ def _check_first_step(circuit: Circuit, task: Task, rule: Rule, lr: float) -> No
     if not moves.any() or not np.all(((x <= lo) | (x >= hi))[moves]):
         return
     a0 = default_lr(circuit, g, task.X_train, rule, task.Y_train)
+    f = circuit.lr_fraction or LR_FRACTION
     raise ConfigError(f"--lr {lr!r}: the first update would put every one of the {int(moves.sum())} parameters "
                       "the gradient moves at a bound (g_min or g_max): a step that large keeps only the gradient's "
-                      f"signs; the curvature step here is {a0:.3g} S^2/V^2 ({LR_FRACTION:g} / lambda_max, the "
-                      f"default: leave --lr out), and steps above 2 / lambda_max = {2 * a0 / LR_FRACTION:.3g} "
+                      f"signs; the curvature step here is {a0:.3g} S^2/V^2 ({f:g} / lambda_max, the "
+                      f"default: leave --lr out), and steps above 2 / lambda_max = {2 * a0 / f:.3g} "
                       "diverge on the loss's quadratic model")
 
 

@@ -887,12 +887,16 @@ def layered_file(tmp_path_factory):
     (["train", "net16", "--teacher", 1, "--rule", "cl", "--points", 4],
      "--points 4: applies to ep-holo (points on the circle) and ep-stencil"),
     (["generate", "layered", "--sizes", "3,2,2", "--vccs-pairs", 2],
-     "--vccs-pairs 2: applies to hil generate random and lattice and crossbar and board, not layered: a layered "
+     "--vccs-pairs 2: applies to hil generate random and lattice and crossbar and board and transistor, not "
+     "layered: a layered "
      "circuit's stages are one-way"),
     (["generate", "layered", "--sizes", "3,2,2", "--vccs-scale", "1e-3"], "--vccs-scale 0.001: applies to hil generate"),
     (["generate", "random", "--vccs-scale", "1e-3"],
      "--vccs-scale 0.001: applies to the VCCS that --vccs-pairs or --vccs-singles add, and none is asked for"),
-    (["generate", "random", "--sizes", "3,2"], "--sizes 3,2: applies to hil generate layered and board, not random"),
+    (["generate", "random", "--sizes", "3,2"],
+     "--sizes 3,2: applies to hil generate layered and board and transistor and drn, not random"),
+    (["generate", "layered", "--sizes", "3,2,2", "--hidden", 4], "--hidden 4: applies to hil generate transistor, "
+                                                                 "not layered"),
 ])
 def test_an_option_the_task_rule_or_generator_would_ignore_is_refused(tmp_path, layered_file, args, message):
     out = ["-o", tmp_path / "g.toml"] if args[0] == "generate" else ["--out", tmp_path / "t"] \
