@@ -156,6 +156,12 @@ def _unused_task_options(args) -> None:
                               ("--task-seed", args.task_seed)):
             if value is not None:
                 raise ValueError(f"{option} {value}: applies to --task factorize (its map Y), not to {which}")
+    if getattr(args, "examples", None) is not None and (task in ("--data", "--dataset") or (
+            task == "--task factorize" and args.task_inputs != "random")):
+        raise ValueError(f"--examples {args.examples}: applies to teacher tasks and to --task factorize --inputs "
+                         f"random, not to the {task}{' task with one-hot inputs' if task == '--task factorize' else ' task'}"
+                         ", whose examples are " + ("the inputs' unit vectors" if task == "--task factorize"
+                                                    else "its rows"))
     if getattr(args, "test_fraction", None) is not None and task not in ("--data", "--dataset"):
         raise ValueError(f"--test-fraction {args.test_fraction}: applies to a CSV or classification task (--data, "
                          "--dataset), whose rows are split, not to " + (
@@ -945,10 +951,10 @@ def cmd_circuits(args):
 
 #: the generators each option of `hil generate` applies to (the others would ignore it)
 GENERATE_OPTIONS = {"nodes": ("random",), "degree": ("random",), "rows": ("lattice",), "cols": ("lattice",),
-                    "layers": ("crossbar",), "sizes": ("layered", "board", "transistor", "drn"), "opamp_gain": ("layered",),
-                    "hidden": ("transistor",), "diode": ("drn",),
+                    "layers": ("crossbar",), "sizes": ("layered", "board", "transistor", "drn"),
+                    "opamp_gain": ("layered",), "hidden": ("transistor",), "diode": ("drn",),
                     "inputs": ("random", "lattice"), "outputs": ("random", "lattice"),
-                    **{k: ("random", "lattice", "crossbar", "board")
+                    **{k: ("random", "lattice", "crossbar", "board", "transistor")
                        for k in ("vccs_pairs", "vccs_singles", "asymmetry", "vccs_scale")}}
 
 

@@ -629,13 +629,15 @@ def check_start(circuit: Circuit, task: Task, cfg: TrainConfig, rule: Rule, lr_g
       theta (conductances enter A = dF/dV symmetrically; only trainable VCCS and channels' gates do not);
     - ``--lr`` alpha so large that the first update, g - alpha dC/dg (the model's exact gradient on the
       training set), puts every parameter the gradient moves at a bound: such a step keeps only the
-      gradient's signs. The message gives the curvature step LR_FRACTION / lambda_max (the default).
+      gradient's signs. The message gives the curvature step, the default.
     """
     kappa = rule.kappa or 0.0
     if nudge_given is not None and rule.nudge_unit == "S" and kappa > 0 and nudge_given * kappa > NUDGE_RADII_MAX:
-        raise ConfigError(f"--nudge {nudge_given!r}: beta is {nudge_given * kappa:.3g} times the convergence radius "
-                          f"1/kappa_max = {1 / kappa:.3g} S; above {NUDGE_RADII_MAX:g} times the nudged circuit's "
-                          "equations lose the circuit's own part to rounding (the default is 5% of the radius, "
+        radii = nudge_given * kappa
+        radii = f"{radii:.3g}" if math.isfinite(radii) else f"10^{math.log10(nudge_given) + math.log10(kappa):.0f}"
+        raise ConfigError(f"--nudge {nudge_given!r}: beta is {radii} times the convergence radius 1/kappa_max = "
+                          f"{1 / kappa:.3g} S; above {NUDGE_RADII_MAX:g} times the nudged circuit's equations lose "
+                          "the circuit's own part to rounding (the default is 5% of the radius, "
                           f"{rule.default_nudge(kappa):.3g} S)")
     if cfg.homeostasis and not len(circuit.trainable_vccs) and \
             all(grp.reciprocal for grp, _ in circuit.trainable_elements):
@@ -666,10 +668,11 @@ def _check_first_step(circuit: Circuit, task: Task, rule: Rule, lr: float) -> No
     if not moves.any() or not np.all(((x <= lo) | (x >= hi))[moves]):
         return
     a0 = default_lr(circuit, g, task.X_train, rule, task.Y_train)
+    f = circuit.lr_fraction or LR_FRACTION
     raise ConfigError(f"--lr {lr!r}: the first update would put every one of the {int(moves.sum())} parameters "
                       "the gradient moves at a bound (g_min or g_max): a step that large keeps only the gradient's "
-                      f"signs; the curvature step here is {a0:.3g} S^2/V^2 ({LR_FRACTION:g} / lambda_max, the "
-                      f"default: leave --lr out), and steps above 2 / lambda_max = {2 * a0 / LR_FRACTION:.3g} "
+                      f"signs; the curvature step here is {a0:.3g} S^2/V^2 ({f:g} / lambda_max, the "
+                      f"default: leave --lr out), and steps above 2 / lambda_max = {2 * a0 / f:.3g} "
                       "diverge on the loss's quadratic model")
 
 

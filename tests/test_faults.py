@@ -851,8 +851,10 @@ def test_a_nudge_past_the_precision_of_the_nudged_circuit_names_the_option(tmp_p
     kmax = float(np.linalg.eigvalsh(output_green(load_circuit("net16"))).max())
     p = hil("train", "net16", "--teacher", 1, "--nudge", "1e308", "--out", tmp_path / "t")
     assert p.returncode == 2 and "Traceback" not in p.stderr and "net16.toml" not in p.stderr
-    assert f"--nudge 1e+308: beta is {1e308 * kmax:.3g} times the convergence radius 1/kappa_max = " \
+    assert f"--nudge 1e+308: beta is 10^{308 + np.log10(kmax):.0f} times the convergence radius 1/kappa_max = " \
            f"{1 / kmax:.3g} S" in p.stderr
+    q = hil("train", "net16", "--teacher", 1, "--nudge", "1e12", "--out", tmp_path / "t")
+    assert q.returncode == 2 and f"--nudge 1000000000000.0: beta is {1e12 * kmax:.3g} times the convergence" in q.stderr
     assert f"the default is 5% of the radius, {0.05 / kmax:.3g} S" in p.stderr and not (tmp_path / "t").exists()
 
 
@@ -871,6 +873,9 @@ def layered_file(tmp_path_factory):
                                                      "--teacher task, which would ignore it"),
     (["train", "net16", "--teacher", 1, "--scale", 3], "--scale 3.0: applies to --task factorize"),
     (["info", "net16", "--teacher", 1, "--scale", 3], "--scale 3.0: applies to --task factorize"),
+    (["train", "{L}", "--task", "factorize", "--rank", 1, "--examples", 5],
+     "--examples 5: applies to teacher tasks and to --task factorize --inputs random, not to the --task factorize "
+     "task with one-hot inputs"),
     (["train", "{L}", "--task", "factorize", "--rank", 1, "--scale", "1e300"],
      "factorize: --scale 1e+300: targets of up to 1e+300 V for 1 V inputs, beyond +-1e+06 V"),
     (["train", "{L}", "--task", "factorize", "--rank", 1, "--rule", "gd", "--homeostasis", "0.1"],
@@ -882,12 +887,15 @@ def layered_file(tmp_path_factory):
     (["train", "net16", "--teacher", 1, "--rule", "cl", "--points", 4],
      "--points 4: applies to ep-holo (points on the circle) and ep-stencil"),
     (["generate", "layered", "--sizes", "3,2,2", "--vccs-pairs", 2],
-     "--vccs-pairs 2: applies to hil generate random, lattice, crossbar, board, not layered: a layered "
+     "--vccs-pairs 2: applies to hil generate random, lattice, crossbar, board, transistor, not layered: a layered "
      "circuit's stages are one-way"),
     (["generate", "layered", "--sizes", "3,2,2", "--vccs-scale", "1e-3"], "--vccs-scale 0.001: applies to hil generate"),
     (["generate", "random", "--vccs-scale", "1e-3"],
      "--vccs-scale 0.001: applies to the VCCS that --vccs-pairs or --vccs-singles add, and none is asked for"),
-    (["generate", "random", "--sizes", "3,2"], "--sizes 3,2: applies to hil generate layered, board, transistor, drn, not random"),
+    (["generate", "random", "--sizes", "3,2"],
+     "--sizes 3,2: applies to hil generate layered, board, transistor, drn, not random"),
+    (["generate", "layered", "--sizes", "3,2,2", "--hidden", 4], "--hidden 4: applies to hil generate transistor, "
+                                                                 "not layered"),
 ])
 def test_an_option_the_task_rule_or_generator_would_ignore_is_refused(tmp_path, layered_file, args, message):
     out = ["-o", tmp_path / "g.toml"] if args[0] == "generate" else ["--out", tmp_path / "t"] \
