@@ -110,3 +110,19 @@ def test_a_hinge_run_resumes_bit_for_bit(tmp_path):
     r = VO - task.targets_at(task.Y_train, VO)
     assert a.read_log()["train_loss"][-1] == pytest.approx(0.5 * np.mean(np.sum(r * r, axis=1)), rel=1e-9)
     assert a.read_log()["train_loss"][-1] < squared
+
+
+def test_the_board_optimum_of_the_squared_error_is_the_constrained_least_squares_fit():
+    """hil.analysis.xor.board_optimum (L-BFGS-B over the board's conductances) against scipy's nnls with the
+    weights of each output summing to 1: the same loss to 1e-4 V^2, the hinge's optimum below the squared one's."""
+    from scipy.optimize import nnls
+
+    from hil.analysis.xor import board_optimum, iris_task
+    c, sq = iris_task(0, "squared")
+    S = np.hstack([sq.X_train, np.zeros((sq.n_train, 1))])
+    A = np.vstack([S, 1e4 * np.ones((1, S.shape[1]))])
+    W = np.array([nnls(A, np.r_[y, 1e4])[0] for y in sq.Y_train.T]).T
+    best = 0.5 * np.mean(np.sum((S @ W - sq.Y_train) ** 2, axis=1))
+    got = board_optimum(c, sq, starts=2)
+    assert best - 1e-9 <= got["loss"] <= best + 1e-4, (best, got)
+    assert board_optimum(c, iris_task(0)[1], starts=2)["loss"] < got["loss"]

@@ -199,6 +199,13 @@ def iris(quick: bool = False, ngspice: bool = True, bench: bool = True, progress
     return out
 
 
+def _ctrl_c_stops():
+    """In the emulator's process before it starts: Ctrl-C (SIGINT) stops it, even when this process was started
+    in the background of a shell (which ignores SIGINT there, and a child would inherit that)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class _emulated:
     """``with _emulated(circuit) as bench_file``: ``hil emulate`` serving ``circuit`` in a subprocess (the
     command a user runs), its bench file; stopped (Ctrl-C, as a user stops it) on the way out."""
@@ -216,7 +223,7 @@ class _emulated:
         bench_file = Path(self.tmp.name) / "board-bench.toml"
         self.proc = subprocess.Popen([sys.executable, "-m", "hil", "emulate", str(path), "--bench-file", str(bench_file),
                                       "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     cwd=self.tmp.name)
+                                     cwd=self.tmp.name, preexec_fn=_ctrl_c_stops)
         line = ""
         while not line.startswith("{"):
             line = self.proc.stdout.readline()
@@ -229,11 +236,12 @@ class _emulated:
 
     def __exit__(self, *exc):
         import signal
+        import subprocess
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(30)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.proc.stdout.close()
