@@ -27,6 +27,10 @@ A circuit file is TOML::
     gm = 2.0e-4           # siemens, may be negative
     fixed = false         # optional: true keeps gm out of the trained parameters
 
+A circuit may also say how large a default step suits it, ``lr_fraction = 2.5`` (optional,
+default 0.25): the training loop's default learning rate is lr_fraction / lambda_max of the loss's
+Gauss-Newton curvature (:mod:`hil.train`); ``hil generate drn`` writes one.
+
 The trainable parameter vector is theta = (g, then the gm of every VCCS that is
 not fixed), siemens; a circuit without VCCS has theta = g. Trainable gm stay in
 [-gm_max, gm_max] (top-level ``gm_max``, default g_max).
@@ -124,6 +128,8 @@ class Circuit:
     biases: tuple = ()
     bias_v: np.ndarray = field(default_factory=lambda: np.zeros(0))
     elements: tuple = ()
+    #: the default step's fraction of 1 / lambda_max (:func:`hil.train.default_lr`); None: the loop's own
+    lr_fraction: float | None = None
     #: the weight matrices a generator remembers (:mod:`hil.matrices`, ``[[matrix]]`` tables): which edges form
     #: which signed matrix W = diag(R) (G+ - G-)
     matrices: tuple = ()
@@ -351,7 +357,8 @@ class Circuit:
         lines = [f"name = {q(self.name)}", f"ground = {q(self.nodes[self.ground])}",
                  "inputs = [" + ", ".join(q(self.nodes[i]) for i in self.inputs) + "]",
                  "outputs = [" + ", ".join(q(self.nodes[i]) for i in self.outputs) + "]",
-                 f"g_min = {self.g_min!r}", f"g_max = {self.g_max!r}", ""]
+                 f"g_min = {self.g_min!r}", f"g_max = {self.g_max!r}"]
+        lines += ([f"lr_fraction = {self.lr_fraction!r}"] if self.lr_fraction is not None else []) + [""]
         for e in range(self.m):
             lines += ["[[edge]]", f"name = {q(self.edge_names[e])}", f"a = {q(self.nodes[self.a[e]])}",
                       f"b = {q(self.nodes[self.b[e]])}", f"g = {float(self.g[e])!r}"]
@@ -525,7 +532,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
 
     from hil.elements import KINDS
     known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge", "vccs", "gm_max", "calibration",
-             "bias", "matrix"} | {kind.table for kind in KINDS}
+             "bias", "matrix", "lr_fraction"} | {kind.table for kind in KINDS}
     for k in data:
         if k not in known:
             raise CircuitError(f"{at(k)}: unknown key '{k}' (expected one of {', '.join(sorted(known))})")
@@ -626,6 +633,11 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             raise CircuitError(f"{at('outputs')}: output '{nodes[o]}' is also {role}")
 
     gm_max = _positive(data["gm_max"], f"{at('gm_max')}: gm_max") if "gm_max" in data else None
+    lr_fraction = data.get("lr_fraction")
+    if lr_fraction is not None and (isinstance(lr_fraction, bool) or not isinstance(lr_fraction, (int, float))
+                                    or not math.isfinite(lr_fraction) or not 0 < lr_fraction <= 10):
+        raise CircuitError(f"{at('lr_fraction')}: lr_fraction = {lr_fraction!r}: the default step's fraction of "
+                           "1 / lambda_max must be a number in (0, 10] (the loop's own is 0.25)")
     vccs = _vccs_from_dict(data.get("vccs", []), at, index, seen, check_name,
                            gm_max if gm_max is not None else g_max, at("vccs"))
     vccs_nodes = np.asarray(vccs[1], int).reshape(-1, 4)
@@ -656,7 +668,8 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
                       np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source,
                       *vccs, gm_max=gm_max, calibration=calibration, edge_fixed=np.array(fixed, bool),
-                      biases=biases, bias_v=bias_v, elements=tuple(elements), matrices=matrices)
+                      biases=biases, bias_v=bias_v, elements=tuple(elements), matrices=matrices,
+                      lr_fraction=None if lr_fraction is None else float(lr_fraction))
     _check_connected(circuit, at)
     if circuit.k and not circuit.elements:
         _check_operating_point(circuit, at(edge=0, table="vccs"))

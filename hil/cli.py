@@ -799,7 +799,7 @@ def cmd_emulate(args):
     from pathlib import Path
 
     from hil.circuit import load_circuit
-    from hil.drivers.emulator import build
+    from hil.emulator.bench import build
     from hil.train import open_substrate
 
     c = load_circuit(args.circuit)
@@ -869,7 +869,7 @@ def _firmware_board(executable, circuit):
     """The board's firmware built for this machine (``make -C firmware host``) on a pty, with the digipot's taps."""
     from pathlib import Path
 
-    from hil.drivers.firmware import FirmwareBoard, FirmwareError
+    from hil.emulator.firmware import FirmwareBoard, FirmwareError
     from hil.spice.devices import Digipot
     from hil.spice.nonideal import NonIdeal
 
@@ -914,6 +914,8 @@ def cmd_generate(args):
                      f"({2 * n_w} trainable in pairs), {sum(len(g) for g in c.elements)} VCVS (op-amps "
                      f"{'ideal' if math.isinf(gain) else f'of gain {gain:g}'}); matrices "
                      + ", ".join(f"{mat.name} {mat.shape[0]}x{mat.shape[1]}" for mat in c.matrices))
+    if args.kind == "drn":
+        return _generate_drn(args)
     for name in ("inputs", "outputs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} {getattr(args, name)}: a generated circuit needs at least 1")
@@ -948,6 +950,29 @@ def cmd_generate(args):
     _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m, "vccs": c.k, "symmetry_index": si},
           f"wrote {args.o}: {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS (symmetry index {si:.4f})" if c.k else "")
           + "".join(f", {len(grp)} {grp.table}" for grp in c.elements if len(grp)))
+
+
+def _generate_drn(args):
+    """hil generate drn: a deep resistive network, its header citing the papers it follows."""
+    from hil import circuits as gen
+    from hil.runs import check_output
+
+    text = args.sizes if args.sizes != "8,3,6" else "4,8,3"
+    sizes = tuple(number_list(text, "--sizes", int, lo=1))
+    if len(sizes) < 3 or sizes[-1] < 2:
+        raise ValueError(f"--sizes {text!r}: a deep resistive network needs N_in,H1[,H2...],N_classes: at least "
+                         "one hidden layer and at least 2 classes (e.g. 4,8,3 for Iris)")
+    c = gen.deep_resistive_network(sizes, args.seed, diode=args.diode)
+    check_output(args.o, [], args.force, "-o", ours="# written by hil")
+    c.save(args.o, header=f"written by hil generate drn --sizes {','.join(map(str, sizes))} --seed {args.seed} "
+                          f"--diode {args.diode}\n" + "\n".join("# " + line for line in gen.DRN_CITATION))
+    hidden = sizes[1:-1]
+    return _emit(args, {"path": args.o, "sizes": list(sizes), "nodes": c.n, "edges": c.m,
+                        "diodes": sum(len(grp) for grp in c.elements), "inputs": len(c.inputs),
+                        "outputs": len(c.outputs), "diode": args.diode},
+                 f"wrote {args.o}: deep resistive network {'-'.join(map(str, sizes))}: {len(c.inputs)} inputs "
+                 f"({sizes[0]} +-x pairs, bias +1 V and -1 V), {sum(hidden)} hidden nodes with {args.diode} diodes "
+                 f"to ground, {len(c.outputs)} outputs ({sizes[-1]} differential pairs), {c.m} edges")
 
 
 def _sizes(text: str, count: int, example: str) -> tuple:
@@ -1166,12 +1191,14 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("-o", required=True, metavar="FILE.cir")
     n.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is an input")
 
-    ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar, layered) as TOML.")
-    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered", "board", "transistor"],
+    ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar, layered, board, "
+                                      "transistor network, deep resistive network) as TOML.")
+    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered", "board", "transistor", "drn"],
                     help="board: a board-sized linear classifier, --sizes FEATURES,CLASSES (default 4,3: 30 edges, "
                          "Iris on a resistor board as in Dillavou et al. 2022); transistor: MOSFET edges, gate "
                          "voltages trained, sources -> --hidden nodes -> one output per class, --sizes "
-                         "FEATURES,CLASSES (default 2,2: XOR, as in Dillavou et al. 2024)")
+                         "FEATURES,CLASSES (default 2,2: XOR, as in Dillavou et al. 2024); drn: a deep resistive "
+                         "network, --sizes N_IN,H1[,H2...],N_CLASSES (default 4,8,3; Kendall et al. 2020, Scellier 2024)")
     ge.add_argument("-o", required=True, metavar="FILE")
     ge.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it")
     ge.add_argument("--nodes", type=int, default=16, help="random: nodes, ground included (default 16)")
@@ -1185,6 +1212,9 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--sizes", default="8,3,6", help="layered: widths m,r,n (inputs, hidden, outputs; more for "
                                                       "deeper circuits)")
     ge.add_argument("--hidden", type=int, default=6, help="transistor: hidden nodes (default 6)")
+    ge.add_argument("--diode", choices=("ideal", "shockley"), default="ideal",
+                    help="drn: the hidden nodes' diodes: ideal (a short or an open, as Scellier 2024; the embedded "
+                         "substrate only) or shockley (I_s = 1 pA, n = 1; what ngspice simulates)")
     ge.add_argument("--opamp-gain", type=float, default=None, metavar="A",
                     help="layered: the op-amps' open-loop gain, V/V (VCVS of finite gain; default: ideal, gain = inf)")
     ge.add_argument("--inputs", type=int, default=2, help="random, lattice: input nodes (default 2)")

@@ -16,7 +16,7 @@ A run directory holds
 - ``task.npz`` beside ``task.json`` for a classification task (its arrays, binary);
 - ``loss.png``: the loss curves (and accuracy, a second panel); ``result.json`` once the run ends
   (a classification: accuracies and confusion matrices, plotted in ``confusion.png``);
-- ``bench/``: a bench run's record (:mod:`hil.drivers.record`).
+- ``bench/``: a bench run's record (:mod:`hil.bench.record`).
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ user need not guess S^2/V^2:
   step fixed at the start becomes unstable (net16: a burst of 5x at step ~75
   with the step of step 0). The step in force is logged per step (log.csv
   column ``lr``) and checkpointed, so a resumed run repeats it bit for bit.
-  An explicit ``lr`` is a fixed step (``lr_every`` None).
+  An explicit ``lr`` is a fixed step (``lr_every`` None). A circuit file may set its own fraction
+  in place of 0.25 (``lr_fraction``; ``hil generate drn`` writes 2.5).
 """
 
 from __future__ import annotations
@@ -212,12 +213,13 @@ def curvature(circuit: Circuit, g, X, weight=None, Y=None) -> float:
 
 
 def default_lr(circuit: Circuit, g, X, rule: Rule, Y=None) -> float:
-    """alpha = LR_FRACTION / lambda_max(H) (S^2/V^2); see the module docstring and :func:`curvature`."""
+    """alpha = f / lambda_max(H) (S^2/V^2), f the circuit's ``lr_fraction`` (default LR_FRACTION); see the module
+    docstring and :func:`curvature`."""
     from hil.exact import output_green
 
     with one_blas_thread(circuit.m):
         W = np.linalg.inv(output_green(circuit, g)) if rule.descends == "L_K" else None
-    return LR_FRACTION / curvature(circuit, g, X, W, Y)
+    return (circuit.lr_fraction or LR_FRACTION) / curvature(circuit, g, X, W, Y)
 
 
 def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Substrate:
@@ -247,7 +249,7 @@ def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Subst
             raise ValueError(f"{circuit.source}: the bench has no part for {what[0]}"
                              f"{' (and ' + str(len(what) - 1) + ' more)' if len(what) > 1 else ''}; "
                              "circuits with diodes, channels, VCVS or biases run on --backend ideal or ngspice")
-        from hil.drivers.bench import BenchSubstrate
+        from hil.bench.substrate import BenchSubstrate
         if "bench" not in options:
             raise ValueError("backend bench needs a bench file (--bench FILE; `hil emulate` writes one)")
         return BenchSubstrate(circuit, options["bench"], from_board=bool(options.get("from_board")))

@@ -169,7 +169,7 @@ def test_limits_of_many_digits_are_never_exceeded_by_any_applied_state(emulated)
     import re
     import time
     from hil.circuit import load_circuit
-    from hil.drivers.bench import BenchSubstrate
+    from hil.bench.substrate import BenchSubstrate
     from hil.ideal import IdealSubstrate
     from hil.tasks import teacher_task
     from hil.train import TrainConfig, start_run
@@ -230,7 +230,7 @@ def test_the_emulator_discards_a_message_without_its_terminator(emulated, cut):
 def test_a_second_process_on_a_bench_is_refused_naming_the_holder(emulated, tmp_path):
     """Locked per bench file and per instrument resource: a copy of the bench file is refused too."""
     from hil.circuit import load_circuit
-    from hil.drivers.bench import BenchSubstrate
+    from hil.bench.substrate import BenchSubstrate
     from hil.ideal import IdealSubstrate
     from hil.substrate import Free
     c = load_circuit("net16")
@@ -258,7 +258,7 @@ def test_a_bench_lock_of_a_dead_process_is_taken_over(emulated, tmp_path):
     import json
     import sys
     from hil.circuit import load_circuit
-    from hil.drivers.bench import BenchSubstrate, bench_locks, load_bench
+    from hil.bench.substrate import BenchSubstrate, bench_locks, load_bench
     from hil.ideal import IdealSubstrate
     c = load_circuit("net16")
     emu, path = emulated(IdealSubstrate(c))
@@ -436,7 +436,7 @@ def test_emulate_writes_a_valid_bench_file_for_a_path_with_quotes(tmp_path):
     import json
     import time
     from hil.circuit import load_circuit
-    from hil.drivers.bench import load_bench
+    from hil.bench.substrate import load_bench
     folder = tmp_path / "it's \"mine\" \\ here"
     folder.mkdir()
     net = folder / "d.toml"

@@ -1,6 +1,6 @@
 """Replay a recorded bench run on a simulated twin: where does the hardware depart from the model?
 
-A bench run's record (:mod:`hil.drivers.record`) holds every conductance written
+A bench run's record (:mod:`hil.bench.record`) holds every conductance written
 (read back from the board) and every experiment run: its inputs, each output's
 mode and values, and the node voltages the bench measured. The replay writes the
 same conductances to a twin (ideal or ngspice, optionally a calibrated circuit
@@ -112,7 +112,7 @@ def _batch_targets(task, X) -> np.ndarray:
 
 def replay(run_dir, twin: Substrate, threshold: float = 1e-3) -> dict:
     """Replay the record of ``run_dir`` on ``twin``; see the module docstring. Voltages in V, gradients in V^2/S."""
-    from hil.drivers.record import read_steps
+    from hil.bench.record import read_steps
     from hil.rules import make_rule
     from hil.runs import Run, read_json
     from hil.tasks import Task
