@@ -29,6 +29,14 @@ The encoding (Kendall et al. 2020; Scellier 2024), one convention:
 
 The cost stays C = 1/2 ||V_O - y||^2 (V^2), so every rule applies unchanged. Accuracy is
 the fraction of examples whose prediction equals their label.
+
+With ``cost = "hinge"`` (``--cost hinge``) an output already past its target on the right
+side (the true class's reading above V_on, another's below V_off) counts no error and is not
+nudged: C = 1/2 sum_o max(0, s_o (y_o - V_o))^2, s_o = +1 where y_o is the output's upper
+target, -1 where it is the lower one (a squared hinge). The rules are unchanged: each step
+reads the free outputs first and replaces the targets of the outputs past theirs by their own
+readings (:func:`hinge_targets`), so r = V_O - y' is dC/dV_O and every rule's nudge, clamp or
+adjoint acts on the outputs in error only.
 """
 
 from __future__ import annotations
@@ -299,14 +307,34 @@ def stratified_split(y, n_classes: int, test_fraction: float, seed: int, classes
     return np.sort(np.concatenate(tr)), np.sort(np.concatenate(te))
 
 
+#: the costs a classification trains on: the squared error to the targets, or its squared hinge
+COSTS = ("squared", "hinge")
+
+
+def hinge_targets(enc: dict, Y, VO) -> np.ndarray:
+    """The targets y' (N, |O|) volts of the hinge cost at free outputs VO: y'_o = V_o where output o is already
+    past its target y_o on the right side (above it where y_o is the output's upper target, below where it is
+    the lower one), y_o elsewhere; with y' the rules' residual V_O - y' is dC/dV_O of
+    C = 1/2 sum_o max(0, s_o (y_o - V_o))^2."""
+    Y, VO = np.asarray(Y, float), np.asarray(VO, float)
+    T = encode_targets(enc, np.arange(len(enc["classes"])))  # (C, |O|): each class's targets
+    mid = 0.5 * (T.max(axis=0) + T.min(axis=0))               # between each output's two targets
+    upper = Y > mid
+    past = np.where(upper, VO >= Y, VO <= Y)
+    return np.where(past, VO, Y)
+
+
 def classification_task(circuit, data: Labelled, test_fraction: float = 0.2, seed: int = 0,
-                        v_on: float = V_ON, v_off: float = V_OFF, volts: float = 1.0) -> Task:
+                        v_on: float = V_ON, v_off: float = V_OFF, volts: float = 1.0, cost: str = "squared") -> Task:
     """The task of classifying ``data`` with ``circuit``: X in source volts, Y the target volts, the labels beside.
 
-    Standardisation is fitted on the training split only and recorded in the task's encoding.
+    Standardisation is fitted on the training split only and recorded in the task's encoding; ``cost``
+    "squared" (default) or "hinge" (:func:`hinge_targets`) is recorded there too.
     """
     if isinstance(test_fraction, bool) or not (0 <= test_fraction < 1):
         raise TaskError(f"--test-fraction {test_fraction}: must be at least 0 and below 1")
+    if cost not in COSTS:
+        raise TaskError(f"--cost {cost!r}: known costs: {', '.join(COSTS)}")
     C = len(data.classes)
     if C < 2:
         raise TaskError(f"{data.source}: one class only ('{data.classes[0]}'): there is nothing to tell apart")
@@ -321,6 +349,8 @@ def classification_task(circuit, data: Labelled, test_fraction: float = 0.2, see
     mean, scale = Xtr.mean(axis=0), Xtr.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)  # a constant feature stays at 0 V
     enc.update(mean=mean.tolist(), scale=scale.tolist())
+    if cost != "squared":  # absent: the squared error (every run recorded before the hinge existed)
+        enc["cost"] = cost
     task = Task(encode_inputs(enc, Xtr), encode_targets(enc, data.y[tr]),
                 encode_inputs(enc, data.X[te]), encode_targets(enc, data.y[te]),
                 description=f"classify {data.source} ({C} classes)",

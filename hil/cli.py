@@ -74,6 +74,10 @@ def _add_task(p, required=True, split=False):
                                                             "(default 0.5)")
     p.add_argument("--v-off", type=float, default=None, help="classification: target reading of the other classes, "
                                                              "V (default -0.5)")
+    p.add_argument("--cost", choices=["squared", "hinge"], default=None,
+                   help="classification: squared (default): every output pulled to its target; hinge: an output "
+                        "already past its target on the right side (the true class above --v-on, another below "
+                        "--v-off) is not nudged (a squared hinge; docs/classification.md)")
     if split:
         p.add_argument("--test-fraction", type=float, default=None, help="CSV or classification task: held-out "
                                                                          "fraction of the rows (default 0.2)")
@@ -173,11 +177,11 @@ def _classification(args, circuit):
     """The classification task the options name (--dataset, --data FILE.npz, --data CSV --label COLUMN), or None."""
     from hil import classify as cl
     data, label = getattr(args, "data", None), getattr(args, "label", None)
-    on_off = [getattr(args, k, None) for k in ("v_on", "v_off", "input_volts")]
+    on_off = [getattr(args, k, None) for k in ("v_on", "v_off", "input_volts", "cost")]
     if not getattr(args, "dataset", None) and not label and not (data and str(data).endswith(".npz")):
         if any(v is not None for v in on_off):
-            raise ValueError("--v-on, --v-off and --input-volts apply to a classification (--dataset, --data FILE --label "
-                             "COLUMN or --data FILE.npz)")
+            raise ValueError("--v-on, --v-off, --input-volts and --cost apply to a classification (--dataset, --data "
+                             "FILE --label COLUMN or --data FILE.npz)")
         return None
     if label and not data:
         raise ValueError("--label COLUMN names the class column of a CSV given with --data")
@@ -192,7 +196,7 @@ def _classification(args, circuit):
     v_on, v_off = (cl.V_ON if on_off[0] is None else on_off[0]), (cl.V_OFF if on_off[1] is None else on_off[1])
     return cl.classification_task(circuit, labelled, _test_fraction(args),
                                   getattr(args, "seed", 0) or 0, v_on, v_off,
-                                  1.0 if on_off[2] is None else on_off[2])
+                                  1.0 if on_off[2] is None else on_off[2], on_off[3] or "squared")
 
 
 def _task_line(task, trains=False) -> str:

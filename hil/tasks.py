@@ -77,6 +77,19 @@ class Task:
         labels = self.labels_train if split == "train" else self.labels_test
         return {f"{split}_accuracy": accuracy(predict(self.encoding, VO), labels)}
 
+    @property
+    def hinge(self) -> bool:
+        """True when the targets depend on the free outputs (a classification's ``--cost hinge``)."""
+        return self.encoding is not None and self.encoding.get("cost") == "hinge"
+
+    def targets_at(self, Y, VO) -> np.ndarray:
+        """The targets the rules pull the free outputs VO (N, |O|) towards: Y, or with the hinge cost
+        :func:`hil.classify.hinge_targets` (the outputs already past theirs keep their readings)."""
+        if not self.hinge:
+            return Y
+        from hil.classify import hinge_targets
+        return hinge_targets(self.encoding, Y, VO)
+
     def summary(self, VO_train, VO_test) -> dict:
         """The end of a run: the final scores and, for a classification, the confusion matrices (row: true class)."""
         if self.encoding is None:

@@ -397,15 +397,17 @@ class Trainer:
 
     def _scored(self, split: str, meas) -> dict:
         VO = meas.voltages["free"][:, list(self.circuit.outputs)]
-        return {f"{split}_loss": meas.loss(), **self.task.scores(split, VO)}
+        loss = meas.loss()
+        if self.task.hinge:  # the loss of the hinge targets at these outputs
+            r = VO - self.task.targets_at(meas.targets, VO)
+            loss = float(0.5 * np.mean(np.sum(r * r, axis=1)))
+        return {f"{split}_loss": loss, **self.task.scores(split, VO)}
 
     def train_loss(self) -> float:
-        t = self.task
-        return self.sub.measure(t.X_train, t.Y_train, [Free()]).loss()
+        return self.evaluate("train")["train_loss"]
 
     def test_loss(self) -> float:
-        t = self.task
-        return self.sub.measure(t.X_test, t.Y_test, [Free()]).loss() if len(t.X_test) else float("nan")
+        return self.evaluate("test")["test_loss"]
 
     def _rates(self, steps, loss, g, lr) -> dict:
         """Measured loss decay rate per step (last quarter of the run) beside the coercivity prediction at g."""
@@ -530,7 +532,11 @@ class Trainer:
                         alpha = self.default_lr(g)  # the curvature follows the conductances
                     idx = np.arange(n) if batch == n else \
                         epoch_batch(cfg.seed, n, batch, step) if cfg.epochs else rng.choice(n, batch, replace=False)
-                    meas = self.sub.measure(t.X_train[idx], t.Y_train[idx], self.rule.states())
+                    Y = t.Y_train[idx]
+                    if t.hinge:  # the free outputs say which targets pull
+                        free = self.sub.measure(t.X_train[idx], Y, [Free()])
+                        Y = t.targets_at(Y, free.voltages["free"][:, list(c.outputs)])
+                    meas = self.sub.measure(t.X_train[idx], Y, self.rule.states())
                     book.measured(step, meas)
                     ghat = self.rule.estimate(meas)
                     step_dir = ghat + cfg.homeostasis * self.sub.homeostasis()[1] if cfg.homeostasis else ghat
