@@ -954,7 +954,7 @@ GENERATE_OPTIONS = {"nodes": ("random",), "degree": ("random",), "rows": ("latti
                     "layers": ("crossbar",), "sizes": ("layered", "board", "transistor", "drn"),
                     "opamp_gain": ("layered",), "hidden": ("transistor",), "diode": ("drn",),
                     "inputs": ("random", "lattice"), "outputs": ("random", "lattice"),
-                    **{k: ("random", "lattice", "crossbar", "board", "transistor")
+                    **{k: ("random", "lattice", "crossbar", "board")
                        for k in ("vccs_pairs", "vccs_singles", "asymmetry", "vccs_scale")}}
 
 
@@ -966,7 +966,7 @@ def _unused_generate_options(args) -> None:
             why = (": a layered circuit's stages are one-way (op-amp buffers); a VCCS between them would undo its "
                    "weight matrices" if args.kind == "layered" and key.startswith(("vccs", "asym")) else "")
             raise ValueError(f"--{key.replace('_', '-')} {given[key]}: applies to hil generate "
-                             f"{' and '.join(kinds)}, not {args.kind}{why}")
+                             f"{', '.join(kinds)}, not {args.kind}{why}")
     if ("asymmetry" in given or "vccs_scale" in given) and not (args.vccs_pairs or args.vccs_singles):
         key = "asymmetry" if "asymmetry" in given else "vccs_scale"
         raise ValueError(f"--{key.replace('_', '-')} {given[key]}: applies to the VCCS that --vccs-pairs or "

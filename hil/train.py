@@ -30,7 +30,6 @@ user need not guess S^2/V^2:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -83,10 +82,8 @@ class TrainConfig:
 
 #: up to this many edges the curvature runs on one BLAS thread (see :func:`one_blas_thread`)
 ONE_THREAD_EDGES = 1024
-_blas = []
 
 
-@contextlib.contextmanager
 def one_blas_thread(m: int):
     """Inside: BLAS on one thread when the problem has m <= ONE_THREAD_EDGES edges.
 
@@ -94,14 +91,8 @@ def one_blas_thread(m: int):
     shared cores their spinning slows the process down: the curvature at 64 nodes
     took 3-22 ms on two threads, 2 ms on one.
     """
-    if m > ONE_THREAD_EDGES:
-        yield
-        return
-    if not _blas:
-        from threadpoolctl import ThreadpoolController
-        _blas.append(ThreadpoolController())
-    with _blas[0].limit(limits=1, user_api="blas"):
-        yield
+    from hil.mna import one_blas_thread as limited
+    return limited(m, ONE_THREAD_EDGES)
 
 
 class ConfigError(ValueError):
@@ -181,28 +172,36 @@ def curvature(circuit: Circuit, g, X, weight=None, Y=None) -> float:
     """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g, over the
     parameters that move (a fixed element's bounds [g, g] keep it out).
 
-    In memory m x m whatever the number of examples (:func:`hil.exact.gauss_newton`). Past
-    ONE_THREAD_EDGES edges only the largest eigenvalue is computed, by Lanczos from a fixed start
-    (deterministic, so a resume repeats it): at m = 1300 (a 64-feature, 10-class classifier) 0.09 s
-    against 1.2 s for the full spectrum, equal to 6e-16. A circuit with weight
+    On a reciprocal circuit H is never formed: Lanczos (:func:`hil.exact.largest_eigenvalue`, from a
+    fixed start, so a resume repeats it) on its products H v (:func:`hil.exact.gauss_newton_operator`),
+    in memory linear in the edges: at 15,040 edges (a 64-100-10 deep resistive network) the dense H
+    alone would take 1.8 GB. Otherwise (VCCS, VCVS, channels with a grounded gate) H is formed
+    (:func:`hil.exact.gauss_newton`, m x m whatever the number of examples). A circuit with weight
     matrices (``[[matrix]]`` tables: products of crossbars) adds the residual part's bound
     2 R_max^2 ||E^T X|| / N (E = o - y at ``Y``, R_max the largest feedback resistance): the loss is
     bilinear there, the cross derivatives d^2C / dW_k dW_(k+1) are E^T X / N whatever the weights, and at a
     small start the Gauss-Newton part alone would vanish.
     """
-    from hil.exact import free_state, gauss_newton
+    import scipy.sparse.linalg as spla
+
+    from hil.exact import free_state, gauss_newton, gauss_newton_operator, largest_eigenvalue
 
     lo, hi = circuit.bounds()
     moving = np.flatnonzero(hi > lo)
     with one_blas_thread(circuit.m):
-        H = gauss_newton(circuit, X, g, weight)[np.ix_(moving, moving)]
-        if not len(moving):
-            lam = 0.0
-        elif circuit.m <= ONE_THREAD_EDGES:
-            lam = float(np.linalg.eigvalsh(H).max())
+        if circuit.reciprocal:
+            op = gauss_newton_operator(circuit, X, g, weight)
+            if len(moving) < circuit.m:
+                def restricted(V):
+                    full = np.zeros((circuit.m,) + V.shape[1:])
+                    full[moving] = V
+                    return op.matmat(full.reshape(circuit.m, -1))[moving].reshape(V.shape)
+                op = spla.LinearOperator((len(moving),) * 2, matvec=restricted, matmat=restricted, dtype=float)
+            lam = largest_eigenvalue(op)
         else:
-            from scipy.sparse.linalg import eigsh
-            lam = float(eigsh(H, k=1, which="LA", return_eigenvectors=False, v0=np.ones(len(H)), tol=0)[0])
+            H = gauss_newton(circuit, X, g, weight)[np.ix_(moving, moving)]
+            lam = largest_eigenvalue(spla.aslinearoperator(H)) if len(moving) > ONE_THREAD_EDGES else \
+                float(np.linalg.eigvalsh(H).max()) if len(moving) else 0.0
     if circuit.matrices and Y is not None:
         X = np.atleast_2d(np.asarray(X, float))
         E = free_state(circuit, X, g)[:, list(circuit.outputs)] - np.atleast_2d(Y)

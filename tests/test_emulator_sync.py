@@ -2,7 +2,8 @@
 
 -410 Query INTERRUPTED (IEEE 488.2 6.3.2.3) where the emulator can see an unread reply (a
 serial port; over a socket, a message that arrived before the reply existed); *WAI holding
-later commands until a bus-armed sweep is triggered; a control character named as one (-101);
+later commands until a bus-armed sweep (2400) or scan (2700) is triggered, and a closed connection
+taking what it left waiting with it; a control character named as one (-101);
 a serial instrument left with an unread reply by an earlier client; SMUs in compliance during
 the bench's wiring check. Physics against an independent ideal solve of the emulated circuit.
 """
@@ -94,6 +95,44 @@ def test_wai_holds_later_commands_until_the_bus_trigger(bench):
     assert v == pytest.approx(0.3, abs=1e-6) and i == pytest.approx(delivered(c, c.g, V, c.node("n1")), rel=1e-5)
     assert a.f.readline().decode().strip() == "+3.000000E-01"
     assert a.errors() == '0,"No error"'
+
+
+def test_wai_on_the_2700_waits_for_its_bus_triggers(bench):
+    """TRIG:COUN 2 on the bus: *WAI holds FETC? until the second *TRG; the readings are the node's voltage."""
+    emu = bench()
+    c = emu.model.c
+    _open_outputs(emu)
+    Raw(emu, "smu_n2").do(":SENS:CURR:PROT 0.05;:SOUR:VOLT 0;:OUTP ON")
+    Raw(emu, "smu_n1").do(":SENS:CURR:PROT 0.05;:SOUR:VOLT 0.3;:OUTP ON")
+    s = Raw(emu, "scanner")
+    s.send("FORM:ELEM READ;ROUT:SCAN (@101);SAMP:COUN 1;TRIG:COUN 2;TRIG:SOUR BUS;INIT;*WAI;FETC?")
+    s.send("*TRG")
+    assert _silent(s.s)                     # one trigger of two: still waiting
+    s.send("*TRG")
+    V = free_state(c, {"n1": 0.3})
+    node = emu.instruments["scanner"].channels[101]
+    np.testing.assert_allclose([float(x) for x in s.f.readline().decode().split(",")], [V[node]] * 2, atol=2e-6)
+    assert s.errors() == '0,"No error"'
+
+
+def test_a_closed_connection_takes_what_it_left_waiting_with_it(bench):
+    """A client that left messages behind a *WAI, or a held *OPC?, and closed: neither runs nor answers
+    for the next client once the sweep completes."""
+    import time
+    emu = bench()
+    a, b = Raw(emu, "smu_n1"), Raw(emu, "smu_n1")
+    a.do(":SENS:CURR:PROT 0.05;:SOUR:VOLT 0.3;:OUTP ON")
+    a.send(":ARM:SOUR BUS;:INIT;*OPC?;*WAI;:SOUR:VOLT 0.5")
+    inst = emu.instruments["smu_n1"]
+    t0 = time.monotonic()
+    while not inst.pending() and time.monotonic() - t0 < 3:
+        select.select([], [], [], 0.02)
+    a.close()
+    while (inst._waiting or inst._held) and time.monotonic() - t0 < 3:   # the server saw the close
+        select.select([], [], [], 0.02)
+    b.send("*TRG")
+    assert b.ask(":SOUR:VOLT?") == "+3.000000E-01"      # a's :SOUR:VOLT 0.5 was dropped with it
+    assert b.errors() == '0,"No error"'
 
 
 # -- bytes that are no SCPI ----------------------------------------------------------------
