@@ -958,7 +958,7 @@ GENERATE_OPTIONS = {"nodes": ("random",), "degree": ("random",), "rows": ("latti
                     "layers": ("crossbar",), "sizes": ("layered", "board", "transistor", "drn"),
                     "opamp_gain": ("layered",), "hidden": ("transistor",), "diode": ("drn",),
                     "inputs": ("random", "lattice"), "outputs": ("random", "lattice"),
-                    **{k: ("random", "lattice", "crossbar", "board", "transistor")
+                    **{k: ("random", "lattice", "crossbar", "board")
                        for k in ("vccs_pairs", "vccs_singles", "asymmetry", "vccs_scale")}}
 
 

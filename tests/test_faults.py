@@ -887,7 +887,7 @@ def layered_file(tmp_path_factory):
     (["train", "net16", "--teacher", 1, "--rule", "cl", "--points", 4],
      "--points 4: applies to ep-holo (points on the circle) and ep-stencil"),
     (["generate", "layered", "--sizes", "3,2,2", "--vccs-pairs", 2],
-     "--vccs-pairs 2: applies to hil generate random, lattice, crossbar, board, transistor, not layered: a layered "
+     "--vccs-pairs 2: applies to hil generate random, lattice, crossbar, board, not layered: a layered "
      "circuit's stages are one-way"),
     (["generate", "layered", "--sizes", "3,2,2", "--vccs-scale", "1e-3"], "--vccs-scale 0.001: applies to hil generate"),
     (["generate", "random", "--vccs-scale", "1e-3"],
