@@ -185,6 +185,9 @@ def _classification(args, circuit):
         return None
     if label and not data:
         raise ValueError("--label COLUMN names the class column of a CSV given with --data")
+    if on_off[3] is not None and getattr(args, "command", "train") != "train":
+        raise ValueError(f"--cost {on_off[3]}: applies to hil train; hil {args.command} measures the squared error "
+                         "to the targets")
     if getattr(args, "dataset", None):
         labelled = cl.load_dataset(args.dataset, getattr(args, "seed", 0) or 0)
     elif str(data).endswith(".npz"):

@@ -84,6 +84,8 @@ def test_cost_applies_to_a_classification_only(tmp_path):
     assert r.returncode == 2 and "--cost" in r.stderr and "classification" in r.stderr, r.stderr
     r = run_hil("train", "net16", "--dataset", "xor", "--cost", "margin", "--out", tmp_path / "r")
     assert r.returncode == 2 and "--cost" in r.stderr, r.stderr
+    r = run_hil("grad", "net16", "--dataset", "xor", "--cost", "hinge")  # an analysis would ignore it
+    assert r.returncode == 2 and "--cost hinge" in r.stderr and "hil grad" in r.stderr, r.stderr
 
 
 def test_a_hinge_run_resumes_bit_for_bit(tmp_path):
