@@ -164,3 +164,27 @@ def test_the_calibrated_twin_diverges_less_than_the_uncalibrated_one(tmp_path, n
     assert res["plain"]["parted"] and not res["calibrated"]["parted"]
     cos = {k: np.nanmedian(np.array(res[k]["cosine"], float)) for k in res}
     assert cos["calibrated"] > cos["plain"]
+
+
+def test_replay_of_a_classification_bench_run(tmp_path):
+    """A classification run keeps its data in task.npz beside task.json: the replay reads it from the run folder
+    (it raised before) and rebuilds the bench's estimates on the twin."""
+    from hil.emulator.bench import build
+    board = tmp_path / "board.toml"
+    assert hil("generate", "board", "-o", board).returncode == 0
+    c = load_circuit(board)
+    emu = build(IdealSubstrate(c)).start()
+    try:
+        bench = tmp_path / "bench.toml"
+        bench.write_text(emu.bench_toml(c.source))
+        p = hil("train", board, "--dataset", "iris", "--input-volts", "0.5", "--backend", "bench", "--bench", bench,
+                "--rule", "cl", "--steps", 3, "--out", tmp_path / "run")
+        assert p.returncode == 0, p.stderr
+    finally:
+        emu.stop()
+    p = hil("replay", tmp_path / "run", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert max(r["worst"]) < 1e-6 and r["parted"] == []
+    cos = [x for x in r["cosine"] if np.isfinite(x)]
+    assert len(cos) == 3 and min(cos) > 1 - 1e-6

@@ -186,7 +186,7 @@ def replay(run_dir, twin: Substrate, threshold: float = 1e-3) -> dict:
         raise ReplayError(f"{run.path / 'bench'}: the record holds no measurement"
                           + (f" ({', '.join(empty)}: no event)" if empty else ""))
     missing = missing_steps(run_dir, segs)
-    task = Task.from_dict(read_json(Path(run_dir) / "task.json"))
+    task = Task.from_dict(read_json(Path(run_dir) / "task.json"), run_dir)
     kappa = cfg.get("kappa_max")
     if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not (math.isfinite(kappa) and kappa > 0):
         raise ReplayError(f"{run.path / 'config.json'}: kappa_max = {kappa!r}: not a positive finite number (ohms); "
