@@ -38,7 +38,8 @@ ONE_THREAD_UNKNOWNS = 1024
 CHUNK_BYTES = 64 << 20
 #: the Newton step uses the Woodbury identity when the nonlinear stamps change at most this fraction of the rows
 WOODBURY_FRACTION = 0.5
-#: ... and keeps its step where |J dx - rhs| <= this times |rhs| (max norms), else solves J itself
+#: ... and keeps its step where the largest entry of J dx - rhs is at most this times the largest of rhs (else
+#: it solves J itself)
 WOODBURY_CHECK = 1e-9
 _blas = []
 
