@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hil.circuit import load_circuit
-from hil.drivers.bench import BenchSubstrate
+from hil.bench.substrate import BenchSubstrate
 from hil.ideal import IdealSubstrate
 from hil.substrate import Free
 

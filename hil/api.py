@@ -105,8 +105,8 @@ def train(circuit, task: Task, *, rule: str = "ep-sym", steps: int = 1000, lr: f
     steps : int
         Number of updates.
     lr : float, optional
-        Step alpha in S^2/V^2; by default 0.25 / lambda_max of the loss's Gauss-Newton curvature,
-        re-estimated every 10 steps.
+        Step alpha in S^2/V^2; by default 0.25 / lambda_max of the loss's Gauss-Newton curvature
+        (the circuit file's ``lr_fraction`` in place of 0.25 where it has one), re-estimated every 10 steps.
     nudge : float, optional
         EP's beta in siemens (default 0.05 / kappa_max) or CL's and AL's eta (default 0.05).
     batch : int, optional

@@ -27,6 +27,10 @@ A circuit file is TOML::
     gm = 2.0e-4           # siemens, may be negative
     fixed = false         # optional: true keeps gm out of the trained parameters
 
+A circuit may also say how large a default step suits it, ``lr_fraction = 2.5`` (optional,
+default 0.25): the training loop's default learning rate is lr_fraction / lambda_max of the loss's
+Gauss-Newton curvature (:mod:`hil.train`); ``hil generate drn`` writes one.
+
 The trainable parameter vector is theta = (g, then the gm of every VCCS that is
 not fixed), siemens; a circuit without VCCS has theta = g. Trainable gm stay in
 [-gm_max, gm_max] (top-level ``gm_max``, default g_max).
@@ -124,6 +128,8 @@ class Circuit:
     biases: tuple = ()
     bias_v: np.ndarray = field(default_factory=lambda: np.zeros(0))
     elements: tuple = ()
+    #: the default step's fraction of 1 / lambda_max (:func:`hil.train.default_lr`); None: the loop's own
+    lr_fraction: float | None = None
     #: the weight matrices a generator remembers (:mod:`hil.matrices`, ``[[matrix]]`` tables): which edges form
     #: which signed matrix W = diag(R) (G+ - G-)
     matrices: tuple = ()
@@ -351,7 +357,8 @@ class Circuit:
         lines = [f"name = {q(self.name)}", f"ground = {q(self.nodes[self.ground])}",
                  "inputs = [" + ", ".join(q(self.nodes[i]) for i in self.inputs) + "]",
                  "outputs = [" + ", ".join(q(self.nodes[i]) for i in self.outputs) + "]",
-                 f"g_min = {self.g_min!r}", f"g_max = {self.g_max!r}", ""]
+                 f"g_min = {self.g_min!r}", f"g_max = {self.g_max!r}"]
+        lines += ([f"lr_fraction = {self.lr_fraction!r}"] if self.lr_fraction is not None else []) + [""]
         for e in range(self.m):
             lines += ["[[edge]]", f"name = {q(self.edge_names[e])}", f"a = {q(self.nodes[self.a[e]])}",
                       f"b = {q(self.nodes[self.b[e]])}", f"g = {float(self.g[e])!r}"]
@@ -525,7 +532,7 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
 
     from hil.elements import KINDS
     known = {"name", "ground", "inputs", "outputs", "g_min", "g_max", "edge", "vccs", "gm_max", "calibration",
-             "bias", "matrix"} | {kind.table for kind in KINDS}
+             "bias", "matrix", "lr_fraction"} | {kind.table for kind in KINDS}
     for k in data:
         if k not in known:
             raise CircuitError(f"{at(k)}: unknown key '{k}' (expected one of {', '.join(sorted(known))})")
@@ -626,6 +633,11 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
             raise CircuitError(f"{at('outputs')}: output '{nodes[o]}' is also {role}")
 
     gm_max = _positive(data["gm_max"], f"{at('gm_max')}: gm_max") if "gm_max" in data else None
+    lr_fraction = data.get("lr_fraction")
+    if lr_fraction is not None and (isinstance(lr_fraction, bool) or not isinstance(lr_fraction, (int, float))
+                                    or not math.isfinite(lr_fraction) or not 0 < lr_fraction <= 10):
+        raise CircuitError(f"{at('lr_fraction')}: lr_fraction = {lr_fraction!r}: the default step's fraction of "
+                           "1 / lambda_max must be a number in (0, 10] (the loop's own is 0.25)")
     vccs = _vccs_from_dict(data.get("vccs", []), at, index, seen, check_name,
                            gm_max if gm_max is not None else g_max, at("vccs"))
     vccs_nodes = np.asarray(vccs[1], int).reshape(-1, 4)
@@ -653,14 +665,48 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
                              {nm: e for e, nm in enumerate(names)}, index, fixed)
         except ValueError as exc:
             raise CircuitError(str(exc)) from None
+    _check_vccs_outputs(vccs, [ground] + inputs + list(biases), nodes, at)
+    _check_feedback(matrices, g, g_min, g_max, names, at)
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
                       np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source,
                       *vccs, gm_max=gm_max, calibration=calibration, edge_fixed=np.array(fixed, bool),
-                      biases=biases, bias_v=bias_v, elements=tuple(elements), matrices=matrices)
+                      biases=biases, bias_v=bias_v, elements=tuple(elements), matrices=matrices,
+                      lr_fraction=None if lr_fraction is None else float(lr_fraction))
     _check_connected(circuit, at)
     if circuit.k and not circuit.elements:
         _check_operating_point(circuit, at(edge=0, table="vccs"))
     return circuit
+
+
+#: the largest weight R (g_max - g_min) a [[matrix]] row may reach (V/V): beyond it the circuit's equations keep
+#: fewer than half of double precision's digits (a 3-2-2 layered circuit's free state is off by 3e-7 at
+#: R = 1e16 ohm, and every output reads 0 V at 1e20 ohm)
+MAX_WEIGHT = 1e8
+
+
+def _check_vccs_outputs(vccs, sources, nodes, at) -> None:
+    """CircuitError naming a VCCS whose output terminals are both sources (ground, inputs, biases): its current
+    flows between two fixed voltages and changes nothing."""
+    for j, (nm, idx) in enumerate(zip(vccs[0], vccs[1])):
+        if idx[0] in sources and idx[1] in sources:
+            raise CircuitError(f"{at('out_p', j, 'vccs')}: vccs '{nm}': out_p '{nodes[idx[0]]}' and out_n "
+                               f"'{nodes[idx[1]]}' are both sources (ground, inputs, biases): its current flows "
+                               "between two fixed voltages and changes nothing; connect an output terminal to a "
+                               "free node")
+
+
+def _check_feedback(matrices, g, g_min, g_max, names, at) -> None:
+    """CircuitError naming a [[matrix]] feedback edge whose conductance 1/R makes the weights W = R (G+ - G-)
+    reach beyond MAX_WEIGHT."""
+    for mat in matrices:
+        for row, e in enumerate(mat.feedback):
+            w = (g_max - g_min) / g[e]
+            if w > MAX_WEIGHT:
+                raise CircuitError(f"{at('g', e)}: edge '{names[e]}' (feedback of matrix '{mat.name}', row {row}): "
+                                   f"conductance {g[e]!r} S (R = {1 / g[e]:.3g} ohm) lets the row's weights reach "
+                                   f"R (g_max - g_min) = {w:.3g} V/V; at most {MAX_WEIGHT:g} V/V (a feedback "
+                                   f"conductance of at least {(g_max - g_min) / MAX_WEIGHT:.3g} S): beyond it the "
+                                   "circuit's equations keep fewer than half of their digits")
 
 
 VCCS_KEYS = ("name", "out_p", "out_n", "ctrl_p", "ctrl_n", "gm", "fixed")

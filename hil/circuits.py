@@ -91,6 +91,48 @@ def crossbar(layers=(2, 4, 2), seed: int = 0, g_min: float = G_MIN, g_max: float
                         g_min, g_max, source=f"crossbar({layers}, seed={seed})")
 
 
+#: the transistor network's channel: netlists/nmos_level1.lib (kp A/V^2, vto V) at W/L = 6, as ``--device mosfet``
+CHANNEL = {"kp": 2e-4, "vto": 0.5, "lambda": 0.0, "w": 6e-6, "l": 1e-6}
+#: gate voltages drawn uniformly in this range at the start (V); trained within [0, 10] V
+VG_START = (1.0, 6.0)
+#: each hidden and output node's fixed path to ground (S): a read-out's 100 kohm input resistance
+G_LEAK = 1e-5
+
+
+def transistor_network(features: int = 2, classes: int = 2, hidden: int = 6, seed: int = 0) -> Circuit:
+    """A network of transistor edges in the manner of Dillavou et al. (PNAS 121, e2319718121, 2024, "Machine
+    learning without a processor: emergent learning in a nonlinear analog network"): every edge an n-channel
+    MOSFET whose gate voltage vg (V, against ground) is the learning degree of freedom, trained by coupled
+    learning.
+
+    The channels (SPICE level 1, :data:`CHANNEL`) join every source to every one of ``hidden`` hidden nodes
+    and every hidden node to every class output: (2 features + 2) x hidden + hidden x classes channels. A
+    channel's conductance k (vg - vto - V_low) falls as the lower of its two node voltages rises, so a hidden
+    node fed by +x1 and +x2 reads a term in x1 x2: the product XOR needs. Sources follow the classification
+    encoding's 2d + 2 layout (a +-x pair per feature ``x1p``, ``x1n``, ..., then ``biasp`` at +1 V and
+    ``biasn`` at -1 V); outputs ``y1`` .. ``yC``, one per class. Every hidden and output node has a fixed
+    :data:`G_LEAK` to ground, so that a node whose channels are all cut off still has a voltage. Gate
+    voltages start uniform in :data:`VG_START`, seeded.
+    """
+    if features < 1 or classes < 2 or hidden < 1:
+        raise ValueError(f"transistor: --sizes {features},{classes} --hidden {hidden}: at least 1 feature, 2 classes "
+                         "and 1 hidden node")
+    from hil.circuit import circuit_from_dict
+
+    rng = np.random.default_rng(seed)
+    ins = [f"x{j + 1}{s}" for j in range(features) for s in ("p", "n")] + ["biasp", "biasn"]
+    hid = [f"h{j + 1}" for j in range(hidden)]
+    outs = [f"y{c + 1}" for c in range(classes)]
+    pairs = [(i, h) for h in hid for i in ins] + [(h, o) for o in outs for h in hid]
+    vg = rng.uniform(*VG_START, len(pairs))
+    data = {"name": f"transistor{features}x{hidden}x{classes}_s{seed}", "ground": "gnd", "inputs": ins,
+            "outputs": outs, "g_min": G_MIN, "g_max": G_MAX,
+            "edge": [{"name": f"RL_{n}", "a": n, "b": "gnd", "g": G_LEAK, "fixed": True} for n in hid + outs],
+            "mosfet": [{"name": f"M{k + 1}", "d": a, "s": b, "gate": "ground", "vg": float(vg[k]), "vg_min": 0.0,
+                        "vg_max": 10.0, **CHANNEL} for k, (a, b) in enumerate(pairs)]}
+    return circuit_from_dict(data, source=f"transistor_network({features}, {classes}, hidden={hidden}, seed={seed})")
+
+
 #: edges a resistor board holds (the firmware's limit: one digital potentiometer per edge)
 BOARD_EDGES = 30
 
@@ -324,3 +366,82 @@ def layered(sizes, seed: int = 0, g_min: float = 1e-6, g_max: float = 1e-4, r_f:
             "inputs": [f"x{i}" for i in range(sizes[0])], "outputs": plus, "g_min": g_min, "g_max": g_max,
             "edge": edges, "vcvs": vcvs, "matrix": matrices}
     return circuit_from_dict(data, source=f"layered({','.join(map(str, sizes))}, seed={seed})")
+
+
+
+
+#: the papers a generated DRN follows (its file's header)
+DRN_CITATION = ("Deep resistive network after Kendall et al. (2020), 'Training end-to-end analog neural networks with",
+                "equilibrium propagation', arXiv:2006.01981, and Scellier (ICML 2024), 'A fast algorithm to simulate",
+                "nonlinear resistive networks', PMLR 235 (repository energy-based-learning, papers/fast-drn).",
+                "Inputs: +-x pairs per feature, then bias +1 V, -1 V; hidden nodes clipped at 0 V by diodes to",
+                "ground (first half >= 0, the rest <= 0); outputs: a differential pair per class.")
+#: a DRN's conductance bounds and the scale of its initial conductances (siemens)
+DRN_G_MIN, DRN_G_MAX, DRN_G_INIT = 1e-7, 1e-3, 1e-4
+#: a DRN's default step, as a fraction of 1 / lambda_max (the circuit file's ``lr_fraction``; the loop's own is
+#: 0.25): its curvature is set by the output layer, whose bias edges carry drops ~10x the hidden layer's, so
+#: at 0.25 the hidden layer learns ~10x slower than it can (docs/classification.md has the measurements)
+DRN_LR_FRACTION = 2.5
+#: a Shockley diode's saturation current (A) in ``deep_resistive_network(..., diode="shockley")``
+DRN_IS = 1e-12
+
+
+def deep_resistive_network(sizes, seed: int = 0, diode: str = "ideal", g_min: float = DRN_G_MIN,
+                           g_max: float = DRN_G_MAX, g_init: float = DRN_G_INIT) -> Circuit:
+    """A deep resistive network (DRN) of widths ``sizes`` = (d, H_1, ..., H_L, C), seeded.
+
+    Sources: Kendall et al. (2020), "Training end-to-end analog neural networks with equilibrium
+    propagation" (arXiv:2006.01981); Scellier (ICML 2024), "A fast algorithm to simulate nonlinear
+    resistive networks" (PMLR 235; repository ``energy-based-learning``, ``papers/fast-drn``).
+
+    - Inputs: the classification encoding's 2d + 2 layout (:func:`hil.classify.layout`): a pair
+      ``x{j}p`` = +z_j, ``x{j}n`` = -z_j per feature (signed weights from positive conductances), then
+      the bias pair ``bp`` = +1 V and ``bn`` = -1 V.
+    - Hidden layer k: H_k nodes ``h{k}_{j}``; the first ceil(H_k / 2) excitatory, held at V >= 0 by a
+      diode from ground (anode ground), the others inhibitory, held at V <= 0 by a diode to ground
+      (anode the node): Scellier's DRN, whose units are clipped at 0 V (Kendall et al. bias their
+      diodes' other ends; here that bias is ground). ``diode``: "ideal" (Scellier's: a short or an
+      open, embedded substrate only) or "shockley" (I_s = :data:`DRN_IS`, n = 1: what ngspice simulates).
+    - Outputs: a pair ``y{c}p``, ``y{c}n`` per class, read differentially; linear nodes (no diode).
+    - Edges (trainable, g in [g_min, g_max]): every node of a layer to every node of the next, and the
+      bias pair to every node of every later layer (with the first layer's they make each node's
+      signed bias current, Scellier's per-unit bias). No amplifier between layers: Scellier's DRNs
+      join their layers directly (Kendall et al.'s bidirectional amplifiers restore the signal between
+      layers; a one-way VCVS would break the reciprocity EP needs).
+
+    Initial conductances: g = g_init u / sqrt(fan-in), u ~ U(0, 1), clipped into [g_min, g_max]: the
+    positive half of Scellier's initialisation (Kaiming-uniform, the negative half clamped to 0).
+    Of the (2d + 2) H_1 + sum_k (H_k + 2) H_(k+1) edges, (H_L + 2) 2C join the outputs. The file's
+    ``lr_fraction`` = :data:`DRN_LR_FRACTION` sets the default step (see there).
+    """
+    from hil.circuit import circuit_from_dict
+    from hil.classify import layout
+
+    sizes = tuple(int(x) for x in sizes)
+    if len(sizes) < 3 or min(sizes) < 1 or sizes[-1] < 2:
+        raise ValueError(f"drn: --sizes {','.join(map(str, sizes))}: expected N_in,H1[,H2...],N_classes: at "
+                         "least one hidden layer, every width >= 1 and at least 2 classes (e.g. 4,8,3)")
+    if diode not in ("ideal", "shockley"):
+        raise ValueError(f"drn: --diode {diode!r}: expected ideal or shockley")
+    d, hidden, C = sizes[0], sizes[1:-1], sizes[-1]
+    rng = np.random.default_rng(seed)
+    bias = ["bp", "bn"]
+    ins = [f"x{j + 1}{s}" for j in range(d) for s in ("p", "n")] + bias
+    layout(len(ins), d, "drn")  # the encoding reads these inputs as pairs and a bias pair
+    layers = [ins] + [[f"h{k + 1}_{j + 1}" for j in range(H)] for k, H in enumerate(hidden)] + \
+        [[f"y{c + 1}{s}" for c in range(C) for s in ("p", "n")]]
+    edges = []
+    for k in range(1, len(layers)):
+        pre = layers[k - 1] + (bias if k > 1 else [])
+        g = np.clip(g_init * rng.uniform(0.0, 1.0, (len(pre), len(layers[k]))) / np.sqrt(len(pre)), g_min, g_max)
+        edges += [{"name": f"G{k}_{a}_{b}", "a": a, "b": b, "g": float(g[i, j])}
+                  for i, a in enumerate(pre) for j, b in enumerate(layers[k])]
+    diodes = []
+    for k, H in enumerate(hidden):
+        for j, h in enumerate(layers[k + 1]):
+            t = {"name": f"D{h}", "a": "gnd", "b": h} if j < (H + 1) // 2 else {"name": f"D{h}", "a": h, "b": "gnd"}
+            diodes.append({**t, "model": "ideal"} if diode == "ideal" else {**t, "is": DRN_IS, "n": 1.0})
+    spec = ",".join(map(str, sizes))
+    data = {"name": "drn" + "x".join(map(str, sizes)) + f"_s{seed}", "ground": "gnd", "inputs": ins,
+            "outputs": layers[-1], "g_min": g_min, "g_max": g_max, "lr_fraction": DRN_LR_FRACTION, "edge": edges, "diode": diodes}
+    return circuit_from_dict(data, source=f"deep_resistive_network({spec}, seed={seed}, diode={diode})")

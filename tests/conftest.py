@@ -22,7 +22,7 @@ def net(request):
 @pytest.fixture
 def emulated(tmp_path):
     """make(substrate) -> (a running emulator of it, its bench file); every emulator stopped after the test."""
-    from hil.drivers.emulator import build
+    from hil.emulator.bench import build
     made = []
 
     def make(sub):

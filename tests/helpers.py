@@ -20,7 +20,7 @@ def run_hil(*args, timeout=300, **kw):
 
 def bench_of(path, **overrides):
     """The bench file at ``path`` as hil loads it, with ``overrides`` applied."""
-    from hil.drivers.bench import load_bench
+    from hil.bench.substrate import load_bench
     cfg = load_bench(path)
     cfg.update(overrides)
     return cfg

@@ -56,7 +56,7 @@ def script(emu, name, lines):
 
 def test_a_run_starts_from_the_circuit_file_and_from_board_is_explicit(tmp_path, emulated):
     """Issue 12, item 1: a second run started where the first ended; now every run writes the file's g first."""
-    from hil.drivers.bench import BenchSubstrate
+    from hil.bench.substrate import BenchSubstrate
     c = load_circuit("net16")
     task = teacher_task(c, seed=1, examples=4)
     emu, path = emulated(IdealSubstrate(c))
@@ -86,7 +86,7 @@ def test_a_run_starts_from_the_circuit_file_and_from_board_is_explicit(tmp_path,
 
 
 def test_from_board_refuses_a_board_outside_the_limits(emulated):
-    from hil.drivers.bench import BenchError, BenchSubstrate
+    from hil.bench.substrate import BenchError, BenchSubstrate
     c = load_circuit("bridge")
     emu, path = emulated(IdealSubstrate(c))
     cfg = bench_of(path)
@@ -100,7 +100,7 @@ def test_from_board_refuses_a_board_outside_the_limits(emulated):
 
 def test_instruments_are_made_safe_on_connect_and_old_errors_cleared(emulated):
     """Items 2 and 3: an SMU left at 150 V with its output on, errors left in queues by an earlier script."""
-    from hil.drivers.bench import BenchSubstrate
+    from hil.bench.substrate import BenchSubstrate
     c = load_circuit("net16")
     emu, path = emulated(IdealSubstrate(c))
     script(emu, "smu_n1", [":SOUR:FUNC VOLT;:SOUR:VOLT 150;:SENS:CURR:PROT 0.5;:OUTP ON",
@@ -126,7 +126,7 @@ def test_instruments_are_made_safe_on_connect_and_old_errors_cleared(emulated):
 
 def test_a_restarted_instrument_is_made_safe_and_reconfigured(emulated):
     """Item 2 (after a reconnect) and item 4: instruments restart with defaults, output off; the run goes on."""
-    from hil.drivers.bench import BenchSubstrate
+    from hil.bench.substrate import BenchSubstrate
     c = load_circuit("net16")
     emu, path = emulated(IdealSubstrate(c))
     X = np.random.default_rng(1).uniform(-1, 1, (4, 2))
@@ -150,7 +150,7 @@ def test_a_restarted_instrument_is_made_safe_and_reconfigured(emulated):
 
 def test_retries_are_bounded_in_time_and_name_the_instrument(emulated):
     """Item 4: a million retries configured, the instrument gone for good: the run stops within retry_seconds."""
-    from hil.drivers.bench import BenchError, BenchSubstrate
+    from hil.bench.substrate import BenchError, BenchSubstrate
     c = load_circuit("net16")
     emu, path = emulated(IdealSubstrate(c))
     X = np.zeros((2, 2))
@@ -168,7 +168,7 @@ def test_retries_are_bounded_in_time_and_name_the_instrument(emulated):
 
 def test_garbage_on_the_read_back_is_retried_then_named(emulated):
     """Item 5: one garbage reply to the board's read-back is retried; garbage for good names the board."""
-    from hil.drivers.bench import BenchError, BenchSubstrate
+    from hil.bench.substrate import BenchError, BenchSubstrate
     c = load_circuit("net16")
     emu, path = emulated(IdealSubstrate(c))
     g = c.g * 1.5
@@ -184,7 +184,7 @@ def test_garbage_on_the_read_back_is_retried_then_named(emulated):
 
 
 def test_nothing_listening_is_a_clear_error(tmp_path):
-    from hil.drivers.bench import BenchError, BenchSubstrate
+    from hil.bench.substrate import BenchError, BenchSubstrate
     with socket.socket() as s:  # a port that was free a moment ago
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -223,7 +223,7 @@ BASE = ('[board]\nresource = "TCPIP::127.0.0.1::5025::SOCKET"\n'
 ])
 def test_bench_file_keys_and_values_are_checked(tmp_path, top, tail, message):
     """Item 6: a typo is an error naming the key and the closest known one; meaningless values are refused."""
-    from hil.drivers.bench import BenchError, load_bench
+    from hil.bench.substrate import BenchError, load_bench
     p = tmp_path / "b.toml"
     p.write_text(top + BASE + tail)
     with pytest.raises(BenchError, match=rf"^{tmp_path}/b.toml: " + message):
@@ -243,7 +243,7 @@ def _emulate(*args, cwd=None):
 
 def test_hil_emulate_injects_faults_from_the_command_line(tmp_path):
     """Item 7: the fault injection of docs/bench.md, on the command line; hil's bench rides through each fault."""
-    from hil.drivers.bench import BenchSubstrate
+    from hil.bench.substrate import BenchSubstrate
     bench_file = tmp_path / "bench.toml"
     emu, info = _emulate("net16", "--bench-file", bench_file, "--fault", "smu_n6:garbage=2",
                          "--fault", "board:error=-315", "--fault", "scanner:delay=0.6x1", "--fault", "smu_n7:drop=1")
@@ -299,7 +299,7 @@ def test_hil_emulate_port_in_use_and_files_it_must_not_touch(tmp_path):
 
 def test_swapped_scanner_channels_or_smus_are_caught_at_the_start(tmp_path, emulated):
     """A read-back of every node against the circuit at the board's conductances catches a wiring swap."""
-    from hil.drivers.bench import BenchError, BenchSubstrate
+    from hil.bench.substrate import BenchError, BenchSubstrate
     c = load_circuit("net16")
     emu, path = emulated(IdealSubstrate(c))
     cfg = bench_of(path)
@@ -328,7 +328,7 @@ def test_swapped_scanner_channels_or_smus_are_caught_at_the_start(tmp_path, emul
 def test_a_bench_run_resumes_on_a_restarted_bench_named_by_bench(tmp_path, emulated):
     """Item 11: --bench may change on resume (a restarted emulator has new ports); the change is recorded."""
     import json
-    from hil.drivers.bench import BenchError
+    from hil.bench.substrate import BenchError
     from hil.train import resume_run
     c = load_circuit("net16")
     task = teacher_task(c, seed=1, examples=4)

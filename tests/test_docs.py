@@ -63,7 +63,7 @@ def test_the_command_reference_has_every_command_and_option(html):
 def test_the_emulator_page_lists_every_command_the_instruments_answer(html):
     """Each emulated instrument's commands as its interpreter declares them (a changed tree changes the page)."""
     from hil.circuits import load
-    from hil.drivers.emulator import build
+    from hil.emulator.bench import build
     from hil.ideal import IdealSubstrate
 
     text = _text(html / "emulator.html")
@@ -89,7 +89,7 @@ def test_the_api_reference_documents_every_module(html):
     finally:
         sys.path.remove(str(DOCS / "_ext"))
     modules = hil_modules()
-    assert "hil.train" in modules and "hil.drivers.emulator" in modules
+    assert "hil.train" in modules and "hil.emulator.bench" in modules
     for name in modules:
         if name != "hil.api":  # on the API page
             assert f'id="module-{name}"' in text, name

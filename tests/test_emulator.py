@@ -23,7 +23,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 @pytest.fixture
 def bench():
     """An emulated net16 bench (ideal substrate); yields a function making more with options."""
-    from hil.drivers.emulator import build
+    from hil.emulator.bench import build
     made = []
 
     def make(name="net16", sub=None, **kw):
@@ -123,7 +123,7 @@ def test_after_an_error_the_rest_of_the_message_is_discarded(bench):
 
 
 def test_a_line_longer_than_the_input_buffer_is_rejected_whole(bench):
-    from hil.drivers.emulator import MAX_LINE
+    from hil.emulator.bench import MAX_LINE
     emu = bench()
     r = Raw(emu, "smu_n1")
     r.send(":OUTP ON")
@@ -131,7 +131,7 @@ def test_a_line_longer_than_the_input_buffer_is_rejected_whole(bench):
     assert r.ask(":OUTP?") == "1"
     assert r.errors().startswith('-363,"Input buffer overrun')
     # and the history a test keeps is bounded, whatever the clients send
-    from hil.drivers.emulator import HISTORY, HISTORY_CHARS
+    from hil.emulator.bench import HISTORY, HISTORY_CHARS
     for _ in range(100):
         r.send(":SOUR:VOLT 0.1;" + " " * 20000)
     for _ in range(HISTORY):
@@ -161,7 +161,7 @@ def test_error_numbers_texts_and_the_standard_event_register(bench):
 
 
 def _settings():
-    from hil.drivers.emulated2400 import SETTINGS
+    from hil.emulator.keithley2400 import SETTINGS
     return [s for s in SETTINGS if s.settable and s.queryable]
 
 
@@ -199,7 +199,7 @@ def _short(path):
 @pytest.mark.parametrize("name", ["smu_n1", "scanner"])
 def test_every_setting_set_to_a_new_value_reads_it_back_and_rst_restores_it(bench, name):
     """The fidelity table: for each declared setting, a value other than the default, set and queried."""
-    from hil.drivers import emulated2400, emulated2700
+    from hil.emulator import keithley2400 as emulated2400, keithley2700 as emulated2700
     table = emulated2400.SETTINGS if name.startswith("smu") else emulated2700.SETTINGS
     r = Raw(bench(), name)
     coupled = getattr(emulated2400, "COUPLED", set()) if name.startswith("smu") else set()

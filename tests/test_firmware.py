@@ -94,7 +94,7 @@ def test_the_image_uses_the_tap_model_of_netlists():
         return float(re.search(rf"#define {name}\s+([\d.]+)", pins).group(1))
 
     assert (define("POT_TAPS"), define("POT_R_AB"), define("POT_R_W")) == (spec["taps"], spec["r_ab"], spec["r_wiper"])
-    from hil.drivers.firmware import pin_map
+    from hil.emulator.firmware import pin_map
     pm = pin_map(FIRMWARE / "avr" / "pins.h")
     assert len(pm) == 30 and len(set(pm)) == 30  # every edge its own (chip select, wiper)
     assert {pin for pin, _ in pm}.isdisjoint({0, 1, 11, 12, 13})  # UART and SPI pins stay free
@@ -178,8 +178,8 @@ def check_driver(replies, env, who):
 
 
 def test_the_conformance_table_on_the_firmware_core_the_emulator_and_the_driver(host_firmware):
-    from hil.drivers.emulator import build
-    from hil.drivers.firmware import FirmwareBoard
+    from hil.emulator.bench import build
+    from hil.emulator.firmware import FirmwareBoard
     c = load_circuit("divider")
     assert c.m == TABLE["edges"]
     dev = digipot(c)
@@ -196,7 +196,7 @@ def test_the_conformance_table_on_the_firmware_core_the_emulator_and_the_driver(
 
 
 def test_the_conformance_table_on_the_avr_image_in_simavr(tmp_path):
-    from hil.drivers.firmware import FirmwareBoard
+    from hil.emulator.firmware import FirmwareBoard
     if not shutil.which("avr-gcc"):
         unavailable("avr-gcc (apt-get install gcc-avr avr-libc)")
     if not Path("/usr/include/simavr/parts/uart_pty.h").exists():
@@ -224,8 +224,8 @@ TRAIN = dict(rule="cl", steps=10, seed=4)
 @pytest.fixture(scope="module")
 def emulated_digipot_run(tmp_path_factory):
     """Losses of a run on the all-emulated bench whose board holds the digipot's taps, from its *RST state."""
-    from hil.drivers.bench import BenchSubstrate
-    from hil.drivers.emulator import build
+    from hil.bench.substrate import BenchSubstrate
+    from hil.emulator.bench import build
     c = load_circuit("net16")
     out = tmp_path_factory.mktemp("emulated")
     emu = build(IdealSubstrate(c), board_device=digipot(c)).start()
@@ -245,9 +245,9 @@ def test_training_with_the_firmware_board_over_a_pty_matches_the_emulated_bench(
                                                                                 emulated_digipot_run):
     """The firmware as the board (pyvisa-py ASRL over its pty: the host-built core, or the AVR image
     on simavr); the emulator's SMUs and scanner measure the circuit with what its pots hold."""
-    from hil.drivers.bench import BenchSubstrate
-    from hil.drivers.emulator import build
-    from hil.drivers.firmware import FirmwareBoard
+    from hil.bench.substrate import BenchSubstrate
+    from hil.emulator.bench import build
+    from hil.emulator.firmware import FirmwareBoard
     c = load_circuit("net16")
     dev = digipot(c)
     if kind == "host":
@@ -287,8 +287,8 @@ def test_training_with_the_firmware_board_over_a_pty_matches_the_emulated_bench(
 
 
 def test_the_reset_wait_defaults_to_two_seconds_on_serial_boards_and_drops_the_boot_chatter(tmp_path):
-    from hil.drivers.bench import BenchError, BenchSubstrate, load_bench
-    from hil.drivers.emulator import build
+    from hil.bench.substrate import BenchError, BenchSubstrate, load_bench
+    from hil.emulator.bench import build
     c = load_circuit("divider")
     emu = build(IdealSubstrate(c)).serve_serial()
     try:
@@ -373,8 +373,8 @@ def test_the_host_firmware_refuses_bad_options_and_overlong_lines(host_firmware)
 
 
 def test_a_garbled_or_lost_reply_on_the_serial_line_is_retried_after_a_reconnect(tmp_path):
-    from hil.drivers.bench import BenchSubstrate
-    from hil.drivers.emulator import build
+    from hil.bench.substrate import BenchSubstrate
+    from hil.emulator.bench import build
     c = load_circuit("divider")
     emu = build(IdealSubstrate(c)).serve_serial()
     try:
@@ -397,8 +397,8 @@ def test_a_garbled_or_lost_reply_on_the_serial_line_is_retried_after_a_reconnect
 
 def test_hil_emulate_with_the_firmware_as_its_board(tmp_path, host_firmware):
     import json
-    from hil.drivers.bench import BenchSubstrate
-    from hil.drivers.emulator import build
+    from hil.bench.substrate import BenchSubstrate
+    from hil.emulator.bench import build
     r = run_hil("emulate", "bridge", "--firmware", tmp_path / "nowhere", cwd=tmp_path)
     assert r.returncode == 2 and "--firmware" in r.stderr and "make -C firmware host" in r.stderr
     bench_file = tmp_path / "bench.toml"

@@ -34,7 +34,7 @@ def hil(*args, timeout=300):
 
 @pytest.fixture
 def ideal_bench(tmp_path):
-    from hil.drivers.emulator import build
+    from hil.emulator.bench import build
     c = load_circuit("net16")
     emu = build(IdealSubstrate(c)).start()
     path = tmp_path / "bench.toml"
@@ -44,8 +44,8 @@ def ideal_bench(tmp_path):
 
 
 def test_a_bench_run_records_every_exchange_and_every_write(tmp_path, ideal_bench):
-    from hil.drivers.bench import BenchSubstrate
-    from hil.drivers.record import read_exchanges, read_steps
+    from hil.bench.substrate import BenchSubstrate
+    from hil.bench.record import read_exchanges, read_steps
     c, emu, bench = ideal_bench
     task = teacher_task(c, 1, 16)
     cfg = TrainConfig(rule="cl", steps=6, batch=8, checkpoint_every=1, backend="bench")
@@ -76,8 +76,8 @@ def test_a_bench_run_records_every_exchange_and_every_write(tmp_path, ideal_benc
 
 
 def test_the_exchange_record_is_bounded(tmp_path, ideal_bench):
-    from hil.drivers.bench import BenchSubstrate, load_bench
-    from hil.drivers.record import read_exchanges
+    from hil.bench.substrate import BenchSubstrate, load_bench
+    from hil.bench.record import read_exchanges
     c, emu, bench = ideal_bench
     cfg = load_bench(bench)
     cfg["record_max_bytes"] = 4000

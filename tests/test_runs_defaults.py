@@ -187,7 +187,7 @@ def test_a_model_mismatch_is_not_blamed_on_wiring(ngspice, tmp_path, emulated):
     """A mosfet bench whose file declares no parts (resistors): the readings differ from the linear circuit,
     and the check says the parts or the model are the cause, not the wiring; declared, the check passes."""
     from helpers import bench_of
-    from hil.drivers.bench import BenchError, BenchSubstrate
+    from hil.bench.substrate import BenchError, BenchSubstrate
     from hil.spice.substrate import NgSpiceSubstrate
     c = load_circuit("net16")
     emu, path = emulated(NgSpiceSubstrate(c, device="mosfet"))

@@ -238,8 +238,8 @@ def test_netlist_writes_g_elements_that_ngspice_runs(tmp_path, ngspice):
 
 
 def test_bench_refuses_vccs_circuits_with_a_clear_message(tmp_path):
-    from hil.drivers.bench import BenchError, BenchSubstrate
-    from hil.drivers.emulator import build
+    from hil.bench.substrate import BenchError, BenchSubstrate
+    from hil.emulator.bench import build
     c = load_circuit(write(tmp_path, VCCS))
     with pytest.raises(BenchError, match=r"circuit 'nr' has 2 voltage-controlled current source\(s\) \(G1, G2\)"):
         BenchSubstrate(c, {"smu": [], "_path": "b.toml"})

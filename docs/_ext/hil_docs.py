@@ -4,7 +4,7 @@
   defaults, from :func:`hil.cli.build_parser` (what ``hil CMD --help`` prints).
 - ``hil-scpi INSTRUMENT``: every command an emulated instrument answers (``2400``, ``2450``, ``2700``
   or ``board``), from the commands its interpreter declares, with each declared setting's
-  type, range and *RST default (:mod:`hil.drivers.commands`).
+  type, range and *RST default (:mod:`hil.emulator.commands`).
 - ``hil-modules``: an ``automodule`` for every module of the ``hil`` package (an .rst page).
 
 Nothing is downloaded; the pages change when the parser or the command trees do.
@@ -112,7 +112,7 @@ def _instrument(kind: str):
     """One emulated instrument of ``kind`` (2400, 2450, 2700 or board) on a bench of net16 on the ideal
     substrate (SMUs, the scanner, the board), or None for an unknown kind."""
     from hil.circuits import load
-    from hil.drivers import emulator
+    from hil.emulator import bench as emulator
     from hil.ideal import IdealSubstrate
 
     bench = emulator.build(IdealSubstrate(load("net16")), smu_model="2450" if kind == "2450" else "2400")

@@ -101,8 +101,8 @@ def calibrate_bench(bench_path, out, circuit=None, patterns: int = 40, seed: int
     from pathlib import Path
 
     from hil.circuit import load_circuit
-    from hil.drivers.bench import BenchSubstrate, load_bench
-    from hil.drivers.probe import probe_patterns
+    from hil.bench.substrate import BenchSubstrate, load_bench
+    from hil.bench.probe import probe_patterns
     from hil.runs import atomic_write
 
     out = Path(out)

@@ -10,7 +10,7 @@ board's ``/dev/ttyACM0``:
   ``board-sim board.elf``.
 
 Both also report the SPI frames the pots receive. :class:`FirmwareBoard` decodes them
-into tap codes, so an emulated bench (:mod:`hil.drivers.emulator`) can put the
+into tap codes, so an emulated bench (:mod:`hil.emulator.bench`) can put the
 firmware's conductances, g = 1 / (R_W + code R_AB / N), into its circuit
 (:meth:`FirmwareBoard.attach`): the SMUs and the scanner then measure what the
 firmware set.
@@ -171,7 +171,7 @@ class FirmwareBoard:
         return self.device.g_from_param(self.codes.astype(float))
 
     def attach(self, model) -> None:
-        """Make an emulated bench's circuit (:class:`hil.drivers.emulator.BenchModel`) follow the pots."""
+        """Make an emulated bench's circuit (:class:`hil.emulator.bench.BenchModel`) follow the pots."""
         model.g_source = self.conductances
 
     def close(self) -> None:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hil.drivers.commands import Setting, fmt_real, install, reset
-from hil.drivers.emulator import SCANNER_CHANNELS, Instrument
-from hil.drivers.scpi import ILLEGAL_VALUE, SETTINGS_CONFLICT, SCPIError, channel_list, split_params
+from hil.emulator.commands import Setting, fmt_real, install, reset
+from hil.emulator.bench import SCANNER_CHANNELS, Instrument
+from hil.emulator.scpi import ILLEGAL_VALUE, SETTINGS_CONFLICT, SCPIError, channel_list, split_params
 
 V_RANGES = (0.1, 1.0, 10.0, 100.0, 1000.0)
 OVERFLOW = 9.9e37

@@ -4,7 +4,7 @@ A :class:`Setting` is one SCPI command as its manual's command summary lists it:
 the path, the parameter type, the range, the *RST default and what MINimum,
 MAXimum and DEFault mean. :func:`install` turns a table of them into the set
 form and the query form (``PATH?``, ``PATH? MIN|MAX|DEF``) on an
-:class:`~hil.drivers.scpi.Interpreter`, with validation, and :func:`reset`
+:class:`~hil.emulator.scpi.Interpreter`, with validation, and :func:`reset`
 restores the *RST defaults; so every declared command is settable, queryable,
 validated and reset by construction. The server-side counterpart of
 PyMeasure's ``Instrument.control``.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hil.drivers.scpi import (DATA_OUT_OF_RANGE, DATA_TYPE_ERROR, ILLEGAL_VALUE, MISSING_PARAMETER, SCPIError,
+from hil.emulator.scpi import (DATA_OUT_OF_RANGE, DATA_TYPE_ERROR, ILLEGAL_VALUE, MISSING_PARAMETER, SCPIError,
                               boolean, number, split_params)
 
 

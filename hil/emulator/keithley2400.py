@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hil.drivers.commands import Setting, fmt_real, install, reset
-from hil.drivers.emulator import Instrument
-from hil.drivers.scpi import ILLEGAL_VALUE, OUTPUT_OFF, SETTINGS_CONFLICT, SCPIError, boolean, number, split_params
+from hil.emulator.commands import Setting, fmt_real, install, reset
+from hil.emulator.bench import Instrument
+from hil.emulator.scpi import ILLEGAL_VALUE, OUTPUT_OFF, SETTINGS_CONFLICT, SCPIError, boolean, number, split_params
 
 V_RANGES = (0.21, 2.1, 21.0, 210.0)                                # full scales: 105 % of 200 mV .. 200 V
 I_RANGES = (1.05e-6, 1.05e-5, 1.05e-4, 1.05e-3, 1.05e-2, 1.05e-1, 1.05)
