@@ -19,8 +19,8 @@ One command: ``python benchmarks/classify_epoch.py`` (``--quick``: fewer example
    1,438 training images): seconds per epoch (wall clock and CPU time: the machine is shared),
    solves per second (free, +beta and -beta for every image), the default step's first
    estimate alone, peak resident memory and test accuracy. Before this round (main at f03299f)
-   one estimate of that step took 40 s and 5.4 GB (the dense 15,040 x 15,040 curvature); the
-   epoch did not finish in 14 minutes.
+   one estimate of that step took 40 s and 5.4 GB on 240 of the images (the dense 15,040 x 15,040
+   curvature of the generated 64-100-10 network); an epoch did not finish in 14 minutes.
 
 Medians where repeated; the first section's figure on main at f03299f was 10.5 s per epoch in
 the same session (24.6 s in an earlier one), nearly all of it the curvature's m x m matrix.
