@@ -10,10 +10,20 @@ One command: ``python benchmarks/classify_epoch.py`` (``--quick``: fewer example
    Medians of ``--repeats``.
 2. ``--npz N``: a synthetic N x 784 uint8 data set written as .npz (random pixels, 10 labels),
    read and encoded as ``hil train --data FILE.npz`` does, then ``--npz-steps`` steps (batch 100,
-   a fixed ``--lr``: the curvature default takes memory m^2) on a 784-feature classifier
-   (15,700 edges): peak resident memory beside the size of the encoded inputs, and seconds per
-   step beside the same steps for N / 10 examples (a step reads its minibatch only, so its
-   time does not grow with N).
+   a fixed ``--lr``) on a 784-feature classifier (15,700 edges): peak resident memory beside the
+   size of the encoded inputs, and seconds per step beside the same steps for N / 10 examples (a
+   step reads its minibatch only, so its time does not grow with N).
+3. ``--drn``: one epoch of digits on the deep resistive network of ``drn_ideal_diodes.py``
+   (64 x 2 inputs, 100 hidden nodes with ideal diodes, 10 x 2 outputs, 15,040 edges) with
+   ep-sym, batch 10, at the default step (its curvature re-estimated every 10 steps over the
+   1,438 training images): seconds per epoch (wall clock and CPU time: the machine is shared),
+   solves per second (free, +beta and -beta for every image), the default step's first
+   estimate alone, peak resident memory and test accuracy. Before this round (main at f03299f)
+   one estimate of that step took 40 s and 5.4 GB on 240 of the images (the dense 15,040 x 15,040
+   curvature of the generated 64-100-10 network); an epoch did not finish in 14 minutes.
+
+Medians where repeated; the first section's figure on main at f03299f was 10.5 s per epoch in
+the same session (24.6 s in an earlier one), nearly all of it the curvature's m x m matrix.
 """
 
 from __future__ import annotations
@@ -77,7 +87,19 @@ def digits(repeats: int, spice_steps: int, quick: bool) -> None:
     spe = steps_per_epoch(task.n_train, 10)
     from hil.rules import make_rule
     from hil.train import default_lr
+    t0 = time.perf_counter()
     lr0 = default_lr(c, c.g, task.X_train, make_rule("ep-sym"))  # the fixed step of the side-by-side steps
+    t_lanczos = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    from scipy.sparse.linalg import eigsh
+
+    from hil.exact import gauss_newton
+    H = gauss_newton(c, task.X_train, c.g)  # main's way (f03299f): the m x m H formed, then Lanczos on it
+    lam = float(eigsh(H, k=1, which="LA", return_eigenvectors=False, v0=np.ones(len(H)), tol=0)[0])
+    t_dense = time.perf_counter() - t0
+    print(f"digits board ({c.m} edges): the default step's curvature by Lanczos on H v {t_lanczos:.3f} s, on the "
+          f"formed H {t_dense:.3f} s (ratio {t_dense / t_lanczos:.1f}); lambda_max equal to "
+          f"{abs(0.25 / lr0 - lam) / lam:.1e}")
     epoch, ideal, spice = [], [], []
     for _ in range(repeats):
         s, res = _steps(c, task, "ideal", spe)
@@ -116,6 +138,31 @@ def big_npz(n: int, steps: int, lr: float) -> None:
     print(f"  seconds per step, {n} against {n // 10} examples: ratio {times[n] / times[n // 10]:.2f}")
 
 
+def drn_epoch() -> None:
+    from drn_ideal_diodes import drn
+
+    from hil import classify as cl
+    from hil.rules import make_rule
+    from hil.train import default_lr, steps_per_epoch
+
+    c, _, _ = drn()
+    task = cl.classification_task(c, cl.load_dataset("digits"), 0.2, seed=0)
+    t0 = time.perf_counter()
+    default_lr(c, c.g, task.X_train, make_rule("ep-sym"))
+    first = time.perf_counter() - t0
+    spe = steps_per_epoch(task.n_train, 10)
+    cpu = time.process_time()
+    wall, res = _steps(c, task, "ideal", spe)
+    cpu = time.process_time() - cpu
+    solves = 3 * task.n_train
+    print(f"DRN 64x2-100-10x2 (ideal diodes, {c.m} edges), digits: {task.n_train} training images, {spe} steps, "
+          "ep-sym, batch 10, the default step")
+    print(f"  one epoch: {wall * spe:.1f} s wall, {cpu:.1f} s CPU ({solves / (wall * spe):.0f} solves/s wall, "
+          f"{solves / cpu:.0f} per CPU second); test accuracy after it {res['test_accuracy']:.3f}")
+    print(f"  the default step's curvature over the training set, once: {first:.1f} s; "
+          f"peak resident {_rss_mib():.0f} MiB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -124,8 +171,11 @@ def main() -> None:
     ap.add_argument("--npz", type=int, default=0, metavar="N", help="also the large-.npz check with N examples")
     ap.add_argument("--npz-steps", type=int, default=5)
     ap.add_argument("--lr", type=float, default=1e-6, help="the fixed step of the .npz check (S^2/V^2)")
+    ap.add_argument("--drn", action="store_true", help="also one digits epoch on a deep resistive network")
     a = ap.parse_args()
     digits(1 if a.quick else a.repeats, a.spice_steps, a.quick)
+    if a.drn:
+        drn_epoch()
     if a.npz:
         big_npz(a.npz, a.npz_steps, a.lr)
 

@@ -15,9 +15,15 @@ to its diode's interval; the nodes of a layer share no edge, so a layer is updat
 alternating hidden and output layers (one iteration = both). Run until no node moves by more
 than ``tol`` (1e-12 V by default) in an iteration.
 
-Embedded: :mod:`hil.mna`'s Newton (active-set) solve of the same circuit file, batched.
-Printed: time per example of each (medians of interleaved repeats, one thread), their ratio,
-the iterations each took, and the largest difference between their states (V).
+Embedded: :mod:`hil.mna`'s Newton (active-set) solve of the same circuit file, batched, from
+0 V, two ways: each step by the Woodbury identity about the all-diodes-on Jacobian (the default:
+only the diodes' branch rows change, 100 of 220 unknowns) and each step a direct LU of the
+220 x 220 J_UU (``hil.mna.WOODBURY_FRACTION = 0``).
+Printed: time per example of each (medians of interleaved repeats, everything on one BLAS
+thread), their ratios, the iterations coordinate descent took, and the largest difference
+between the states (V). Before this round (main at f03299f, the same command with ``--quick``)
+the embedded solve took 10.9 ms per example on this machine (113 ms in an earlier session),
+assembling an N x N Jacobian per example and solving on two contended BLAS threads.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import statistics
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+import hil.mna as mna
 from hil.circuit import circuit_from_dict
 from hil.mna import System, newton, start
 
@@ -87,21 +95,30 @@ def main():
     X = rng.uniform(-1, 1, (batch, len(c.inputs)))
     hid = [c.nodes.index(f"h{k}") for k in range(W1.shape[1])]
     out = list(c.outputs)
-    t_cd, t_mna, worst, iters_cd = [], [], 0.0, 0
-    system = System(c)
-    for _ in range(repeats):
-        t = time.perf_counter()
-        h, o, iters_cd = coordinate_descent(X, W1, W2, W1.shape[1], args.tol)
-        t_cd.append((time.perf_counter() - t) / batch)
-        t = time.perf_counter()
-        x = newton(system, start(system, X))
-        t_mna.append((time.perf_counter() - t) / batch)
-        worst = max(float(np.abs(x[:, hid] - h).max()), float(np.abs(x[:, out] - o).max()))
-    cd, mna = statistics.median(t_cd), statistics.median(t_mna)
-    print(f"DRN 64x2 inputs, 100 hidden (ideal diodes), 10x2 outputs; {batch} examples, medians of {repeats}")
-    print(f"exact coordinate descent (to {args.tol:g} V): {1e3 * cd:.3f} ms per example, {iters_cd} iterations")
-    print(f"embedded Newton / active set (batched):   {1e3 * mna:.3f} ms per example")
-    print(f"ratio coordinate descent / embedded: {cd / mna:.2f}; largest state difference {worst:.2e} V")
+    times = {"cd": [], "woodbury": [], "lu": []}
+    worst, iters_cd = 0.0, 0
+    default = mna.WOODBURY_FRACTION
+    with threadpool_limits(1):
+        for _ in range(repeats):
+            t = time.perf_counter()
+            h, o, iters_cd = coordinate_descent(X, W1, W2, W1.shape[1], args.tol)
+            times["cd"].append((time.perf_counter() - t) / batch)
+            for name, frac in (("woodbury", default), ("lu", 0.0)):
+                mna.WOODBURY_FRACTION = frac
+                system = System(c)  # a fresh system: the Woodbury base is inverted inside the timing
+                t = time.perf_counter()
+                x = newton(system, start(system, X))
+                times[name].append((time.perf_counter() - t) / batch)
+                worst = max(worst, float(np.abs(x[:, hid] - h).max()), float(np.abs(x[:, out] - o).max()))
+            mna.WOODBURY_FRACTION = default
+    cd, wb, lu = (statistics.median(times[k]) for k in ("cd", "woodbury", "lu"))
+    print(f"DRN 64x2 inputs, 100 hidden (ideal diodes), 10x2 outputs; {batch} examples, medians of {repeats}, "
+          "one BLAS thread")
+    print(f"exact coordinate descent (to {args.tol:g} V):    {1e3 * cd:.3f} ms per example, {iters_cd} iterations")
+    print(f"embedded Newton, Woodbury steps (default): {1e3 * wb:.3f} ms per example")
+    print(f"embedded Newton, a direct LU each step:    {1e3 * lu:.3f} ms per example")
+    print(f"ratio direct LU / Woodbury: {lu / wb:.2f}; coordinate descent / Woodbury: {cd / wb:.3f}; "
+          f"largest state difference {worst:.2e} V")
 
 
 if __name__ == "__main__":

@@ -316,7 +316,7 @@ def gauss_newton(c: Circuit, X, g=None, weight=None, chunk: int = 4096) -> np.nd
     return (E @ W @ E.T) * (DtD / max(len(X), 1))
 
 
-def gauss_newton_operator(c: Circuit, X, g=None, weight=None, chunk: int = 4096) -> spla.LinearOperator:
+def gauss_newton_operator(c: Circuit, X, g=None, weight=None, chunk: int = 4096, warm=None) -> spla.LinearOperator:
     """H of :func:`gauss_newton` on a reciprocal circuit as an m x m LinearOperator (V^2/S^2), never formed.
 
     H = (E W E^T) o (D^T D / N) with the drops D = V B^T (B the incidence, V (N x n) the free
@@ -326,7 +326,10 @@ def gauss_newton_operator(c: Circuit, X, g=None, weight=None, chunk: int = 4096)
 
     which costs O(m |O| + n^2 |O|) a product and keeps E (m x |O|), C (n x n) and B in memory:
     linear in the edges, whatever the number of examples N (the free states are solved ``chunk``
-    examples at a time).
+    examples at a time). With other element kinds the free states are Newton's (:mod:`hil.mna`); ``warm``, a
+    dict the caller keeps, starts it from ``warm["x"]`` (the states of the same X at nearby parameters, as
+    the last re-estimate of a training run left them: fewer iterations, the same states to ~1e-15 V) and
+    receives the new states there.
     """
     if not c.reciprocal:
         raise ValueError(f"circuit '{c.name}': the matrix-free Gauss-Newton curvature needs a reciprocal circuit")
@@ -335,9 +338,16 @@ def gauss_newton_operator(c: Circuit, X, g=None, weight=None, chunk: int = 4096)
     g = c.g if g is None else np.asarray(g, float)
     E = edge_transfer(c, g)
     C = np.zeros((c.n, c.n))
-    for k in range(0, len(X), chunk):
-        V = free_state(c, X[k:k + chunk], g)
-        C += V.T @ V
+    if c.elements and warm is not None:
+        from hil.mna import operating_point
+        x0 = warm.get("x")
+        _, x = operating_point(c, X, g, x0=x0 if x0 is not None and x0.shape[0] == len(X) else None)
+        warm["x"] = x
+        C += x[:, :c.n].T @ x[:, :c.n]
+    else:
+        for k in range(0, len(X), chunk):
+            V = free_state(c, X[k:k + chunk], g)
+            C += V.T @ V
     C /= max(len(X), 1)
     B = c.incidence()
     EW = E @ (0.5 * (W + W.T))  # W = I or K^-1, symmetric on a reciprocal circuit (to rounding)

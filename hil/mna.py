@@ -36,6 +36,11 @@ ONE_THREAD_UNKNOWNS = 1024
 #: Newton solves this many bytes' worth of examples at a time (J_UU of each, u x u), so that a whole training set
 #: (the curvature's free states) is solved in bounded memory
 CHUNK_BYTES = 64 << 20
+#: the Newton step uses the Woodbury identity when the nonlinear stamps change at most this fraction of the rows
+WOODBURY_FRACTION = 0.5
+#: ... and keeps its step where the largest entry of J dx - rhs is at most this times the largest of rhs (else
+#: it solves J itself)
+WOODBURY_CHECK = 1e-9
 _blas = []
 
 
@@ -174,34 +179,146 @@ class System:
 
 
 class _Reduced:
-    """J over the unknowns U: its constant linear part A = J_lin[U, U] and, per nonlinear group, where its
-    stamp entries land (those whose row and column are both unknowns), summed over duplicates."""
+    """J over the unknowns U: its constant linear part A = J_lin[U, U], where the nonlinear stamps land inside
+    it (entries whose row and column are both unknowns, summed over duplicates), and the Newton step's solve.
+
+    The step solves J dx = rhs with J = A + reg + N(x) (N the nonlinear stamps, reg a 1e-14 gscale diagonal
+    on the node rows). Where N(x) differs from its value N0 at the all-zero state only in r <= u / 2 rows
+    (an ideal diode's branch row, say: its current column in the node rows is constant), J = J0 + P_R Delta
+    with J0 = A + reg + N0 inverted once per parameter vector, and the Woodbury identity
+
+        dx = y - Z (I + Delta Z)^-1 Delta y,   y = J0^-1 rhs,  Z = J0^-1 P_R  (u x r)
+
+    costs an r x r factorisation per example instead of u x u; otherwise (or when J0 is too ill-conditioned
+    to serve as a base) J itself is factorised.
+    """
 
     def __init__(self, system: System, U):
         N = system.N
         u = len(U)
-        self.U, self.u = U, u
+        self.system, self.U, self.u = system, U, u
         pos = -np.ones(N, int)
         pos[U] = np.arange(u)
         self.A = system.J_lin[np.ix_(U, U)]
-        self.scatter = []  # per nonlinear group: (flat positions in u x u, sparse sum over its stamp entries)
+        self.reg = np.where(U < system.n, 1e-14 * system.gscale, 0.0)
+        flats, entries, e0 = [], [], 0
         for grp, idx, _ in system.nonlinear:
             T = idx.shape[1]
             r = np.repeat(pos[idx], T, axis=1).ravel()
             c = np.tile(pos[idx], (1, T)).ravel()
             keep = np.flatnonzero((r >= 0) & (c >= 0))
-            flat, inv = np.unique(r[keep] * u + c[keep], return_inverse=True)
-            S = sp.csr_matrix((np.ones(len(keep)), (inv, keep)), shape=(len(flat), len(r)))
-            self.scatter.append((flat, S))
+            flats.append(r[keep] * u + c[keep])
+            entries.append(e0 + keep)
+            e0 += len(r)
+        flat = np.concatenate(flats) if flats else np.zeros(0, int)
+        self.flat, inv = np.unique(flat, return_inverse=True)
+        # the sum of every group's stamp entries (concatenated) into each distinct position
+        self.S = sp.csr_matrix((np.ones(len(flat)), (inv.ravel(), np.concatenate(entries) if entries else flat)),
+                               shape=(len(self.flat), e0))
+        self._base = None
 
-    def jacobian(self, Gs, B: int) -> np.ndarray:
-        """J_UU (B, u, u) from the nonlinear groups' stamps Gs (each (B, k, T, T))."""
+    def values(self, Gs, B: int) -> np.ndarray:
+        """(B, len(flat)): the nonlinear stamps' sum at each of their positions in J_UU."""
+        if not Gs:
+            return np.zeros((B, 0))
+        G = np.concatenate([g.reshape(B, -1) for g in Gs], axis=1)
+        return np.asarray(self.S @ G.T).T
+
+    def jacobian(self, Gs, B: int, vals=None) -> np.ndarray:
+        """J_UU (B, u, u) from the nonlinear groups' stamps Gs (each (B, k, T, T)), or their ``values``."""
         J = np.empty((B, self.u, self.u))
         J[:] = self.A
-        Jf = J.reshape(B, -1)
-        for (flat, S), G in zip(self.scatter, Gs):
-            Jf[:, flat] += (S @ G.reshape(B, -1).T).T
+        J.reshape(B, -1)[:, self.flat] += self.values(Gs, B) if vals is None else vals
         return J
+
+    def base(self):
+        """(J0^-1 or None, N0): the base of the Woodbury step, None when J0 is singular or its 1-norm condition
+        number exceeds 1e10."""
+        if self._base is None:
+            _, _, Gs = self.system._residual(np.zeros((1, self.system.N)), True)
+            v0 = self.values(Gs, 1)[0]
+            J0 = self.A + np.diag(self.reg)
+            J0.reshape(-1)[self.flat] += v0
+            try:
+                inv = np.linalg.inv(J0)
+                cond = np.abs(J0).sum(axis=0).max() * np.abs(inv).sum(axis=0).max()
+                ok = np.isfinite(cond) and cond < 1e10
+            except np.linalg.LinAlgError:
+                ok = False
+            self._base = (inv if ok else None, v0)
+        return self._base
+
+    def _stamp_product(self, vals, dx) -> np.ndarray:
+        """N dx (B, u): the nonlinear stamps' ``values`` at their positions times dx."""
+        rows, cols = self.flat // self.u, self.flat % self.u
+        out = np.zeros_like(dx)
+        np.add.at(out.T, rows, (vals * dx[:, cols]).T)
+        return out
+
+    def solve(self, vals, diag, rhs, direct=False) -> np.ndarray:
+        """dx (B, u) with (A + reg + N + diag(diag)) dx = rhs: N's ``values`` (B, len(flat)) at self.flat; ``diag``
+        (B, u) an extra diagonal (an output load), or None."""
+        B, u = rhs.shape
+        inv, v0 = self.base()
+        if inv is not None and not direct:
+            d = vals - v0
+            changed = np.flatnonzero(np.any(d != 0, axis=0))
+            fe, de = self.flat[changed], d[:, changed]
+            if diag is not None:
+                k = np.flatnonzero(np.any(diag != 0, axis=0))
+                fe, de = np.concatenate([fe, k * u + k]), np.concatenate([de, diag[:, k]], axis=1)
+            re, ce = fe // u, fe % u
+            R = np.unique(re)
+            if len(R) <= WOODBURY_FRACTION * u:
+                try:
+                    dx = _woodbury(inv, R, re, ce, de, rhs)
+                except np.linalg.LinAlgError:
+                    dx = None
+                if dx is not None:
+                    # J dx against rhs, J applied entry by entry (not factorised): where an ill-conditioned
+                    # update lost the step, those examples are solved directly
+                    Jdx = dx @ (self.A + np.diag(self.reg)).T
+                    Jdx += self._stamp_product(vals, dx)
+                    if diag is not None:
+                        Jdx += diag * dx
+                    bad = ~(np.abs(Jdx - rhs).max(axis=1) <= WOODBURY_CHECK * np.abs(rhs).max(axis=1))
+                    if not bad.any():
+                        return dx
+                    dx[bad] = self.solve(vals[bad], None if diag is None else diag[bad], rhs[bad], direct=True)
+                    return dx
+        J = self.jacobian(None, B, vals)
+        J[:, np.arange(u), np.arange(u)] += self.reg if diag is None else self.reg + diag
+        try:
+            return np.linalg.solve(J, rhs[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            return np.stack([np.linalg.lstsq(Jk, rk, rcond=None)[0] for Jk, rk in zip(J, rhs)])
+
+
+def _woodbury(inv, R, re, ce, de, rhs):
+    """(J0 + P_R Delta)^-1 rhs, Delta's entries de (B, e) at rows re (in R) and columns ce; see :class:`_Reduced`.
+
+    Delta's rows are packed to (r, k) entries each (k the most in a row; padding has value 0), so that
+    Delta Z is one batched product over the rows, (r, B, k) @ (r, k, r)."""
+    Z = inv[:, R]
+    y = rhs @ inv.T
+    if not len(R):
+        return y
+    B, r = len(rhs), len(R)
+    rpos = np.searchsorted(R, re)
+    order = np.argsort(rpos, kind="stable")
+    rpos, ce, de = rpos[order], ce[order], de[:, order]
+    count = np.bincount(rpos, minlength=r)
+    k = int(count.max())
+    slot = np.arange(len(rpos)) - np.repeat(np.cumsum(count) - count, count)  # each entry's place in its row
+    cols = np.zeros((r, k), int)
+    cols[rpos, slot] = ce
+    vals = np.zeros((r, B, k))
+    vals[rpos, :, slot] = de.T
+    M = np.matmul(vals, Z[cols]).transpose(1, 0, 2)  # (B, r, r): row i of Delta Z
+    M[:, np.arange(r), np.arange(r)] += 1.0
+    dy = np.einsum("ibk,bik->bi", vals, y[:, cols])
+    w = np.linalg.solve(M, dy[..., None])[..., 0]
+    return y - w @ Z.T
 
 
 def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what="free state", batch=None):
@@ -244,8 +361,9 @@ def _newton(system, x0, inject, load, clamp_outputs, what, batch, offset):
     active = np.arange(B)
 
     def full_residual(xa, jac, rows):
+        """(R, (stamp values, extra diagonal) when ``jac``, I_max)."""
         R, imax, Gs = system._residual(xa, jac)
-        J = red.jacobian(Gs, len(xa)) if jac else None
+        J = (red.values(Gs, len(xa)), None) if jac else None
         if inject is not None:
             R[:, out] -= inject[rows]
         if load is not None:
@@ -253,7 +371,9 @@ def _newton(system, x0, inject, load, clamp_outputs, what, batch, offset):
             b = beta[rows, None] if np.ndim(beta) else beta
             R[:, out] += b * (xa[:, out] - y[rows])
             if jac and oU is not None:
-                J[:, oU, oU] += b
+                diag = np.zeros((len(xa), len(U)))
+                diag[:, oU] = b
+                J = (J[0], diag)
         return R, J, imax
 
     def merit(R, imax, xa):
@@ -272,13 +392,8 @@ def _newton(system, x0, inject, load, clamp_outputs, what, batch, offset):
             return x
         keep = ~done
         active, R, rel, norm = active[keep], R[keep], rel[keep], norm[keep]
-        _, JUU, _ = full_residual(x[active], True, active)
-        reg = 1e-14 * system.gscale
-        JUU[:, np.arange(len(U)), np.arange(len(U))] += np.where(nodeU, reg, 0.0)
-        try:
-            dx = -np.linalg.solve(JUU, R[:, U][..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            dx = -np.stack([np.linalg.lstsq(Jk, rk, rcond=None)[0] for Jk, rk in zip(JUU, R[:, U])])
+        _, (vals, diag), _ = full_residual(x[active], True, active)
+        dx = -red.solve(vals, diag, R[:, U])
         t = np.ones(len(active))
         xa = x[active]
         pending = np.ones(len(active), bool)

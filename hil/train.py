@@ -168,14 +168,15 @@ def sigint_flag():
         signal.signal(signal.SIGINT, old)
 
 
-def curvature(circuit: Circuit, g, X, weight=None, Y=None) -> float:
+def curvature(circuit: Circuit, g, X, weight=None, Y=None, warm=None) -> float:
     """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g, over the
     parameters that move (a fixed element's bounds [g, g] keep it out).
 
     On a reciprocal circuit H is never formed: Lanczos (:func:`hil.exact.largest_eigenvalue`, from a
     fixed start, so a resume repeats it) on its products H v (:func:`hil.exact.gauss_newton_operator`),
     in memory linear in the edges: at 15,040 edges (a 64-100-10 deep resistive network) the dense H
-    alone would take 1.8 GB. Otherwise (VCCS, VCVS, channels with a grounded gate) H is formed
+    alone would take 1.8 GB (``warm``: see :func:`hil.exact.gauss_newton_operator`). Otherwise (VCCS, VCVS,
+    channels with a grounded gate) H is formed
     (:func:`hil.exact.gauss_newton`, m x m whatever the number of examples). A circuit with weight
     matrices (``[[matrix]]`` tables: products of crossbars) adds the residual part's bound
     2 R_max^2 ||E^T X|| / N (E = o - y at ``Y``, R_max the largest feedback resistance): the loss is
@@ -190,14 +191,14 @@ def curvature(circuit: Circuit, g, X, weight=None, Y=None) -> float:
     moving = np.flatnonzero(hi > lo)
     with one_blas_thread(circuit.m):
         if circuit.reciprocal:
-            op = gauss_newton_operator(circuit, X, g, weight)
+            H = gauss_newton_operator(circuit, X, g, weight, warm=warm)
             if len(moving) < circuit.m:
-                def restricted(V):
+                def restricted(V, H=H):
                     full = np.zeros((circuit.m,) + V.shape[1:])
                     full[moving] = V
-                    return op.matmat(full.reshape(circuit.m, -1))[moving].reshape(V.shape)
-                op = spla.LinearOperator((len(moving),) * 2, matvec=restricted, matmat=restricted, dtype=float)
-            lam = largest_eigenvalue(op)
+                    return H.matmat(full.reshape(circuit.m, -1))[moving].reshape(V.shape)
+                H = spla.LinearOperator((len(moving),) * 2, matvec=restricted, matmat=restricted, dtype=float)
+            lam = largest_eigenvalue(H)
         else:
             H = gauss_newton(circuit, X, g, weight)[np.ix_(moving, moving)]
             lam = largest_eigenvalue(spla.aslinearoperator(H)) if len(moving) > ONE_THREAD_EDGES else \
@@ -211,14 +212,14 @@ def curvature(circuit: Circuit, g, X, weight=None, Y=None) -> float:
     return lam
 
 
-def default_lr(circuit: Circuit, g, X, rule: Rule, Y=None) -> float:
+def default_lr(circuit: Circuit, g, X, rule: Rule, Y=None, warm=None) -> float:
     """alpha = f / lambda_max(H) (S^2/V^2), f the circuit's ``lr_fraction`` (default LR_FRACTION); see the module
-    docstring and :func:`curvature`."""
+    docstring and :func:`curvature` (``warm``)."""
     from hil.exact import output_green
 
     with one_blas_thread(circuit.m):
         W = np.linalg.inv(output_green(circuit, g)) if rule.descends == "L_K" else None
-    return (circuit.lr_fraction or LR_FRACTION) / curvature(circuit, g, X, W, Y)
+    return (circuit.lr_fraction or LR_FRACTION) / curvature(circuit, g, X, W, Y, warm)
 
 
 def open_substrate(circuit: Circuit, backend: str = "ideal", **options) -> Substrate:
@@ -326,6 +327,7 @@ class Trainer:
         self.run, self.circuit, self.task, self.cfg, self.sub = run, circuit, task, config, substrate
         run.circuit = circuit  # each checkpoint leaves the trained circuit (trained.toml)
         run.rule = config.rule  # and records the rule (a resume checks config.json against it)
+        self._curvature_states = {}  # the free states of the training set at the last curvature (nonlinear circuits)
         self.message_counts = {}
         self.rule = make_rule(config.rule, config.nudge, config.points, seed=config.seed)
         if config.kappa_max is None:
@@ -377,7 +379,8 @@ class Trainer:
 
     def default_lr(self, g) -> float:
         """The curvature step alpha = LR_FRACTION / lambda_max(H(g)) on the training set (S^2/V^2)."""
-        return default_lr(self.circuit, g, self.task.X_train, self.rule, self.task.Y_train)
+        # a nonlinear circuit's free states of the training set start from the last re-estimate's
+        return default_lr(self.circuit, g, self.task.X_train, self.rule, self.task.Y_train, self._curvature_states)
 
     def _H(self) -> dict:
         """The log's homeostasis column: H (S^2) at the parameters now written."""

@@ -443,8 +443,9 @@ def test_ideal_diodes_are_solved_exactly(seed):
     system, x = operating_point(c, X)
     idx = system.idx[-1]
     i, dv = x[:, idx[:, 2]], x[:, idx[:, 0]] - x[:, idx[:, 1]]
-    # complementarity: each diode conducts with no drop or blocks with no current, both in some example
-    assert i.min() >= 0 and dv.max() <= 1e-15 and np.abs(i * dv).max() <= 1e-18
+    # complementarity: each diode conducts with no drop or blocks with no current (to rounding: the Newton step
+    # by the Woodbury identity leaves ~1e-20 A in a blocking diode), both in some example
+    assert i.min() >= -1e-12 * i.max() and dv.max() <= 1e-15 and np.abs(i * dv).max() <= 1e-18
     on = i > 0
     assert on.any() and (~on).any()
     R, _, imax = system.evaluate(x, False)
