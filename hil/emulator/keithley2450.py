@@ -677,9 +677,10 @@ class SMU2450(SMU):
         plan.clear()
 
     def _bus_trigger(self):
-        """*TRG: the COMMand event; a model waiting for it goes on."""
+        """*TRG: the COMMand event; a model waiting for it goes on. With no model running the event is
+        generated and acts on nothing, without error (reference manual, *TRG; a run starts with no events)."""
         if not self.armed:
-            raise SCPIError(-211, "no trigger model waits for a bus trigger")
+            return
         self.events.add("COMM")
         self._run_blocks(self.pc, self._ctx)
 
