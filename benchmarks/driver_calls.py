@@ -10,7 +10,8 @@ and read again; each method whose parameters all have defaults called. A call is
 - right: it returned, the instrument queued no error, a round trip read back what was set;
   (before each call: *RST, then a few readings into the instrument's buffer, so that its statistics exist)
 - wrong: a round trip read back something else;
-- error: the driver raised or the instrument queued an error;
+- error: the driver raised or the instrument queued an error (read once ``*OPC?`` on the driver's own
+  connection has answered, so after the instrument executed what the driver sent);
 - hang: the driver timed out waiting for a reply.
 
 Members that need arguments, and the generic message calls (write, ask, ...), are not called.
@@ -31,7 +32,18 @@ GENERIC = {"write", "read", "ask", "values", "binary_values", "write_bytes", "re
            "stop_buffer", "open_all_channels"}
 
 
-def _errors(port) -> list:
+def _settle(ask) -> bool:
+    """``*OPC?`` on the driver's own connection: its reply comes only after the instrument executed every
+    message the driver sent before it, so errors read next belong to them (False: no reply, a model waits)."""
+    try:
+        return ask("*OPC?").strip() == "1"
+    except Exception:
+        return False
+
+
+def _errors(port, ask=None) -> list:
+    if ask is not None and not _settle(ask):
+        return ["(no *OPC? reply: an operation is still pending)"]
     with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
         f = s.makefile("rwb")
         out = []
@@ -50,16 +62,17 @@ def count(driver_cls, emu, name, prepare="") -> dict:
     port = emu.servers[name][1]
     d = driver_cls(emu.resource(name), visa_library="@py", read_termination="\n", write_termination="\n",
                    timeout=700)
+    ask = d.adapter.connection.query   # the driver's own connection, past the driver's own checks
     if prepare:
         d.write(prepare)      # readings in the buffer, so that its statistics and data exist
-        _errors(port)
+        _errors(port, ask)
     tally = {"right": 0, "wrong": 0, "error": 0, "hang": 0, "not called": 0}
     tally["which"] = []   # (member, outcome) of every call not right
     last_errors = []
 
     def run(fn):
         d.write("*RST;*CLS;" + prepare)    # each call from the same state, with readings in the buffer
-        _errors(port)
+        _errors(port, ask)
         try:
             value = fn()
         except VisaIOError as exc:
@@ -70,7 +83,7 @@ def count(driver_cls, emu, name, prepare="") -> dict:
             return "not called", None
         except Exception:
             return "error", None
-        errs = _errors(port)
+        errs = _errors(port, ask)
         last_errors[:] = errs
         return ("error" if errs else "right"), value
 
@@ -87,7 +100,7 @@ def count(driver_cls, emu, name, prepare="") -> dict:
             if outcome == "right" and member.fset is not None and value is not None:
                 try:   # a PyMeasure measurement's setter refuses at once: it is not a set call
                     setattr(d, attr, value)
-                    outcome = "error" if _errors(port) else "right"
+                    outcome = "error" if _errors(port, ask) else "right"
                 except LookupError:
                     continue
                 except VisaIOError as exc:
@@ -130,15 +143,20 @@ def count_qcodes(driver_cls, emu, name, prepare="") -> dict:
     for sub_name, sub in d.submodules.items():
         params += [(f"{sub_name}.{n}", p) for n, p in getattr(sub, "parameters", {}).items()]
 
+    ask = d.visa_handle.query
+
     def run(fn):
         d.write("*RST;*CLS;" + prepare)
-        _errors(port)
+        _errors(port, ask)
         try:
             value = fn()
         except Exception as exc:
             return ("hang" if "TMO" in str(exc) or "imeout" in str(exc) else "error"), None
-        return ("error" if _errors(port) else "right"), value
+        errs = _errors(port, ask)
+        last_errors[:] = errs
+        return ("error" if errs else "right"), value
 
+    last_errors = []
     for path, p in params:
         if not p.gettable or p.get_latest.get_timestamp() is None and p.gettable is False:
             tally["not called"] += 1
@@ -146,7 +164,8 @@ def count_qcodes(driver_cls, emu, name, prepare="") -> dict:
         outcome, value = run(p.get)
         tally[outcome] += 1
         if outcome != "right":
-            tally["which"].append((path, outcome))
+            tally["which"].append((path, outcome + (f" {last_errors[0][:50]}" if outcome == "error" and last_errors
+                                                    else "")))
         if outcome == "right" and p.settable and value is not None:
             outcome, _ = run(lambda: p.set(value))
             if outcome == "right":

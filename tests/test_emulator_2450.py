@@ -28,6 +28,16 @@ def _k2450(emu, name):
                         timeout=3000)
 
 
+def _n1_measuring_current(bench):
+    """A bench of 2450s: n6, n7 open, n2 at 0 V; a raw client on n1's 2450, measuring current (limit 50 mA)."""
+    emu = bench(smu_model="2450")
+    _open(emu, "smu_n6", "smu_n7")
+    Raw(emu, "smu_n2").do(":SOUR:VOLT 0;:SOUR:VOLT:ILIM 0.05;:OUTP ON")
+    a = Raw(emu, "smu_n1")
+    a.do(':SOUR:VOLT:ILIM 0.05;:SENS:FUNC "CURR"')
+    return emu, a
+
+
 def free_state(c, levels):
     X = [[levels.get(c.nodes[i], 0.0) for i in c.inputs]]
     return IdealSubstrate(c).measure(X, [[0.0] * len(c.outputs)], [Free()])[Free()][0]
@@ -87,12 +97,9 @@ def test_pymeasure_keithley2450_sources_and_measures_the_circuit(bench):
 
 
 def test_2450_sweeps_into_a_named_buffer_and_the_buffer_statistics(bench):
-    emu = bench(smu_model="2450")
+    emu, a = _n1_measuring_current(bench)
     c = emu.model.c
-    _open(emu, "smu_n6", "smu_n7")
-    Raw(emu, "smu_n2").do(":SOUR:VOLT 0;:SOUR:VOLT:ILIM 0.05;:OUTP ON")
-    a = Raw(emu, "smu_n1")
-    a.do(':SOUR:VOLT:ILIM 0.05;:SENS:FUNC "CURR";:TRAC:MAKE "iv", 100')
+    a.do(':TRAC:MAKE "iv", 100')
     a.do(':SOUR:SWE:VOLT:LIN -0.5, 0.5, 5, 0, 1, BEST, ON, OFF, "iv";:INIT;*WAI')
     assert a.ask(':TRAC:ACT? "iv"') == "5"
     data = np.array([float(x) for x in a.ask(':TRAC:DATA? 1, 5, "iv", SOUR, READ').split(",")]).reshape(5, 2)
@@ -110,16 +117,39 @@ def test_2450_sweeps_into_a_named_buffer_and_the_buffer_statistics(bench):
     assert a.errors().startswith("-224")
 
 
+def test_2450_buffer_statistics_outlive_overwritten_readings_and_clear_on_their_own(bench):
+    """Reference manual, :TRACe:STATistics: a buffer filled continuously keeps statistics of every reading
+    stored since its last clear, the overwritten ones too; :TRAC:STAT:CLE clears the statistics, not the
+    readings; :TRAC:CLE clears both. Against the currents of an independent Kirchhoff solve."""
+    emu, a = _n1_measuring_current(bench)
+    c = emu.model.c
+    a.do(':TRAC:MAKE "small", 10')
+    a.do(':SOUR:SWE:VOLT:LIN 0.1, 1.5, 15, 0, 1, BEST, ON, OFF, "small";:INIT;*WAI')
+    i = np.array([delivered(c, c.g, free_state(c, {"n1": v}), c.node("n1")) for v in np.linspace(0.1, 1.5, 15)])
+    assert a.ask(':TRAC:ACT? "small"') == "10"      # the 5 first readings overwritten
+    kept = np.array([float(x) for x in a.ask(':TRAC:DATA? 1, 10, "small"').split(",")])
+    np.testing.assert_allclose(kept, i[5:], rtol=1e-5)
+    stat = lambda name: float(a.ask(f':TRAC:STAT:{name}? "small"'))
+    assert stat("AVER") == pytest.approx(i.mean(), rel=1e-5)          # all 15, not the 10 kept
+    assert (stat("MIN"), stat("MAX")) == (pytest.approx(i.min(), rel=1e-5), pytest.approx(i.max(), rel=1e-5))
+    assert stat("PK2P") == pytest.approx(i.max() - i.min(), rel=1e-5)
+    assert stat("STDD") == pytest.approx(np.std(i, ddof=1), rel=1e-4)
+    a.do(':TRAC:STAT:CLE "small";:SOUR:VOLT 0.7;:TRAC:TRIG "small"')  # statistics cleared, readings kept
+    last = float(a.ask(':TRAC:DATA? 10, 10, "small"'))
+    assert last == pytest.approx(delivered(c, c.g, free_state(c, {"n1": 0.7}), c.node("n1")), rel=1e-5)
+    assert a.ask(':TRAC:ACT? "small"') == "10" and stat("AVER") == last and stat("PK2P") == 0.0
+    a.do(':TRAC:CLE "small"')
+    assert a.ask(':TRAC:ACT? "small"') == "0" and stat("AVER") > 1e37   # nothing to average: NaN (9.91E37)
+    assert a.errors() == '0,"No error"'
+
+
 def test_2450_trigger_blocks_wait_for_pymeasures_bus_trigger(bench):
     """A model of :TRIG:BLOC blocks (reference manual, section 6): a reading per *TRG, which PyMeasure's
     Keithley2450.trigger() sends; *OPC? answers, and *WAI releases, once the model ends."""
     import select
-    emu = bench(smu_model="2450")
+    emu, a = _n1_measuring_current(bench)
     c = emu.model.c
-    _open(emu, "smu_n6", "smu_n7")
-    Raw(emu, "smu_n2").do(":SOUR:VOLT 0;:SOUR:VOLT:ILIM 0.05;:OUTP ON")
-    a = Raw(emu, "smu_n1")
-    a.do(':SOUR:VOLT:ILIM 0.05;:SENS:FUNC "CURR";:TRIG:LOAD "Empty";:TRIG:BLOC:BUFF:CLE 1;'
+    a.do(':TRIG:LOAD "Empty";:TRIG:BLOC:BUFF:CLE 1;'
          ':TRIG:BLOC:SOUR:STAT 2, ON;:TRIG:BLOC:WAIT 3, COMM')
     a.send(':TRIG:BLOC:CONF:NEXT 4, "nosuch"')
     assert a.errors().startswith('-224,"Illegal parameter value; no source configuration list named NOSUCH')
@@ -139,8 +169,13 @@ def test_2450_trigger_blocks_wait_for_pymeasures_bus_trigger(bench):
     data = np.array([float(x) for x in a.ask(':TRAC:DATA? 1, 3, "defbuffer1", SOUR, READ').split(",")]).reshape(3, 2)
     i = delivered(c, c.g, free_state(c, {"n1": 0.4}), c.node("n1"))
     np.testing.assert_allclose(data, [[0.4, i]] * 3, rtol=1e-5)
-    a.send("*TRG")                                             # nothing waits now
-    assert a.errors().startswith("-211")
+    # nothing waits now: the manual's *TRG generates the COMMand event, no error (unlike the 2400's -211),
+    # and a run starts with no events, so the next run still waits at block 3 for a *TRG of its own
+    a.send("*TRG")
+    assert a.errors() == '0,"No error"'
+    a.send(":INIT")
+    assert a.ask(":TRIG:STAT?") == "WAITING;WAITING;3" and a.ask(':TRAC:ACT? "defbuffer1"') == "0"
+    a.do(":ABOR")
     # the manual's counter example: 5 readings, a 1 s delay, three times: 15, grouped by the delay
     a.do(':SENS:CURR:NPLC 1;:TRIG:LOAD "Empty";:TRIG:BLOC:BUFF:CLE 1;:TRIG:BLOC:MDIG 2;:TRIG:BLOC:BRAN:COUN 3, 5, 2;'
          ':TRIG:BLOC:DEL:CONS 4, 1;:TRIG:BLOC:BRAN:COUN 5, 3, 2;:OUTP ON;:INIT;*WAI')

@@ -61,6 +61,20 @@ BLOCK_ARGS = {"BUFFER_CLEAR": (0, "a buffer"), "MEASURE": (0, "a buffer and a co
               "CONFIG_NEXT": (1, "a configuration list"), "CONFIG_PREVIOUS": (1, "a configuration list"),
               "NOP": (0, "nothing")}
 UNITS = {"VOLT:DC": "V", "CURR:DC": "A", "RES": "Ohm"}
+NO_STATS = (0, 0.0, 0.0, np.inf, -np.inf)                  # a buffer's statistics: n, mean, sum of squares, min, max
+
+
+def merged_stats(stats, x):
+    """Statistics (n, mean, M2 = sum of (x_i - mean)^2, min, max) of the readings behind ``stats`` and ``x``
+    together (Chan et al.'s pairwise update): a buffer's statistics outlive the readings it overwrites."""
+    n, mean, m2, lo, hi = stats
+    k = len(x)
+    if not k:
+        return stats
+    xm = float(np.mean(x))
+    d, tot = xm - mean, n + k
+    return (tot, mean + d * k / tot, m2 + float(np.sum((x - xm) ** 2)) + d * d * n * k / tot,
+            min(lo, float(np.min(x))), max(hi, float(np.max(x))))
 
 
 @dataclass(frozen=True)
@@ -163,7 +177,8 @@ class SMU2450(SMU):
 
     @staticmethod
     def _new_buffer(size):
-        return {"size": int(size), "rows": np.zeros((0, 4)), "fill": "CONT"}   # reading, source, time, status
+        # rows: reading, source, time, status; stats: of every reading stored since the last clear
+        return {"size": int(size), "rows": np.zeros((0, 4)), "fill": "CONT", "stats": NO_STATS}
 
     def declare(self):
         s = self.scpi
@@ -219,7 +234,7 @@ class SMU2450(SMU):
         s.add("FETCh?", lambda a: self._fetch_2450(a))
         s.add("TRACe:MAKE", self._make)
         s.add("TRACe:DELete", self._delete)
-        s.add("TRACe:CLEar", lambda a: self._buffer(a, default="DEFBUFFER1").__setitem__("rows", np.zeros((0, 4))))
+        s.add("TRACe:CLEar", lambda a: self._clear(self._name(a)))
         s.add("TRACe:POINts", self._set_points)
         s.add("TRACe:POINts?", lambda a: str(self._buffer(a)["size"]))
         s.add("TRACe:ACTual?", lambda a: str(len(self._buffer(a)["rows"])))
@@ -227,13 +242,13 @@ class SMU2450(SMU):
         s.add("TRACe:ACTual:END?", lambda a: str(len(self._buffer(a)["rows"])))
         s.add("TRACe:FILL:MODE", self._set_fill)
         s.add("TRACe:FILL:MODE?", lambda a: self._buffer(a)["fill"])
-        s.add("TRACe:TRIGger", lambda a: self._take(1, self._name(a)) and None)
+        s.add("TRACe:TRIGger", self._trace_trigger)
         s.add("TRACe:DATA?", self._trace_data)
-        for name, fn in (("AVERage", np.mean), ("MAXimum", np.max), ("MINimum", np.min),
-                         ("PK2Pk", lambda x: np.max(x) - np.min(x)),
-                         ("STDDev", lambda x: np.std(x, ddof=1) if len(x) > 1 else 0.0)):
+        for name, fn in (("AVERage", lambda n, m, m2, lo, hi: m), ("MAXimum", lambda n, m, m2, lo, hi: hi),
+                         ("MINimum", lambda n, m, m2, lo, hi: lo), ("PK2Pk", lambda n, m, m2, lo, hi: hi - lo),
+                         ("STDDev", lambda n, m, m2, lo, hi: np.sqrt(m2 / (n - 1)) if n > 1 else 0.0)):
             s.add(f"TRACe:STATistics:{name}?", lambda a, fn=fn: self._statistic_2450(a, fn))
-        s.add("TRACe:STATistics:CLEar", lambda a: None)
+        s.add("TRACe:STATistics:CLEar", lambda a: self._buffer(a).__setitem__("stats", NO_STATS))
         s.add("SYSTem:BEEPer[:IMMediate]", lambda a: [number(x, 0, 1e6) for x in split_params(a)] and None)
         s.add("SYSTem:TIME?", lambda a: fmt_real(self.clock))
         s.add("*OPT?", lambda a: "0")
@@ -312,6 +327,11 @@ class SMU2450(SMU):
         self._buf(name)
         del self.buffers[name]
 
+    def _clear(self, name):
+        """:TRAC:CLE (and a buffer-clear block): the buffer's readings and its statistics."""
+        buf = self._buf(name)
+        buf["rows"], buf["stats"] = np.zeros((0, 4)), NO_STATS
+
     def _set_points(self, a):
         parts = split_params(a)
         buf = self._buffer(",".join(parts[1:]))
@@ -327,8 +347,10 @@ class SMU2450(SMU):
 
     def _store_2450(self, rows, name):
         buf = self._buf(name)
-        all_rows = np.vstack([buf["rows"], rows])
-        buf["rows"] = all_rows[:buf["size"]] if buf["fill"] == "ONCE" else all_rows[-buf["size"]:]
+        if buf["fill"] == "ONCE":   # a full buffer filled once stores nothing more
+            rows = rows[:max(0, buf["size"] - len(buf["rows"]))]
+        buf["stats"] = merged_stats(buf["stats"], rows[:, 0])
+        buf["rows"] = np.vstack([buf["rows"], rows])[-buf["size"]:]
 
     # -- measuring ---------------------------------------------------------------------------
     def _take(self, n, name, levels=None):
@@ -403,6 +425,10 @@ class SMU2450(SMU):
         rows = self._take(self.state["sens_coun"], name)
         return self._elements(rows[-1:], parts[1:], name)
 
+    def _trace_trigger(self, a):
+        """:TRAC:TRIG ["buffer"]: one reading into the buffer, no reply."""
+        self._take(1, self._name(a))
+
     def _fetch_2450(self, a):
         parts = [p for p in split_params(a) if p]
         name = self._unquote(parts[0]) if parts else "DEFBUFFER1"
@@ -423,10 +449,12 @@ class SMU2450(SMU):
         return self._elements(rows[start - 1:end], parts[3:], name)
 
     def _statistic_2450(self, a, fn):
-        rows = self._buffer(a)["rows"]
-        if not len(rows):
+        """A statistic of every reading stored since the buffer's last clear, overwritten ones included
+        (reference manual, :TRACe:STATistics:AVERage?)."""
+        stats = self._buffer(a)["stats"]
+        if not stats[0]:
             return fmt_real(NAN)
-        return fmt_real(fn(rows[:, 0]))
+        return fmt_real(fn(*stats))
 
     # -- trigger models and sweeps -----------------------------------------------------------------
     def _load(self, a):
@@ -597,7 +625,7 @@ class SMU2450(SMU):
             nxt = pc + 1
             if kind == "BUFFER_CLEAR":
                 self._take_plan(plan)
-                self._buf(p[0])["rows"] = np.zeros((0, 4))
+                self._clear(p[0])
             elif kind == "DELAY_CONSTANT":
                 delay += p[0]
             elif kind == "MEASURE":
@@ -677,9 +705,10 @@ class SMU2450(SMU):
         plan.clear()
 
     def _bus_trigger(self):
-        """*TRG: the COMMand event; a model waiting for it goes on."""
+        """*TRG: the COMMand event; a model waiting for it goes on. With no model running the event is
+        generated and acts on nothing, without error (reference manual, *TRG; a run starts with no events)."""
         if not self.armed:
-            raise SCPIError(-211, "no trigger model waits for a bus trigger")
+            return
         self.events.add("COMM")
         self._run_blocks(self.pc, self._ctx)
 
