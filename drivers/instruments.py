@@ -62,6 +62,25 @@ def floats(name: str, reply: str, count: int | None = None) -> np.ndarray:
     return vals
 
 
+COMPLIANCE_BIT = 1 << 3  # the 2400's status word (a reading's fifth element): the source is at its compliance
+
+
+def sweep_rows(name: str, reply: str, points: int) -> np.ndarray:
+    """An SMU's sweep reply as one row of data elements per point, (points, elements): volts, amps, ohms,
+    time, status (FORM:ELEM's order); ReplyError when the values do not divide into the points."""
+    vals = floats(name, reply)
+    if len(vals) % points:
+        raise ReplyError(f"{name}: {len(vals)} values for {points} points")
+    return vals.reshape(points, -1)
+
+
+def in_compliance(rows: np.ndarray) -> np.ndarray:
+    """Which rows of :func:`sweep_rows` (points,) the SMU read at its compliance (status bit 3)."""
+    if rows.shape[1] < 5:
+        return np.zeros(len(rows), bool)
+    return (rows[:, 4].astype(np.int64) & COMPLIANCE_BIT) != 0
+
+
 def _check(name: str, what: str, value: float, lo: float, hi: float, unit: str) -> float:
     value = float(value)
     if not (lo <= value <= hi):
@@ -202,10 +221,7 @@ class SMU(Keithley2400):
 
     def collect_sweep(self, points: int, reply: str | None = None) -> np.ndarray:
         """Volts at each sweep point (the first element of each reading, as FORMAT:ELEMENTS puts it)."""
-        vals = floats(self.name, self.read() if reply is None else reply)
-        if len(vals) % points:
-            raise ReplyError(f"{self.name}: {len(vals)} values for {points} points")
-        return vals.reshape(points, -1)[:, 0]
+        return sweep_rows(self.name, self.read() if reply is None else reply, points)[:, 0]
 
     def source_amps(self, i: float) -> None:
         i = _check(self.name, "source current", i, -self.current_limit, self.current_limit, "A")
@@ -289,11 +305,7 @@ class SMU2450(Keithley2450):
         v, i = (source, reading) if self._mode == "voltage" else (reading, source)
         return f"{v},{i},9.91e37,0,{8 if tripped.strip() == '1' else 0}"
 
-    def collect_sweep(self, points: int, reply: str | None = None) -> np.ndarray:
-        vals = floats(self.name, self.read() if reply is None else reply)
-        if len(vals) % points:
-            raise ReplyError(f"{self.name}: {len(vals)} values for {points} points")
-        return vals.reshape(points, -1)[:, 0]
+    collect_sweep = SMU.collect_sweep
 
 
 def _stepped_sweep(smus, scanner, channels, points, talk):

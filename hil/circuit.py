@@ -665,6 +665,8 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
                              {nm: e for e, nm in enumerate(names)}, index, fixed)
         except ValueError as exc:
             raise CircuitError(str(exc)) from None
+    _check_vccs_outputs(vccs, [ground] + inputs + list(biases), nodes, at)
+    _check_feedback(matrices, g, g_min, g_max, names, at)
     circuit = Circuit(name, tuple(nodes), tuple(names), np.array(a, int), np.array(b, int),
                       np.array(g, float), ground, tuple(inputs), tuple(outputs), g_min, g_max, source,
                       *vccs, gm_max=gm_max, calibration=calibration, edge_fixed=np.array(fixed, bool),
@@ -674,6 +676,37 @@ def circuit_from_dict(data: dict, source: str = "<memory>", text: str = "") -> C
     if circuit.k and not circuit.elements:
         _check_operating_point(circuit, at(edge=0, table="vccs"))
     return circuit
+
+
+#: the largest weight R (g_max - g_min) a [[matrix]] row may reach (V/V): beyond it the circuit's equations keep
+#: fewer than half of double precision's digits (a 3-2-2 layered circuit's free state is off by 3e-7 at
+#: R = 1e16 ohm, and every output reads 0 V at 1e20 ohm)
+MAX_WEIGHT = 1e8
+
+
+def _check_vccs_outputs(vccs, sources, nodes, at) -> None:
+    """CircuitError naming a VCCS whose output terminals are both sources (ground, inputs, biases): its current
+    flows between two fixed voltages and changes nothing."""
+    for j, (nm, idx) in enumerate(zip(vccs[0], vccs[1])):
+        if idx[0] in sources and idx[1] in sources:
+            raise CircuitError(f"{at('out_p', j, 'vccs')}: vccs '{nm}': out_p '{nodes[idx[0]]}' and out_n "
+                               f"'{nodes[idx[1]]}' are both sources (ground, inputs, biases): its current flows "
+                               "between two fixed voltages and changes nothing; connect an output terminal to a "
+                               "free node")
+
+
+def _check_feedback(matrices, g, g_min, g_max, names, at) -> None:
+    """CircuitError naming a [[matrix]] feedback edge whose conductance 1/R makes the weights W = R (G+ - G-)
+    reach beyond MAX_WEIGHT."""
+    for mat in matrices:
+        for row, e in enumerate(mat.feedback):
+            w = (g_max - g_min) / g[e]
+            if w > MAX_WEIGHT:
+                raise CircuitError(f"{at('g', e)}: edge '{names[e]}' (feedback of matrix '{mat.name}', row {row}): "
+                                   f"conductance {g[e]!r} S (R = {1 / g[e]:.3g} ohm) lets the row's weights reach "
+                                   f"R (g_max - g_min) = {w:.3g} V/V; at most {MAX_WEIGHT:g} V/V (a feedback "
+                                   f"conductance of at least {(g_max - g_min) / MAX_WEIGHT:.3g} S): beyond it the "
+                                   "circuit's equations keep fewer than half of their digits")
 
 
 VCCS_KEYS = ("name", "out_p", "out_n", "ctrl_p", "ctrl_n", "gm", "fixed")

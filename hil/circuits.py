@@ -91,6 +91,48 @@ def crossbar(layers=(2, 4, 2), seed: int = 0, g_min: float = G_MIN, g_max: float
                         g_min, g_max, source=f"crossbar({layers}, seed={seed})")
 
 
+#: the transistor network's channel: netlists/nmos_level1.lib (kp A/V^2, vto V) at W/L = 6, as ``--device mosfet``
+CHANNEL = {"kp": 2e-4, "vto": 0.5, "lambda": 0.0, "w": 6e-6, "l": 1e-6}
+#: gate voltages drawn uniformly in this range at the start (V); trained within [0, 10] V
+VG_START = (1.0, 6.0)
+#: each hidden and output node's fixed path to ground (S): a read-out's 100 kohm input resistance
+G_LEAK = 1e-5
+
+
+def transistor_network(features: int = 2, classes: int = 2, hidden: int = 6, seed: int = 0) -> Circuit:
+    """A network of transistor edges in the manner of Dillavou et al. (PNAS 121, e2319718121, 2024, "Machine
+    learning without a processor: emergent learning in a nonlinear analog network"): every edge an n-channel
+    MOSFET whose gate voltage vg (V, against ground) is the learning degree of freedom, trained by coupled
+    learning.
+
+    The channels (SPICE level 1, :data:`CHANNEL`) join every source to every one of ``hidden`` hidden nodes
+    and every hidden node to every class output: (2 features + 2) x hidden + hidden x classes channels. A
+    channel's conductance k (vg - vto - V_low) falls as the lower of its two node voltages rises, so a hidden
+    node fed by +x1 and +x2 reads a term in x1 x2: the product XOR needs. Sources follow the classification
+    encoding's 2d + 2 layout (a +-x pair per feature ``x1p``, ``x1n``, ..., then ``biasp`` at +1 V and
+    ``biasn`` at -1 V); outputs ``y1`` .. ``yC``, one per class. Every hidden and output node has a fixed
+    :data:`G_LEAK` to ground, so that a node whose channels are all cut off still has a voltage. Gate
+    voltages start uniform in :data:`VG_START`, seeded.
+    """
+    if features < 1 or classes < 2 or hidden < 1:
+        raise ValueError(f"transistor: --sizes {features},{classes} --hidden {hidden}: at least 1 feature, 2 classes "
+                         "and 1 hidden node")
+    from hil.circuit import circuit_from_dict
+
+    rng = np.random.default_rng(seed)
+    ins = [f"x{j + 1}{s}" for j in range(features) for s in ("p", "n")] + ["biasp", "biasn"]
+    hid = [f"h{j + 1}" for j in range(hidden)]
+    outs = [f"y{c + 1}" for c in range(classes)]
+    pairs = [(i, h) for h in hid for i in ins] + [(h, o) for o in outs for h in hid]
+    vg = rng.uniform(*VG_START, len(pairs))
+    data = {"name": f"transistor{features}x{hidden}x{classes}_s{seed}", "ground": "gnd", "inputs": ins,
+            "outputs": outs, "g_min": G_MIN, "g_max": G_MAX,
+            "edge": [{"name": f"RL_{n}", "a": n, "b": "gnd", "g": G_LEAK, "fixed": True} for n in hid + outs],
+            "mosfet": [{"name": f"M{k + 1}", "d": a, "s": b, "gate": "ground", "vg": float(vg[k]), "vg_min": 0.0,
+                        "vg_max": 10.0, **CHANNEL} for k, (a, b) in enumerate(pairs)]}
+    return circuit_from_dict(data, source=f"transistor_network({features}, {classes}, hidden={hidden}, seed={seed})")
+
+
 #: edges a resistor board holds (the firmware's limit: one digital potentiometer per edge)
 BOARD_EDGES = 30
 

@@ -61,11 +61,11 @@ def _add_task(p, required=True, split=False):
                    help="teacher task: training examples (default 16; test split: a quarter more); "
                         "factorize with --inputs random: default 4 x inputs")
     p.add_argument("--rank", type=int, default=None, help="factorize: rank of Y")
-    p.add_argument("--scale", type=float, default=1.0, help="factorize: largest singular value of Y (V/V, default 1; "
-                                                            "the others down to half of it)")
-    p.add_argument("--inputs", dest="task_inputs", default="onehot", choices=["onehot", "random"],
-                   help="factorize: one-hot inputs (Y's columns are the targets) or random N(0,1) inputs")
-    p.add_argument("--task-seed", type=int, default=0, help="factorize: seed of Y (and of random inputs)")
+    p.add_argument("--scale", type=float, default=None, help="factorize: largest singular value of Y (V/V, default 1; "
+                                                             "the others down to half of it)")
+    p.add_argument("--inputs", dest="task_inputs", default=None, choices=["onehot", "random"],
+                   help="factorize: one-hot inputs (Y's columns are the targets, the default) or random N(0,1) inputs")
+    p.add_argument("--task-seed", type=int, default=None, help="factorize: seed of Y (and of random inputs; default 0)")
     p.add_argument("--label", metavar="COLUMN", help="classification: the CSV column holding each example's class "
                                                      "(strings or integers); every other column is a feature")
     p.add_argument("--input-volts", type=float, default=None, help="classification: volts per standard deviation "
@@ -75,7 +75,8 @@ def _add_task(p, required=True, split=False):
     p.add_argument("--v-off", type=float, default=None, help="classification: target reading of the other classes, "
                                                              "V (default -0.5)")
     if split:
-        p.add_argument("--test-fraction", type=float, default=0.2, help="CSV task: held-out fraction (default 0.2)")
+        p.add_argument("--test-fraction", type=float, default=None, help="CSV or classification task: held-out "
+                                                                         "fraction of the rows (default 0.2)")
 
 
 def _add_rule(p):
@@ -109,11 +110,13 @@ def _task(args, circuit):
     """The task the options name, or None. A CSV task is split only where the command trains
     (``--test-fraction``); analyses use every row."""
     from hil.tasks import circuit_teacher_task, load_csv_task, teacher_task
+    _unused_task_options(args)
     if getattr(args, "task", None) == "factorize":
         from hil.tasks import factorize_task
         if args.rank is None:
             raise ValueError("--task factorize needs --rank K (the rank of Y)")
-        return factorize_task(circuit, args.rank, args.task_seed, args.scale, args.task_inputs, args.examples)
+        return factorize_task(circuit, args.rank, args.task_seed or 0, 1.0 if args.scale is None else args.scale,
+                              args.task_inputs or "onehot", args.examples)
     from hil.tasks import teacher_amplitude
     if args.examples is None:
         args.examples = 16
@@ -128,10 +131,36 @@ def _task(args, circuit):
     if classify is not None:
         return classify
     if getattr(args, "data", None):
-        return load_csv_task(circuit, args.data, getattr(args, "test_fraction", 0.0), seed=getattr(args, "seed", 0) or 0)
+        return load_csv_task(circuit, args.data, _test_fraction(args), seed=getattr(args, "seed", 0) or 0)
     if getattr(args, "teacher", None) is not None:
         return teacher_task(circuit, args.teacher, args.examples, amplitude=amp)
     return None
+
+
+def _test_fraction(args) -> float:
+    """The held-out fraction of a CSV or classification task: --test-fraction where the command trains (default
+    0.2), 0 where it analyses (every row used)."""
+    if not hasattr(args, "test_fraction"):
+        return 0.0
+    return 0.2 if args.test_fraction is None else args.test_fraction
+
+
+def _unused_task_options(args) -> None:
+    """ValueError naming a task option given for a task that does not use it (it would be ignored)."""
+    given = [(opt, getattr(args, key, None)) for opt, key in (("--teacher", "teacher"), ("--teacher-circuit",
+             "teacher_circuit"), ("--dataset", "dataset"), ("--data", "data"), ("--task factorize", "task"))]
+    task = next((opt for opt, v in given if v is not None), None)
+    which = f"the {task} task, which would ignore it" if task else "no task here (nothing would use it)"
+    if task != "--task factorize":
+        for option, value in (("--rank", args.rank), ("--scale", args.scale), ("--inputs", args.task_inputs),
+                              ("--task-seed", args.task_seed)):
+            if value is not None:
+                raise ValueError(f"{option} {value}: applies to --task factorize (its map Y), not to {which}")
+    if getattr(args, "test_fraction", None) is not None and task not in ("--data", "--dataset"):
+        raise ValueError(f"--test-fraction {args.test_fraction}: applies to a CSV or classification task (--data, "
+                         "--dataset), whose rows are split, not to " + (
+                             f"the {task} task, which sets its own held-out examples (teacher tasks: a quarter of "
+                             "--examples; factorize: none with one-hot inputs)" if task else "no task"))
 
 
 def _classification(args, circuit):
@@ -155,7 +184,7 @@ def _classification(args, circuit):
     else:
         labelled = cl.load_labelled_csv(data, label)
     v_on, v_off = (cl.V_ON if on_off[0] is None else on_off[0]), (cl.V_OFF if on_off[1] is None else on_off[1])
-    return cl.classification_task(circuit, labelled, getattr(args, "test_fraction", 0.0),
+    return cl.classification_task(circuit, labelled, _test_fraction(args),
                                   getattr(args, "seed", 0) or 0, v_on, v_off,
                                   1.0 if on_off[2] is None else on_off[2])
 
@@ -202,6 +231,7 @@ def cmd_train(args):
                               homeostasis=args.homeostasis, rounding=args.rounding)
             from hil.train import check_config
             check_config(cfg)  # before the task is built: a bad option is named first
+            _unused_rule_options(args)
         task = _task(args, circuit)
         if task is None:
             raise ValueError("give a task: --data CSV, --dataset NAME, --teacher SEED or --teacher-circuit FILE")
@@ -227,6 +257,20 @@ def cmd_train(args):
         text = _task_line(task, trains=True) + "\n" + text
         res.update(examples=task.n_train, test_examples=len(task.X_test))
     _emit(args, res, text)
+
+
+def _unused_rule_options(args) -> None:
+    """ValueError naming --nudge or --points given to a rule that has no use for it (it would be ignored)."""
+    from hil.rules import make_rule
+    rule = make_rule(args.rule)
+    if args.nudge is not None and not rule.uses_nudge:
+        raise ValueError(f"--nudge {args.nudge!r}: rule {rule.name} has no nudge (it "
+                         + ("drives the output error backward through fixed feedback crossbars"
+                            if rule.name == "fa" else "measures the adjoint experiment") +
+                         "); the nudge is EP's beta or CL's and AL's eta")
+    if args.points is not None and rule.name not in ("ep-holo", "ep-stencil"):
+        raise ValueError(f"--points {args.points}: applies to ep-holo (points on the circle) and ep-stencil (the "
+                         f"stencil's half-width), not to rule {rule.name}")
 
 
 def _by_epochs(args, cfg, task) -> None:
@@ -727,20 +771,28 @@ def cmd_replay(args):
     what = f"{args.backend}" + (f", {args.device}" if args.backend == "ngspice" else "") + \
         (f", calibrated by {args.circuit}" if twin_c.calibration is not None else "")
     paths = write_outputs(res, out, f"{run.name} replayed on {what}")
-    worst, k = res["worst"], int(np.argmax(res["worst"]))
-    node = res["nodes"][int(np.argmax(res["max_abs"][k]))]
+    from hil.analysis.replay import record_notes
+    worst = res["worst"]
+    ok = np.isfinite(worst)  # a step with a NaN voltage is listed beyond the threshold, not in these numbers
+    k = int(np.flatnonzero(ok)[np.argmax(worst[ok])]) if ok.any() else 0
+    node = res["nodes"][int(np.nanargmax(res["max_abs"][k]))] if ok.any() else "-"
     cos = res["cosine"][np.isfinite(res["cosine"])]
-    lines = [f"{run} ({res['rule']}) replayed on {what}: {len(res['steps'])} steps",
-             f"  node divergence max |V_twin - V_bench|: median over steps {np.median(worst):.3g} V, "
+    notes = record_notes(res)
+    for n in notes:
+        print(f"hil replay: {run}: {n}", file=sys.stderr)
+    lines = [f"{run} ({res['rule']}) replayed on {what}: {len(res['steps'])} steps"] + [f"  {n}" for n in notes] + [
+             f"  node divergence max |V_twin - V_bench|: median over steps {np.median(worst[ok]) if ok.any() else np.nan:.3g} V, "
              f"largest {worst[k]:.3g} V (step {res['steps'][k]}, node {node})",
              f"  steps beyond {args.threshold:g} V: " + (step_ranges(res["parted"]) or "none") +
              (f" (first: {res['parted'][0]})" if res["parted"] else ""),
              f"  gradient estimates: cosine bench vs twin median {np.median(cos):.6f}, lowest {cos.min():.6f}"
              if len(cos) else "  gradient estimates: no training steps recorded",
              "wrote " + ", ".join(map(str, paths))]
-    _emit(args, {"steps": res["steps"], "worst": res["worst"], "median_divergence": float(np.median(worst)),
+    _emit(args, {"steps": res["steps"], "worst": res["worst"],
+                 "median_divergence": float(np.median(worst[ok])) if ok.any() else None,
                  "parted": res["parted"], "cosine": res["cosine"], "rel_error": res["rel_error"],
-                 "nodes": res["nodes"], "out": str(out)}, "\n".join(lines))
+                 "nodes": res["nodes"], "out": str(out), "missing_steps": res["missing"],
+                 "empty_sessions": res["empty_sessions"], "nan": [list(x) for x in res["nan"]]}, "\n".join(lines))
 
 
 def cmd_report(args):
@@ -891,9 +943,33 @@ def cmd_circuits(args):
     _emit(args, {"circuits": rows}, text)
 
 
+#: the generators each option of `hil generate` applies to (the others would ignore it)
+GENERATE_OPTIONS = {"nodes": ("random",), "degree": ("random",), "rows": ("lattice",), "cols": ("lattice",),
+                    "layers": ("crossbar",), "sizes": ("layered", "board"), "opamp_gain": ("layered",),
+                    "inputs": ("random", "lattice"), "outputs": ("random", "lattice"),
+                    **{k: ("random", "lattice", "crossbar", "board")
+                       for k in ("vccs_pairs", "vccs_singles", "asymmetry", "vccs_scale")}}
+
+
+def _unused_generate_options(args) -> None:
+    """ValueError naming an option the generator does not use, and why (it would be ignored)."""
+    given = getattr(args, "explicit", {})
+    for key, kinds in GENERATE_OPTIONS.items():
+        if key in given and args.kind not in kinds:
+            why = (": a layered circuit's stages are one-way (op-amp buffers); a VCCS between them would undo its "
+                   "weight matrices" if args.kind == "layered" and key.startswith(("vccs", "asym")) else "")
+            raise ValueError(f"--{key.replace('_', '-')} {given[key]}: applies to hil generate "
+                             f"{' and '.join(kinds)}, not {args.kind}{why}")
+    if ("asymmetry" in given or "vccs_scale" in given) and not (args.vccs_pairs or args.vccs_singles):
+        key = "asymmetry" if "asymmetry" in given else "vccs_scale"
+        raise ValueError(f"--{key.replace('_', '-')} {given[key]}: applies to the VCCS that --vccs-pairs or "
+                         "--vccs-singles add, and none is asked for")
+
+
 def cmd_generate(args):
     from hil import circuits as gen
 
+    _unused_generate_options(args)
     if args.kind == "layered":
         sizes = tuple(number_list(args.sizes, "--sizes", int, lo=1))
         gain = math.inf if args.opamp_gain is None else args.opamp_gain
@@ -918,6 +994,11 @@ def cmd_generate(args):
     if args.kind == "board":
         sizes = _sizes(args.sizes if args.sizes != "8,3,6" else "4,3", 2, "4,3 (features, classes)")
         c = gen.board_classifier(sizes[0], sizes[1], args.seed)
+    elif args.kind == "transistor":
+        sizes = _sizes(args.sizes if args.sizes != "8,3,6" else "2,2", 2, "2,2 (features, classes)")
+        if args.hidden < 1:
+            raise ValueError(f"--hidden {args.hidden}: the transistor network needs at least 1 hidden node")
+        c = gen.transistor_network(sizes[0], sizes[1], args.hidden, args.seed)
     elif args.kind == "random":
         if not (math.isfinite(args.degree) and args.degree >= 1):
             raise ValueError(f"--degree {args.degree}: the mean node degree must be a finite number >= 1 "
@@ -939,7 +1020,8 @@ def cmd_generate(args):
     from hil.exact import conductance_matrix, symmetry_index
     si = symmetry_index(conductance_matrix(c)[c.free][:, c.free])
     _emit(args, {"path": args.o, "nodes": c.n, "edges": c.m, "vccs": c.k, "symmetry_index": si},
-          f"wrote {args.o}: {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS (symmetry index {si:.4f})" if c.k else ""))
+          f"wrote {args.o}: {c.n} nodes, {c.m} edges" + (f", {c.k} VCCS (symmetry index {si:.4f})" if c.k else "")
+          + "".join(f", {len(grp)} {grp.table}" for grp in c.elements if len(grp)))
 
 
 def _generate_drn(args):
@@ -1187,11 +1269,13 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it, or it is an input")
 
     ge = add("generate", cmd_generate, "Write a generated circuit (random network, lattice, crossbar, layered, board, "
-                                      "deep resistive network) as TOML.")
-    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered", "board", "drn"],
+                                      "transistor network, deep resistive network) as TOML.")
+    ge.add_argument("kind", choices=["random", "lattice", "crossbar", "layered", "board", "transistor", "drn"],
                     help="board: a board-sized linear classifier, --sizes FEATURES,CLASSES (default 4,3: 30 edges, "
-                         "Iris on a resistor board as in Dillavou et al. 2022); drn: a deep resistive network, "
-                         "--sizes N_IN,H1[,H2...],N_CLASSES (default 4,8,3; Kendall et al. 2020, Scellier 2024)")
+                         "Iris on a resistor board as in Dillavou et al. 2022); transistor: MOSFET edges, gate "
+                         "voltages trained, sources -> --hidden nodes -> one output per class, --sizes "
+                         "FEATURES,CLASSES (default 2,2: XOR, as in Dillavou et al. 2024); drn: a deep resistive "
+                         "network, --sizes N_IN,H1[,H2...],N_CLASSES (default 4,8,3; Kendall et al. 2020, Scellier 2024)")
     ge.add_argument("-o", required=True, metavar="FILE")
     ge.add_argument("--force", action="store_true", help="overwrite FILE even if hil did not write it")
     ge.add_argument("--nodes", type=int, default=16, help="random: nodes, ground included (default 16)")
@@ -1204,6 +1288,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "layer, every non-input node to ground (default 2,4,2)")
     ge.add_argument("--sizes", default="8,3,6", help="layered: widths m,r,n (inputs, hidden, outputs; more for "
                                                       "deeper circuits)")
+    ge.add_argument("--hidden", type=int, default=6, help="transistor: hidden nodes (default 6)")
     ge.add_argument("--diode", choices=("ideal", "shockley"), default="ideal",
                     help="drn: the hidden nodes' diodes: ideal (a short or an open, as Scellier 2024; the embedded "
                          "substrate only) or shockley (I_s = 1 pA, n = 1; what ngspice simulates)")
@@ -1222,10 +1307,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _explicit(argv) -> dict:
-    """The train options given on the command line (defaults left out): what a resume is asked to change."""
+def _explicit(argv, command: str = "train") -> dict:
+    """The options of ``command`` given on the command line (defaults left out): what a resume is asked to
+    change, what a generator was given."""
     p = build_parser()
-    train = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    train = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     for action in train._actions:
         action.default = argparse.SUPPRESS
     ns = vars(p.parse_args(argv))
@@ -1241,8 +1327,8 @@ def main(argv=None) -> int:
     from hil.analysis.replay import ReplayError  # noqa: F401 (a ValueError: reported like the others)
 
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        args.explicit = _explicit(argv)
+    if args.command in ("train", "generate"):
+        args.explicit = _explicit(argv, args.command)
     try:
         rc = args.func(args)
     except (CircuitError, TaskError, RunError, SubstrateError, NonIdealError, ValueError) as exc:

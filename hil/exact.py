@@ -316,6 +316,56 @@ def gauss_newton(c: Circuit, X, g=None, weight=None, chunk: int = 4096) -> np.nd
     return (E @ W @ E.T) * (DtD / max(len(X), 1))
 
 
+def gauss_newton_operator(c: Circuit, X, g=None, weight=None, chunk: int = 4096) -> spla.LinearOperator:
+    """H of :func:`gauss_newton` on a reciprocal circuit as an m x m LinearOperator (V^2/S^2), never formed.
+
+    H = (E W E^T) o (D^T D / N) with the drops D = V B^T (B the incidence, V (N x n) the free
+    states), so D^T D = B C B^T with C = V^T V (n x n), and for a vector v
+
+        H v = rowsum(E o (B C B^T (diag(v) E W^T))) / N,
+
+    which costs O(m |O| + n^2 |O|) a product and keeps E (m x |O|), C (n x n) and B in memory:
+    linear in the edges, whatever the number of examples N (the free states are solved ``chunk``
+    examples at a time).
+    """
+    if not c.reciprocal:
+        raise ValueError(f"circuit '{c.name}': the matrix-free Gauss-Newton curvature needs a reciprocal circuit")
+    X = np.atleast_2d(np.asarray(X, float))
+    W = np.eye(len(c.outputs)) if weight is None else np.asarray(weight, float)
+    g = c.g if g is None else np.asarray(g, float)
+    E = edge_transfer(c, g)
+    C = np.zeros((c.n, c.n))
+    for k in range(0, len(X), chunk):
+        V = free_state(c, X[k:k + chunk], g)
+        C += V.T @ V
+    C /= max(len(X), 1)
+    B = c.incidence()
+    EW = E @ (0.5 * (W + W.T))  # W = I or K^-1, symmetric on a reciprocal circuit (to rounding)
+
+    def matmat(Vs):
+        Vs = np.asarray(Vs, float).reshape(c.m, -1)
+        out = np.empty_like(Vs)
+        for j in range(Vs.shape[1]):
+            T = B @ (C @ (B.T @ (Vs[:, j, None] * EW)))
+            out[:, j] = np.einsum("eo,eo->e", E, T)
+        return out
+
+    return spla.LinearOperator((c.m, c.m), matvec=lambda v: matmat(v)[:, 0], matmat=matmat, dtype=float)
+
+
+def largest_eigenvalue(H: spla.LinearOperator, dense_below: int = 64) -> float:
+    """lambda_max of a symmetric positive semi-definite operator H: Lanczos (ARPACK) from the start vector of
+    ones (deterministic, so that a resumed run repeats it bit for bit), to machine precision; below
+    ``dense_below`` rows the columns H I and ``eigvalsh``."""
+    n = H.shape[0]
+    if n == 0:
+        return 0.0
+    if n <= dense_below:
+        M = H.matmat(np.eye(n))
+        return float(np.linalg.eigvalsh(0.5 * (M + M.T)).max())
+    return float(spla.eigsh(H, k=1, which="LA", return_eigenvectors=False, v0=np.ones(n), tol=0)[0])
+
+
 def _eye_cols(n, idx):
     M = np.zeros((n, len(idx)))
     M[idx, np.arange(len(idx))] = 1.0

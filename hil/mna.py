@@ -11,19 +11,49 @@ rest U are solved by Newton's method, batched over examples:
 t halved until the residual norm falls (damping), started from a given state (the
 previous solution) and stopped when every node's KCL residual is below ``rtol`` times
 the largest element current. The linear elements' stamps are assembled once per
-parameter vector; only the nonlinear kinds are re-evaluated per iteration. A linear
-circuit converges in one step.
+parameter vector, already restricted to the unknowns (J_UU, u x u); only the nonlinear kinds
+are re-evaluated per iteration, and their stamps added where they land inside J_UU (no N x N
+matrix per example). The batched dense solves run on one BLAS thread up to
+:data:`ONE_THREAD_UNKNOWNS` unknowns: LAPACK's threads on a matrix this small cost more than
+the work (a (30, 220, 220) solve: 50 ms on one thread, 0.1-0.7 s on two contended cores). A
+linear circuit converges in one step.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+import scipy.sparse as sp
 
 from hil.substrate import SubstrateError
 
 #: Newton stops when max |R_node| <= RTOL * (largest element current) and likewise for branch rows in volts
 RTOL = 1e-14
 MAX_ITER = 200
+#: up to this many unknowns per example the batched dense solves run on one BLAS thread
+ONE_THREAD_UNKNOWNS = 1024
+#: Newton solves this many bytes' worth of examples at a time (J_UU of each, u x u), so that a whole training set
+#: (the curvature's free states) is solved in bounded memory
+CHUNK_BYTES = 64 << 20
+_blas = []
+
+
+@contextlib.contextmanager
+def one_blas_thread(size: int, limit: int = ONE_THREAD_UNKNOWNS):
+    """Inside: BLAS on one thread when the problem's size (unknowns, or edges) is at most ``limit``.
+
+    At these sizes handing work to BLAS threads costs more than the work, and on shared
+    cores their spinning slows the process down.
+    """
+    if size > limit:
+        yield
+        return
+    if not _blas:
+        from threadpoolctl import ThreadpoolController
+        _blas.append(ThreadpoolController())
+    with _blas[0].limit(limits=1, user_api="blas"):
+        yield
 
 
 class System:
@@ -61,6 +91,38 @@ class System:
         self.branch_rows = np.arange(n, N)
         node_diag = np.abs(np.diag(self.J_lin)[:n])
         self.gscale = float(node_diag.max()) if node_diag.size and node_diag.max() > 0 else 1e-3
+        self._lin_i, self._lin_branch = self._linear_current_map()
+        self._reduced = {}
+
+    def _linear_current_map(self):
+        """(C, b): the linear two-terminal-or-more elements' terminal currents are C x (a sparse map, A per V),
+        the linear branch currents are x[:, b]; for the largest element current of a state."""
+        rows, cols, vals, branch = [], [], [], []
+        r0 = 0
+        for grp, idx in self.linear_currents:
+            if grp.branch:
+                branch.append(idx[:, -1])
+                continue
+            _, G = grp.evaluate(np.zeros((1,) + idx.shape))
+            G = G[0]
+            k, T = idx.shape
+            if T == 2 and np.array_equal(G[:, 1], -G[:, 0]):
+                G = G[:, :1]  # a two-terminal element: what leaves b is what enters a; one row is enough
+            t = G.shape[1]
+            rows.append(r0 + np.repeat(np.arange(k * t), T))
+            cols.append(np.tile(idx, (1, t)).ravel())
+            vals.append(G.ravel())
+            r0 += k * t
+        C = sp.csr_matrix((np.concatenate(vals) if vals else np.zeros(0),
+                           (np.concatenate(rows) if rows else np.zeros(0, int),
+                            np.concatenate(cols) if cols else np.zeros(0, int))), shape=(r0, self.N))
+        return C, (np.concatenate(branch) if branch else np.zeros(0, int))
+
+    def reduced(self, clamp_outputs=False) -> "_Reduced":
+        """The Jacobian's pieces over the unknowns (:class:`_Reduced`), once per clamp mode."""
+        if clamp_outputs not in self._reduced:
+            self._reduced[clamp_outputs] = _Reduced(self, self.unknowns(clamp_outputs))
+        return self._reduced[clamp_outputs]
 
     def held(self, clamp_outputs=False) -> np.ndarray:
         """Unknowns held fixed: the sources, and the outputs when they are clamped."""
@@ -74,33 +136,72 @@ class System:
 
     def evaluate(self, x, jacobian=True):
         """(R (B, N), J (B, N, N) or None, I_max (B,)): residual of the elements only, its Jacobian, and the
-        largest element current per example (A)."""
+        largest element current per example (A). The solver itself assembles J over the unknowns only
+        (:meth:`_Reduced.jacobian`); the full J is for callers that want every row."""
         B, N = len(x), self.N
-        R = x @ self.J_lin.T
+        R, imax, Gs = self._residual(x, jacobian)
         J = None
         if jacobian:
             J = np.empty((B, N, N))
             J[:] = self.J_lin
+            for (grp, idx, flat), G in zip(self.nonlinear, Gs):
+                posj = (np.arange(B) * (N * N))[:, None] + flat[None, :]
+                J += np.bincount(posj.ravel(), G.reshape(-1), B * N * N).reshape(B, N, N)
+        return R, J, imax
+
+    def _residual(self, x, stamps=False):
+        """(R (B, N), I_max (B,), [G (B, k, T, T) per nonlinear group, when ``stamps``])."""
+        B, N = len(x), self.N
+        R = x @ self.J_lin.T
         imax = np.zeros(B)
-        for grp, idx in self.linear_currents:
-            if grp.branch:
-                imax = np.maximum(imax, np.abs(x[:, idx[:, -1]]).max(axis=1))
-            else:
-                i, _ = grp.evaluate(x[:, idx])
-                imax = np.maximum(imax, np.abs(i).reshape(B, -1).max(axis=1))
+        if self._lin_i.shape[0]:
+            imax = np.abs(self._lin_i @ x.T).max(axis=0)
+        if len(self._lin_branch):
+            imax = np.maximum(imax, np.abs(x[:, self._lin_branch]).max(axis=1))
+        Gs = []
         for grp, idx, flat in self.nonlinear:
             i, G = grp.evaluate(x[:, idx])
             pos = (np.arange(B) * N)[:, None] + idx.ravel()[None, :]
             R += np.bincount(pos.ravel(), i.reshape(-1), B * N).reshape(B, N)
             imax = np.maximum(imax, np.abs(i).reshape(B, -1).max(axis=1, initial=0))
-            if jacobian:
-                posj = (np.arange(B) * (N * N))[:, None] + flat[None, :]
-                J += np.bincount(posj.ravel(), G.reshape(-1), B * N * N).reshape(B, N, N)
-        return R, J, imax
+            if stamps:
+                Gs.append(G)
+        return R, imax, Gs
 
     def currents(self, x) -> list:
         """Each group's terminal currents (B, k, T) at states x (A); a VCVS's last column is its constraint (V)."""
         return [grp.evaluate(x[:, idx])[0] for grp, idx in zip(self.groups, self.idx)]
+
+
+class _Reduced:
+    """J over the unknowns U: its constant linear part A = J_lin[U, U] and, per nonlinear group, where its
+    stamp entries land (those whose row and column are both unknowns), summed over duplicates."""
+
+    def __init__(self, system: System, U):
+        N = system.N
+        u = len(U)
+        self.U, self.u = U, u
+        pos = -np.ones(N, int)
+        pos[U] = np.arange(u)
+        self.A = system.J_lin[np.ix_(U, U)]
+        self.scatter = []  # per nonlinear group: (flat positions in u x u, sparse sum over its stamp entries)
+        for grp, idx, _ in system.nonlinear:
+            T = idx.shape[1]
+            r = np.repeat(pos[idx], T, axis=1).ravel()
+            c = np.tile(pos[idx], (1, T)).ravel()
+            keep = np.flatnonzero((r >= 0) & (c >= 0))
+            flat, inv = np.unique(r[keep] * u + c[keep], return_inverse=True)
+            S = sp.csr_matrix((np.ones(len(keep)), (inv, keep)), shape=(len(flat), len(r)))
+            self.scatter.append((flat, S))
+
+    def jacobian(self, Gs, B: int) -> np.ndarray:
+        """J_UU (B, u, u) from the nonlinear groups' stamps Gs (each (B, k, T, T))."""
+        J = np.empty((B, self.u, self.u))
+        J[:] = self.A
+        Jf = J.reshape(B, -1)
+        for (flat, S), G in zip(self.scatter, Gs):
+            Jf[:, flat] += (S @ G.reshape(B, -1).T).T
+        return J
 
 
 def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what="free state", batch=None):
@@ -113,24 +214,46 @@ def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what
 
     Returns x (B, N). SubstrateError naming circuit, example, node and residual when it does not converge.
     """
+    u = len(system.unknowns(clamp_outputs))
+    x0 = np.asarray(x0, float)
+    B = len(x0)
+    chunk = max(1, CHUNK_BYTES // (8 * max(u * u, system._lin_i.shape[0], 1)))
+    if B <= chunk:
+        with one_blas_thread(u):
+            return _newton(system, x0, inject, load, clamp_outputs, what, batch or B, 0)
+    x = np.empty_like(x0)
+    for k in range(0, B, chunk):
+        part = slice(k, k + chunk)
+        with one_blas_thread(u):
+            x[part] = _newton(system, x0[part], None if inject is None else inject[part],
+                              None if load is None else (load[0][part] if np.ndim(load[0]) else load[0], load[1][part]),
+                              clamp_outputs, what, batch or B, k)
+    return x
+
+
+def _newton(system, x0, inject, load, clamp_outputs, what, batch, offset):
+    """:func:`newton` on rows offset .. offset + len(x0) of the whole batch (messages count from there)."""
     c = system.c
     out = np.array(c.outputs, int)
-    U = system.unknowns(clamp_outputs)
+    red = system.reduced(clamp_outputs)
+    U = red.U
+    oU = np.searchsorted(U, out) if not clamp_outputs else None  # the outputs' positions in U (sorted)
     nodeU = U < system.n
     x = np.array(x0, float)
     B = len(x)
     active = np.arange(B)
 
     def full_residual(xa, jac, rows):
-        R, J, imax = system.evaluate(xa, jac)
+        R, imax, Gs = system._residual(xa, jac)
+        J = red.jacobian(Gs, len(xa)) if jac else None
         if inject is not None:
             R[:, out] -= inject[rows]
         if load is not None:
             beta, y = load
             b = beta[rows, None] if np.ndim(beta) else beta
             R[:, out] += b * (xa[:, out] - y[rows])
-            if jac:
-                J[:, out, out] += b
+            if jac and oU is not None:
+                J[:, oU, oU] += b
         return R, J, imax
 
     def merit(R, imax, xa):
@@ -149,8 +272,7 @@ def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what
             return x
         keep = ~done
         active, R, rel, norm = active[keep], R[keep], rel[keep], norm[keep]
-        _, J, _ = full_residual(x[active], True, active)
-        JUU = J[:, U][:, :, U]
+        _, JUU, _ = full_residual(x[active], True, active)
         reg = 1e-14 * system.gscale
         JUU[:, np.arange(len(U)), np.arange(len(U))] += np.where(nodeU, reg, 0.0)
         try:
@@ -181,12 +303,12 @@ def newton(system: System, x0, inject=None, load=None, clamp_outputs=False, what
             # no decrease at any step length: converged to rounding if the residual is already tiny
             small = rel[stalled] <= 1e-11
             if not small.all():
-                _fail(system, x, active[stalled[~small]][0] % (batch or B), R[stalled[~small]][0], what, it)
+                _fail(system, x, (offset + active[stalled[~small]][0]) % batch, R[stalled[~small]][0], what, it)
             new_rel[stalled] = 0.0  # accept as converged at rounding
         x[active] = newx
         R, rel, norm = newR, new_rel, new_norm
     k = int(np.argmax(rel))
-    _fail(system, x, active[k] % (batch or B), R[k], what, MAX_ITER)
+    _fail(system, x, (offset + active[k]) % batch, R[k], what, MAX_ITER)
 
 
 def _fail(system, x, example, R, what, iterations):
@@ -213,9 +335,9 @@ def start(system: System, X, bias=True) -> np.ndarray:
 
 def jacobian_UU(system: System, x, clamp_outputs=False) -> np.ndarray:
     """J restricted to the unknowns at states x: (B, u, u) siemens (volts-per-ampere rows for branches)."""
-    U = system.unknowns(clamp_outputs)
-    _, J, _ = system.evaluate(x, True)
-    return J[:, U][:, :, U]
+    red = system.reduced(clamp_outputs)
+    _, _, Gs = system._residual(x, True)
+    return red.jacobian(Gs, len(x))
 
 
 def out_positions(system: System) -> np.ndarray:
@@ -241,7 +363,8 @@ def linear_response(system: System, x, currents, transpose=False, beta=None) -> 
     rhs = np.zeros((len(x), len(U)), dtype=J.dtype)
     rhs[:, op] = currents
     dx = np.zeros((len(x), system.N), dtype=J.dtype)
-    dx[:, U] = np.linalg.solve(J, rhs[..., None])[..., 0]
+    with one_blas_thread(len(U)):
+        dx[:, U] = np.linalg.solve(J, rhs[..., None])[..., 0]
     return dx
 
 

@@ -234,6 +234,8 @@ class Run:
         self._locked = False
         #: the run's starting circuit; set, each checkpoint also writes it at the checkpoint's parameters (trained.toml)
         self.circuit = circuit
+        #: the run's rule; set, each checkpoint records it (a resume checks config.json against it)
+        self.rule = None
 
     @property
     def config(self) -> dict:
@@ -375,10 +377,13 @@ class Run:
             raise RunError(f"{p}: the header does not begin with {','.join(LOG_FIELDS)} (or an older run's first "
                            "columns of it)")
         good, bad = [], []
+        cut = len(rows) > 1 and not _ends_a_line(p)  # the last row's write was cut: its last number may be too
         for line, r in enumerate(rows[1:], start=2):
             try:
                 if len(r) != len(fields):
                     raise ValueError(f"{len(r)} fields")
+                if cut and line == len(rows):
+                    raise ValueError(f"cut short: no line end after its last value {r[-1]!r}")
                 vals = [float(x) if x not in ("", "nan") else np.nan for x in r]
                 if not float(vals[0]).is_integer() or vals[0] < 0:
                     raise ValueError("step is not a whole number >= 0")
@@ -395,11 +400,11 @@ class Run:
         return {k: A[:, fields.index(k)] if k in fields else np.full(len(A), np.nan)
                 for k in LOG_FIELDS + [f for f in fields if f not in LOG_FIELDS]}
 
-    def truncate_log(self, last_step: int, fields=LOG_FIELDS) -> list:
+    def truncate_log(self, last_step: int, fields=LOG_FIELDS, keep_later: bool = True) -> list:
         """Keep the log's rows up to ``last_step`` (later ones are recomputed on resume); notes on what was dropped.
 
         Rows that do not parse, and rows out of order, are dropped too; the log as it was is kept in
-        recovered/ whenever anything but the rows after ``last_step`` goes.
+        recovered/ whenever anything goes (``keep_later`` False: but for rows after ``last_step`` only).
         """
         p = self.path / "log.csv"
         notes = []
@@ -412,9 +417,14 @@ class Run:
             if prev < vals[0] <= last_step:
                 keep.append(vals)
                 prev = vals[0]
-        later = sum(1 for v in good if v[0] > last_step)
-        if bad or len(keep) + later != len(good):
-            self.keep_copy("log.csv")
+        after = [int(v[0]) for v in good if v[0] > last_step]
+        later = len(after)
+        if bad or len(keep) + later != len(good) or (after and keep_later):
+            copy = self.keep_copy("log.csv")
+            if after and keep_later:
+                notes.append(f"log.csv: {later} row(s) after step {last_step} (step {step_ranges(after)}) "
+                             f"dropped, to be recomputed from the checkpoint; the log as it was: "
+                             f"{copy.relative_to(self.path)}")
             if bad:
                 notes.append(f"log.csv: dropped {len(bad)} unreadable row(s) (line {bad[0][0]}: {bad[0][1]})")
             if len(keep) + later != len(good):
@@ -436,8 +446,9 @@ class Run:
     def save_checkpoint(self, step: int, g: np.ndarray, rng_state: dict, extra: dict | None = None) -> None:
         """Write the conductances and random state after ``step`` steps, atomically (the .npz holds both too)."""
         import io
+        extra = {**({"rule": self.rule} if getattr(self, "rule", None) else {}), **(extra or {})}
         buf = io.BytesIO()
-        np.savez(buf, g=g, step=step, rng=json.dumps(rng_state), extra=json.dumps(extra or {}, default=_jsonable))
+        np.savez(buf, g=g, step=step, rng=json.dumps(rng_state), extra=json.dumps(extra, default=_jsonable))
         atomic_write(self.path / "checkpoints" / f"step_{step:06d}.npz", buf.getvalue())
         write_json(self.path / "checkpoint.json",
                    {"step": step, "g": g.tolist(), "rng": rng_state, **(extra or {})})
@@ -532,6 +543,30 @@ def trained_circuit(path, load):
     except Exception as exc:  # a damaged file: say which
         raise CircuitError(f"{p}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     return replace(at_params(load(start), g), source=str(p))
+
+
+def _ends_a_line(p: Path) -> bool:
+    """Whether the file ``p`` ends with a line end (every row hil writes does)."""
+    with open(p, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if not fh.tell():
+            return True
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) in (b"\n", b"\r")
+
+
+def step_ranges(steps) -> str:
+    """'3-7, 9' for [3, 4, 5, 6, 7, 9]."""
+    out, start, prev = [], None, None
+    for s in list(steps) + [None]:
+        if start is None:
+            start = prev = s
+        elif s is not None and s == prev + 1:
+            prev = s
+        else:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = s
+    return ", ".join(x for x in out if x != "None")
 
 
 def _fmt_field(key: str, v: float) -> str:

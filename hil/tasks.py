@@ -28,6 +28,11 @@ def teacher_amplitude(device: str | None = None) -> float:
     return TRANSISTOR_AMPLITUDE if (device or "").startswith("mosfet") else 1.0
 
 
+#: the largest voltage a task may hold (V): a megavolt is beyond any circuit or bench hil drives, and the
+#: squares the loss and the curvature take of such values stay far inside double precision (past 1e154 V they overflow)
+MAX_VOLTS = 1e6
+
+
 class TaskError(ValueError):
     """A task that does not fit its circuit; the message names file, line and column."""
 
@@ -193,6 +198,9 @@ def load_csv_task(circuit: Circuit, path, test_fraction: float = 0.2, seed: int 
                                 "(volts; plain decimals such as -0.25 or 1e-3)")
             if not math.isfinite(v):
                 raise TaskError(f"{path}:{line}: column {col + 1} '{header[col]}': {v} is not finite")
+            if abs(v) > MAX_VOLTS:
+                raise TaskError(f"{path}:{line}: column {col + 1} '{header[col]}': {x.strip()} V is beyond "
+                                f"+-{MAX_VOLTS:g} V (no circuit holds it; check the column's unit)")
             vals.append(v)
         data.append(vals)
     if not data:
@@ -255,6 +263,8 @@ def _check_amplitude(amplitude):
     if isinstance(amplitude, bool) or not isinstance(amplitude, (int, float)) or not math.isfinite(amplitude) \
             or amplitude <= 0:
         raise TaskError(f"--amplitude {amplitude!r}: the teacher's input amplitude must be a positive number of volts")
+    if amplitude > MAX_VOLTS:
+        raise TaskError(f"--amplitude {amplitude!r}: inputs of up to {amplitude:g} V are beyond +-{MAX_VOLTS:g} V")
 
 
 def _check_examples(examples):
@@ -324,6 +334,9 @@ def factorize_task(circuit: Circuit, rank: int, seed: int = 0, scale: float = 1.
                         f"for {circuit.name} ({m} inputs, {n} outputs)")
     if not np.isfinite(scale) or scale <= 0:
         raise TaskError(f"factorize: --scale {scale} must be a positive number (volts per volt)")
+    if scale > MAX_VOLTS:
+        raise TaskError(f"factorize: --scale {scale:g}: targets of up to {scale:g} V for 1 V inputs, beyond "
+                        f"+-{MAX_VOLTS:g} V; Y's largest singular value is at most {MAX_VOLTS:g} V/V")
     rng = np.random.default_rng([int(seed), 0xF0])
     U = np.linalg.qr(rng.standard_normal((n, rank)))[0]
     V = np.linalg.qr(rng.standard_normal((m, rank)))[0]

@@ -30,7 +30,6 @@ user need not guess S^2/V^2:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -83,10 +82,8 @@ class TrainConfig:
 
 #: up to this many edges the curvature runs on one BLAS thread (see :func:`one_blas_thread`)
 ONE_THREAD_EDGES = 1024
-_blas = []
 
 
-@contextlib.contextmanager
 def one_blas_thread(m: int):
     """Inside: BLAS on one thread when the problem has m <= ONE_THREAD_EDGES edges.
 
@@ -94,14 +91,8 @@ def one_blas_thread(m: int):
     shared cores their spinning slows the process down: the curvature at 64 nodes
     took 3-22 ms on two threads, 2 ms on one.
     """
-    if m > ONE_THREAD_EDGES:
-        yield
-        return
-    if not _blas:
-        from threadpoolctl import ThreadpoolController
-        _blas.append(ThreadpoolController())
-    with _blas[0].limit(limits=1, user_api="blas"):
-        yield
+    from hil.mna import one_blas_thread as limited
+    return limited(m, ONE_THREAD_EDGES)
 
 
 class ConfigError(ValueError):
@@ -181,28 +172,36 @@ def curvature(circuit: Circuit, g, X, weight=None, Y=None) -> float:
     """lambda_max of H = mean_i J_i^T W J_i (V^2/S^2), the Gauss-Newton curvature of the loss in g, over the
     parameters that move (a fixed element's bounds [g, g] keep it out).
 
-    In memory m x m whatever the number of examples (:func:`hil.exact.gauss_newton`). Past
-    ONE_THREAD_EDGES edges only the largest eigenvalue is computed, by Lanczos from a fixed start
-    (deterministic, so a resume repeats it): at m = 1300 (a 64-feature, 10-class classifier) 0.09 s
-    against 1.2 s for the full spectrum, equal to 6e-16. A circuit with weight
+    On a reciprocal circuit H is never formed: Lanczos (:func:`hil.exact.largest_eigenvalue`, from a
+    fixed start, so a resume repeats it) on its products H v (:func:`hil.exact.gauss_newton_operator`),
+    in memory linear in the edges: at 15,040 edges (a 64-100-10 deep resistive network) the dense H
+    alone would take 1.8 GB. Otherwise (VCCS, VCVS, channels with a grounded gate) H is formed
+    (:func:`hil.exact.gauss_newton`, m x m whatever the number of examples). A circuit with weight
     matrices (``[[matrix]]`` tables: products of crossbars) adds the residual part's bound
     2 R_max^2 ||E^T X|| / N (E = o - y at ``Y``, R_max the largest feedback resistance): the loss is
     bilinear there, the cross derivatives d^2C / dW_k dW_(k+1) are E^T X / N whatever the weights, and at a
     small start the Gauss-Newton part alone would vanish.
     """
-    from hil.exact import free_state, gauss_newton
+    import scipy.sparse.linalg as spla
+
+    from hil.exact import free_state, gauss_newton, gauss_newton_operator, largest_eigenvalue
 
     lo, hi = circuit.bounds()
     moving = np.flatnonzero(hi > lo)
     with one_blas_thread(circuit.m):
-        H = gauss_newton(circuit, X, g, weight)[np.ix_(moving, moving)]
-        if not len(moving):
-            lam = 0.0
-        elif circuit.m <= ONE_THREAD_EDGES:
-            lam = float(np.linalg.eigvalsh(H).max())
+        if circuit.reciprocal:
+            op = gauss_newton_operator(circuit, X, g, weight)
+            if len(moving) < circuit.m:
+                def restricted(V):
+                    full = np.zeros((circuit.m,) + V.shape[1:])
+                    full[moving] = V
+                    return op.matmat(full.reshape(circuit.m, -1))[moving].reshape(V.shape)
+                op = spla.LinearOperator((len(moving),) * 2, matvec=restricted, matmat=restricted, dtype=float)
+            lam = largest_eigenvalue(op)
         else:
-            from scipy.sparse.linalg import eigsh
-            lam = float(eigsh(H, k=1, which="LA", return_eigenvectors=False, v0=np.ones(len(H)), tol=0)[0])
+            H = gauss_newton(circuit, X, g, weight)[np.ix_(moving, moving)]
+            lam = largest_eigenvalue(spla.aslinearoperator(H)) if len(moving) > ONE_THREAD_EDGES else \
+                float(np.linalg.eigvalsh(H).max()) if len(moving) else 0.0
     if circuit.matrices and Y is not None:
         X = np.atleast_2d(np.asarray(X, float))
         E = free_state(circuit, X, g)[:, list(circuit.outputs)] - np.atleast_2d(Y)
@@ -326,6 +325,7 @@ class Trainer:
     def __init__(self, run: Run, circuit: Circuit, task: Task, config: TrainConfig, substrate: Substrate):
         self.run, self.circuit, self.task, self.cfg, self.sub = run, circuit, task, config, substrate
         run.circuit = circuit  # each checkpoint leaves the trained circuit (trained.toml)
+        run.rule = config.rule  # and records the rule (a resume checks config.json against it)
         self.message_counts = {}
         self.rule = make_rule(config.rule, config.nudge, config.points, seed=config.seed)
         if config.kappa_max is None:
@@ -509,7 +509,7 @@ class Trainer:
             if book.resume(checkpoint or {}):
                 pass  # the checkpoint's row waits for the first step's free state, as it did before the stop
             elif len(logged) and logged[-1] == start_step and not book.exists(start_step):
-                self.run.truncate_log(start_step - 1)  # the old last step's row, off the new schedule
+                self.run.truncate_log(start_step - 1, keep_later=False)  # the old last step's row, off the new schedule
             elif book.exists(start_step) and (not len(logged) or logged[-1] < start_step):
                 # the run stopped after this step's write but before its losses were logged:
                 # they follow from the checkpoint's conductances (the gradient norm is gone)
@@ -615,6 +615,64 @@ def epoch_batch(seed: int, n: int, batch: int, step: int) -> np.ndarray:
     return perm[j * batch:(j + 1) * batch]
 
 
+#: an EP nudge beta beyond this many convergence radii 1/kappa_max is refused: in the nudged circuit's equations
+#: (A_FF + beta P^T P) the circuit's own part then keeps fewer than 4 of double precision's 16 digits
+NUDGE_RADII_MAX = 1e12
+
+
+def check_start(circuit: Circuit, task: Task, cfg: TrainConfig, rule: Rule, lr_given, nudge_given) -> None:
+    """Refuse, before a run directory is made, options that would make every step meaningless; ConfigError
+    naming the option, the value and a sensible one.
+
+    - ``--nudge`` beta (S) above NUDGE_RADII_MAX / kappa_max;
+    - ``--homeostasis`` w > 0 where no trained parameter enters A asymmetrically: dH/dtheta = 0 whatever
+      theta (conductances enter A = dF/dV symmetrically; only trainable VCCS and channels' gates do not);
+    - ``--lr`` alpha so large that the first update, g - alpha dC/dg (the model's exact gradient on the
+      training set), puts every parameter the gradient moves at a bound: such a step keeps only the
+      gradient's signs. The message gives the curvature step LR_FRACTION / lambda_max (the default).
+    """
+    kappa = rule.kappa or 0.0
+    if nudge_given is not None and rule.nudge_unit == "S" and kappa > 0 and nudge_given * kappa > NUDGE_RADII_MAX:
+        raise ConfigError(f"--nudge {nudge_given!r}: beta is {nudge_given * kappa:.3g} times the convergence radius "
+                          f"1/kappa_max = {1 / kappa:.3g} S; above {NUDGE_RADII_MAX:g} times the nudged circuit's "
+                          "equations lose the circuit's own part to rounding (the default is 5% of the radius, "
+                          f"{rule.default_nudge(kappa):.3g} S)")
+    if cfg.homeostasis and not len(circuit.trainable_vccs) and \
+            all(grp.reciprocal for grp, _ in circuit.trainable_elements):
+        fixed = [f"{grp.table} '{grp.names[0]}'" for grp in circuit.elements if not grp.reciprocal] + \
+            [f"vccs '{nm}'" for nm in circuit.vccs_names[:1]]
+        why = (f"its asymmetry is in fixed elements ({', '.join(fixed)}) and no trained parameter changes it"
+               if not circuit.reciprocal else "it is reciprocal: H = 0 whatever its parameters")
+        raise ConfigError(f"--homeostasis {cfg.homeostasis!r}: circuit '{circuit.name}': {why} (conductances enter "
+                          "A symmetrically), so dH/dtheta = 0 and the term would do nothing; homeostasis acts on "
+                          "trainable VCCS (hil generate random --vccs-pairs P)")
+    if lr_given is not None:
+        _check_first_step(circuit, task, rule, lr_given)
+
+
+def _check_first_step(circuit: Circuit, task: Task, rule: Rule, lr: float) -> None:
+    from hil.exact import gradient
+    g = circuit.theta
+    lo, hi = circuit.bounds()
+    try:
+        grad = gradient(circuit, task.X_train, task.Y_train, g)
+    except Exception:  # the model cannot say (a circuit whose free state it cannot solve): the run will
+        return
+    if not np.all(np.isfinite(grad)):
+        return
+    moves = (np.abs(grad) > 1e-12 * np.abs(grad).max()) & (hi > lo)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = g - lr * grad
+    if not moves.any() or not np.all(((x <= lo) | (x >= hi))[moves]):
+        return
+    a0 = default_lr(circuit, g, task.X_train, rule, task.Y_train)
+    raise ConfigError(f"--lr {lr!r}: the first update would put every one of the {int(moves.sum())} parameters "
+                      "the gradient moves at a bound (g_min or g_max): a step that large keeps only the gradient's "
+                      f"signs; the curvature step here is {a0:.3g} S^2/V^2 ({LR_FRACTION:g} / lambda_max, the "
+                      f"default: leave --lr out), and steps above 2 / lambda_max = {2 * a0 / LR_FRACTION:.3g} "
+                      "diverge on the loss's quadratic model")
+
+
 def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: bool | None = None,
               substrate: Substrate | None = None, force: bool = False, plot: bool = True) -> dict:
     """Train ``circuit`` on ``task`` from scratch, recording into the run directory ``out``.
@@ -625,11 +683,13 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
     check_config(config)
     run = Run(out).prepare(force)
     sub = None
+    lr_given, nudge_given = config.lr, config.nudge
     try:
         sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
         if getattr(sub, "from_board", False):  # the run records where it really started
             circuit = circuit.with_g(sub.read())
         trainer = Trainer(run, circuit, task, config, sub)
+        check_start(circuit, task, config, trainer.rule, lr_given, nudge_given)
         cfg = asdict(config)
         cfg.update(circuit_name=circuit.name, circuit_source=circuit.source, task=task.description,
                    rule_description=trainer.rule.describe())
@@ -649,15 +709,93 @@ def start_run(circuit: Circuit, task: Task, config: TrainConfig, out, progress: 
 RESUMABLE = ("steps", "checkpoint_every", "bench")
 
 
-def _load_task(run: Run) -> Task:
+def _load_task(run: Run, circuit: Circuit) -> Task:
+    """The run's task.json, checked against its circuit: RunError naming the file and what does not fit."""
     d = run.read_json_file("task.json")
+    where = run.path / "task.json"
     try:
         task = Task.from_dict(d, run.path)
         assert task.X_train.ndim == 2 and len(task.X_train) == len(task.Y_train) > 0
         assert np.all(np.isfinite(task.X_train)) and np.all(np.isfinite(task.Y_train))
     except (KeyError, TypeError, ValueError, AssertionError, OSError):
-        raise RunError(f"{run.path / 'task.json'}: not a task (X_train, Y_train, X_test, Y_test of finite volts)") from None
+        raise RunError(f"{where}: not a task (X_train, Y_train, X_test, Y_test of finite volts)") from None
+    for key, want, what in (("X_train", len(circuit.inputs), "inputs"), ("Y_train", len(circuit.outputs), "outputs"),
+                            ("X_test", len(circuit.inputs), "inputs"), ("Y_test", len(circuit.outputs), "outputs")):
+        A = getattr(task, key)
+        if A.size and (A.ndim != 2 or A.shape[1] != want):
+            raise RunError(f"{where}: {key} has {A.shape[-1] if A.ndim else 0} columns; the run's circuit "
+                           f"'{circuit.name}' has {want} {what}")
+    if len(task.X_test) != len(task.Y_test):
+        raise RunError(f"{where}: {len(task.X_test)} test inputs (X_test) but {len(task.Y_test)} targets (Y_test)")
     return task
+
+
+def _log_check(run: Run, config: TrainConfig, n_train: int):
+    """A check (for :meth:`Run.recover_checkpoint`) that a checkpoint is not past the log: no step the log's
+    schedule holds lies between log.csv's last row and the checkpoint (those rows would be missing for good).
+    None when the log cannot tell (missing, no rows: its own recovery says so)."""
+    try:
+        logged = run.read_log()["step"]
+    except (RunError, OSError, ValueError, StopIteration):
+        return lambda ck: None
+    if not len(logged):
+        return lambda ck: None
+    last = int(logged.max())
+    full = not config.batch or config.batch >= n_train
+    every = int(config.log_every or 1)
+    nxt = last + 1 if full else min((last // every + 1) * every, max(int(config.steps), last + 1))
+
+    def check(ck):
+        step = ck.get("step")
+        if isinstance(step, (int, np.integer)) and not isinstance(step, bool) and step > nxt:
+            return (f"step {step} is past log.csv's last row (step {last}): the rows from step {nxt} on are "
+                    "missing (a checkpoint edited forward, or rows cut from the log)")
+        return None
+    return check
+
+
+def _npz_check(run: Run):
+    """A check that a checkpoint's parameters are those of the .npz checkpoint of its step, where one exists
+    (checkpoint.json with its step edited by hand names another step's parameters)."""
+    def check(ck):
+        step = ck.get("step")
+        f = run.path / "checkpoints" / f"step_{step:06d}.npz" if isinstance(step, (int, np.integer)) else None
+        if f is None or not f.is_file():
+            return None
+        try:
+            with np.load(f) as z:
+                g = np.array(z["g"], float)
+        except Exception:  # a damaged .npz is judged when its turn comes
+            return None
+        if g.shape != np.shape(ck["g"]) or not np.array_equal(g, ck["g"]):
+            return f"its parameters are not those of checkpoints/{f.name} (step {step}): a step edited by hand?"
+        return None
+    return check
+
+
+def _both(*checks):
+    """One checkpoint check from several: the first reason any of them gives."""
+    def check(ck):
+        for c in checks:
+            why = c(ck)
+            if why is not None:
+                return why
+        return None
+    return check
+
+
+def _check_rule(run: Run, raw: dict, ck: dict) -> None:
+    """RunError naming config.json when its rule is not the one the run trained with: the checkpoint's
+    (recorded since checkpoints hold it) and config.json's own rule_description."""
+    rule = raw.get("rule")
+    base = str(rule).split(":", 1)[0]
+    desc = str(raw.get("rule_description") or "").split(" ", 1)[0]
+    for theirs, where in ((ck.get("rule"), "the checkpoint's"), (desc or None, "config.json's rule_description")):
+        if theirs is not None and str(theirs).split(":", 1)[0] != base:
+            raise RunError(f"{run.path / 'config.json'}: rule = {rule!r}, but the run trained with rule "
+                           f"{str(theirs).split(':', 1)[0]!r} ({where}); a resume continues the run with its own "
+                           "rule: restore it (to train on with another rule, start a new run from the trained "
+                           f"circuit: hil train {run.path} ... --rule {rule})")
 
 
 def _checkpoint_check(circuit: Circuit, steps: int):
@@ -795,8 +933,10 @@ def resume_run(out, steps: int | None = None, progress: bool | None = None,
             config.log_every = 1  # a run from before log_every logged every step
         check_config(config, str(run.path / "config.json"))
         circuit = run.read_circuit(load_circuit)
-        task = _load_task(run)
-        ck, notes = run.recover_checkpoint(_checkpoint_check(circuit, config.steps))
+        task = _load_task(run, circuit)
+        ck, notes = run.recover_checkpoint(_both(_checkpoint_check(circuit, config.steps), _npz_check(run),
+                                                 _log_check(run, config, task.n_train)))
+        _check_rule(run, raw, ck)
         changed = apply_changes(run, raw, config, int(ck["step"]), steps, changes, check_config, write=False)
         sub = substrate or open_substrate(circuit, config.backend, **config.backend_options)
         sub.write(ck["g"])

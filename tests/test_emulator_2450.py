@@ -110,6 +110,53 @@ def test_2450_sweeps_into_a_named_buffer_and_the_buffer_statistics(bench):
     assert a.errors().startswith("-224")
 
 
+def test_2450_trigger_blocks_wait_for_pymeasures_bus_trigger(bench):
+    """A model of :TRIG:BLOC blocks (reference manual, section 6): a reading per *TRG, which PyMeasure's
+    Keithley2450.trigger() sends; *OPC? answers, and *WAI releases, once the model ends."""
+    import select
+    emu = bench(smu_model="2450")
+    c = emu.model.c
+    _open(emu, "smu_n6", "smu_n7")
+    Raw(emu, "smu_n2").do(":SOUR:VOLT 0;:SOUR:VOLT:ILIM 0.05;:OUTP ON")
+    a = Raw(emu, "smu_n1")
+    a.do(':SOUR:VOLT:ILIM 0.05;:SENS:FUNC "CURR";:TRIG:LOAD "Empty";:TRIG:BLOC:BUFF:CLE 1;'
+         ':TRIG:BLOC:SOUR:STAT 2, ON;:TRIG:BLOC:WAIT 3, COMM')
+    a.send(':TRIG:BLOC:CONF:NEXT 4, "nosuch"')
+    assert a.errors().startswith('-224,"Illegal parameter value; no source configuration list named NOSUCH')
+    a.do(':TRIG:BLOC:MDIG 4, "defbuffer1";:TRIG:BLOC:BRAN:COUN 5, 3, 3;:TRIG:BLOC:SOUR:STAT 6, OFF')
+    assert a.ask(":TRIG:BLOC:LIST?") == ('"1) BUFFER_CLEAR DEFBUFFER1","2) SOURCE_OUTPUT ON","3) WAIT COMM AND",'
+                                         '"4) MEASURE DEFBUFFER1 1","5) BRANCH_COUNTER 3 3","6) SOURCE_OUTPUT OFF"')
+    k = _k2450(emu, "smu_n1")
+    k.source_voltage = 0.4
+    a.send(":INIT;*OPC?")
+    assert a.ask(":TRIG:STAT?") == "WAITING;WAITING;3"
+    for n in range(3):
+        assert select.select([a.s], [], [], 0.2)[0] == []       # *OPC? waits for the model's end
+        assert a.ask(':TRAC:ACT? "defbuffer1"') == str(n)
+        k.trigger()                                            # PyMeasure: *TRG, the COMMand event
+    assert a.f.readline().decode().strip() == "1"
+    assert a.ask(":TRIG:STAT?") == "IDLE;IDLE;6" and a.ask(":OUTP?") == "0"   # block 6 turned the output off
+    data = np.array([float(x) for x in a.ask(':TRAC:DATA? 1, 3, "defbuffer1", SOUR, READ').split(",")]).reshape(3, 2)
+    i = delivered(c, c.g, free_state(c, {"n1": 0.4}), c.node("n1"))
+    np.testing.assert_allclose(data, [[0.4, i]] * 3, rtol=1e-5)
+    a.send("*TRG")                                             # nothing waits now
+    assert a.errors().startswith("-211")
+    # the manual's counter example: 5 readings, a 1 s delay, three times: 15, grouped by the delay
+    a.do(':SENS:CURR:NPLC 1;:TRIG:LOAD "Empty";:TRIG:BLOC:BUFF:CLE 1;:TRIG:BLOC:MDIG 2;:TRIG:BLOC:BRAN:COUN 3, 5, 2;'
+         ':TRIG:BLOC:DEL:CONS 4, 1;:TRIG:BLOC:BRAN:COUN 5, 3, 2;:OUTP ON;:INIT;*WAI')
+    rel = np.array([float(x) for x in a.ask(':TRAC:DATA? 1, 15, "defbuffer1", REL').split(",")])
+    step = np.diff(rel)
+    within = np.delete(step, [4, 9])
+    assert len(rel) == 15 and within[0] > 0
+    np.testing.assert_allclose(within, within[0], atol=1e-6)          # one integration time between readings
+    np.testing.assert_allclose(step[[4, 9]], within[0] + 1, atol=1e-6)  # and the 1 s delay block between groups
+    for bad, code in (('TRIG:BLOC:WAIT 6, TIM1', "-224"), ('TRIG:BLOC:NOP 9', "-222"), ('TRIG:BLOC:BRAN:COUN 6', "-109"),
+                      ('TRIG:LOAD "GradeBinning", 1', "-224")):
+        a.send(bad)
+        assert a.errors().startswith(code), bad
+    assert a.errors() == '0,"No error"'
+
+
 def test_2450_interlock_limits_the_output_to_21_volts(bench):
     emu = bench(smu_model="2450")
     c = emu.model.c

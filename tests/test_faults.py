@@ -515,6 +515,63 @@ def test_replay_names_a_damaged_record_or_config(recorded_run, tmp_path, damage,
     assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
 
 
+# -- item 18: replay checks the record against the run --------------------------------------------
+
+def _replay_json(run, out):
+    import json
+    p = hil("replay", run, "--out", out, "--json")
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1]), p
+
+
+def test_replay_names_the_steps_an_empty_session_lost(recorded_run, tmp_path):
+    """A run of 3 steps resumed to 5 (two sessions); the first session's file emptied: steps 0-3 are in no
+    session (counted from the checkpoint's step, 5, and the steps the second session holds, 4 and 5)."""
+    import gzip
+    from hil.train import resume_run
+    run, _ = recorded_run
+    resume_run(run, steps=5, progress=False)
+    whole, _ = _replay_json(run, tmp_path / "whole")
+    assert whole["steps"] == [0, 1, 2, 3, 4, 5] and whole["missing_steps"] == [] and whole["empty_sessions"] == []
+    (run / "bench" / "steps.001.jsonl.gz").write_bytes(gzip.compress(b""))
+    cut, p = _replay_json(run, tmp_path / "cut")
+    assert cut["steps"] == [4, 5] and cut["missing_steps"] == [0, 1, 2, 3]
+    assert cut["empty_sessions"] == ["steps.001.jsonl.gz"]
+    said = "record incomplete: steps 0-3 of the run not in it (bench/steps.001.jsonl.gz: no event)"
+    assert said in p.stdout and said in p.stderr
+
+
+def test_replay_refuses_a_session_file_that_repeats_another(recorded_run, tmp_path):
+    import shutil
+    run, _ = recorded_run
+    shutil.copy(run / "bench" / "steps.001.jsonl.gz", run / "bench" / "steps.002.jsonl.gz")
+    p = hil("replay", run, "--out", tmp_path / "dup")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "steps.002.jsonl.gz: the same session as bench/steps.001.jsonl.gz" in p.stderr
+    assert "would be replayed twice" in p.stderr and not (tmp_path / "dup").exists()
+
+
+def test_replay_counts_a_nan_voltage_as_a_mismatch(recorded_run, tmp_path):
+    """One recorded reading of step 2 set to NaN: step 2 is beyond any threshold and named with its node; the
+    other steps' divergences are those of the undamaged record."""
+    import gzip
+    import json
+    run, good = recorded_run
+    f = run / "bench" / "steps.001.jsonl.gz"
+    events = [json.loads(line) for line in gzip.decompress(f.read_bytes()).splitlines()]
+    at = next(i for i, ev in enumerate(events) if ev["kind"] == "mark" and ev["step"] == 2)
+    run_ev = next(ev for ev in events[at:] if ev["kind"] == "run")
+    nodes = good["nodes"]
+    run_ev["V"][0][0][nodes.index("n3")] = float("nan")
+    f.write_bytes(gzip.compress("".join(json.dumps(ev) + "\n" for ev in events).encode()))
+    res, p = _replay_json(run, tmp_path / "nan")
+    assert res["parted"] == [2] and res["nan"] == [[2, "n3", "bench"]]
+    assert "not a number (NaN), counted beyond the threshold: step 2 node n3 (bench)" in p.stdout
+    worst = np.array(res["worst"], float)
+    assert np.isnan(worst[2]) and max(good["worst"]) < 1e-6
+    np.testing.assert_array_equal(np.delete(worst, 2), np.delete(np.array(good["worst"]), 2))
+
+
 def test_a_toml_file_nested_thousands_deep_is_named(tmp_path):
     deep = tmp_path / "deep.toml"
     deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
@@ -605,6 +662,110 @@ def test_a_resume_that_cannot_reach_its_bench_records_no_change(tmp_path, emulat
     assert {f: (out / f).read_bytes() for f in before} == before and not (out / "run.lock").exists()
 
 
+@pytest.fixture(scope="module")
+def eight_steps(tmp_path_factory):
+    """net16 trained 8 steps uninterrupted: the log and parameters every resume below must reproduce."""
+    out = tmp_path_factory.mktemp("whole") / "w8"
+    assert hil("train", "net16", "--teacher", 1, "--steps", 8, "--out", out).returncode == 0
+    return Run(out)
+
+
+def _four_steps(tmp_path) -> Path:
+    out = tmp_path / "run"
+    assert hil("train", "net16", "--teacher", 1, "--steps", 4, "--out", out).returncode == 0
+    return out
+
+
+def _edit_json(path: Path, **changes):
+    import json
+    d = json.loads(path.read_text())
+    d.update(changes)
+    path.write_text(json.dumps(d))
+
+
+def _unchanged_by(out: Path, *args):
+    """Run ``hil train --resume out *args``; it must fail with exit 2 and leave every file as it was."""
+    before = snapshot(out)
+    p = hil("train", "--resume", out, *args)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert snapshot(out) == before and not (out / "history.log").exists()
+    return p.stderr
+
+
+def test_a_task_json_that_does_not_fit_the_circuit_is_refused_before_anything_is_written(tmp_path):
+    out = _four_steps(tmp_path)
+    import json
+    task = json.loads((out / "task.json").read_text())
+    _edit_json(out / "task.json", X_train=[x + [0.5] for x in task["X_train"]])
+    err = _unchanged_by(out, "--steps", 8)
+    assert f"{out / 'task.json'}: X_train has 3 columns; the run's circuit 'net16' has 2 inputs" in err
+
+
+@pytest.mark.parametrize("edit, step, why", [
+    ("forward", 7, "step 7 is past log.csv's last row (step 4): the rows from step 5 on are missing"),
+    ("back", 2, "its parameters are not those of checkpoints/step_000002.npz (step 2)"),
+])
+def test_a_checkpoint_step_edited_by_hand_falls_back_to_the_npz_that_agrees(tmp_path, eight_steps, edit, step, why):
+    """checkpoint.json's step edited forward (a gap of rows in log.csv) or back (another step's parameters):
+    refused, kept in recovered/, and the run resumes from checkpoints/step_000004.npz to the uninterrupted run."""
+    out = _four_steps(tmp_path)
+    _edit_json(out / "checkpoint.json", step=step)
+    p = hil("train", "--resume", out, "--steps", 8)
+    assert p.returncode == 0, p.stderr
+    assert f"checkpoint.json refused ({why}" in p.stderr and "resumed from checkpoints/step_000004.npz (step 4)" in p.stderr
+    assert len(list((out / "recovered").glob("*-checkpoint.json"))) == 1
+    for k in ("step", "train_loss", "lr"):
+        np.testing.assert_array_equal(Run(out).read_log()[k], eight_steps.read_log()[k])
+    np.testing.assert_array_equal(Run(out).load_checkpoint()["g"], eight_steps.load_checkpoint()["g"])
+
+
+def test_a_checkpoint_edited_forward_with_no_npz_to_fall_back_on_is_refused(tmp_path):
+    out = _four_steps(tmp_path)
+    for f in (out / "checkpoints").glob("*.npz"):
+        f.unlink()
+    _edit_json(out / "checkpoint.json", step=7)
+    err = _unchanged_by(out, "--steps", 8)
+    assert "no usable checkpoint: checkpoint.json: step 7 is past log.csv's last row (step 4)" in err
+
+
+def test_rows_after_a_checkpoint_edited_back_are_kept_in_recovered(tmp_path):
+    """With no .npz to judge it, a checkpoint.json edited back to step 2 resumes there; log rows 3 and 4 are
+    recomputed, and the log as it was (rows 0-4) is kept whole in recovered/."""
+    out = _four_steps(tmp_path)
+    old = (out / "log.csv").read_bytes()
+    for f in (out / "checkpoints").glob("*.npz"):
+        f.unlink()
+    _edit_json(out / "checkpoint.json", step=2)
+    p = hil("train", "--resume", out, "--steps", 8)
+    assert p.returncode == 0, p.stderr
+    assert "log.csv: 2 row(s) after step 2 (step 3-4) dropped, to be recomputed from the checkpoint" in p.stderr
+    kept = list((out / "recovered").glob("*-log.csv"))
+    assert len(kept) == 1 and kept[0].read_bytes() == old
+    assert list(Run(out).read_log()["step"]) == list(range(9))
+
+
+def test_a_rule_edited_in_config_json_is_refused_naming_both(tmp_path):
+    out = _four_steps(tmp_path)
+    _edit_json(out / "config.json", rule="cl")
+    err = _unchanged_by(out, "--steps", 8)
+    assert f"{out / 'config.json'}: rule = 'cl', but the run trained with rule 'ep-sym' (the checkpoint's)" in err
+
+
+def test_a_log_row_cut_inside_its_last_number_is_dropped_and_recomputed(tmp_path, eight_steps):
+    """The last row of log.csv loses the end of its lr (6.0495911528607 for 6.049591152860789e-06) and its line
+    end: named by line, dropped (the log kept in recovered/), and recomputed: the log is the uninterrupted run's."""
+    out = _four_steps(tmp_path)
+    text = (out / "log.csv").read_bytes()
+    lines = text.splitlines()
+    (out / "log.csv").write_bytes(text.rstrip(b"\r\n")[:-6])
+    p = hil("train", "--resume", out, "--steps", 8)
+    assert p.returncode == 0, p.stderr
+    assert f"log.csv: dropped 1 unreadable row(s) (line {len(lines)}: cut short: no line end after its last value" \
+        in p.stderr
+    for k in ("step", "train_loss", "lr"):
+        np.testing.assert_array_equal(Run(out).read_log()[k], eight_steps.read_log()[k])
+
+
 # -- items 17, 20: meaningless values refused, each named -----------------------------------------
 
 @pytest.mark.parametrize("args, message", [
@@ -649,3 +810,150 @@ def test_a_one_stage_layered_circuit_trains_to_its_full_rank_optimum(tmp_path):
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["eckart_young"] == pytest.approx(0.0, abs=1e-15) and r["final_loss"] < r["initial_loss"]
+
+
+# -- item 17, the rest: values that make every step meaningless, options a task or rule would ignore ----
+
+def test_an_lr_that_pins_every_moving_conductance_is_refused_naming_the_curvature_step(tmp_path):
+    """--lr 1e308 on net16: the first update would put the 11 edges the gradient moves (counted here by finite
+    differences of the loss: 5 of the 16 change nothing, joining two sources or hanging off the network) at a
+    bound; the message gives the default step, the lr the same run logs without --lr. A step of 8 times the
+    default (2 / lambda_max) clips some edges, not all: accepted."""
+    import json
+    from hil.circuit import load_circuit
+    from hil.exact import loss
+    from hil.tasks import teacher_task
+    c = load_circuit("net16")
+    task = teacher_task(c, 1, 16)
+    c0 = loss(c, task.X_train, task.Y_train)
+    moved = sum(abs(loss(c, task.X_train, task.Y_train, c.g * (1 + 1e-6 * (np.arange(c.m) == e))) - c0) > 1e-12 * c0
+                for e in range(c.m))
+    assert hil("train", "net16", "--teacher", 1, "--steps", 1, "--out", tmp_path / "d").returncode == 0
+    a0 = float(Run(tmp_path / "d").read_log()["lr"][0])
+    p = hil("train", "net16", "--teacher", 1, "--lr", "1e308", "--out", tmp_path / "t")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"--lr 1e+308: the first update would put every one of the {moved} parameters the gradient " \
+           "moves at a bound" in p.stderr and moved == 11
+    assert f"the curvature step here is {a0:.3g} S^2/V^2 (0.25 / lambda_max" in p.stderr
+    assert not (tmp_path / "t").exists()
+    q = hil("train", "net16", "--teacher", 1, "--lr", repr(8 * a0), "--steps", 1, "--out", tmp_path / "ok", "--json")
+    assert q.returncode == 0, q.stderr
+    g = np.array(json.loads((tmp_path / "ok" / "checkpoint.json").read_text())["g"])
+    pinned = np.sum((g == c.g_min) | (g == c.g_max))
+    assert 0 < pinned < moved
+
+
+def test_a_nudge_past_the_precision_of_the_nudged_circuit_names_the_option(tmp_path):
+    """--nudge 1e308 on net16 (it blamed the circuit: "edge 'R1': conductance nan"): named with its multiple of
+    the convergence radius 1/kappa_max, kappa_max the largest eigenvalue of K computed here."""
+    from hil.circuit import load_circuit
+    from hil.exact import output_green
+    kmax = float(np.linalg.eigvalsh(output_green(load_circuit("net16"))).max())
+    p = hil("train", "net16", "--teacher", 1, "--nudge", "1e308", "--out", tmp_path / "t")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "net16.toml" not in p.stderr
+    assert f"--nudge 1e+308: beta is {1e308 * kmax:.3g} times the convergence radius 1/kappa_max = " \
+           f"{1 / kmax:.3g} S" in p.stderr
+    assert f"the default is 5% of the radius, {0.05 / kmax:.3g} S" in p.stderr and not (tmp_path / "t").exists()
+
+
+@pytest.fixture(scope="module")
+def layered_file(tmp_path_factory):
+    net = tmp_path_factory.mktemp("layered") / "L.toml"
+    assert hil("generate", "layered", "--sizes", "3,2,2", "-o", net).returncode == 0
+    return net
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "net16", "--teacher", 1, "--test-fraction", "0.5"],
+     "--test-fraction 0.5: applies to a CSV or classification task (--data, --dataset), whose rows are split, not "
+     "to the --teacher task"),
+    (["train", "net16", "--teacher", 1, "--rank", 2], "--rank 2: applies to --task factorize (its map Y), not to the "
+                                                     "--teacher task, which would ignore it"),
+    (["train", "net16", "--teacher", 1, "--scale", 3], "--scale 3.0: applies to --task factorize"),
+    (["info", "net16", "--teacher", 1, "--scale", 3], "--scale 3.0: applies to --task factorize"),
+    (["train", "{L}", "--task", "factorize", "--rank", 1, "--scale", "1e300"],
+     "factorize: --scale 1e+300: targets of up to 1e+300 V for 1 V inputs, beyond +-1e+06 V"),
+    (["train", "{L}", "--task", "factorize", "--rank", 1, "--rule", "gd", "--homeostasis", "0.1"],
+     "--homeostasis 0.1: circuit 'layered3x2x2_s0': its asymmetry is in fixed elements (vcvs '"),
+    (["train", "net16", "--teacher", 1, "--homeostasis", "0.1"],
+     "--homeostasis 0.1: circuit 'net16': it is reciprocal: H = 0 whatever its parameters"),
+    (["train", "{L}", "--task", "factorize", "--rank", 1, "--rule", "fa", "--nudge", "0.1"],
+     "--nudge 0.1: rule fa has no nudge (it drives the output error backward through fixed feedback crossbars)"),
+    (["train", "net16", "--teacher", 1, "--rule", "cl", "--points", 4],
+     "--points 4: applies to ep-holo (points on the circle) and ep-stencil"),
+    (["generate", "layered", "--sizes", "3,2,2", "--vccs-pairs", 2],
+     "--vccs-pairs 2: applies to hil generate random and lattice and crossbar and board, not layered: a layered "
+     "circuit's stages are one-way"),
+    (["generate", "layered", "--sizes", "3,2,2", "--vccs-scale", "1e-3"], "--vccs-scale 0.001: applies to hil generate"),
+    (["generate", "random", "--vccs-scale", "1e-3"],
+     "--vccs-scale 0.001: applies to the VCCS that --vccs-pairs or --vccs-singles add, and none is asked for"),
+    (["generate", "random", "--sizes", "3,2"], "--sizes 3,2: applies to hil generate layered and board, not random"),
+])
+def test_an_option_the_task_rule_or_generator_would_ignore_is_refused(tmp_path, layered_file, args, message):
+    out = ["-o", tmp_path / "g.toml"] if args[0] == "generate" else ["--out", tmp_path / "t"] \
+        if args[0] == "train" else []
+    p = hil(*[str(layered_file) if a == "{L}" else a for a in args], *out)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+    assert not (tmp_path / "g.toml").exists() and not (tmp_path / "t").exists()
+
+
+def test_a_vccs_between_two_sources_is_refused_naming_its_line(tmp_path):
+    net = tmp_path / "v.toml"
+    assert hil("generate", "random", "--nodes", 8, "--vccs-pairs", 1, "-o", net).returncode == 0
+    lines = net.read_text().splitlines()
+    at = lines.index("[[vccs]]")
+    name = lines[at + 1].split('"')[1]
+    lines[at + 2], lines[at + 3] = 'out_p = "n1"', 'out_n = "n0"'  # an input and the ground
+    net.write_text("\n".join(lines) + "\n")
+    p = hil("info", net)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{net}:{at + 3}: vccs '{name}': out_p 'n1' and out_n 'n0' are both sources" in p.stderr
+
+
+# -- item 20, the rest: each error names its cause ---------------------------------------------------
+
+def test_a_feedback_resistor_beyond_the_weight_bound_is_named(tmp_path, layered_file):
+    """R = 1e300 ohm on a layered circuit's feedback edge ("SVD did not converge" before): named with its line,
+    its matrix and the bound; the generated circuit itself (R = 100 kohm) loads."""
+    lines = layered_file.read_text().splitlines()
+    at = lines.index('name = "Wf0"')
+    g_line = next(i for i in range(at, at + 6) if lines[i].startswith("g = "))
+    lines[g_line] = "g = 1e-300"
+    bad = tmp_path / "rf.toml"
+    bad.write_text("\n".join(lines) + "\n")
+    assert hil("info", layered_file).returncode == 0
+    p = hil("info", bad)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{bad}:{g_line + 1}: edge 'Wf0' (feedback of matrix 'W', row 0): conductance 1e-300 S (R = 1e+300 ohm) " \
+           "lets the row's weights reach R (g_max - g_min) = 9.9e+295 V/V; at most 1e+08 V/V" in p.stderr
+
+
+def test_a_csv_of_huge_voltages_names_the_column_and_value(tmp_path):
+    big = tmp_path / "big.csv"
+    big.write_text("n1,n2,n6,n7\n0.5,0.25,0.1,0.2\n1e200,2e200,0.3,0.1\n")
+    for cmd in (["info", "net16", "--data", big], ["train", "net16", "--data", big, "--out", tmp_path / "t"]):
+        p = hil(*cmd)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert f"{big}:3: column 1 'n1': 1e200 V is beyond +-1e+06 V" in p.stderr, p.stderr
+
+
+def test_a_full_disk_while_taking_the_run_lock_leaves_no_lock_behind(tmp_path):
+    """A resume on a full disk (every write past 10 bytes fails, the lock's first): named, and no run.lock, empty
+    or not, is left to block the next resume, which runs."""
+    import resource
+    import signal
+
+    def full_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))
+
+    out = tmp_path / "run"
+    assert hil("train", "net16", "--teacher", 1, "--steps", 2, "--out", out).returncode == 0
+    before = snapshot(out)
+    p = subprocess.run(HIL + ["train", "--resume", str(out), "--steps", "4"], capture_output=True, text=True,
+                       timeout=120, preexec_fn=full_disk, cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "File too large" in p.stderr, p.stderr
+    assert str(out / "run.lock") in p.stderr
+    assert snapshot(out) == before and not list(out.glob("*run.lock*"))
+    q = hil("train", "--resume", out, "--steps", 4)
+    assert q.returncode == 0, q.stderr

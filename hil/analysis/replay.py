@@ -13,7 +13,12 @@ and the rule's gradient estimate: the bench's (its recorded measurements put
 through the same measurement protocol and rule) against the twin's (the rule's
 own states measured on the twin at the same conductances and batch), as the
 cosine between them per step. Steps whose largest d_ki exceeds ``threshold`` are
-where the twin and the bench part.
+where the twin and the bench part; a voltage that is not a number (NaN) on either side
+is a mismatch, never within the threshold.
+
+The record is checked against the run first: a session file that repeats another (the
+same events at the same times: a copy) is refused, and steps of the run that no session
+holds (an empty session file, a lost one) are listed as missing.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hil.runs import step_ranges
 from hil.substrate import Experiment, Substrate, SubstrateError
 
 
@@ -101,6 +107,56 @@ def segments(events: list, where: str) -> list:
     return [s for s in out if s["runs"]]
 
 
+def sessions(run_dir) -> list:
+    """[(file name, its events)] of each session's ``bench/steps.NNN.jsonl.gz`` in order, events as
+    :func:`hil.bench.record.read_steps` returns them (a session begins with its ``start`` event)."""
+    from collections import Counter
+
+    from hil.bench.record import _located, read_steps
+    events = read_steps(run_dir)
+    files = sorted((Path(run_dir) / "bench").glob("steps.*.jsonl.gz"))
+    counts = Counter(f.name for f, _, _ in _located(run_dir, "steps"))
+    out, i = [], 0
+    for f in files:
+        n = counts.get(f.name, 0)
+        out.append((f.name, events[i:i + n]))
+        i += n
+    return out
+
+
+def check_sessions(run_dir, found: list) -> list:
+    """ReplayError naming both files when a session repeats another (the same events at the same times: a copy
+    would be replayed twice); returns the names of the session files that hold no event."""
+    seen = {}
+    for name, evs in found:
+        if not evs:
+            continue
+        key = tuple((ev.get("kind"), ev.get("t"), ev.get("step")) for ev in evs)
+        if key in seen:
+            raise ReplayError(f"{Path(run_dir) / 'bench' / name}: the same session as bench/{seen[key]} (its "
+                              f"{len(evs)} events at the same times): a copy, which would be replayed twice; "
+                              "move it out of bench/ to replay the run")
+        seen[key] = name
+    return [name for name, evs in found if not evs]
+
+
+def missing_steps(run_dir, segs: list) -> list:
+    """The steps 0..K of the run (K: its checkpoint's step, else its log's last) that no session of the record
+    holds: step 0 without its first measurements, a step k >= 1 without a write."""
+    from hil.runs import Run, RunError
+    run = Run(run_dir)
+    try:
+        last = int(run.load_checkpoint()["step"])
+    except (RunError, KeyError, TypeError, ValueError):
+        try:
+            steps = run.read_log()["step"]
+            last = int(steps[-1]) if len(steps) else 0
+        except (RunError, OSError, ValueError):
+            return []
+    held = {s["step"] for s in segs if s["step"] == 0 or s["g_after"] is not None}
+    return [k for k in range(last + 1) if k not in held]
+
+
 def _batch_targets(task, X) -> np.ndarray:
     """Y for the batch X: each row found among the task's training inputs."""
     d = np.abs(X[:, None, :] - task.X_train[None, :, :]).max(axis=2)
@@ -112,7 +168,6 @@ def _batch_targets(task, X) -> np.ndarray:
 
 def replay(run_dir, twin: Substrate, threshold: float = 1e-3) -> dict:
     """Replay the record of ``run_dir`` on ``twin``; see the module docstring. Voltages in V, gradients in V^2/S."""
-    from hil.bench.record import read_steps
     from hil.rules import make_rule
     from hil.runs import Run, read_json
     from hil.tasks import Task
@@ -121,9 +176,16 @@ def replay(run_dir, twin: Substrate, threshold: float = 1e-3) -> dict:
     cfg = run.config
     c = twin.circuit
     try:
-        events = read_steps(run_dir)
+        found = sessions(run_dir)
     except FileNotFoundError as exc:
         raise ReplayError(str(exc)) from None
+    empty = check_sessions(run_dir, found)
+    events = [ev for _, evs in found for ev in evs]
+    segs = segments(events, str(run_dir))
+    if not segs:
+        raise ReplayError(f"{run.path / 'bench'}: the record holds no measurement"
+                          + (f" ({', '.join(empty)}: no event)" if empty else ""))
+    missing = missing_steps(run_dir, segs)
     task = Task.from_dict(read_json(Path(run_dir) / "task.json"))
     kappa = cfg.get("kappa_max")
     if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not (math.isfinite(kappa) and kappa > 0):
@@ -135,21 +197,27 @@ def replay(run_dir, twin: Substrate, threshold: float = 1e-3) -> dict:
         raise ReplayError(f"{run.path / 'config.json'}: {type(exc).__name__}: {exc}") from None
     steps, div, rms, cos, rel, norms = [], [], [], [], [], []
     gain = None
-    for seg in segments(events, str(run_dir)):
+    nans = []  # (step, node, which side read NaN)
+    for seg in segs:
         d = np.zeros(c.n)
         sq, count = np.zeros(c.n), 0
         for g, ev in seg["runs"]:
             twin.write(g)
             exps = [Experiment(e["sources_on"], e["mode"], e["values"]) for e in ev["experiments"]]
             for Vt, Vb in zip(twin.run(ev["inputs"], exps), ev["V"]):
-                D = np.abs(np.asarray(Vt).real - Vb)
-                d = np.maximum(d, D.max(axis=0))
+                Vt = np.asarray(Vt).real
+                D = np.abs(Vt - Vb)
+                d = np.maximum(d, D.max(axis=0))  # NaN stays NaN: a mismatch
                 sq += (D ** 2).sum(axis=0)
                 count += len(D)
+                if np.isnan(D).any() and not (nans and nans[-1][0] == seg["step"]):
+                    i = int(np.flatnonzero(np.isnan(D).any(axis=0))[0])
+                    nans.append((seg["step"], c.nodes[i], "bench" if np.isnan(Vb[:, i]).any() else "twin"))
         steps.append(seg["step"])
         div.append(d)
         rms.append(np.sqrt(sq / max(count, 1)))
-        if seg["step"] == 0 or not seg["measure"]:
+        read_nan = any(np.isnan(np.asarray(v, float)).any() for ev in seg["measure"] for v in ev["V"])
+        if seg["step"] == 0 or not seg["measure"] or read_nan:  # a NaN reading: no estimate to compare (listed above)
             cos.append(np.nan), rel.append(np.nan), norms.append((np.nan, np.nan))
             continue
         X = seg["measure"][0]["inputs"]
@@ -168,11 +236,12 @@ def replay(run_dir, twin: Substrate, threshold: float = 1e-3) -> dict:
         rel.append(float(np.linalg.norm(gt - gb) / nb) if nb > 0 else np.nan)
         norms.append((nb, nt))
     div, rms = np.array(div), np.array(rms)
-    worst = div.max(axis=1)
-    parted = [s for s, w in zip(steps, worst) if w > threshold]
+    worst = div.max(axis=1)  # NaN where any node read NaN
+    parted = [s for s, w in zip(steps, worst) if not w <= threshold]
     return {"steps": np.array(steps), "nodes": list(c.nodes), "max_abs": div, "rms": rms, "worst": worst,
             "cosine": np.array(cos), "rel_error": np.array(rel), "norms": np.array(norms), "threshold": threshold,
-            "parted": parted, "rule": rule.describe(), "ground": c.ground}
+            "parted": parted, "rule": rule.describe(), "ground": c.ground, "nan": nans,
+            "missing": missing, "empty_sessions": empty}
 
 
 def write_outputs(res: dict, out, title: str = "") -> list:
@@ -218,20 +287,6 @@ def write_outputs(res: dict, out, title: str = "") -> list:
     return [out / "divergence.csv", out / "gradients.csv", out / "replay.png"]
 
 
-def step_ranges(steps) -> str:
-    """'3-7, 9' for [3, 4, 5, 6, 7, 9]."""
-    out, start, prev = [], None, None
-    for s in list(steps) + [None]:
-        if start is None:
-            start = prev = s
-        elif s is not None and s == prev + 1:
-            prev = s
-        else:
-            out.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = prev = s
-    return ", ".join(x for x in out if x != "None")
-
-
 def check_twin_circuit(run_circuit, twin_circuit) -> None:
     """The twin's circuit must be the run's (same nodes, edges, terminals), conductances aside."""
     a, b = run_circuit, twin_circuit
@@ -240,4 +295,18 @@ def check_twin_circuit(run_circuit, twin_circuit) -> None:
         raise ReplayError(f"{b.source}: not the run's circuit '{a.name}' (nodes, edges or terminals differ)")
 
 
-__all__ = ["replay", "write_outputs", "Playback", "segments", "ReplayError", "SubstrateError"]
+def record_notes(res: dict) -> list:
+    """What a replay says beside its numbers: the steps the record lacks, the voltages that were not numbers."""
+    out = []
+    if res["missing"]:
+        empty = f" ({', '.join('bench/' + f for f in res['empty_sessions'])}: no event)" if res["empty_sessions"] else ""
+        out.append(f"record incomplete: step{'s' if len(res['missing']) > 1 else ''} "
+                   f"{step_ranges(res['missing'])} of the run not in it{empty}")
+    if res["nan"]:
+        out.append("not a number (NaN), counted beyond the threshold: " + "; ".join(
+            f"step {k} node {node} ({side})" for k, node, side in res["nan"][:5]) + (" ..." if len(res["nan"]) > 5 else ""))
+    return out
+
+
+__all__ = ["replay", "write_outputs", "Playback", "segments", "sessions", "step_ranges", "ReplayError",
+           "SubstrateError"]

@@ -14,8 +14,6 @@ import numpy as np
 
 from hil.bench.substrate import BenchError, BenchSubstrate
 
-COMPLIANCE_BIT = 1 << 3  # 2400 status word: in compliance
-
 
 def probe_patterns(sub: BenchSubstrate, patterns: int, seed: int = 0, level: float | None = None) -> dict:
     """Node voltages V (P, n) and injected currents I (P, n; A, non-zero at SMU nodes only) for random patterns.
@@ -59,14 +57,14 @@ def _probe_chunk(sub: BenchSubstrate, X, VO):
             reply = smu.ask("*OPC?").strip()
             if reply != "1":
                 raise ValueError(f"*OPC? answered {reply[:40]!r}, not 1")
-    from hil.drivers.instruments import floats, linked_sweep
+    from hil.drivers.instruments import floats, in_compliance, linked_sweep
     # one sweep: the first SMU triggers the others and the scanner over the trigger link at each point
     replies, volts = linked_sweep(list(sub.smus.values()), sub.scanner, [ch for _, ch in sub._chan_nodes], n,
                                   sub._talk)
     for (node, smu), reply in zip(sub.smus.items(), replies):
         with sub._talk(smu, "probe reading"):   # (points, 5): voltage (V), current (A), resistance, time, status
             vals = floats(smu.name, reply, 5 * n).reshape(n, 5)
-        if (vals[:, 4].astype(int) & COMPLIANCE_BIT).any():
+        if in_compliance(vals).any():
             raise BenchError(f"{smu.name}: in compliance during a probe (current limit {smu.current_limit} A); "
                              "lower the probe level")
         V[:, node], I[:, node] = vals[:, 0], vals[:, 1]

@@ -330,6 +330,7 @@ class BenchSubstrate(Substrate):
         if chans and "scanner" not in self.cfg:
             raise BenchError(f"{where}: [scanner.channels] without a [scanner] resource")
         self._chan_nodes = [(c.node(n), ch) for n, ch in chans.items()]
+        self.compliance = []  # (SMU, its first reading at its compliance) of the last sweep read
         self.recorder = None  # a BenchRecorder once record_to is called
         self.board, self.smus, self.scanner = None, {}, None
         self._target = None  # the conductances last sent to the board (S), restored after a reconnect
@@ -374,6 +375,16 @@ class BenchSubstrate(Substrate):
             kw["baud_rate"] = self._bauds[resource]
         return kw
 
+    def _adapter(self, resource: str):
+        """A new connection to ``resource``. A serial port keeps what an earlier client left unread (a
+        reply it never read): that is discarded first, so the instrument's first reply is to this one's
+        first query. A socket starts empty."""
+        from pymeasure.adapters import VISAAdapter
+        adapter = VISAAdapter(resource, **self._adapter_kwargs(resource))
+        if resource.upper().startswith("ASRL"):
+            adapter.flush_read_buffer()
+        return adapter
+
     def _instruments(self) -> list:
         return [i for i in [self.board, *self.smus.values(), self.scanner] if i is not None]
 
@@ -385,27 +396,27 @@ class BenchSubstrate(Substrate):
         for sec in self.cfg["smu"] + ([self.cfg["scanner"]] if "scanner" in self.cfg else []):
             self._bauds[sec["resource"]] = int(sec.get("baud_rate", 9600))  # the Keithleys' factory setting
         serial = b["resource"].upper().startswith("ASRL")
-        self.board = self._connect("resistor board", b["resource"], lambda **kw: ResistorBoard(
-            b["resource"], b.get("g_min", self.circuit.g_min), b.get("g_max", self.circuit.g_max),
-            reset_wait=float(b.get("reset_wait", 2.0 if serial else 0.0)), **kw))
+        self.board = self._connect("resistor board", b["resource"], lambda adapter: ResistorBoard(
+            adapter, b.get("g_min", self.circuit.g_min), b.get("g_max", self.circuit.g_max),
+            reset_wait=float(b.get("reset_wait", 2.0 if serial else 0.0))))
         if self.board.edges != self.circuit.m:
             raise BenchError(f"resistor board at {b['resource']} has {self.board.edges} edges; "
                              f"circuit '{self.circuit.name}' has {self.circuit.m}")
         for s in self.cfg["smu"]:
             name = f"SMU on node {s['node']}"
-            self.smus[self.circuit.node(s["node"])] = self._connect(name, s["resource"], lambda name=name, s=s, **kw: SMU_MODELS[s.get("model", "2400")](
-                s["resource"], s.get("voltage_limit", 2.0), s.get("current_limit", 0.02), name=name, **kw))
+            self.smus[self.circuit.node(s["node"])] = self._connect(name, s["resource"], lambda adapter, name=name, s=s: SMU_MODELS[s.get("model", "2400")](
+                adapter, s.get("voltage_limit", 2.0), s.get("current_limit", 0.02), name=name))
         if self._chan_nodes:
             sc = self.cfg["scanner"]
-            self.scanner = self._connect("scanner", sc["resource"], lambda **kw: Scanner(
-                sc["resource"], sc.get("voltage_limit", 10.0), **kw))
+            self.scanner = self._connect("scanner", sc["resource"], lambda adapter: Scanner(
+                adapter, sc.get("voltage_limit", 10.0)))
         for inst in self._instruments():
             self._check_errors(inst)
 
     def _connect(self, name, resource, make):
         """Open one instrument (retried like any fault), then make it safe and configure it."""
         def attempt():
-            inst = make(**self._adapter_kwargs(resource))
+            inst = make(self._adapter(resource))
             self._nodelay(inst)
             self._prepare(inst)
             return inst
@@ -457,6 +468,8 @@ class BenchSubstrate(Substrate):
         kw = {k: v for k, v in self._adapter_kwargs(inst.adapter.resource_name).items() if k != "visa_library"}
         inst.adapter.connection = inst.adapter.manager.open_resource(inst.adapter.resource_name,
                                                                       open_timeout=self.timeout, **kw)
+        if inst.adapter.resource_name.upper().startswith("ASRL"):
+            inst.adapter.flush_read_buffer()   # what the link left unread (see _adapter)
         self._nodelay(inst)
         if hasattr(inst, "after_open"):  # a serial board reset by the reopened port
             inst.after_open()
@@ -563,6 +576,7 @@ class BenchSubstrate(Substrate):
         bad = [i for i in range(c.n) if i != c.ground and np.max(np.abs(got[:, i] - want[:, i])) > tol]
         if not bad:
             return
+        self._refuse_compliance(X)
         where = lambda i: f"scanner channel {chan[i]}" if i in chan else self.smus[i].name
         swapped = self._looks_swapped(X, got, want, bad, tol)
         model = f"the {self.device} model" if self.device != "resistor" else "the circuit"
@@ -576,6 +590,23 @@ class BenchSubstrate(Substrate):
             f"at the board's conductances gives {', '.join(f'{v:.4g}' for v in want[:, i])} V"
             for i in bad[:4]) + (f"; {len(bad) - 4} more nodes" if len(bad) > 4 else "")
             + f" (tolerance {tol:g} V, bench file key wiring_tolerance)")
+
+    def _refuse_compliance(self, X) -> None:
+        """An SMU that read at its compliance during the wiring check held its limit, not the level asked:
+        BenchError naming it, its limit and the reading (the wiring is not to blame)."""
+        if not self.compliance:
+            return
+        lines = []
+        for smu, (v, i, *_) in self.compliance:
+            if getattr(smu, "_mode", None) == "voltage":
+                lines.append(f"{smu.name} at {smu.adapter.resource_name} sourcing up to {np.max(np.abs(X)):.4g} V "
+                             f"read {v:.4g} V, {i:.4g} A at its current limit current_limit = {smu.current_limit!r} A")
+            else:
+                lines.append(f"{smu.name} at {smu.adapter.resource_name} read {v:.4g} V, {i:.4g} A at its voltage "
+                             f"limit voltage_limit = {smu.voltage_limit!r} V")
+        raise BenchError("wiring check: SMUs in compliance, so the nodes are not at the levels asked (the wiring "
+                         "is not what failed): " + "; ".join(lines) + f" (raise the limit in the bench file "
+                         f"{self.cfg.get('_path', '')})")
 
     def _looks_swapped(self, X, got, want, bad, tol) -> bool:
         """Whether wiring explains the readings: every wrong one is another node's expected voltage (swapped
@@ -719,12 +750,17 @@ class BenchSubstrate(Substrate):
                 reply = smu.read().strip()
                 if reply != "1":
                     raise ValueError(f"*OPC? answered {reply[:40]!r}, not 1")
-        from hil.drivers.instruments import linked_sweep
+        from hil.drivers.instruments import in_compliance, linked_sweep, sweep_rows
         # one sweep: the first SMU triggers the others and the scanner over the trigger link at each point
         replies, volts = linked_sweep(list(self.smus.values()), self.scanner, chans, points, self._talk)
+        self.compliance = []
         for (node, smu), reply in zip(self.smus.items(), replies):
             with self._talk(smu, "reading"):
-                V[:, node] = smu.collect_sweep(points, reply)
+                rows = sweep_rows(smu.name, reply, points)
+            V[:, node] = rows[:, 0]
+            hit = in_compliance(rows)
+            if hit.any():
+                self.compliance.append((smu, rows[hit][0]))
         if self.scanner is not None:
             V[:, cols] = volts
         return V

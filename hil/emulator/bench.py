@@ -21,11 +21,13 @@ pushed into the queue.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
 import socket
 import socketserver
+import termios
 import threading
 import time
 import tty
@@ -35,7 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hil.emulator.circuitmodel import PortSolver
-from hil.emulator.scpi import (INPUT_OVERRUN, SETTINGS_CONFLICT, Interpreter, SCPIError, Status, number)
+from hil.emulator.scpi import (INPUT_OVERRUN, QUERY_INTERRUPTED, SETTINGS_CONFLICT, Interpreter, SCPIError, Status,
+                               Suspend, number)
 
 SCANNER_CHANNELS = range(101, 121)          # 7700 card in slot 1
 HELD = type("Held", (str,), {})("1")      # the reply of a *OPC? that waits for a pending operation
@@ -149,6 +152,8 @@ class Instrument:
         model.instruments.append(self)
         self.clock = 0.0          # the instrument's timer (s): virtual, advanced by what each operation takes
         self._held = []           # (reply lines, write) of messages whose *OPC? waits for a pending operation
+        self._waiting = []        # (replies so far, units left, write) of messages a *WAI holds back, in order
+        self._busy = False        # a message is executing (a completion releases the waiting ones after it)
         self._opc_armed = False
         self.faults = Faults()
         self.received = deque(maxlen=HISTORY)  # recent messages (cut to HISTORY_CHARS), for tests and post-mortems
@@ -159,11 +164,11 @@ class Instrument:
         s, st = self.scpi, self.status
         bare = lambda fn: lambda a: _no_args(fn)(a)   # a common command that takes no parameter: -108
         s.add("*IDN?", bare(lambda: self.idn))
-        s.add("*RST", bare(lambda: self.reset()))
-        s.add("*CLS", bare(lambda: st.clear()))
+        s.add("*RST", bare(lambda: self._opc_idle() or self.reset()))
+        s.add("*CLS", bare(lambda: self._opc_idle() or st.clear()))
         s.add("*OPC", bare(lambda: self._opc()))
         s.add("*OPC?", bare(lambda: HELD if self.pending() else "1"))
-        s.add("*WAI", bare(lambda: None))
+        s.add("*WAI", bare(lambda: self._wai()))
         s.add("*TST?", bare(lambda: "0"))
         s.add("*ESE", lambda a: setattr(st, "ese", int(number(a, 0, 255))))
         s.add("*ESE?", lambda a: str(st.ese))
@@ -217,14 +222,61 @@ class Instrument:
         A message with a ``*OPC?`` while an operation is pending (a sweep armed, waiting for
         ``*TRG`` or the trigger link) answers nothing now: its reply line goes out through
         ``write`` (a callable taking one line) when the operation completes (IEEE 488.2 12.5.3).
+        After a ``*WAI`` while an operation is pending, the rest of that message and every later
+        one wait until it completes (IEEE 488.2 10.39), their replies then going out through
+        ``write``; a message that is only ``*TRG`` still runs, as the bus trigger (GPIB's GET)
+        that a controller sends outside the message stream, or nothing could end the wait.
         """
         with self.model.lock:
-            replies = self.scpi.execute(message)
-            lines = ([";".join(replies)] if replies else []) if self.ieee488 else replies
-            if any(r is HELD for r in replies):
-                self._held.append((lines, write))
+            if self._waiting and message.strip(" \t").upper() != "*TRG":
+                self._waiting.append(([], (message, None), write))
                 return []
+            self._busy = True
+            try:
+                replies = self.scpi.execute(message)
+            finally:
+                self._busy = False
+            if self.scpi.rest is not None:
+                self._waiting.append((replies, self.scpi.rest, write))
+                lines = []
+            else:
+                lines = self._lines(replies, write)
+            self._release()
             return lines
+
+    def _lines(self, replies: list, write) -> list:
+        """The lines a message's replies go out as now; none while its *OPC? waits (held until completion)."""
+        lines = ([";".join(replies)] if replies else []) if self.ieee488 else replies
+        if any(r is HELD for r in replies):
+            self._held.append((lines, write))
+            return []
+        return lines
+
+    def _wai(self):
+        """*WAI: while an operation is pending, no later command executes (:meth:`respond`)."""
+        if self.pending():
+            raise Suspend()
+
+    def _release(self):
+        """Run the messages a *WAI held back, in order, while no operation is pending; their replies go out."""
+        while self._waiting and not self.pending() and not self._busy:
+            done, (units, path), write = self._waiting.pop(0)
+            self._busy = True
+            try:
+                replies = done + (self.scpi.execute(units) if path is None else self.scpi.resume((units, path)))
+            finally:
+                self._busy = False
+            if self.scpi.rest is not None:   # another *WAI: first in line again
+                self._waiting.insert(0, (replies, self.scpi.rest, write))
+                continue
+            for line in self._lines(replies, write):
+                if write is not None:
+                    write(line)
+
+    def interrupted(self, what: str) -> None:
+        """-410 Query INTERRUPTED: a new message came while a reply was unread; that reply is discarded
+        (IEEE 488.2 6.3.2.3)."""
+        self.push_error(QUERY_INTERRUPTED, f"the reply {what} was not read before the next message: discarded")
 
     # -- pending operations (the no-operation-pending flag of IEEE 488.2) ------------------
     def pending(self) -> bool:
@@ -242,6 +294,19 @@ class Instrument:
         else:
             self.status.esr |= 1
 
+    def _opc_idle(self):
+        """*RST and *CLS: no *OPC waits and no *OPC? reply is held any longer (IEEE 488.2 10.3, 10.32): a
+        reply an earlier client's *OPC? left can never answer a later client's query."""
+        self._opc_armed = False
+        self._held = []
+
+    def forget(self, write) -> None:
+        """A client gone (its connection closed): what it left held or waiting is dropped with it."""
+        with self.model.lock:
+            self._held = [h for h in self._held if h[1] != write]   # bound methods: equal, not identical
+            self._waiting = [w for w in self._waiting if w[2] != write]
+            self._release()
+
     def completed(self):
         """The pending operation is done: *OPC sets its bit, held *OPC? replies go out."""
         if self._opc_armed:
@@ -252,6 +317,7 @@ class Instrument:
             for line in lines:
                 if write is not None:
                     write(line)
+        self._release()
 
     def _log_applied(self, unit: str) -> None:
         """After each command of a message: what the instrument applies then, into ``state_log``."""
@@ -366,10 +432,36 @@ def _received(inst: Instrument, line: bytes):
         inst.push_error(INPUT_OVERRUN, f"message longer than {inst.max_line} bytes discarded")
         return None
     text = line.decode("ascii", "replace").rstrip("\r")
-    if text.strip():
+    if text.strip(" \t"):   # a control character is no white space here: the parser names it (-101)
         inst.received.append(text[:HISTORY_CHARS])
         return text
     return None
+
+
+class _Lines:
+    """The complete lines (without their newline) of a byte stream, as they arrive.
+
+    A line longer than ``max_line`` comes out once as what arrived of it (its length over the
+    limit: :func:`_received` refuses it, -363) and the rest of it is dropped as it arrives.
+    ``tail`` is what arrived of the next line so far (a message not yet terminated).
+    """
+
+    def __init__(self, max_line: int):
+        self.max_line, self.tail, self._overrun = max_line, b"", False
+
+    def feed(self, data: bytes) -> list:
+        *lines, self.tail = (self.tail + data).split(b"\n")
+        if self._overrun and lines:   # the end of an over-long line
+            lines, self._overrun = lines[1:], False
+        if len(self.tail) > self.max_line:
+            if not self._overrun:
+                lines.append(self.tail)
+            self.tail, self._overrun = b"", True
+        return lines
+
+
+def _blank(data: bytes) -> bool:
+    return not data.strip(b" \t\r\n")
 
 
 class _Pty:
@@ -392,26 +484,33 @@ class _Pty:
         return self
 
     def _serve(self):
-        buf, overrun = b"", False
+        lines = _Lines(self.inst.max_line)
         while not self._stop.is_set():
             if not select.select([self.master], [], [], 0.1)[0]:
                 continue
             try:
-                buf += os.read(self.master, 65536)
+                data = os.read(self.master, 65536)
             except OSError:
                 return
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if overrun:  # the tail of an over-long line
-                    overrun = False
-                    continue
+            for line in lines.feed(data):
                 text = _received(self.inst, line)
-                for r in (self.inst.respond(text, self._write) if text is not None else []):
+                if text is None:
+                    continue
+                self._unread()
+                for r in self.inst.respond(text, self._write):
                     self._write(r)
-            if len(buf) > self.inst.max_line:  # bounded: an over-long line is dropped as it arrives
-                if not overrun:
-                    _received(self.inst, buf)
-                buf, overrun = b"", True
+
+    def _unread(self) -> None:
+        """A new message while the client has not read a reply: the reply is discarded, -410 (IEEE 488.2
+        6.3.2.3). The emulator holds the terminal open too, so what the client left unread is still
+        there to count (FIONREAD); a client that closed the port without reading leaves nothing to
+        the next one but this error."""
+        if not self.inst.ieee488:
+            return
+        left = int.from_bytes(fcntl.ioctl(self.slave, termios.FIONREAD, b"\0\0\0\0"), "little")
+        if left:
+            termios.tcflush(self.slave, termios.TCIFLUSH)
+            self.inst.interrupted(f"of {left} bytes")
 
     def _write(self, r: str) -> None:
         r = _faulted(self.inst, r)
@@ -436,36 +535,47 @@ class _Handler(socketserver.StreamRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._wlock = threading.Lock()   # a held *OPC? reply may be sent from another client's thread
 
-    def _read_line(self, inst):
-        """One line (without its newline), or None at EOF; an over-long one is read and dropped in bounded pieces."""
-        line = self.rfile.readline(inst.max_line + 1)
-        if not line:
-            return None
-        if not line.endswith(b"\n") and len(line) <= inst.max_line:
-            return None  # cut by a disconnect before its terminator: discarded, as an instrument does
-        if len(line) > inst.max_line and not line.endswith(b"\n"):
-            while not line.endswith(b"\n"):
-                line = self.rfile.readline(65536)
-                if not line:
-                    break
-            return b"x" * (inst.max_line + 1)  # stands for the over-long line
-        return line.rstrip(b"\n")
-
     def handle(self):
+        """Each line a message; at the end of the stream a message cut before its terminator is
+        discarded, as an instrument does."""
         inst: Instrument = self.server.instrument
+        lines = _Lines(inst.max_line)
         while True:
             try:
-                line = self._read_line(inst)
+                data = self.connection.recv(65536)
             except OSError:  # the client reset the link (a bench reconnecting): nothing to answer
                 return
-            if line is None:
+            if not data:
                 return
-            text = _received(inst, line)
-            if text is None:
-                continue
-            for r in inst.respond(text, self._write):
-                if not self._write(r):
-                    return
+            got = lines.feed(data)
+            for k, line in enumerate(got):
+                text = _received(inst, line)
+                if text is None:
+                    continue
+                out = inst.respond(text, self._write)
+                if out and inst.ieee488 and self._next_message(got[k + 1:], lines.tail):
+                    inst.interrupted(f"to {text[:40]!r}")
+                    continue
+                for r in out:
+                    if not self._write(r):
+                        return
+
+    def _next_message(self, later: list, tail: bytes) -> bool:
+        """Whether the next message has begun to arrive: the client sent it before this reply existed, so
+        cannot have read it (-410). Over a socket that is all the emulator can see: a reply sent is read
+        or not in the client, out of its sight (docs/emulator.md)."""
+        if not all(map(_blank, later)) or not _blank(tail):
+            return True
+        try:
+            return not _blank(self.connection.recv(256, socket.MSG_PEEK | socket.MSG_DONTWAIT) or b" ")
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+
+    def finish(self):
+        self.server.instrument.forget(self._write)
+        super().finish()
 
     def _write(self, r: str) -> bool:
         """Send one reply line (as the injected faults leave it); False when the link is gone."""

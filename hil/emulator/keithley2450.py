@@ -10,10 +10,12 @@ section 6 (SCPI command reference) and section 7 (buffers, trigger model):
   any made by ``:TRAC:MAKE "name", size``; ``:READ? "buf", READ, SOUR, REL``, ``:TRAC:DATA?
   start, end, "buf", elements``, ``:TRAC:STAT:AVER?`` ...;
 - ``:COUNt`` (``:SENS:COUN``) readings per ``:READ?``/``:MEAS?``;
-- trigger models by ``:TRIG:LOAD "SimpleLoop", count[, delay[, "buf"]]`` and the sweeps
+- the trigger model: blocks (``:TRIG:BLOC:BUFF:CLE``, ``MDIG``, ``DEL:CONS``, ``SOUR:STAT``,
+  ``WAIT`` for ``*TRG``, ``NOT``, the branches, ``CONF:REC``/``NEXT``/``PREV``), run by ``:INIT``
+  from block 1 and written by ``:TRIG:LOAD "SimpleLoop", count[, delay[, "buf"]]`` and the sweeps
   ``:SOUR:SWE:VOLT:LIN start, stop, points[, delay[, count[, range[, failAbort[, dual[, "buf"]]]]]]``,
-  ``:LIN:STEP``, ``:LOG`` and ``:LIST`` (over ``:SOUR:LIST:VOLT``), run by ``:INIT``; the
-  source returns to its level after a sweep;
+  ``:LIN:STEP``, ``:LOG`` and ``:LIST`` (over ``:SOUR:LIST:VOLT``); a model at a wait block is a
+  pending operation (``*OPC?``, ``*WAI``); the source returns to its level after a sweep;
 - the interlock: not asserted, the 200 V range is unavailable and the output is limited to
   21 V (event 5074); ``:OUTP:INT:TRIP?`` answers 1 when it is asserted.
 
@@ -40,6 +42,24 @@ PROT = {"PROT2": 2, "PROT5": 5, "PROT10": 10, "PROT20": 20, "PROT40": 40, "PROT6
         "PROT100": 100, "PROT120": 120, "PROT140": 140, "PROT160": 160, "PROT180": 180, "NONE": 210}
 DEFAULT_BUFFERS = ("DEFBUFFER1", "DEFBUFFER2")
 BUFFER_SIZE = 100000
+MAX_BLOCKS = 255                                            # trigger model blocks
+WAIT_WORDS = ("AND", "OR", "ENT", "ENTER", "NEV", "NEVER")   # a wait block's logic and clear words
+MAX_STEPS = 3_000_000                                       # blocks one run of the model executes at most here
+#: :TRIG:BLOC:<command> -> the block it defines
+BLOCK_COMMANDS = {"BUFFer:CLEar": "BUFFER_CLEAR", "MDIGitize": "MEASURE", "MEASure": "MEASURE",
+                  "DELay:CONStant": "DELAY_CONSTANT", "SOURce:STATe": "SOURCE_OUTPUT", "WAIT": "WAIT",
+                  "NOTify": "NOTIFY", "BRANch:ALWays": "BRANCH_ALWAYS", "BRANch:COUNter": "BRANCH_COUNTER",
+                  "BRANch:ONCE": "BRANCH_ONCE", "BRANch:ONCE:EXCLuded": "BRANCH_ONCE_EXCLUDED",
+                  "BRANch:EVENt": "BRANCH_EVENT", "CONFig:RECall": "CONFIG_RECALL", "CONFig:NEXT": "CONFIG_NEXT",
+                  "CONFig:PREVious": "CONFIG_PREVIOUS", "NOP": "NOP"}
+#: each block's parameters after its number: (how many are required, what they are)
+BLOCK_ARGS = {"BUFFER_CLEAR": (0, "a buffer"), "MEASURE": (0, "a buffer and a count"), "DELAY_CONSTANT": (1, "a delay"),
+              "SOURCE_OUTPUT": (1, "ON or OFF"), "WAIT": (1, "events"), "NOTIFY": (1, "a notify number"),
+              "BRANCH_ALWAYS": (1, "a block"), "BRANCH_COUNTER": (2, "a count and a block"),
+              "BRANCH_ONCE": (1, "a block"), "BRANCH_ONCE_EXCLUDED": (1, "a block"),
+              "BRANCH_EVENT": (2, "an event and a block"), "CONFIG_RECALL": (1, "a configuration list"),
+              "CONFIG_NEXT": (1, "a configuration list"), "CONFIG_PREVIOUS": (1, "a configuration list"),
+              "NOP": (0, "nothing")}
 UNITS = {"VOLT:DC": "V", "CURR:DC": "A", "RES": "Ohm"}
 
 
@@ -133,7 +153,11 @@ class SMU2450(SMU):
         self.samples = np.zeros((0, 5))
         self.armed, self.link, self.running = None, None, False
         self.buffers = {name: self._new_buffer(BUFFER_SIZE) for name in DEFAULT_BUFFERS}
-        self.model_loaded = None        # (kind, sweep levels or None, count, delay, buffer)
+        self.blocks = {}                # the trigger model: block number -> (kind, parameters...)
+        self.sweep_lists = {}           # a sweep's source levels by its configuration list's name
+        self.counters, self.once = {}, set()   # counter branches' counts; branch-once blocks passed
+        self.pc = 0                     # the block the trigger model is at (waits at, when armed)
+        self.events = set()             # trigger events seen since the model started (COMMand: *TRG)
         self.user_delays = {}
         self.model.changed()
 
@@ -178,7 +202,14 @@ class SMU2450(SMU):
             s.add(f"SOURce:SWEep:{long_}:LOG", lambda a, k=kind: self._sweep(k, a, "LOG"))
             s.add(f"SOURce:SWEep:{long_}:LIST", lambda a, k=kind: self._sweep(k, a, "LIST"))
         s.add("TRIGger:LOAD", self._load)
-        s.add("TRIGger:STATe?", lambda a: "WAITING;WAITING;1" if self.armed else "IDLE;IDLE;0")
+        s.add("TRIGger:LOAD:EMPTy", lambda a: self._load('"Empty"' + (", " + a if a.strip() else "")))
+        s.add("TRIGger:LOAD:LOOP:SIMPle", lambda a: self._load('"SimpleLoop", ' + a))
+        s.add("TRIGger:STATe?", lambda a: f"WAITING;WAITING;{self.pc}" if self.armed else f"IDLE;IDLE;{self.pc}")
+        for path, kind in BLOCK_COMMANDS.items():
+            s.add(f"TRIGger:BLOCk:{path}", lambda a, k=kind: self._set_block(k, a))
+        s.add("TRIGger:BLOCk:LIST?", lambda a: self._block_list())
+        s.add("TRIGger:BLOCk:BRANch:COUNter:COUNt?", lambda a: str(self.counters.get(self._block_number(a), 0)))
+        s.add("TRIGger:BLOCk:BRANch:COUNter:RESet", lambda a: self.counters.__setitem__(self._block_number(a), 0))
         s.add("INITiate[:IMMediate]", lambda a: self._initiate())
         s.add("ABORt", lambda a: self._abort())
         for q, f in (("MEASure?", None), ("MEASure:VOLTage[:DC]?", "VOLT:DC"), ("MEASure:CURRent[:DC]?", "CURR:DC"),
@@ -399,18 +430,21 @@ class SMU2450(SMU):
 
     # -- trigger models and sweeps -----------------------------------------------------------------
     def _load(self, a):
+        """:TRIG:LOAD "Empty" | "SimpleLoop", count[, delay[, "buffer"]]: a predefined trigger model's blocks."""
         parts = split_params(a)
         kind = self._unquote(parts[0]) if parts else ""
         if kind == "EMPTY":
-            self.model_loaded = None
+            self.blocks = {}
             return
         if kind != "SIMPLELOOP":
-            raise SCPIError(ILLEGAL_VALUE, f"trigger model {kind[:20]} (SimpleLoop or Empty here)")
+            raise SCPIError(ILLEGAL_VALUE, f"trigger model {kind[:20]}: SimpleLoop and Empty are emulated "
+                            "(and models built of :TRIG:BLOC blocks)")
         count = int(number(parts[1], 1, 300000)) if len(parts) > 1 else 1
         delay = number(parts[2], 0, 10000) if len(parts) > 2 else 0.0
         buf = self._unquote(parts[3]) if len(parts) > 3 else "DEFBUFFER1"
         self._buf(buf)
-        self.model_loaded = ("LOOP", None, count, delay, buf)
+        self.blocks = {1: ("BUFFER_CLEAR", buf), 2: ("DELAY_CONSTANT", delay), 3: ("MEASURE", buf, "AUTO"),
+                       4: ("BRANCH_COUNTER", count, 2)}
 
     def _sweep(self, kind, a, how):
         """:SOUR:SWE:<func>:LIN|LIN:STEP|LOG|LIST: a source configuration list and its trigger model."""
@@ -452,33 +486,209 @@ class SMU2450(SMU):
             pts = np.r_[pts, pts[::-1]]
         self.state["sour_func"] = kind
         self.state["smod"] = self.state["smod_volt" if kind == "VOLT" else "smod_curr"]
-        self.model_loaded = ("SWEEP", np.tile(pts, count), 1, max(delay, 0.0), buf)
+        name = f"{kind}SWEEPLIST"
+        self.sweep_lists[name] = np.asarray(pts, float)
+        self.blocks = {1: ("BUFFER_CLEAR", buf), 2: ("CONFIG_RECALL", name, 1), 3: ("SOURCE_OUTPUT", True),
+                       4: ("DELAY_CONSTANT", max(delay, 0.0)), 5: ("MEASURE", buf, 1), 6: ("CONFIG_NEXT", name),
+                       7: ("BRANCH_COUNTER", len(pts), 4), 8: ("BRANCH_COUNTER", count, 2)}
+
+    # -- trigger model blocks (reference manual, :TRIGger:BLOCk) ------------------------------------------
+    @staticmethod
+    def _block_number(a) -> int:
+        return int(number(split_params(a)[0], 1, MAX_BLOCKS))
+
+    def _set_block(self, kind, a):
+        """:TRIG:BLOC:<kind> <block>, ...: one block of the trigger model, its parameters checked now."""
+        if self.armed:
+            raise SCPIError(SETTINGS_CONFLICT, "the trigger model is running")
+        p = split_params(a)
+        if len(p) < 1 + BLOCK_ARGS[kind][0]:
+            raise SCPIError(MISSING_PARAMETER, f"{kind}: block number and {BLOCK_ARGS[kind][1]}")
+        b = self._block_number(a)
+        if b > max(self.blocks, default=0) + 1:
+            raise SCPIError(DATA_OUT_OF_RANGE, f"block {b}: the model has blocks 1..{max(self.blocks, default=0)}; "
+                            "a new one follows the last")
+        target = lambda x: int(number(x, 1, MAX_BLOCKS))
+        if kind == "BUFFER_CLEAR":
+            block = (kind, self._checked_buffer(p[1] if len(p) > 1 else '"defbuffer1"'))
+        elif kind == "MEASURE":
+            count = p[2].strip().upper() if len(p) > 2 else "1"
+            block = (kind, self._checked_buffer(p[1] if len(p) > 1 else '"defbuffer1"'),
+                     "AUTO" if count == "AUTO" else int(number(count, 1, 300000)))
+        elif kind == "DELAY_CONSTANT":
+            block = (kind, number(p[1], 0, 10000))
+        elif kind == "SOURCE_OUTPUT":
+            block = (kind, boolean(p[1]))
+        elif kind == "WAIT":   # <event>[, <clear>][, AND|OR, <event>...]
+            words = [e.strip(" \t").upper() for e in p[1:]]
+            block = (kind, [self._event(e) for e in p[1:] if e.strip(" \t").upper() not in WAIT_WORDS],
+                     "OR" if "OR" in words else "AND")
+        elif kind == "NOTIFY":
+            block = (kind, int(number(p[1], 1, 8)))
+        elif kind == "BRANCH_COUNTER":
+            block = (kind, int(number(p[1], 1, 268435455)), target(p[2]))
+        elif kind == "BRANCH_EVENT":
+            block = (kind, self._event(p[1]), target(p[2]))
+        elif kind in ("CONFIG_NEXT", "CONFIG_PREVIOUS"):
+            block = (kind, self._config_list(p[1]))
+        elif kind == "CONFIG_RECALL":
+            block = (kind, self._config_list(p[1]), int(number(p[2], 1, 300000)) if len(p) > 2 else 1)
+        elif kind == "NOP":
+            block = (kind,)
+        else:   # BRANCH_ALWAYS, BRANCH_ONCE, BRANCH_ONCE_EXCLUDED
+            block = (kind, target(p[1]))
+        self.blocks[b] = block
+        self.counters.pop(b, None)
+
+    def _checked_buffer(self, text):
+        name = self._unquote(text)
+        self._buf(name)
+        return name
+
+    def _config_list(self, text):
+        name = self._unquote(text)
+        if name not in self.sweep_lists:
+            raise SCPIError(ILLEGAL_VALUE, f"no source configuration list named {name} (a :SOUR:SWE makes one)")
+        return name
+
+    @staticmethod
+    def _event(text):
+        e = text.strip(" \t").upper()
+        e = {"COMMAND": "COMM", "NOTIFY": "NOT1"}.get(e, e)
+        if e.startswith("NOTIFY"):
+            e = "NOT" + e[6:]
+        if e not in ("COMM", "NONE") + tuple(f"NOT{n}" for n in range(1, 9)):
+            raise SCPIError(ILLEGAL_VALUE, f"trigger event {text.strip()[:20]}: COMMand (*TRG), NOTify1..8 and NONE "
+                            "are emulated")
+        return e
+
+    def _block_list(self) -> str:
+        """:TRIG:BLOC:LIST?: every block, '<n>) <KIND> <parameters>', comma-separated."""
+        out = []
+        text = lambda x: ("ON" if x else "OFF") if isinstance(x, bool) else " ".join(x) if isinstance(x, list) else \
+            f"{x:g}" if isinstance(x, float) else str(x)
+        for b in sorted(self.blocks):
+            kind, *p = self.blocks[b]
+            out.append(f"{b}) {kind}" + "".join(f" {text(x)}" for x in p))
+        return ",".join(f'"{x}"' for x in out) or '"EMPTY"'
 
     def _initiate(self):
         if self.armed:
             raise SCPIError(-213, "a trigger model is running")
-        if self.model_loaded is None:
-            raise SCPIError(SETTINGS_CONFLICT, "no trigger model loaded (:TRIG:LOAD or :SOUR:SWE)")
-        kind, levels, count, delay, buf = self.model_loaded
-        self.state["trig_del"] = delay
-        self._buf(buf)["rows"] = np.zeros((0, 4))   # the loaded models' first block clears their buffer
-        if kind == "LOOP":
-            self._take(count * self.state["sens_coun"], buf)
-        else:
-            self.state["output"] = True   # the sweep's trigger model turns the output on
-            self.model.changed()
-            self._take(len(levels), buf, levels=levels)
+        if not self.blocks:
+            raise SCPIError(SETTINGS_CONFLICT, "no trigger model loaded (:TRIG:LOAD, :TRIG:BLOC or :SOUR:SWE)")
+        self.counters, self.once, self.events = {}, set(), set()
+        self._run_blocks(1, {"level": None})
+
+    def _run_blocks(self, pc, ctx):
+        """Run the trigger model from block ``pc`` to its end, or to a wait block whose event has not come
+        (then armed: pending, resumed by *TRG). Readings are planned block by block, then taken in groups
+        of one buffer, output state and delay (one solve per group; a sweep's levels in one)."""
+        plan, delay, steps = [], 0.0, 0
+        last = max(self.blocks)
+        while pc <= last:
+            steps += 1
+            if steps > MAX_STEPS:
+                self._take_plan(plan)
+                self.armed, self.pc = None, pc
+                raise SCPIError(SETTINGS_CONFLICT, f"the trigger model ran {MAX_STEPS} blocks without ending (a loop "
+                                "with no way out runs until :ABORt on the instrument; not emulated)")
+            kind, *p = self.blocks[pc]
+            nxt = pc + 1
+            if kind == "BUFFER_CLEAR":
+                self._take_plan(plan)
+                self._buf(p[0])["rows"] = np.zeros((0, 4))
+            elif kind == "DELAY_CONSTANT":
+                delay += p[0]
+            elif kind == "MEASURE":
+                n = self.state["sens_coun"] if p[1] == "AUTO" else p[1]
+                plan.append((p[0], ctx["level"], bool(self.state["output"]), delay, n))
+                delay = 0.0
+            elif kind == "SOURCE_OUTPUT":
+                self._take_plan(plan)
+                self.state["output"] = p[0]
+                self.model.changed()
+            elif kind == "CONFIG_RECALL":
+                ctx["list"], ctx["index"] = p[0], p[1] - 1
+                ctx["level"] = self._config_level(ctx)
+            elif kind in ("CONFIG_NEXT", "CONFIG_PREVIOUS"):
+                size = len(self.sweep_lists[p[0]])
+                ctx["list"], ctx["index"] = p[0], (ctx.get("index", -1) + (1 if kind == "CONFIG_NEXT" else -1)) % size
+                ctx["level"] = self._config_level(ctx)
+            elif kind == "NOTIFY":
+                self.events.add(f"NOT{p[0]}")
+            elif kind == "WAIT":
+                seen = [e == "NONE" or e in self.events for e in p[0]]
+                if not (any(seen) if p[1] == "OR" else all(seen)):
+                    self._take_plan(plan)
+                    self.armed, self.pc, self._ctx = "BUS", pc, ctx
+                    return
+                self.events -= set(p[0])   # a wait block forgets the events it acted on
+            elif kind == "BRANCH_ALWAYS":
+                nxt = p[0]
+            elif kind == "BRANCH_COUNTER":
+                self.counters[pc] = self.counters.get(pc, 0) + 1
+                if self.counters[pc] < p[0]:
+                    nxt = p[1]
+                else:
+                    self.counters[pc] = 0
+            elif kind == "BRANCH_ONCE" or kind == "BRANCH_ONCE_EXCLUDED":
+                first = pc not in self.once
+                self.once.add(pc)
+                if first == (kind == "BRANCH_ONCE"):
+                    nxt = p[0]
+            elif kind == "BRANCH_EVENT":
+                if p[0] in self.events:
+                    self.events.discard(p[0])
+                    nxt = p[1]
+            pc = nxt
+        self._take_plan(plan)
+        self.armed, self.pc = None, last
         self.completed()
 
+    def _config_level(self, ctx):
+        levels = self.sweep_lists[ctx["list"]]
+        if not 0 <= ctx["index"] < len(levels):
+            raise SCPIError(DATA_OUT_OF_RANGE, f"index {ctx['index'] + 1} of {ctx['list']} ({len(levels)} points)")
+        return float(levels[ctx["index"]])
+
+    def _take_plan(self, plan):
+        """Take the planned readings [(buffer, level or None, output on, delay before, count)], grouped."""
+        k = 0
+        while k < len(plan):
+            buf, _, on, dly, _ = plan[k]
+            j = k
+            while j < len(plan) and plan[j][0] == buf and plan[j][2] == on and plan[j][3] == dly:
+                j += 1
+            group = plan[k:j]
+            # each reading follows its delay: the clock moves by it first (the 2400's clock adds it after)
+            self.clock += dly
+            self.state["trig_del"] = dly
+            if bool(self.state["output"]) != on:
+                self.state["output"] = on
+                self.model.changed()
+            if all(g[1] is None for g in group):
+                self._take(sum(g[4] for g in group), buf)
+            else:
+                self._take(sum(g[4] for g in group), buf,
+                           levels=np.concatenate([np.full(g[4], self.bias() if g[1] is None else g[1]) for g in group]))
+            self.clock -= dly
+            k = j
+        plan.clear()
+
     def _bus_trigger(self):
-        raise SCPIError(-211, "no trigger model waits for a bus trigger")
+        """*TRG: the COMMand event; a model waiting for it goes on."""
+        if not self.armed:
+            raise SCPIError(-211, "no trigger model waits for a bus trigger")
+        self.events.add("COMM")
+        self._run_blocks(self.pc, self._ctx)
 
     def _abort(self):
         self.armed = None
         self.completed()
 
     def pending(self) -> bool:
-        return False
+        return self.armed is not None
 
     def listening(self, line: int) -> bool:
         return False

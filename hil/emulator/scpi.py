@@ -52,6 +52,7 @@ ERROR_TEXT = {
 UNDEFINED_HEADER, PARAMETER_NOT_ALLOWED, MISSING_PARAMETER, DATA_TYPE_ERROR = -113, -108, -109, -104
 DATA_OUT_OF_RANGE, SETTINGS_CONFLICT, ILLEGAL_VALUE, TOO_MUCH_DATA = -222, -221, -224, -223
 QUEUE_OVERFLOW, INPUT_OVERRUN, OUTPUT_OFF = -350, -363, +803
+INVALID_CHARACTER, QUERY_INTERRUPTED = -101, -410
 
 # Standard Event Status Register bits (IEEE 488.2 11.5.1)
 OPC, QYE, DDE, EXE, CME, PON = 1, 4, 8, 16, 32, 128
@@ -80,6 +81,11 @@ class SCPIError(Exception):
         # no commas or double quotes in the text: clients split <code>,"<text>" on commas
         detail = self.detail.replace(",", " ").replace('"', "'")
         return self.code, f"{msg}; {detail}" if detail else msg
+
+
+class Suspend(Exception):
+    """Raised by ``*WAI``'s handler while an operation is pending: the rest of the message waits for it
+    (IEEE 488.2 10.39: no later command executes until the No-Operation-Pending flag is true)."""
 
 
 class Register:
@@ -193,6 +199,8 @@ def _match(nodes, parts, i=0, j=0) -> bool:
 
 
 _MNEMONIC = re.compile(r"\*?[A-Z][A-Z0-9]*")
+# a control character (tab is white space) or, decoded with "replace", a byte outside ASCII
+_INVALID_CHAR = re.compile("[\x00-\x08\x0a-\x1f\x7f\ufffd]")
 
 
 def _split_outside(text: str, sep: str) -> list:
@@ -234,6 +242,7 @@ class Interpreter:
         self.patterns = []       # every command as declared, in the manual's notation (the docs list them)
         self._resolved = {}
         self.status = status or Status()
+        self.rest = None         # (units, path) a *WAI left waiting in the last message executed
 
     @property
     def errors(self):
@@ -255,15 +264,28 @@ class Interpreter:
         """Execute one program message; returns its queries' replies, in order.
 
         An IEEE 488.2 instrument sends them as one response message joined by ';'
-        (:meth:`response`); the resistor board a line each.
+        (:meth:`response`); the resistor board a line each. A ``*WAI`` that must wait
+        leaves the units after it in :attr:`rest` (else None), to :meth:`resume` later.
         """
-        replies, path = [], []
-        for unit in _split_units(message):
+        return self.resume((_split_units(message), []))
+
+    def resume(self, rest: tuple) -> list:
+        """Execute the units ``rest`` = (units, path) that a ``*WAI`` left waiting; returns their replies."""
+        units, path = rest
+        replies, self.rest = [], None
+        for k, unit in enumerate(units):
             unit = unit.strip(" \t\r\n")
             if not unit:
                 continue
             try:
+                bad = _INVALID_CHAR.search(unit)
+                if bad:
+                    raise SCPIError(INVALID_CHARACTER, f"byte 0x{ord(bad.group()):02x} in {unit[:40]!r}"
+                                    if ord(bad.group()) < 256 else f"a byte that is not ASCII in {unit[:40]!r}")
                 r, path = self._unit(unit, path)
+            except Suspend:
+                self.rest = (units[k + 1:], path)
+                break
             except SCPIError as exc:
                 self.push_error(exc.code, exc.detail)
                 if self.ieee488:
@@ -287,7 +309,7 @@ class Interpreter:
         return replies
 
     def _unit(self, unit: str, path: list):
-        m = re.match(r"([^\s]+)(?:[ \t]+(.*))?$", unit, re.S)
+        m = re.match(r"([^ \t]+)(?:[ \t]+(.*))?$", unit, re.S)
         header, args = m.group(1), (m.group(2) or "").strip(" \t")
         query = header.endswith("?")
         bare = header[:-1] if query else header
