@@ -945,7 +945,8 @@ def cmd_circuits(args):
 
 #: the generators each option of `hil generate` applies to (the others would ignore it)
 GENERATE_OPTIONS = {"nodes": ("random",), "degree": ("random",), "rows": ("lattice",), "cols": ("lattice",),
-                    "layers": ("crossbar",), "sizes": ("layered", "board"), "opamp_gain": ("layered",),
+                    "layers": ("crossbar",), "sizes": ("layered", "board", "transistor", "drn"), "opamp_gain": ("layered",),
+                    "diode": ("drn",), "hidden": ("transistor",),
                     "inputs": ("random", "lattice"), "outputs": ("random", "lattice"),
                     **{k: ("random", "lattice", "crossbar", "board")
                        for k in ("vccs_pairs", "vccs_singles", "asymmetry", "vccs_scale")}}
