@@ -887,7 +887,7 @@ def layered_file(tmp_path_factory):
     (["generate", "layered", "--sizes", "3,2,2", "--vccs-scale", "1e-3"], "--vccs-scale 0.001: applies to hil generate"),
     (["generate", "random", "--vccs-scale", "1e-3"],
      "--vccs-scale 0.001: applies to the VCCS that --vccs-pairs or --vccs-singles add, and none is asked for"),
-    (["generate", "random", "--sizes", "3,2"], "--sizes 3,2: applies to hil generate layered and board, not random"),
+    (["generate", "random", "--sizes", "3,2"], "--sizes 3,2: applies to hil generate layered and board and transistor and drn, not random"),
 ])
 def test_an_option_the_task_rule_or_generator_would_ignore_is_refused(tmp_path, layered_file, args, message):
     out = ["-o", tmp_path / "g.toml"] if args[0] == "generate" else ["--out", tmp_path / "t"] \
