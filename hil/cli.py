@@ -1264,11 +1264,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed-claims", choices=("full", "quick", "off"), default="full",
                     help="the section on the seed papers' task-level claims (accuracy against asymmetry, "
                          "homeostasis, voltmeter noise): full (default, a few minutes), quick (about a minute), off")
-    rp.add_argument("--reproductions", choices=("full", "quick", "off"), default="full",
+    rp.add_argument("--reproductions", choices=("full", "quick", "off"), default="quick",
                     help="the section on the field's results reproduced beside the papers' numbers (Iris on a board "
                          "and on a deep resistive network, digits on a 64x2-100-10x2 DRN with EP and gd, the epoch "
-                         "time embedded and on ngspice): full (default, the papers' network on all of digits), "
-                         "quick (a smaller network on 300 images), off")
+                         "time embedded and on ngspice): quick (default, a smaller network on 300 images, about a "
+                         "minute), full (the papers' network on all of digits: hours on two cores), off")
 
     co = add("coercivity", cmd_coercivity, "Coercivity constant, rank of J, dead edges, predicted decay rates.")
     co.add_argument("circuit", help=CIRCUIT_HELP)

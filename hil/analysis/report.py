@@ -84,7 +84,7 @@ def cl_error(sub, X, Y, table: dict, model: bool):
 
 
 def generate(out, ngspice: bool = False, seed: int = 2026, progress=print, quick: bool = False,
-             claims: str = "full", reproductions: str = "full") -> Path:
+             claims: str = "full", reproductions: str = "quick") -> Path:
     """Regenerate the report into ``out``; returns the path of report.md. ``quick``: section 6 on fewer runs;
     ``claims``: section 9 in full, quick or off; ``reproductions``: section 10 likewise."""
     out = Path(out)
