@@ -42,7 +42,7 @@ def test_readme_fits_on_a_few_screens_and_links_the_docs():
 
 
 def test_the_quick_starts_run_as_written(tmp_path):
-    """Every command of the three quick starts, in a fresh folder holding the checkout's example data;
+    """Every command of the four quick starts, in a fresh folder holding the checkout's example data;
     the numbers the README quotes are the ones the commands print (to 5 %)."""
     (tmp_path / "circuits").mkdir()
     shutil.copy(ROOT / "circuits" / "net16-data.csv", tmp_path / "circuits")
@@ -81,6 +81,10 @@ def test_the_quick_starts_run_as_written(tmp_path):
     assert (a, b, c) == pytest.approx((said["start"], said["at1000"], said["at2000"]), rel=0.05)
     n_train, n_test = re.search(r"trains on (\d+) rows and holds (\d+) out", README).groups()
     assert f"{n_train} training examples, {n_test} held out" in train
+
+    iris = next(v for k, v in out.items() if k.startswith("hil train iris.toml"))
+    quoted = re.search(r"It prints `(accuracy: train \S+, test \S+)`", README).group(1)
+    assert quoted in iris and (tmp_path / "runs" / "iris" / "confusion.png").exists()
 
     bias = next(v for k, v in out.items() if k.startswith("hil bias"))
     orders = [float(x) for x in re.search(r"order \(([\d., ]+)\)", README).group(1).split(", ")]
