@@ -956,6 +956,9 @@ def cmd_circuits(args):
     _emit(args, {"circuits": rows}, text)
 
 
+#: each generator's --sizes when none is given
+GENERATE_SIZES = {"layered": "8,3,6", "board": "4,3", "transistor": "2,2", "drn": "4,8,3"}
+
 #: the generators each option of `hil generate` applies to (the others would ignore it)
 GENERATE_OPTIONS = {"nodes": ("random",), "degree": ("random",), "rows": ("lattice",), "cols": ("lattice",),
                     "layers": ("crossbar",), "sizes": ("layered", "board", "transistor", "drn"),
@@ -983,6 +986,9 @@ def _unused_generate_options(args) -> None:
 def cmd_generate(args):
     from hil import circuits as gen
 
+    if args.sizes is None:
+        args.sizes = GENERATE_SIZES.get(args.kind)
+
     _unused_generate_options(args)
     if args.kind == "layered":
         sizes = tuple(number_list(args.sizes, "--sizes", int, lo=1))
@@ -1006,10 +1012,10 @@ def cmd_generate(args):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} {getattr(args, name)}: a generated circuit needs at least 1")
     if args.kind == "board":
-        sizes = _sizes(args.sizes if args.sizes != "8,3,6" else "4,3", 2, "4,3 (features, classes)")
+        sizes = _sizes(args.sizes, 2, "4,3 (features, classes)")
         c = gen.board_classifier(sizes[0], sizes[1], args.seed)
     elif args.kind == "transistor":
-        sizes = _sizes(args.sizes if args.sizes != "8,3,6" else "2,2", 2, "2,2 (features, classes)")
+        sizes = _sizes(args.sizes, 2, "2,2 (features, classes)")
         if args.hidden < 1:
             raise ValueError(f"--hidden {args.hidden}: the transistor network needs at least 1 hidden node")
         c = gen.transistor_network(sizes[0], sizes[1], args.hidden, args.seed)
@@ -1043,7 +1049,7 @@ def _generate_drn(args):
     from hil import circuits as gen
     from hil.runs import check_output
 
-    text = args.sizes if args.sizes != "8,3,6" else "4,8,3"
+    text = args.sizes
     sizes = tuple(number_list(text, "--sizes", int, lo=1))
     if len(sizes) < 3 or sizes[-1] < 2:
         raise ValueError(f"--sizes {text!r}: a deep resistive network needs N_in,H1[,H2...],N_classes: at least "
@@ -1300,8 +1306,10 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--layers", default="2,4,2", help="crossbar: nodes per layer, comma-separated (inputs first, "
                                                        "outputs last); every node joined to every node of the next "
                                                        "layer, every non-input node to ground (default 2,4,2)")
-    ge.add_argument("--sizes", default="8,3,6", help="layered: widths m,r,n (inputs, hidden, outputs; more for "
-                                                      "deeper circuits)")
+    ge.add_argument("--sizes", default=None, help="layered: widths m,r,n (inputs, hidden, outputs; more for "
+                                                     "deeper circuits; default 8,3,6); board and transistor: "
+                                                     "FEATURES,CLASSES (4,3 and 2,2); drn: N_IN,H1[,H2...],N_CLASSES "
+                                                     "(4,8,3)")
     ge.add_argument("--hidden", type=int, default=6, help="transistor: hidden nodes (default 6)")
     ge.add_argument("--diode", choices=("ideal", "shockley"), default="ideal",
                     help="drn: the hidden nodes' diodes: ideal (a short or an open, as Scellier 2024; the embedded "

@@ -183,3 +183,11 @@ def test_the_reports_reproductions_option_is_checked(tmp_path):
     r = run_hil("report", "--out", tmp_path / "x", "--reproductions", "some")
     assert r.returncode == 2 and "--reproductions" in r.stderr and "invalid choice" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_sizes_given_as_the_layered_default_are_not_replaced_by_another_generators_default(tmp_path):
+    """Each generator has its own --sizes default; an explicit 8,3,6 is the user's, never swapped for 4,3."""
+    r = run_hil("generate", "board", "--sizes", "8,3,6", "-o", tmp_path / "b.toml")
+    assert r.returncode == 2 and "--sizes" in r.stderr and "8,3,6" in r.stderr
+    r = run_hil("generate", "board", "-o", tmp_path / "b.toml")
+    assert r.returncode == 0 and "30 edges" in r.stdout
